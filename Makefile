@@ -1,0 +1,83 @@
+# edge-agent — `make help` lists the targets.
+#
+# The TFLite runtime comes from scripts/provision-runtime.sh into
+# .runtime/$(ARCH) (git-ignored). To use your own libtensorflowlite_c instead
+# (a distribution package, or a build with extra delegates), set both:
+#   TFLITE_LIB_DIR=/dir/with/libtensorflowlite_c.so
+#   TFLITE_INCLUDE_DIR=/dir/above/tensorflow/lite/c/c_api.h
+# e.g. `make test TFLITE_LIB_DIR=/usr/local/lib TFLITE_INCLUDE_DIR=/usr/local/include`.
+
+SHELL := /bin/bash
+GO ?= go
+ARCH ?= amd64
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+RUNTIME_DIR ?= $(CURDIR)/.runtime/$(ARCH)
+BIN := bin/edge-agent
+PKG := github.com/edge-agent/edge-agent
+LDFLAGS := -X $(PKG)/agent.Version=$(VERSION)
+
+triplet_amd64 := x86_64-linux-gnu
+loader_amd64 := ld-linux-x86-64.so.2
+TRIPLET := $(triplet_$(ARCH))
+LOADER := $(loader_$(ARCH))
+
+ifeq ($(TFLITE_LIB_DIR),)
+RUNTIME_STAMP := $(RUNTIME_DIR)/MANIFEST
+RUNTIME_LIB := $(RUNTIME_DIR)/usr/lib/$(TRIPLET)
+# The prefix carries its own glibc (sid's TFLite needs >= 2.38): link so the
+# binary uses the prefix's loader, and --disable-new-dtags so the rpath also
+# serves the library's own dependencies.
+export CGO_CFLAGS := -I$(RUNTIME_DIR)/usr/include
+export CGO_LDFLAGS := -L$(RUNTIME_DIR)/link -Wl,--disable-new-dtags -Wl,-rpath,$(RUNTIME_LIB) \
+	-Wl,--dynamic-linker=$(RUNTIME_LIB)/$(LOADER) -Wl,--allow-shlib-undefined
+else
+RUNTIME_STAMP :=
+export CGO_CFLAGS := -I$(TFLITE_INCLUDE_DIR)
+export CGO_LDFLAGS := -L$(TFLITE_LIB_DIR) -Wl,-rpath,$(TFLITE_LIB_DIR)
+endif
+export CGO_ENABLED := 1
+
+# Shared models live beside the checkout; tests skip loudly without them.
+export EDGE_AGENT_MODELS ?= $(abspath $(CURDIR)/../shared/models)
+
+.PHONY: help deps runtime build run test test-short bench fmt lint vet clean env
+
+help: ## list targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+deps: ## install the Debian packages the build and tests need (only missing ones)
+	@scripts/deps.sh
+
+runtime: $(RUNTIME_STAMP) ## provision the TFLite runtime prefix for ARCH
+
+$(RUNTIME_DIR)/MANIFEST: scripts/provision-runtime.sh
+	@scripts/deps.sh
+	scripts/provision-runtime.sh $(ARCH) $(RUNTIME_DIR)
+
+build: $(RUNTIME_STAMP) ## build bin/edge-agent against the runtime
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./agent/cmd/edge-agent
+
+run: build ## run the agent on its embedded defaults (no config, no broker)
+	./$(BIN) run
+
+test: deps $(RUNTIME_STAMP) ## vet and run every test with -race (provisions first)
+	$(GO) vet ./...
+	$(GO) test -race -count=1 -timeout 30m ./...
+
+bench: $(RUNTIME_STAMP) ## run the Go benchmarks with allocation counts
+	$(GO) test -run '^$$' -bench . -benchmem -count 1 -timeout 30m ./...
+
+fmt: ## gofmt the tree
+	gofmt -w $$(git ls-files '*.go')
+
+lint: vet ## gofmt check and go vet
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi
+
+vet: $(RUNTIME_STAMP)
+	$(GO) vet ./...
+
+env: ## print the cgo environment (eval "$$(make -s env)" to use go directly)
+	@echo "export CGO_ENABLED=1 CGO_CFLAGS='$(CGO_CFLAGS)' CGO_LDFLAGS='$(CGO_LDFLAGS)' EDGE_AGENT_MODELS='$(EDGE_AGENT_MODELS)'"
+
+clean: ## remove build outputs (keeps the runtime prefix)
+	rm -rf bin

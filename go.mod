@@ -1,0 +1,7 @@
+module github.com/edge-agent/edge-agent
+
+go 1.26.8
+
+require github.com/tphakala/go-tflite v0.2.1
+
+require github.com/mattn/go-pointer v0.0.1 // indirect
