@@ -2,6 +2,12 @@ module github.com/edge-agent/edge-agent
 
 go 1.26.8
 
-require github.com/tphakala/go-tflite v0.2.1
+require (
+	github.com/google/flatbuffers v25.12.19+incompatible
+	github.com/tphakala/go-tflite v0.2.1
+)
 
-require github.com/mattn/go-pointer v0.0.1 // indirect
+require (
+	github.com/mattn/go-pointer v0.0.1 // indirect
+	golang.org/x/image v0.48.0 // indirect
+)

@@ -17,6 +17,10 @@ func (k *Kind) Error() string { return k.msg }
 // Code is the stable identifier of the kind, e.g. "model_truncated".
 func (k *Kind) Code() string { return k.code }
 
+// NewKind defines a kind for another package's documented errors, so that
+// Code works the same across the agent.
+func NewKind(code, msg string) *Kind { return &Kind{code: code, msg: msg} }
+
 // The kinds of failure this package reports. Match them with errors.Is.
 var (
 	// ErrModelNotFound: the model path does not exist.

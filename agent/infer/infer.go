@@ -1,0 +1,265 @@
+// Package infer turns what a user hands the agent (an image, a raw tensor
+// file) into input tensor bytes, and output tensors into ranked answers.
+//
+// Image rule (stable, documented in the README): decode to RGB (or gray for
+// [1,H,W] and [1,H,W,1] inputs), resize to the input's H×W, then write per
+// the input type: uint8 as-is; int8 as
+// v−128; float32 as (v−Mean)/Std, by default (v−127.5)/127.5 in [−1, 1].
+// The resize is x/image/draw's bilinear filter, which widens its support
+// when shrinking (as PIL's BILINEAR does), and stretches to H×W; this is the
+// preprocessing the shared models' expected results were checked with.
+package infer
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"image"
+	_ "image/jpeg" // registers the JPEG decoder
+	_ "image/png"  // registers the PNG decoder
+	"math"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/edge-agent/edge-agent/tflite"
+	_ "golang.org/x/image/bmp" // registers the BMP decoder
+	"golang.org/x/image/draw"
+)
+
+// The kinds of bad input. Raw input of the wrong size is tflite.ErrInputSize.
+var (
+	// ErrUnsupportedInput: an image format other than BMP, PNG or JPEG.
+	ErrUnsupportedInput = tflite.NewKind("input_unsupported", "unsupported input format")
+	// ErrImageDecode: the file claims to be an image but does not decode.
+	ErrImageDecode = tflite.NewKind("input_image_decode", "input image does not decode")
+	// ErrNotImageModel: an image was given to a model whose input is not an
+	// image ([1,H,W,3], [1,H,W,1] or [1,H,W] of uint8, int8 or float32).
+	ErrNotImageModel = tflite.NewKind("input_not_image_model", "model input is not an image")
+	// ErrInputRead: the input file cannot be read.
+	ErrInputRead = tflite.NewKind("input_unreadable", "input file is not readable")
+)
+
+// InputError is a bad input with the file and the reason.
+type InputError struct {
+	Path   string
+	Kind   *tflite.Kind
+	Detail string
+	Err    error
+}
+
+func (e *InputError) Error() string {
+	s := fmt.Sprintf("input %q: %s", e.Path, e.Kind.Error())
+	if e.Detail != "" {
+		s += ": " + e.Detail
+	}
+	return s
+}
+
+func (e *InputError) Unwrap() []error {
+	if e.Err != nil {
+		return []error{e.Kind, e.Err}
+	}
+	return []error{e.Kind}
+}
+
+// Normalization maps pixel values v in [0,255] to float inputs (v−Mean)/Std.
+type Normalization struct {
+	Mean, Std float32
+}
+
+// DefaultNormalization maps pixels to [−1, 1].
+var DefaultNormalization = Normalization{Mean: 127.5, Std: 127.5}
+
+// Input is a prepared input tensor.
+type Input struct {
+	Kind  string // "image" or "raw"
+	Bytes []byte
+}
+
+var imageExts = map[string]bool{".bmp": true, ".png": true, ".jpg": true, ".jpeg": true}
+
+// sniff names the image format from the file's first bytes, "" for none.
+func sniff(b []byte) string {
+	switch {
+	case bytes.HasPrefix(b, []byte("BM")):
+		return "bmp"
+	case bytes.HasPrefix(b, []byte("\x89PNG\r\n\x1a\n")):
+		return "png"
+	case bytes.HasPrefix(b, []byte("\xff\xd8\xff")):
+		return "jpeg"
+	case bytes.HasPrefix(b, []byte("GIF8")):
+		return "gif"
+	case len(b) >= 12 && bytes.Equal(b[:4], []byte("RIFF")) && bytes.Equal(b[8:12], []byte("WEBP")):
+		return "webp"
+	case bytes.HasPrefix(b, []byte("II*\x00")), bytes.HasPrefix(b, []byte("MM\x00*")):
+		return "tiff"
+	}
+	return ""
+}
+
+// FromFile prepares input tensor t from the file at path: an image when its
+// extension or content says so, otherwise raw bytes that must match t's size.
+func FromFile(path string, t tflite.TensorInfo, n Normalization) (Input, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return Input{}, &InputError{Path: path, Kind: ErrInputRead, Detail: err.Error(), Err: err}
+	}
+	format := sniff(data)
+	ext := strings.ToLower(filepath.Ext(path))
+	switch {
+	case format == "bmp" || format == "png" || format == "jpeg":
+		img, _, err := image.Decode(bytes.NewReader(data))
+		if err != nil {
+			return Input{}, &InputError{Path: path, Kind: ErrImageDecode, Detail: err.Error(), Err: err}
+		}
+		b, err := FromImage(img, t, n)
+		if err != nil {
+			return Input{}, &InputError{Path: path, Kind: kindOf(err), Detail: err.Error(), Err: err}
+		}
+		return Input{Kind: "image", Bytes: b}, nil
+	case format != "":
+		return Input{}, &InputError{Path: path, Kind: ErrUnsupportedInput, Detail: format + " images are not supported (use BMP, PNG or JPEG)"}
+	case imageExts[ext]:
+		return Input{}, &InputError{Path: path, Kind: ErrImageDecode, Detail: fmt.Sprintf("named %s but the content is not that image format", ext)}
+	}
+	if len(data) != t.Bytes {
+		return Input{}, &InputError{Path: path, Kind: tflite.ErrInputSize,
+			Detail: fmt.Sprintf("raw input has %d bytes, input %q (%s %v) takes %d", len(data), t.Name, t.Type, t.Shape, t.Bytes)}
+	}
+	return Input{Kind: "raw", Bytes: data}, nil
+}
+
+func kindOf(err error) *tflite.Kind {
+	if k, ok := err.(*tflite.Kind); ok {
+		return k
+	}
+	return ErrImageDecode
+}
+
+// ImageLayout returns the height, width and channels of an image input.
+func ImageLayout(t tflite.TensorInfo) (h, w, c int, ok bool) {
+	switch t.Type {
+	case "uint8", "int8", "float32":
+	default:
+		return 0, 0, 0, false
+	}
+	s := t.Shape
+	switch {
+	case len(s) == 4 && s[0] == 1 && (s[3] == 3 || s[3] == 1):
+		return s[1], s[2], s[3], true
+	case len(s) == 3 && s[0] == 1:
+		return s[1], s[2], 1, true
+	}
+	return 0, 0, 0, false
+}
+
+// FromImage writes img into the layout and type of t.
+func FromImage(img image.Image, t tflite.TensorInfo, n Normalization) ([]byte, error) {
+	h, w, c, ok := ImageLayout(t)
+	if !ok {
+		return nil, ErrNotImageModel
+	}
+	px := scaled(img, w, h, c)
+	switch t.Type {
+	case "uint8":
+		return px, nil
+	case "int8":
+		for i, v := range px {
+			px[i] = byte(int8(int(v) - 128))
+		}
+		return px, nil
+	default: // float32
+		if n.Std == 0 {
+			n = DefaultNormalization
+		}
+		out := make([]byte, 4*len(px))
+		for i, v := range px {
+			binary.LittleEndian.PutUint32(out[4*i:], math.Float32bits((float32(v)-n.Mean)/n.Std))
+		}
+		return out, nil
+	}
+}
+
+// scaled resizes img to w×h with the bilinear filter and flattens it to
+// row-major RGB (c=3) or gray (c=1) bytes.
+func scaled(img image.Image, w, h, c int) []byte {
+	dst := image.NewRGBA(image.Rect(0, 0, w, h))
+	draw.BiLinear.Scale(dst, dst.Bounds(), img, img.Bounds(), draw.Src, nil)
+	out := make([]byte, 0, w*h*c)
+	for i := 0; i < len(dst.Pix); i += 4 {
+		r, g, b := uint32(dst.Pix[i]), uint32(dst.Pix[i+1]), uint32(dst.Pix[i+2])
+		if c == 1 {
+			// ITU-R 601 luma, as image/color's GrayModel; exact for gray input.
+			out = append(out, byte((19595*r+38470*g+7471*b+1<<15)>>16))
+			continue
+		}
+		out = append(out, byte(r), byte(g), byte(b))
+	}
+	return out
+}
+
+// Class is one ranked answer.
+type Class struct {
+	Index int     `json:"index"`
+	Label string  `json:"label,omitempty"`
+	Score float32 `json:"score"`
+}
+
+// TopK ranks scores, highest first, ties by lower index.
+func TopK(scores []float32, k int, labels []string) []Class {
+	idx := make([]int, len(scores))
+	for i := range idx {
+		idx[i] = i
+	}
+	sort.SliceStable(idx, func(a, b int) bool { return scores[idx[a]] > scores[idx[b]] })
+	k = min(max(k, 1), len(idx))
+	out := make([]Class, 0, k)
+	for _, i := range idx[:k] {
+		c := Class{Index: i, Score: scores[i]}
+		if i < len(labels) {
+			c.Label = labels[i]
+		}
+		out = append(out, c)
+	}
+	return out
+}
+
+// ReadLabels reads one label per line; line i labels class i.
+func ReadLabels(path string) ([]string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("read labels: %w", err)
+	}
+	defer f.Close()
+	var labels []string
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		labels = append(labels, strings.TrimSpace(sc.Text()))
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("read labels %q: %w", path, err)
+	}
+	return labels, nil
+}
+
+// Classify runs it on input and ranks output 0.
+func Classify(it *tflite.Interpreter, input []byte, k int, labels []string) ([]Class, error) {
+	if err := it.SetInput(0, input); err != nil {
+		return nil, err
+	}
+	if err := it.Invoke(); err != nil {
+		return nil, err
+	}
+	raw, err := it.CopyOutput(0, nil)
+	if err != nil {
+		return nil, err
+	}
+	scores, err := tflite.Dequantize(it.Outputs()[0], raw, nil)
+	if err != nil {
+		return nil, err
+	}
+	return TopK(scores, k, labels), nil
+}

@@ -1,0 +1,139 @@
+package infer_test
+
+import (
+	"errors"
+	"image"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/edge-agent/edge-agent/agent/infer"
+	"github.com/edge-agent/edge-agent/tflite"
+	"github.com/edge-agent/edge-agent/tflite/tflitetest"
+)
+
+// The expected results of ../shared/models/MANIFEST.md, on the real runtime.
+func TestManifestTop1(t *testing.T) {
+	cases := []struct {
+		model, image, labels string
+		index                int
+		label                string
+	}{
+		{"mobilenet_v2_1.0_224_quant.tflite", "cat.bmp", "imagenet_labels.txt", 286, "Egyptian cat"},
+		{"mobilenet_v2_1.0_224_quant.tflite", "bird.bmp", "imagenet_labels.txt", 20, "chickadee"},
+		{"mobilenet_v2_1.0_224_quant.tflite", "grace_hopper.bmp", "imagenet_labels.txt", 653, "military uniform"},
+		{"mobilenet_v2_1.0_224_quant.tflite", "sunflower.bmp", "imagenet_labels.txt", 986, "daisy"},
+		{"mobilenet_v1_0.25_128_quant.tflite", "cat.bmp", "imagenet_labels.txt", 286, "Egyptian cat"},
+		{"mobilenet_v1_0.25_128_quant.tflite", "bird.bmp", "imagenet_labels.txt", 20, "chickadee"},
+		{"mobilenet_v2_1.0_224_inat_bird_quant.tflite", "bird.bmp", "inat_bird_labels.txt", 659, "Poecile atricapillus (Black-capped Chickadee)"},
+		{"keras_lstm_mnist_ptq.tflite", "mnist_nine.bmp", "", 9, ""},
+	}
+	for _, c := range cases {
+		t.Run(c.model+"/"+c.image, func(t *testing.T) {
+			m, it, _, err := tflite.LoadStaged(tflitetest.Path(t, c.model), tflite.LoadOptions{Interpreter: tflite.Options{Threads: 2}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer m.Close()
+			defer it.Close()
+			in, err := infer.FromFile(tflitetest.Path(t, c.image), it.Inputs()[0], infer.DefaultNormalization)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var labels []string
+			if c.labels != "" {
+				if labels, err = infer.ReadLabels(tflitetest.Path(t, c.labels)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			top, err := infer.Classify(it, in.Bytes, 3, labels)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if top[0].Index != c.index || top[0].Label != c.label {
+				t.Fatalf("top-1 = %d %q (%.3f), want %d %q; top-3 %+v", top[0].Index, top[0].Label, top[0].Score, c.index, c.label, top)
+			}
+		})
+	}
+}
+
+func TestXOR(t *testing.T) {
+	m, it, _, err := tflite.LoadStaged(tflitetest.Path(t, "xor_model.tflite"), tflite.LoadOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	defer it.Close()
+	for _, c := range []struct {
+		a, b float32
+		high bool
+	}{{0, 0, false}, {0, 1, true}, {1, 0, true}, {1, 1, false}} {
+		in := float32Bytes(c.a, c.b)
+		top, err := infer.Classify(it, in, 1, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := top[0].Score > 0.5; got != c.high {
+			t.Errorf("xor(%v,%v) = %.3f, want high=%v", c.a, c.b, top[0].Score, c.high)
+		}
+	}
+}
+
+func TestBadInputs(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name string, b []byte) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	rgb := tflite.TensorInfo{Name: "input", Type: "uint8", Shape: []int{1, 224, 224, 3}, Bytes: 224 * 224 * 3}
+	vec := tflite.TensorInfo{Name: "x", Type: "float32", Shape: []int{1, 2}, Bytes: 8}
+	cases := []struct {
+		name string
+		path string
+		t    tflite.TensorInfo
+		want error
+	}{
+		{"text named png", write("fake.png", []byte("not an image at all")), rgb, infer.ErrImageDecode},
+		{"corrupt bmp", write("bad.bmp", []byte("BM\x00\x01garbage")), rgb, infer.ErrImageDecode},
+		{"gif", write("x.gif", []byte("GIF89a\x01\x00\x01\x00")), rgb, infer.ErrUnsupportedInput},
+		{"image for vector model", tflitetest.Path(t, "cat.bmp"), vec, infer.ErrNotImageModel},
+		{"raw wrong size", write("in.raw", make([]byte, 7)), vec, tflite.ErrInputSize},
+		{"missing", filepath.Join(dir, "nope.raw"), vec, infer.ErrInputRead},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := infer.FromFile(c.path, c.t, infer.DefaultNormalization)
+			if !errors.Is(err, c.want) {
+				t.Fatalf("err = %v, want %v", err, c.want)
+			}
+		})
+	}
+	// The right size is accepted as raw.
+	if in, err := infer.FromFile(write("ok.raw", make([]byte, 8)), vec, infer.DefaultNormalization); err != nil || in.Kind != "raw" {
+		t.Fatalf("raw input: %v %+v", err, in)
+	}
+}
+
+func TestGrayImageIsRawPixels(t *testing.T) {
+	// mnist_nine.bmp is 28x28 8-bit gray: the LSTM's input must be its bytes.
+	img := image.NewGray(image.Rect(0, 0, 3, 2))
+	copy(img.Pix, []byte{0, 1, 127, 128, 254, 255})
+	got, err := infer.FromImage(img, tflite.TensorInfo{Type: "uint8", Shape: []int{1, 2, 3}, Bytes: 6}, infer.DefaultNormalization)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(got) != string(img.Pix) {
+		t.Fatalf("gray pixels = %v, want %v", got, img.Pix)
+	}
+}
+
+func float32Bytes(v ...float32) []byte {
+	b := make([]byte, 4*len(v))
+	for i, f := range v {
+		putF32(b[4*i:], f)
+	}
+	return b
+}

@@ -1,0 +1,693 @@
+package tflite
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"os"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Policy chooses which warm model to evict when the budget is short.
+type Policy int
+
+const (
+	// CostAware evicts the model whose warmth is worth least: decayed
+	// demand × cold-start time saved, per byte held.
+	CostAware Policy = iota
+	// LRU evicts the least recently used model; kept as a baseline for
+	// benchmarks.
+	LRU
+)
+
+// PoolOptions configure a Pool. The zero value is an unbounded pool with one
+// CPU interpreter per model and cost-aware eviction.
+type PoolOptions struct {
+	// Budget caps the bytes warm models hold (sum of Footprint.Total over
+	// interpreters, the mapping counted once per model); 0 means no cap.
+	Budget int64
+	// PerModel is the default number of interpreters per model; 0 means 1.
+	PerModel int
+	// Interpreter holds the default interpreter options.
+	Interpreter Options
+	// PageIn reads a model's file when it is mapped, so the warm-up invoke
+	// does not fault it in page by page.
+	PageIn bool
+	// Policy for eviction; the zero value is CostAware.
+	Policy Policy
+	// HalfLife of the demand estimate; 0 means 10 minutes.
+	HalfLife time.Duration
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+	// Logger; nil discards.
+	Logger *slog.Logger
+	// OnLoad and OnEvict are called after an interpreter was warmed or a
+	// model evicted, outside the pool's lock, on the caller's goroutine.
+	OnLoad  func(LoadEvent)
+	OnEvict func(EvictEvent)
+}
+
+// ModelSpec registers a model with the pool.
+type ModelSpec struct {
+	ID   string
+	Path string
+	// Pinned models are never evicted.
+	Pinned bool
+	// PerModel overrides the pool's interpreters per model when > 0.
+	PerModel int
+	// Interpreter overrides the pool's interpreter options when non-nil.
+	Interpreter *Options
+	// KnownHeap is a heap footprint per interpreter measured earlier on this
+	// hardware (restored calibration); with it the pool makes room before
+	// loading. 0 means unknown: the pool measures it on load.
+	KnownHeap int64
+	// WarmInput feeds the warm-up invoke; nil means zeros.
+	WarmInput []byte
+}
+
+// LoadEvent reports one interpreter warmed by the pool.
+type LoadEvent struct {
+	ModelID  string
+	Report   LoadReport
+	NewModel bool // the model was mapped for this load
+}
+
+// EvictEvent reports one model evicted.
+type EvictEvent struct {
+	ModelID string
+	Bytes   int64
+	Reason  string // "budget" or "requested"
+}
+
+// Stats are the pool's counters since it was created.
+type Stats struct {
+	Hits         uint64        `json:"hits"`          // served at once by a warm interpreter
+	Waits        uint64        `json:"waits"`         // served by a warm interpreter after waiting for it
+	Misses       uint64        `json:"misses"`        // had to warm an interpreter first
+	Loads        uint64        `json:"loads"`         // interpreters warmed (misses and prewarms)
+	LoadFailures uint64        `json:"load_failures"` // warm-ups that failed
+	Rejected     uint64        `json:"rejected"`      // refused for the budget
+	Evictions    uint64        `json:"evictions"`
+	ColdSaved    time.Duration `json:"cold_saved_ns"` // cold-start time that hits and waits did not pay
+	BytesInUse   int64         `json:"bytes_in_use"`
+	Budget       int64         `json:"budget"`
+	WarmModels   int           `json:"warm_models"`
+	Interpreters int           `json:"interpreters"`
+	Leased       int           `json:"leased"`
+}
+
+// ModelStatus describes one registered model.
+type ModelStatus struct {
+	ID           string     `json:"id"`
+	Path         string     `json:"path"`
+	Pinned       bool       `json:"pinned"`
+	Warm         bool       `json:"warm"`
+	Interpreters int        `json:"interpreters"`
+	Leased       int        `json:"leased"`
+	Bytes        int64      `json:"bytes"`
+	LastLoad     LoadReport `json:"last_load"`
+}
+
+// Pool keeps warm interpreters within a byte budget. Acquire leases one;
+// Release returns it. All methods are safe for concurrent use.
+type Pool struct {
+	opts PoolOptions
+	log  *slog.Logger
+
+	// loadSem serialises warm-ups: heap measurements must not mix, and two
+	// cold loads on a small board only slow each other.
+	loadSem chan struct{}
+
+	// mu guards entries, bytes, stats, closed and every entry's fields.
+	mu      sync.Mutex
+	entries map[string]*entry
+	bytes   int64
+	stats   Stats
+	closed  bool
+	events  []func() // callbacks to run once mu is released
+}
+
+type entry struct {
+	spec     ModelSpec
+	perModel int
+	opts     Options
+	fileSize int64 // at registration, for admission before mapping
+
+	model   *Model         // nil while cold
+	idle    []*Interpreter // warm and free
+	heaps   map[*Interpreter]int64
+	leased  int
+	growing int // warm-ups in flight (at most one)
+	waiters int
+	removed bool
+	bytes   int64
+
+	knownHeap int64
+	last      LoadReport    // latest warm-up
+	cold      time.Duration // cold start saved by staying warm (Stages.Saved)
+
+	demand   float64 // decayed request count at demandAt
+	demandAt time.Time
+	lastUsed time.Time
+
+	changed chan struct{} // closed and replaced on every change waiters care about
+}
+
+// Lease is exclusive use of one warm interpreter until Release.
+type Lease struct {
+	// Warm is true when the interpreter was already warm (no cold start paid).
+	Warm bool
+
+	p    *Pool
+	e    *entry
+	it   *Interpreter
+	done atomic.Bool
+}
+
+// NewPool returns an empty pool.
+func NewPool(o PoolOptions) *Pool {
+	if o.PerModel <= 0 {
+		o.PerModel = 1
+	}
+	if o.HalfLife <= 0 {
+		o.HalfLife = 10 * time.Minute
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	log := o.Logger
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	return &Pool{opts: o, log: log, loadSem: make(chan struct{}, 1), entries: make(map[string]*entry)}
+}
+
+// Register adds a model; it stays cold until acquired or prewarmed.
+func (p *Pool) Register(s ModelSpec) error {
+	if s.ID == "" {
+		return fmt.Errorf("register model: empty id")
+	}
+	fi, err := os.Stat(s.Path)
+	if err != nil {
+		_, perr := precheck(s.Path)
+		return fmt.Errorf("register model %q: %w", s.ID, perr)
+	}
+	e := &entry{spec: s, perModel: p.opts.PerModel, opts: p.opts.Interpreter, fileSize: fi.Size(),
+		knownHeap: s.KnownHeap, heaps: map[*Interpreter]int64{}, changed: make(chan struct{})}
+	if s.PerModel > 0 {
+		e.perModel = s.PerModel
+	}
+	if s.Interpreter != nil {
+		e.opts = *s.Interpreter
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return &Error{Op: "register model " + s.ID, Kind: ErrPoolClosed}
+	}
+	if _, ok := p.entries[s.ID]; ok {
+		return fmt.Errorf("register model %q: already registered", s.ID)
+	}
+	p.entries[s.ID] = e
+	return nil
+}
+
+// Unregister removes a model, freeing it now if idle or when its last lease
+// is released.
+func (p *Pool) Unregister(id string) error {
+	p.mu.Lock()
+	e, ok := p.entries[id]
+	if !ok {
+		p.mu.Unlock()
+		return &Error{Op: "unregister " + id, Kind: ErrUnknownModel}
+	}
+	delete(p.entries, id)
+	e.removed = true
+	p.freeIdleLocked(e)
+	p.broadcastLocked(e)
+	p.unlockAndNotify()
+	return nil
+}
+
+// Acquire leases a warm interpreter for model id, warming one if none is
+// free and the model has room for another; otherwise it waits for a
+// release until ctx is done.
+func (p *Pool) Acquire(ctx context.Context, id string) (*Lease, error) {
+	return p.acquire(ctx, id, true)
+}
+
+func (p *Pool) acquire(ctx context.Context, id string, demand bool) (*Lease, error) {
+	p.mu.Lock()
+	e, ok := p.entries[id]
+	if !ok {
+		p.mu.Unlock()
+		return nil, &Error{Op: "acquire " + id, Kind: ErrUnknownModel}
+	}
+	if demand {
+		p.noteDemandLocked(e)
+	}
+	waited := false
+	for {
+		switch {
+		case p.closed:
+			p.mu.Unlock()
+			return nil, &Error{Op: "acquire " + id, Kind: ErrPoolClosed}
+		case e.removed:
+			p.mu.Unlock()
+			return nil, &Error{Op: "acquire " + id, Kind: ErrUnknownModel, Detail: "unregistered"}
+		}
+		if n := len(e.idle); n > 0 {
+			it := e.idle[n-1]
+			e.idle = e.idle[:n-1]
+			e.leased++
+			if waited {
+				p.stats.Waits++
+			} else {
+				p.stats.Hits++
+			}
+			p.stats.ColdSaved += e.cold
+			e.lastUsed = p.opts.Now()
+			p.mu.Unlock()
+			return &Lease{Warm: true, p: p, e: e, it: it}, nil
+		}
+		if e.growing == 0 && len(e.idle)+e.leased < e.perModel {
+			e.growing++
+			p.mu.Unlock()
+			it, err := p.grow(ctx, e)
+			if err != nil {
+				return nil, err
+			}
+			return &Lease{p: p, e: e, it: it}, nil
+		}
+		ch := e.changed
+		e.waiters++
+		p.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			p.mu.Lock()
+			e.waiters--
+			p.mu.Unlock()
+			return nil, fmt.Errorf("acquire %q: %w", id, ctx.Err())
+		}
+		p.mu.Lock()
+		e.waiters--
+		waited = true
+	}
+}
+
+// grow warms one more interpreter for e (mapping the model if cold) and
+// returns it leased. The caller has counted e.growing.
+func (p *Pool) grow(ctx context.Context, e *entry) (*Interpreter, error) {
+	select {
+	case p.loadSem <- struct{}{}:
+	case <-ctx.Done():
+		p.mu.Lock()
+		e.growing--
+		p.broadcastLocked(e)
+		p.mu.Unlock()
+		return nil, fmt.Errorf("acquire %q: %w", e.spec.ID, ctx.Err())
+	}
+	defer func() { <-p.loadSem }()
+
+	// Admission: free what the known part of the footprint needs before
+	// touching the file, so a small board never holds both at once.
+	p.mu.Lock()
+	model := e.model
+	need := e.knownHeap
+	if model == nil {
+		need += e.fileSize
+	}
+	if err := p.makeRoomLocked(need, e); err != nil {
+		p.failGrowLocked(e, true)
+		p.unlockAndNotify()
+		return nil, fmt.Errorf("acquire %q: %w", e.spec.ID, err)
+	}
+	p.unlockAndNotify()
+
+	var st Stages
+	newModel := model == nil
+	if newModel {
+		t := time.Now()
+		m, err := LoadModel(e.spec.Path)
+		if err != nil {
+			p.mu.Lock()
+			p.failGrowLocked(e, false)
+			p.mu.Unlock()
+			return nil, err
+		}
+		st.Map = time.Since(t)
+		if p.opts.PageIn {
+			t = time.Now()
+			if err := PageIn(e.spec.Path); err != nil {
+				m.Close()
+				p.mu.Lock()
+				p.failGrowLocked(e, false)
+				p.mu.Unlock()
+				return nil, err
+			}
+			st.PageIn = time.Since(t)
+		}
+		model = m
+	}
+	it, ws, heap, err := Warm(model, e.opts, WarmOptions{Input: e.spec.WarmInput})
+	if err != nil {
+		if newModel {
+			model.Close()
+		}
+		p.mu.Lock()
+		p.failGrowLocked(e, false)
+		p.mu.Unlock()
+		return nil, err
+	}
+	ws.Map, ws.PageIn = st.Map, st.PageIn
+	rep := LoadReport{Stages: ws, Footprint: Footprint{Heap: heap}, Threads: e.opts.Threads, Delegates: append([]string{}, it.Delegates()...)}
+	add := heap
+	if newModel {
+		add += model.Size
+		rep.Footprint.Mapped = model.Size
+	}
+
+	p.mu.Lock()
+	if p.closed || e.removed {
+		it.Close()
+		if newModel {
+			model.Close()
+		}
+		p.failGrowLocked(e, false)
+		p.closeModelIfUnusedLocked(e)
+		p.mu.Unlock()
+		return nil, &Error{Op: "acquire " + e.spec.ID, Kind: ErrPoolClosed}
+	}
+	// The measurement may exceed what admission assumed.
+	if err := p.makeRoomLocked(add, e); err != nil {
+		p.failGrowLocked(e, true)
+		p.unlockAndNotify()
+		it.Close()
+		if newModel {
+			model.Close()
+		}
+		return nil, fmt.Errorf("acquire %q: %w", e.spec.ID, err)
+	}
+	if newModel {
+		e.model = model
+		e.cold = ws.Saved()
+	}
+	e.heaps[it] = heap
+	e.knownHeap = heap
+	e.bytes += add
+	p.bytes += add
+	e.last = rep
+	e.growing--
+	e.leased++
+	e.lastUsed = p.opts.Now()
+	p.stats.Misses++
+	p.stats.Loads++
+	if cb := p.opts.OnLoad; cb != nil {
+		ev := LoadEvent{ModelID: e.spec.ID, Report: rep, NewModel: newModel}
+		p.events = append(p.events, func() { cb(ev) })
+	}
+	p.log.Debug("interpreter warmed", "model", e.spec.ID, "cold_ms", ms(ws.Cold()), "heap", heap, "bytes_in_use", p.bytes)
+	p.unlockAndNotify()
+	return it, nil
+}
+
+func (p *Pool) failGrowLocked(e *entry, rejected bool) {
+	e.growing--
+	if rejected {
+		p.stats.Rejected++
+	} else {
+		p.stats.LoadFailures++
+	}
+	p.broadcastLocked(e)
+}
+
+// makeRoomLocked evicts until need more bytes fit the budget.
+func (p *Pool) makeRoomLocked(need int64, except *entry) error {
+	budget := p.opts.Budget
+	if budget <= 0 {
+		return nil
+	}
+	if need > budget {
+		return &Error{Op: "admit " + except.spec.ID, Kind: ErrOverBudget,
+			Detail: fmt.Sprintf("needs %d bytes, budget is %d", need, budget)}
+	}
+	for p.bytes+need > budget {
+		v := p.victimLocked(except)
+		if v == nil {
+			return &Error{Op: "admit " + except.spec.ID, Kind: ErrOverBudget,
+				Detail: fmt.Sprintf("needs %d bytes, %d of %d in use by pinned or busy models", need, p.bytes, budget)}
+		}
+		p.evictLocked(v, "budget")
+	}
+	return nil
+}
+
+// victimLocked picks the evictable warm model worth least.
+func (p *Pool) victimLocked(except *entry) *entry {
+	now := p.opts.Now()
+	var best *entry
+	var bestScore float64
+	for _, e := range p.entries {
+		if e == except || e.model == nil || e.spec.Pinned || e.leased > 0 || e.waiters > 0 || e.growing > 0 {
+			continue
+		}
+		var score float64
+		switch p.opts.Policy {
+		case LRU:
+			score = float64(e.lastUsed.UnixNano())
+		default:
+			score = p.valueLocked(e, now)
+		}
+		if best == nil || score < bestScore || (score == bestScore && e.lastUsed.Before(best.lastUsed)) {
+			best, bestScore = e, score
+		}
+	}
+	return best
+}
+
+// valueLocked is the cost-aware worth of keeping e warm: expected requests
+// (decayed count, with a floor so unrequested prewarms still rank by cost)
+// times the seconds each saves, per byte held.
+func (p *Pool) valueLocked(e *entry, now time.Time) float64 {
+	d := e.demand * p.decay(now.Sub(e.demandAt))
+	return (d + 0.05) * max(e.cold.Seconds(), 1e-6) / float64(max(e.bytes, 1))
+}
+
+func (p *Pool) decay(age time.Duration) float64 {
+	if age <= 0 {
+		return 1
+	}
+	return math.Exp2(-float64(age) / float64(p.opts.HalfLife))
+}
+
+func (p *Pool) noteDemandLocked(e *entry) {
+	now := p.opts.Now()
+	e.demand = e.demand*p.decay(now.Sub(e.demandAt)) + 1
+	e.demandAt = now
+}
+
+// evictLocked frees an idle warm model entirely.
+func (p *Pool) evictLocked(e *entry, reason string) {
+	freed := e.bytes
+	p.freeIdleLocked(e)
+	p.stats.Evictions++
+	p.log.Debug("model evicted", "model", e.spec.ID, "bytes", freed, "reason", reason)
+	if cb := p.opts.OnEvict; cb != nil {
+		ev := EvictEvent{ModelID: e.spec.ID, Bytes: freed, Reason: reason}
+		p.events = append(p.events, func() { cb(ev) })
+	}
+	p.broadcastLocked(e)
+}
+
+// freeIdleLocked frees e's idle interpreters, and its model once no
+// interpreter is left, returning their bytes to the budget.
+func (p *Pool) freeIdleLocked(e *entry) {
+	for _, it := range e.idle {
+		p.dropInterpreterLocked(e, it)
+	}
+	e.idle = nil
+	p.closeModelIfUnusedLocked(e)
+}
+
+func (p *Pool) dropInterpreterLocked(e *entry, it *Interpreter) {
+	h := e.heaps[it]
+	delete(e.heaps, it)
+	e.bytes -= h
+	p.bytes -= h
+	it.Close()
+}
+
+func (p *Pool) closeModelIfUnusedLocked(e *entry) {
+	if e.model == nil || e.leased > 0 || len(e.idle) > 0 || e.growing > 0 {
+		return
+	}
+	if err := e.model.Close(); err != nil {
+		p.log.Error("close model", "model", e.spec.ID, "err", err)
+	}
+	p.bytes -= e.bytes // the mapping
+	e.bytes = 0
+	e.model = nil
+}
+
+func (p *Pool) broadcastLocked(e *entry) {
+	close(e.changed)
+	e.changed = make(chan struct{})
+}
+
+// unlockAndNotify releases mu, then runs the callbacks queued under it.
+func (p *Pool) unlockAndNotify() {
+	ev := p.events
+	p.events = nil
+	p.mu.Unlock()
+	for _, f := range ev {
+		f()
+	}
+}
+
+// Interpreter is the leased interpreter; do not use it after Release.
+func (l *Lease) Interpreter() *Interpreter { return l.it }
+
+// ModelID is the id the lease was acquired for.
+func (l *Lease) ModelID() string { return l.e.spec.ID }
+
+// Release returns the interpreter to the pool. Further calls do nothing.
+func (l *Lease) Release() {
+	if !l.done.CompareAndSwap(false, true) {
+		return
+	}
+	p, e := l.p, l.e
+	p.mu.Lock()
+	e.leased--
+	e.lastUsed = p.opts.Now()
+	if p.closed || e.removed {
+		p.dropInterpreterLocked(e, l.it)
+		p.closeModelIfUnusedLocked(e)
+	} else {
+		e.idle = append(e.idle, l.it)
+	}
+	p.broadcastLocked(e)
+	p.mu.Unlock()
+}
+
+// Prewarm warms one interpreter for id unless one is already warm, without
+// counting as demand. It reports whether it loaded anything.
+func (p *Pool) Prewarm(ctx context.Context, id string) (LoadReport, bool, error) {
+	l, err := p.acquire(ctx, id, false)
+	if err != nil {
+		return LoadReport{}, false, err
+	}
+	defer l.Release()
+	p.mu.Lock()
+	rep := l.e.last
+	p.mu.Unlock()
+	return rep, !l.Warm, nil
+}
+
+// Evict frees a warm model now. Pinned and leased models are refused.
+func (p *Pool) Evict(id string) error {
+	p.mu.Lock()
+	e, ok := p.entries[id]
+	switch {
+	case !ok:
+		p.mu.Unlock()
+		return &Error{Op: "evict " + id, Kind: ErrUnknownModel}
+	case e.spec.Pinned:
+		p.mu.Unlock()
+		return &Error{Op: "evict " + id, Kind: ErrPinned}
+	case e.leased > 0 || e.growing > 0:
+		p.mu.Unlock()
+		return &Error{Op: "evict " + id, Kind: ErrBusy}
+	case e.model == nil:
+		p.mu.Unlock()
+		return nil
+	}
+	p.evictLocked(e, "requested")
+	p.unlockAndNotify()
+	return nil
+}
+
+// SetPinned pins or unpins a registered model.
+func (p *Pool) SetPinned(id string, pinned bool) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	e, ok := p.entries[id]
+	if !ok {
+		return &Error{Op: "pin " + id, Kind: ErrUnknownModel}
+	}
+	e.spec.Pinned = pinned
+	return nil
+}
+
+// SetBudget changes the budget, evicting what no longer fits. Pinned and
+// busy models stay; the error says so when they alone exceed it.
+func (p *Pool) SetBudget(budget int64) error {
+	p.mu.Lock()
+	p.opts.Budget = budget
+	var err error
+	if budget > 0 {
+		for p.bytes > budget {
+			v := p.victimLocked(nil)
+			if v == nil {
+				err = &Error{Op: "set budget", Kind: ErrOverBudget,
+					Detail: fmt.Sprintf("%d bytes held by pinned or busy models exceed %d", p.bytes, budget)}
+				break
+			}
+			p.evictLocked(v, "budget")
+		}
+	}
+	p.unlockAndNotify()
+	return err
+}
+
+// Stats returns the counters and current usage.
+func (p *Pool) Stats() Stats {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	s := p.stats
+	s.BytesInUse = p.bytes
+	s.Budget = p.opts.Budget
+	for _, e := range p.entries {
+		if e.model != nil {
+			s.WarmModels++
+		}
+		s.Interpreters += len(e.idle) + e.leased
+		s.Leased += e.leased
+	}
+	return s
+}
+
+// Models describes every registered model, sorted by id.
+func (p *Pool) Models() []ModelStatus {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make([]ModelStatus, 0, len(p.entries))
+	for id, e := range p.entries {
+		out = append(out, ModelStatus{ID: id, Path: e.spec.Path, Pinned: e.spec.Pinned, Warm: e.model != nil,
+			Interpreters: len(e.idle) + e.leased, Leased: e.leased, Bytes: e.bytes, LastLoad: e.last})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
+// Close frees every idle interpreter and model; interpreters still leased
+// are freed on Release. Acquire fails afterwards.
+func (p *Pool) Close() error {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return nil
+	}
+	p.closed = true
+	for _, e := range p.entries {
+		p.freeIdleLocked(e)
+		p.broadcastLocked(e)
+	}
+	p.unlockAndNotify()
+	return nil
+}
