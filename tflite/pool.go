@@ -2,6 +2,7 @@ package tflite
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -129,7 +130,8 @@ type Pool struct {
 	bytes   int64
 	stats   Stats
 	closed  bool
-	events  []func() // callbacks to run once mu is released
+	events  []func()      // callbacks to run once mu is released
+	freed   chan struct{} // closed and replaced whenever bytes or leases are given back
 }
 
 type entry struct {
@@ -142,7 +144,8 @@ type entry struct {
 	idle    []*Interpreter // warm and free
 	heaps   map[*Interpreter]int64
 	leased  int
-	growing int // warm-ups in flight (at most one)
+	growing int  // warm-ups requested, waiting or in flight (at most one)
+	loading bool // the warm-up holds the load semaphore and uses model
 	waiters int
 	removed bool
 	bytes   int64
@@ -184,7 +187,7 @@ func NewPool(o PoolOptions) *Pool {
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	return &Pool{opts: o, log: log, loadSem: make(chan struct{}, 1), entries: make(map[string]*entry)}
+	return &Pool{opts: o, log: log, loadSem: make(chan struct{}, 1), entries: make(map[string]*entry), freed: make(chan struct{})}
 }
 
 // Register adds a model; it stays cold until acquired or prewarmed.
@@ -304,31 +307,19 @@ func (p *Pool) acquire(ctx context.Context, id string, demand bool) (*Lease, err
 // grow warms one more interpreter for e (mapping the model if cold) and
 // returns it leased. The caller has counted e.growing.
 func (p *Pool) grow(ctx context.Context, e *entry) (*Interpreter, error) {
-	select {
-	case p.loadSem <- struct{}{}:
-	case <-ctx.Done():
+	fail := func(err error, rejected bool) (*Interpreter, error) {
 		p.mu.Lock()
-		e.growing--
-		p.broadcastLocked(e)
-		p.mu.Unlock()
-		return nil, fmt.Errorf("acquire %q: %w", e.spec.ID, ctx.Err())
+		p.failGrowLocked(e, rejected)
+		p.unlockAndNotify()
+		return nil, err
 	}
-	defer func() { <-p.loadSem }()
-
 	// Admission: free what the known part of the footprint needs before
 	// touching the file, so a small board never holds both at once.
-	p.mu.Lock()
-	model := e.model
-	need := e.knownHeap
-	if model == nil {
-		need += e.fileSize
+	model, err := p.admit(ctx, e)
+	if err != nil {
+		return fail(fmt.Errorf("acquire %q: %w", e.spec.ID, err), !isCtxErr(err))
 	}
-	if err := p.makeRoomLocked(need, e); err != nil {
-		p.failGrowLocked(e, true)
-		p.unlockAndNotify()
-		return nil, fmt.Errorf("acquire %q: %w", e.spec.ID, err)
-	}
-	p.unlockAndNotify()
+	defer func() { <-p.loadSem }()
 
 	var st Stages
 	newModel := model == nil
@@ -336,20 +327,14 @@ func (p *Pool) grow(ctx context.Context, e *entry) (*Interpreter, error) {
 		t := time.Now()
 		m, err := LoadModel(e.spec.Path)
 		if err != nil {
-			p.mu.Lock()
-			p.failGrowLocked(e, false)
-			p.mu.Unlock()
-			return nil, err
+			return fail(err, false)
 		}
 		st.Map = time.Since(t)
 		if p.opts.PageIn {
 			t = time.Now()
 			if err := PageIn(e.spec.Path); err != nil {
 				m.Close()
-				p.mu.Lock()
-				p.failGrowLocked(e, false)
-				p.mu.Unlock()
-				return nil, err
+				return fail(err, false)
 			}
 			st.PageIn = time.Since(t)
 		}
@@ -360,10 +345,7 @@ func (p *Pool) grow(ctx context.Context, e *entry) (*Interpreter, error) {
 		if newModel {
 			model.Close()
 		}
-		p.mu.Lock()
-		p.failGrowLocked(e, false)
-		p.mu.Unlock()
-		return nil, err
+		return fail(err, false)
 	}
 	ws.Map, ws.PageIn = st.Map, st.PageIn
 	rep := LoadReport{Stages: ws, Footprint: Footprint{Heap: heap}, Threads: e.opts.Threads, Delegates: append([]string{}, it.Delegates()...)}
@@ -372,27 +354,39 @@ func (p *Pool) grow(ctx context.Context, e *entry) (*Interpreter, error) {
 		add += model.Size
 		rep.Footprint.Mapped = model.Size
 	}
+	discard := func() {
+		it.Close()
+		if newModel {
+			model.Close()
+		}
+	}
 
 	p.mu.Lock()
-	if p.closed || e.removed {
-		it.Close()
-		if newModel {
-			model.Close()
+	for {
+		if p.closed || e.removed {
+			discard()
+			p.failGrowLocked(e, false)
+			p.closeModelIfUnusedLocked(e)
+			p.mu.Unlock()
+			return nil, &Error{Op: "acquire " + e.spec.ID, Kind: ErrPoolClosed}
 		}
-		p.failGrowLocked(e, false)
-		p.closeModelIfUnusedLocked(e)
-		p.mu.Unlock()
-		return nil, &Error{Op: "acquire " + e.spec.ID, Kind: ErrPoolClosed}
-	}
-	// The measurement may exceed what admission assumed.
-	if err := p.makeRoomLocked(add, e); err != nil {
-		p.failGrowLocked(e, true)
-		p.unlockAndNotify()
-		it.Close()
-		if newModel {
-			model.Close()
+		// The measurement may exceed what admission assumed.
+		err := p.makeRoomLocked(add, e)
+		if err == nil {
+			break
 		}
-		return nil, fmt.Errorf("acquire %q: %w", e.spec.ID, err)
+		if err != errWaitForRelease {
+			p.failGrowLocked(e, true)
+			p.unlockAndNotify()
+			discard()
+			return nil, fmt.Errorf("acquire %q: %w", e.spec.ID, err)
+		}
+		if err := p.waitFreedLocked(ctx); err != nil {
+			p.failGrowLocked(e, false)
+			p.unlockAndNotify()
+			discard()
+			return nil, fmt.Errorf("acquire %q: %w", e.spec.ID, err)
+		}
 	}
 	if newModel {
 		e.model = model
@@ -404,6 +398,7 @@ func (p *Pool) grow(ctx context.Context, e *entry) (*Interpreter, error) {
 	p.bytes += add
 	e.last = rep
 	e.growing--
+	e.loading = false
 	e.leased++
 	e.lastUsed = p.opts.Now()
 	p.stats.Misses++
@@ -417,8 +412,62 @@ func (p *Pool) grow(ctx context.Context, e *entry) (*Interpreter, error) {
 	return it, nil
 }
 
+// admit takes the load semaphore and makes room for what e is known to
+// need, waiting (without the semaphore) while busy models hold the room.
+// It returns e's model (nil when cold) with the semaphore held.
+func (p *Pool) admit(ctx context.Context, e *entry) (*Model, error) {
+	for {
+		select {
+		case p.loadSem <- struct{}{}:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		p.mu.Lock()
+		need := e.knownHeap
+		if e.model == nil {
+			need += e.fileSize
+		}
+		err := p.makeRoomLocked(need, e)
+		if err == nil {
+			e.loading = true
+			model := e.model
+			p.unlockAndNotify()
+			return model, nil
+		}
+		<-p.loadSem
+		if err != errWaitForRelease {
+			p.unlockAndNotify()
+			return nil, err
+		}
+		if err := p.waitFreedLocked(ctx); err != nil {
+			p.unlockAndNotify()
+			return nil, err
+		}
+		p.unlockAndNotify()
+	}
+}
+
+// waitFreedLocked releases mu until something is given back or ctx ends,
+// and returns with mu held.
+func (p *Pool) waitFreedLocked(ctx context.Context) error {
+	ch := p.freed
+	p.unlockAndNotify()
+	defer p.mu.Lock()
+	select {
+	case <-ch:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func isCtxErr(err error) bool {
+	return errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
+}
+
 func (p *Pool) failGrowLocked(e *entry, rejected bool) {
 	e.growing--
+	e.loading = false
 	if rejected {
 		p.stats.Rejected++
 	} else {
@@ -426,6 +475,10 @@ func (p *Pool) failGrowLocked(e *entry, rejected bool) {
 	}
 	p.broadcastLocked(e)
 }
+
+// errWaitForRelease means the budget is short only while other models are
+// busy: room appears when a lease is released.
+var errWaitForRelease = errors.New("wait for a release")
 
 // makeRoomLocked evicts until need more bytes fit the budget.
 func (p *Pool) makeRoomLocked(need int64, except *entry) error {
@@ -438,23 +491,32 @@ func (p *Pool) makeRoomLocked(need int64, except *entry) error {
 			Detail: fmt.Sprintf("needs %d bytes, budget is %d", need, budget)}
 	}
 	for p.bytes+need > budget {
-		v := p.victimLocked(except)
+		v, busy := p.victimLocked(except)
 		if v == nil {
+			if busy {
+				return errWaitForRelease
+			}
 			return &Error{Op: "admit " + except.spec.ID, Kind: ErrOverBudget,
-				Detail: fmt.Sprintf("needs %d bytes, %d of %d in use by pinned or busy models", need, p.bytes, budget)}
+				Detail: fmt.Sprintf("needs %d bytes, %d of %d held by pinned models", need, p.bytes, budget)}
 		}
 		p.evictLocked(v, "budget")
 	}
 	return nil
 }
 
-// victimLocked picks the evictable warm model worth least.
-func (p *Pool) victimLocked(except *entry) *entry {
+// victimLocked picks the evictable warm model worth least. busy reports
+// whether an unpinned warm model was passed over because it is in use.
+func (p *Pool) victimLocked(except *entry) (victim *entry, busy bool) {
 	now := p.opts.Now()
-	var best *entry
 	var bestScore float64
 	for _, e := range p.entries {
-		if e == except || e.model == nil || e.spec.Pinned || e.leased > 0 || e.waiters > 0 || e.growing > 0 {
+		if e == except || e.model == nil || e.spec.Pinned {
+			continue
+		}
+		// Only a lease or the load in flight pins a model in memory: a
+		// waiter or a warm-up still queued copes with finding it cold.
+		if e.leased > 0 || e.loading {
+			busy = true
 			continue
 		}
 		var score float64
@@ -464,11 +526,11 @@ func (p *Pool) victimLocked(except *entry) *entry {
 		default:
 			score = p.valueLocked(e, now)
 		}
-		if best == nil || score < bestScore || (score == bestScore && e.lastUsed.Before(best.lastUsed)) {
-			best, bestScore = e, score
+		if victim == nil || score < bestScore || (score == bestScore && e.lastUsed.Before(victim.lastUsed)) {
+			victim, bestScore = e, score
 		}
 	}
-	return best
+	return victim, busy
 }
 
 // valueLocked is the cost-aware worth of keeping e warm: expected requests
@@ -524,7 +586,7 @@ func (p *Pool) dropInterpreterLocked(e *entry, it *Interpreter) {
 }
 
 func (p *Pool) closeModelIfUnusedLocked(e *entry) {
-	if e.model == nil || e.leased > 0 || len(e.idle) > 0 || e.growing > 0 {
+	if e.model == nil || e.leased > 0 || len(e.idle) > 0 || e.loading {
 		return
 	}
 	if err := e.model.Close(); err != nil {
@@ -535,9 +597,12 @@ func (p *Pool) closeModelIfUnusedLocked(e *entry) {
 	e.model = nil
 }
 
+// broadcastLocked wakes those waiting on e and on the pool's room.
 func (p *Pool) broadcastLocked(e *entry) {
 	close(e.changed)
 	e.changed = make(chan struct{})
+	close(p.freed)
+	p.freed = make(chan struct{})
 }
 
 // unlockAndNotify releases mu, then runs the callbacks queued under it.
@@ -600,7 +665,7 @@ func (p *Pool) Evict(id string) error {
 	case e.spec.Pinned:
 		p.mu.Unlock()
 		return &Error{Op: "evict " + id, Kind: ErrPinned}
-	case e.leased > 0 || e.growing > 0:
+	case e.leased > 0 || e.loading:
 		p.mu.Unlock()
 		return &Error{Op: "evict " + id, Kind: ErrBusy}
 	case e.model == nil:
@@ -632,7 +697,7 @@ func (p *Pool) SetBudget(budget int64) error {
 	var err error
 	if budget > 0 {
 		for p.bytes > budget {
-			v := p.victimLocked(nil)
+			v, _ := p.victimLocked(nil)
 			if v == nil {
 				err = &Error{Op: "set budget", Kind: ErrOverBudget,
 					Detail: fmt.Sprintf("%d bytes held by pinned or busy models exceed %d", p.bytes, budget)}

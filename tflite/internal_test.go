@@ -1,0 +1,110 @@
+package tflite
+
+import (
+	"testing"
+	"time"
+
+	"github.com/edge-agent/edge-agent/tflite/tflitetest"
+	tfl "github.com/tphakala/go-tflite"
+	"github.com/tphakala/go-tflite/delegates/external"
+)
+
+// The explicit-free shim reads go-tflite internals; this fails first if a
+// go-tflite upgrade moves them.
+func TestBindingLayout(t *testing.T) {
+	for _, c := range []struct {
+		obj   any
+		field string
+	}{
+		{&tfl.Model{}, "m"},
+		{&tfl.InterpreterOptions{}, "o"},
+		{&tfl.Interpreter{}, "i"},
+		{&external.Delegate{}, "d"},
+	} {
+		if _, _, err := bindingFields(c.obj, c.field); err != nil {
+			t.Errorf("%T: %v", c.obj, err)
+		}
+	}
+	if _, _, err := bindingFields(&struct{ x int }{}, "m"); err == nil {
+		t.Error("a foreign struct passed the layout check")
+	}
+}
+
+// Without explicit freeing the C heap would grow until the GC happened to
+// run the cleanups; with it, it returns to where it was.
+func TestExplicitFreeReturnsHeap(t *testing.T) {
+	p := tflitetest.Path(t, "mobilenet_v1_0.25_128_quant.tflite")
+	warm := func() {
+		m, it, _, err := LoadStaged(p, LoadOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		it.Close()
+		if err := m.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	warm() // first-use allocations of the runtime itself
+	base := heapInUse()
+	for range 30 {
+		warm()
+	}
+	if grew := heapInUse() - base; grew > 256<<10 {
+		t.Fatalf("C heap grew %d bytes over 30 load/free cycles", grew)
+	}
+}
+
+func TestModelCloseRefusedWhileInterpretersOpen(t *testing.T) {
+	m, it, _, err := LoadStaged(tflitetest.Path(t, "xor_model.tflite"), LoadOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Close(); err == nil {
+		t.Fatal("model closed under a live interpreter")
+	}
+	it.Close()
+	if err := m.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestCostAwareVictim(t *testing.T) {
+	now := time.Unix(1e6, 0)
+	mk := func(id string, cold time.Duration, bytes int64, demand float64, used time.Duration) *entry {
+		return &entry{spec: ModelSpec{ID: id}, model: &Model{}, cold: cold, bytes: bytes,
+			demand: demand, demandAt: now, lastUsed: now.Add(-used), changed: make(chan struct{})}
+	}
+	// "slow" was used longest ago but its warmth saves the most per byte;
+	// "cheap" costs little to reload, so it goes first under CostAware.
+	entries := map[string]*entry{
+		"slow":  mk("slow", 900*time.Millisecond, 4<<20, 3, time.Hour),
+		"cheap": mk("cheap", 5*time.Millisecond, 4<<20, 3, time.Minute),
+		"big":   mk("big", 300*time.Millisecond, 64<<20, 3, 2*time.Minute),
+	}
+	for _, c := range []struct {
+		policy Policy
+		want   string
+	}{{CostAware, "cheap"}, {LRU, "slow"}} {
+		p := NewPool(PoolOptions{Policy: c.policy, Now: func() time.Time { return now }})
+		p.entries = entries
+		v, _ := p.victimLocked(nil)
+		if v == nil || v.spec.ID != c.want {
+			t.Errorf("policy %d evicts %v, want %s", c.policy, v, c.want)
+		}
+	}
+	// Pinned, leased and loading models are never chosen.
+	entries["cheap"].spec.Pinned = true
+	entries["big"].leased = 1
+	entries["slow"].loading = true
+	p0 := NewPool(PoolOptions{Now: func() time.Time { return now }})
+	p0.entries = entries
+	if v, busy := p0.victimLocked(nil); v != nil || !busy {
+		t.Fatalf("victim %v busy=%v, want none and busy", v, busy)
+	}
+	entries["slow"].loading = false
+	p := NewPool(PoolOptions{Now: func() time.Time { return now }})
+	p.entries = entries
+	if v, busy := p.victimLocked(nil); v == nil || v.spec.ID != "slow" || !busy {
+		t.Fatalf("victim %v busy=%v, want slow and busy", v, busy)
+	}
+}

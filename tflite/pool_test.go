@@ -1,0 +1,417 @@
+package tflite_test
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/edge-agent/edge-agent/agent/infer"
+	"github.com/edge-agent/edge-agent/tflite"
+	"github.com/edge-agent/edge-agent/tflite/tflitetest"
+)
+
+// A real model with an input that has a known answer.
+type realCase struct {
+	id, model, image, labels string
+	want                     int
+}
+
+func realCases() []realCase {
+	return []realCase{
+		{"v1", "mobilenet_v1_0.25_128_quant.tflite", "cat.bmp", "imagenet_labels.txt", 286},
+		{"v2", "mobilenet_v2_1.0_224_quant.tflite", "cat.bmp", "imagenet_labels.txt", 286},
+		{"bird", "mobilenet_v2_1.0_224_inat_bird_quant.tflite", "bird.bmp", "inat_bird_labels.txt", 659},
+		{"lstm", "keras_lstm_mnist_ptq.tflite", "mnist_nine.bmp", "", 9},
+	}
+}
+
+// prepared holds each case's input bytes, made once with a throwaway
+// interpreter so the pool under test sees only requests.
+func prepared(t *testing.T, cases []realCase) map[string][]byte {
+	t.Helper()
+	in := map[string][]byte{}
+	for _, c := range cases {
+		m, it, _, err := tflite.LoadStaged(tflitetest.Path(t, c.model), tflite.LoadOptions{Warm: tflite.WarmOptions{SkipSteady: true}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		x, err := infer.FromFile(tflitetest.Path(t, c.image), it.Inputs()[0], infer.DefaultNormalization)
+		if err != nil {
+			t.Fatal(err)
+		}
+		in[c.id] = x.Bytes
+		it.Close()
+		m.Close()
+	}
+	return in
+}
+
+func classify(ctx context.Context, t testing.TB, p *tflite.Pool, id string, input []byte) (int, *tflite.Lease) {
+	l, err := p.Acquire(ctx, id)
+	if err != nil {
+		t.Errorf("acquire %s: %v", id, err)
+		return -1, nil
+	}
+	top, err := infer.Classify(l.Interpreter(), input, 1, nil)
+	if err != nil {
+		t.Errorf("classify %s: %v", id, err)
+		return -1, l
+	}
+	return top[0].Index, l
+}
+
+// footprints measures each model's warm bytes with an unbounded pool.
+func footprints(t *testing.T, cases []realCase) map[string]int64 {
+	t.Helper()
+	p := tflite.NewPool(tflite.PoolOptions{})
+	defer p.Close()
+	for _, c := range cases {
+		if err := p.Register(tflite.ModelSpec{ID: c.id, Path: tflitetest.Path(t, c.model)}); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := p.Prewarm(context.Background(), c.id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out := map[string]int64{}
+	for _, m := range p.Models() {
+		out[m.ID] = m.Bytes
+	}
+	return out
+}
+
+func TestPoolBudgetEvictionAndPinning(t *testing.T) {
+	cases := realCases()
+	inputs := prepared(t, cases)
+	fp := footprints(t, cases)
+	var sum, largest int64
+	for _, b := range fp {
+		sum += b
+		largest = max(largest, b)
+	}
+	// Room for the pinned model and the largest other one, not for all four.
+	budget := fp["v1"] + largest + largest/4
+	if budget >= sum {
+		t.Fatalf("test setup: budget %d not below sum %d (%v)", budget, sum, fp)
+	}
+	t.Logf("footprints %v, sum %d, budget %d", fp, sum, budget)
+
+	var mu sync.Mutex
+	var evicted []string
+	p := tflite.NewPool(tflite.PoolOptions{Budget: budget, OnEvict: func(e tflite.EvictEvent) {
+		mu.Lock()
+		evicted = append(evicted, e.ModelID)
+		mu.Unlock()
+	}})
+	defer p.Close()
+	for _, c := range cases {
+		if err := p.Register(tflite.ModelSpec{ID: c.id, Path: tflitetest.Path(t, c.model), Pinned: c.id == "v1"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx := context.Background()
+	for round := range 3 {
+		for _, c := range cases {
+			got, l := classify(ctx, t, p, c.id, inputs[c.id])
+			if got != c.want {
+				t.Fatalf("round %d %s: class %d, want %d", round, c.id, got, c.want)
+			}
+			if s := p.Stats(); s.BytesInUse > budget {
+				t.Fatalf("bytes in use %d exceed budget %d", s.BytesInUse, budget)
+			}
+			l.Release()
+		}
+	}
+	s := p.Stats()
+	if s.Evictions == 0 {
+		t.Fatalf("no evictions with budget %d < sum %d: %+v", budget, sum, s)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if slices.Contains(evicted, "v1") {
+		t.Fatalf("pinned model evicted: %v", evicted)
+	}
+	if !p.Models()[slices.IndexFunc(p.Models(), func(m tflite.ModelStatus) bool { return m.ID == "v1" })].Warm {
+		t.Fatal("pinned model not warm")
+	}
+	t.Logf("stats %+v", s)
+}
+
+func TestPoolConcurrentUnderBudget(t *testing.T) {
+	cases := realCases()
+	inputs := prepared(t, cases)
+	fp := footprints(t, cases)
+	budget := fp["v1"] + fp["v2"] + fp["bird"] // lstm must evict something
+	goroutines := runtime.NumGoroutine()
+
+	p := tflite.NewPool(tflite.PoolOptions{Budget: budget, PerModel: 2, Interpreter: tflite.Options{Threads: 1}})
+	for _, c := range cases {
+		if err := p.Register(tflite.ModelSpec{ID: c.id, Path: tflitetest.Path(t, c.model), Pinned: c.id == "v1"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var wg sync.WaitGroup
+	for g := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 12 {
+				c := cases[(g+i)%len(cases)]
+				got, l := classify(ctx, t, p, c.id, inputs[c.id])
+				if l == nil {
+					return
+				}
+				if got != c.want {
+					t.Errorf("%s: class %d, want %d", c.id, got, c.want)
+				}
+				if s := p.Stats(); s.BytesInUse > budget {
+					t.Errorf("bytes in use %d exceed budget %d", s.BytesInUse, budget)
+				}
+				l.Release()
+			}
+		}()
+	}
+	wg.Wait()
+	s := p.Stats()
+	t.Logf("stats %+v", s)
+	if s.Hits+s.Waits+s.Misses != 48 {
+		t.Fatalf("hits+waits+misses = %d, want 48", s.Hits+s.Waits+s.Misses)
+	}
+	if s.Leased != 0 {
+		t.Fatalf("%d interpreters still leased", s.Leased)
+	}
+	p.Close()
+	if s := p.Stats(); s.BytesInUse != 0 || s.Interpreters != 0 {
+		t.Fatalf("after Close: %+v", s)
+	}
+	waitGoroutines(t, goroutines)
+}
+
+func waitGoroutines(t *testing.T, want int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for runtime.NumGoroutine() > want {
+		if time.Now().After(deadline) {
+			buf := make([]byte, 1<<16)
+			t.Fatalf("goroutines %d > %d:\n%s", runtime.NumGoroutine(), want, buf[:runtime.Stack(buf, true)])
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestPoolWaitHonoursContext(t *testing.T) {
+	p := tflite.NewPool(tflite.PoolOptions{})
+	defer p.Close()
+	if err := p.Register(tflite.ModelSpec{ID: "xor", Path: tflitetest.Path(t, "xor_model.tflite")}); err != nil {
+		t.Fatal(err)
+	}
+	l, err := p.Acquire(context.Background(), "xor")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l.Warm {
+		t.Fatal("first lease claims to be warm")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	if _, err := p.Acquire(ctx, "xor"); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("busy acquire: %v, want deadline exceeded", err)
+	}
+	// A waiter is served by the release.
+	got := make(chan *tflite.Lease)
+	go func() {
+		l2, err := p.Acquire(context.Background(), "xor")
+		if err != nil {
+			t.Error(err)
+		}
+		got <- l2
+	}()
+	l.Release()
+	l.Release() // idempotent
+	l2 := <-got
+	if !l2.Warm {
+		t.Fatal("second lease not warm")
+	}
+	l2.Release()
+	if s := p.Stats(); s.Loads != 1 || s.Misses != 1 || s.Hits+s.Waits != 1 {
+		t.Fatalf("stats %+v", s)
+	}
+}
+
+func TestPoolBadModelsLeaveItUnchanged(t *testing.T) {
+	dir := t.TempDir()
+	trunc := copyWith(t, tflitetest.Path(t, "mobilenet_v2_1.0_224_quant.tflite"), filepath.Join(dir, "t.tflite"), func(b []byte) []byte { return b[:len(b)/3] })
+	p := tflite.NewPool(tflite.PoolOptions{})
+	defer p.Close()
+	for id, path := range map[string]string{
+		"good": tflitetest.Path(t, "xor_model.tflite"), "trunc": trunc,
+		"customop": tflitetest.Path(t, "model_invoking_error.tflite"),
+		"edgetpu":  tflitetest.Path(t, "mobilenet_v1_0.25_128_quant_edgetpu.tflite"),
+	} {
+		if err := p.Register(tflite.ModelSpec{ID: id, Path: path}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx := context.Background()
+	if _, _, err := p.Prewarm(ctx, "good"); err != nil {
+		t.Fatal(err)
+	}
+	before := p.Stats()
+	for id, want := range map[string]*tflite.Kind{"trunc": tflite.ErrModelTruncated, "customop": tflite.ErrUnresolvedOp, "edgetpu": tflite.ErrNeedsDelegate} {
+		if _, err := p.Acquire(ctx, id); !errors.Is(err, want) {
+			t.Errorf("%s: %v, want %s", id, err, want.Code())
+		}
+	}
+	if _, err := p.Acquire(ctx, "nope"); !errors.Is(err, tflite.ErrUnknownModel) {
+		t.Errorf("unknown id: %v", err)
+	}
+	after := p.Stats()
+	if after.BytesInUse != before.BytesInUse || after.WarmModels != 1 || after.LoadFailures != 3 {
+		t.Fatalf("pool changed: before %+v after %+v", before, after)
+	}
+	l, err := p.Acquire(ctx, "good")
+	if err != nil || !l.Warm {
+		t.Fatalf("good model no longer warm: %v", err)
+	}
+	l.Release()
+	// Unregistered files are refused at registration with their kind.
+	if err := p.Register(tflite.ModelSpec{ID: "gone", Path: filepath.Join(dir, "missing.tflite")}); !errors.Is(err, tflite.ErrModelNotFound) {
+		t.Fatalf("register missing: %v", err)
+	}
+}
+
+func TestPoolAdmissionBeforeLoading(t *testing.T) {
+	p := tflite.NewPool(tflite.PoolOptions{Budget: 1 << 20})
+	defer p.Close()
+	// A footprint known from an earlier run says this cannot fit: refuse
+	// without mapping or warming anything.
+	if err := p.Register(tflite.ModelSpec{ID: "v2", Path: tflitetest.Path(t, "mobilenet_v2_1.0_224_quant.tflite"), KnownHeap: 8 << 20}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Acquire(context.Background(), "v2"); !errors.Is(err, tflite.ErrOverBudget) {
+		t.Fatalf("acquire: %v, want over budget", err)
+	}
+	if s := p.Stats(); s.Loads != 0 || s.LoadFailures != 0 || s.Rejected != 1 || s.BytesInUse != 0 {
+		t.Fatalf("stats %+v", s)
+	}
+}
+
+func TestPoolWaitsForBusyModelToMakeRoom(t *testing.T) {
+	fp := footprints(t, realCases()[:2])
+	// Room for either model alone, not both (heap measurements vary a little
+	// between loads, so leave half the small one as margin).
+	p := tflite.NewPool(tflite.PoolOptions{Budget: max(fp["v1"], fp["v2"]) + min(fp["v1"], fp["v2"])/2})
+	defer p.Close()
+	for _, c := range realCases()[:2] {
+		if err := p.Register(tflite.ModelSpec{ID: c.id, Path: tflitetest.Path(t, c.model)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx := context.Background()
+	l1, err := p.Acquire(ctx, "v1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancel()
+	if _, err := p.Acquire(short, "v2"); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("v2 while v1 leased: %v, want to wait until the deadline", err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		l2, err := p.Acquire(ctx, "v2")
+		if err == nil {
+			l2.Release()
+		}
+		done <- err
+	}()
+	time.Sleep(20 * time.Millisecond)
+	l1.Release()
+	if err := <-done; err != nil {
+		t.Fatalf("v2 after v1 released: %v", err)
+	}
+	if s := p.Stats(); s.Evictions != 1 {
+		t.Fatalf("stats %+v", s)
+	}
+}
+
+func TestPoolEvictPinAndBudgetChange(t *testing.T) {
+	p := tflite.NewPool(tflite.PoolOptions{})
+	defer p.Close()
+	ctx := context.Background()
+	for _, c := range realCases()[:2] {
+		if err := p.Register(tflite.ModelSpec{ID: c.id, Path: tflitetest.Path(t, c.model)}); err != nil {
+			t.Fatal(err)
+		}
+		if _, loaded, err := p.Prewarm(ctx, c.id); err != nil || !loaded {
+			t.Fatalf("prewarm %s: %v loaded=%v", c.id, err, loaded)
+		}
+	}
+	if _, loaded, _ := p.Prewarm(ctx, "v1"); loaded {
+		t.Fatal("prewarm of a warm model loaded again")
+	}
+	if err := p.SetPinned("v1", true); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Evict("v1"); !errors.Is(err, tflite.ErrPinned) {
+		t.Fatalf("evict pinned: %v", err)
+	}
+	l, _ := p.Acquire(ctx, "v2")
+	if err := p.Evict("v2"); !errors.Is(err, tflite.ErrBusy) {
+		t.Fatalf("evict leased: %v", err)
+	}
+	l.Release()
+	// Shrinking the budget below everything evicts all but the pinned one
+	// and says the pinned one alone is over.
+	if err := p.SetBudget(1); !errors.Is(err, tflite.ErrOverBudget) {
+		t.Fatalf("set budget: %v", err)
+	}
+	if s := p.Stats(); s.WarmModels != 1 || s.Evictions != 1 {
+		t.Fatalf("stats %+v", s)
+	}
+	if err := p.SetPinned("v1", false); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Evict("v1"); err != nil {
+		t.Fatal(err)
+	}
+	if s := p.Stats(); s.BytesInUse != 0 || s.WarmModels != 0 {
+		t.Fatalf("stats %+v", s)
+	}
+	p.Close()
+	if _, err := p.Acquire(ctx, "v1"); !errors.Is(err, tflite.ErrPoolClosed) {
+		t.Fatalf("acquire after close: %v", err)
+	}
+}
+
+func TestPoolLeaseOutlivesClose(t *testing.T) {
+	p := tflite.NewPool(tflite.PoolOptions{})
+	if err := p.Register(tflite.ModelSpec{ID: "xor", Path: tflitetest.Path(t, "xor_model.tflite")}); err != nil {
+		t.Fatal(err)
+	}
+	l, err := p.Acquire(context.Background(), "xor")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Close()
+	// Still usable until released, then freed.
+	if err := l.Interpreter().Invoke(); err != nil {
+		t.Fatal(err)
+	}
+	l.Release()
+	if s := p.Stats(); s.BytesInUse != 0 || s.Interpreters != 0 {
+		t.Fatalf("after release: %+v", s)
+	}
+}
+
+func TestMain(m *testing.M) {
+	os.Exit(m.Run())
+}
