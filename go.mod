@@ -8,6 +8,7 @@ require (
 )
 
 require (
+	github.com/BurntSushi/toml v1.6.0 // indirect
 	github.com/mattn/go-pointer v0.0.1 // indirect
 	golang.org/x/image v0.48.0 // indirect
 )

@@ -125,13 +125,14 @@ type Pool struct {
 	loadSem chan struct{}
 
 	// mu guards entries, bytes, stats, closed and every entry's fields.
-	mu      sync.Mutex
-	entries map[string]*entry
-	bytes   int64
-	stats   Stats
-	closed  bool
-	events  []func()      // callbacks to run once mu is released
-	freed   chan struct{} // closed and replaced whenever bytes or leases are given back
+	mu          sync.Mutex
+	entries     map[string]*entry
+	bytes       int64
+	stats       Stats
+	closed      bool
+	events      []func()      // callbacks to run once mu is released
+	freed       chan struct{} // closed and replaced whenever bytes or leases are given back
+	roomWaiters int           // goroutines waiting on freed
 }
 
 type entry struct {
@@ -451,8 +452,12 @@ func (p *Pool) admit(ctx context.Context, e *entry) (*Model, error) {
 // and returns with mu held.
 func (p *Pool) waitFreedLocked(ctx context.Context) error {
 	ch := p.freed
+	p.roomWaiters++
 	p.unlockAndNotify()
-	defer p.mu.Lock()
+	defer func() {
+		p.mu.Lock()
+		p.roomWaiters--
+	}()
 	select {
 	case <-ch:
 		return nil
@@ -597,12 +602,18 @@ func (p *Pool) closeModelIfUnusedLocked(e *entry) {
 	e.model = nil
 }
 
-// broadcastLocked wakes those waiting on e and on the pool's room.
+// broadcastLocked wakes those waiting on e and on the pool's room. Waiters
+// register under mu before they wait, so with none registered there is no
+// one to wake and the hot path allocates no channels.
 func (p *Pool) broadcastLocked(e *entry) {
-	close(e.changed)
-	e.changed = make(chan struct{})
-	close(p.freed)
-	p.freed = make(chan struct{})
+	if e.waiters > 0 {
+		close(e.changed)
+		e.changed = make(chan struct{})
+	}
+	if p.roomWaiters > 0 {
+		close(p.freed)
+		p.freed = make(chan struct{})
+	}
 }
 
 // unlockAndNotify releases mu, then runs the callbacks queued under it.

@@ -91,10 +91,28 @@ func (f Footprint) MarshalJSON() ([]byte, error) {
 	}{plain(f), f.Total()})
 }
 
+// UnmarshalJSON reads what MarshalJSON writes; total_bytes is derived.
+func (f *Footprint) UnmarshalJSON(b []byte) error {
+	type plain Footprint
+	var v struct {
+		plain
+		Total int64 `json:"total_bytes"`
+	}
+	if err := json.Unmarshal(b, &v); err != nil {
+		return err
+	}
+	*f = Footprint(v.plain)
+	return nil
+}
+
 // WarmOptions tune a warm-up.
 type WarmOptions struct {
 	// Input is written to input 0 before the warm-up invoke; nil means zeros.
 	Input []byte
+	// InputFunc, when set, makes input 0's bytes from its final description
+	// (after allocation); it takes precedence over Input. Its error ends the
+	// warm-up.
+	InputFunc func(TensorInfo) ([]byte, error)
 	// SkipSteady skips the extra invoke that measures steady latency.
 	SkipSteady bool
 }
@@ -118,8 +136,15 @@ func Warm(m *Model, o Options, w WarmOptions) (*Interpreter, Stages, int64, erro
 	}
 	st.Allocate = time.Since(t)
 
-	if w.Input != nil {
-		if err := it.SetInput(0, w.Input); err != nil {
+	input := w.Input
+	if w.InputFunc != nil && len(it.Inputs()) > 0 {
+		if input, err = w.InputFunc(it.Inputs()[0]); err != nil {
+			it.Close()
+			return nil, st, 0, err
+		}
+	}
+	if input != nil {
+		if err := it.SetInput(0, input); err != nil {
 			it.Close()
 			return nil, st, 0, err
 		}

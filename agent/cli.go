@@ -1,0 +1,346 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/edge-agent/edge-agent/agent/infer"
+	"github.com/edge-agent/edge-agent/tflite"
+	"github.com/edge-agent/edge-agent/tflite/modelgen"
+)
+
+// SchemaVersion versions every JSON document the CLI prints.
+const SchemaVersion = 1
+
+const usage = `edge-agent — warm-start agent for TensorFlow Lite models
+
+Usage:
+  edge-agent run [--config FILE]
+  edge-agent version [--json]
+  edge-agent infer --model FILE --input FILE [--labels FILE] [--top K] [--threads N] [--json]
+  edge-agent models inspect FILE [--json]
+  edge-agent models gen --out FILE [--size N]
+  edge-agent config check FILE
+
+Exit status: 0 ok, 1 failure, 2 usage, 3 bad model file, 4 model cannot run
+here, 5 bad input, 6 bad config. Errors print "edge-agent: MESSAGE [code]";
+with --json they are also printed as {"schema":1,"error":{"code","message"}}.
+`
+
+// cli carries the output streams of one command invocation.
+type cli struct {
+	stdout, stderr io.Writer
+}
+
+// Main runs the command line args (without the program name) and returns
+// the exit status. ctx is cancelled by SIGINT/SIGTERM in main.
+func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	c := cli{stdout: stdout, stderr: stderr}
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return ExitUsage
+	}
+	var err error
+	asJSON := false
+	switch cmd, rest := args[0], args[1:]; cmd {
+	case "run":
+		err = c.run(ctx, rest)
+	case "version":
+		asJSON, err = c.version(rest)
+	case "infer":
+		asJSON, err = c.infer(rest)
+	case "models":
+		asJSON, err = c.models(rest)
+	case "config":
+		err = c.config(rest)
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return ExitOK
+	default:
+		err = usageErr("unknown command %q", cmd)
+	}
+	if err == nil || errors.Is(err, flag.ErrHelp) {
+		return ExitOK
+	}
+	code := tflite.Code(err)
+	fmt.Fprintf(stderr, "edge-agent: %v [%s]\n", err, code)
+	if errors.Is(err, ErrUsage) {
+		fmt.Fprint(stderr, "run 'edge-agent help' for usage\n")
+	}
+	if asJSON {
+		c.printJSON(map[string]any{"schema": SchemaVersion, "error": map[string]string{"code": code, "message": err.Error()}})
+	}
+	return exitCode(err)
+}
+
+type usageError struct{ msg string }
+
+func (e *usageError) Error() string { return e.msg }
+func (e *usageError) Unwrap() error { return ErrUsage }
+
+func usageErr(format string, a ...any) error { return &usageError{msg: fmt.Sprintf(format, a...)} }
+
+// newFlags makes a flag set whose parse errors are usage errors.
+func (c cli) newFlags(name string) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(c.stderr)
+	return fs
+}
+
+func parse(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return usageErr("%s: %v", fs.Name(), err)
+	}
+	return nil
+}
+
+func (c cli) printJSON(v any) error {
+	enc := json.NewEncoder(c.stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func (c cli) version(args []string) (bool, error) {
+	fs := c.newFlags("version")
+	asJSON := fs.Bool("json", false, "print JSON")
+	if err := parse(fs, args); err != nil {
+		return *asJSON, err
+	}
+	v := versionInfo()
+	if *asJSON {
+		return true, c.printJSON(struct {
+			Schema int `json:"schema"`
+			VersionInfo
+		}{SchemaVersion, v})
+	}
+	fmt.Fprintf(c.stdout, "edge-agent %s\ngo %s %s/%s\ntflite %s\n", v.Agent, v.Go, v.OS, v.Arch, v.TFLite)
+	return false, nil
+}
+
+func (c cli) models(args []string) (bool, error) {
+	if len(args) == 0 {
+		return false, usageErr("models: want 'inspect FILE' or 'gen --out FILE'")
+	}
+	switch args[0] {
+	case "inspect":
+		return c.inspect(args[1:])
+	case "gen":
+		return false, c.gen(args[1:])
+	}
+	return false, usageErr("models: unknown subcommand %q", args[0])
+}
+
+func (c cli) inspect(args []string) (bool, error) {
+	fs := c.newFlags("models inspect")
+	asJSON := fs.Bool("json", false, "print JSON")
+	if err := parse(fs, args); err != nil {
+		return *asJSON, err
+	}
+	if fs.NArg() != 1 {
+		return *asJSON, usageErr("models inspect: want exactly one FILE")
+	}
+	info, err := tflite.Inspect(fs.Arg(0), nil)
+	if err != nil {
+		return *asJSON, err
+	}
+	if *asJSON {
+		return true, c.printJSON(struct {
+			Schema int `json:"schema"`
+			tflite.ModelInfo
+		}{SchemaVersion, info})
+	}
+	fmt.Fprintf(c.stdout, "path    %s\nsize    %d\nsha256  %s\n", info.Path, info.Size, info.SHA256)
+	printTensors := func(kind string, ts []tflite.TensorInfo) {
+		for i, t := range ts {
+			q := ""
+			if t.Quant != nil {
+				q = fmt.Sprintf(" scale=%g zero_point=%d", t.Quant.Scale, t.Quant.ZeroPoint)
+			}
+			fmt.Fprintf(c.stdout, "%s[%d] %s %s %v (%d bytes)%s\n", kind, i, t.Name, t.Type, t.Shape, t.Bytes, q)
+		}
+	}
+	printTensors("input", info.Inputs)
+	printTensors("output", info.Outputs)
+	if len(info.CustomOps) > 0 {
+		fmt.Fprintf(c.stdout, "custom ops: %s\n", strings.Join(info.CustomOps, ", "))
+	}
+	return false, nil
+}
+
+func (c cli) gen(args []string) error {
+	fs := c.newFlags("models gen")
+	out := fs.String("out", "", "file to write (required)")
+	size := ByteSize(DemoModelSize)
+	fs.Var(&size, "size", "approximate file size, e.g. 4MiB, 256MiB")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *out == "" || fs.NArg() != 0 {
+		return usageErr("models gen: want --out FILE")
+	}
+	spec, err := modelgen.ForSize(int64(size))
+	if err != nil {
+		return usageErr("models gen: %v", err)
+	}
+	if err := writeModel(*out, spec); err != nil {
+		return err
+	}
+	fmt.Fprintf(c.stdout, "wrote %s: %d x FULLY_CONNECTED %dx%d float32\n", *out, spec.Layers, spec.Width, spec.Width)
+	return nil
+}
+
+// writeModel writes atomically, so a killed run never leaves half a model
+// where the agent would load it.
+func writeModel(path string, spec modelgen.Spec) error {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("write model: %w", err)
+	}
+	f, err := os.CreateTemp(dir, ".model-*.tmp")
+	if err != nil {
+		return fmt.Errorf("write model: %w", err)
+	}
+	defer os.Remove(f.Name())
+	if err := modelgen.Write(f, spec); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Chmod(0o644); err != nil {
+		f.Close()
+		return fmt.Errorf("write model %s: %w", path, err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return fmt.Errorf("write model %s: %w", path, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("write model %s: %w", path, err)
+	}
+	if err := os.Rename(f.Name(), path); err != nil {
+		return fmt.Errorf("write model: %w", err)
+	}
+	return nil
+}
+
+// InferResult is the stable JSON of `edge-agent infer --json`.
+type InferResult struct {
+	Schema    int              `json:"schema"`
+	Model     tflite.ModelInfo `json:"model"`
+	Input     InferInput       `json:"input"`
+	Top       []infer.Class    `json:"top"`
+	Stages    tflite.Stages    `json:"stages"`
+	Footprint tflite.Footprint `json:"footprint"`
+	Threads   int              `json:"threads"`
+	Runtime   string           `json:"runtime"`
+}
+
+// InferInput says what the input was taken as.
+type InferInput struct {
+	Path string `json:"path"`
+	Kind string `json:"kind"` // "image" or "raw"
+}
+
+func (c cli) infer(args []string) (bool, error) {
+	fs := c.newFlags("infer")
+	model := fs.String("model", "", "model file (required)")
+	input := fs.String("input", "", "input: .bmp/.png/.jpg image or a raw tensor file (required)")
+	labels := fs.String("labels", "", "labels file, one per line")
+	top := fs.Int("top", 5, "how many classes to print")
+	threads := fs.Int("threads", 0, "interpreter threads (0: runtime default)")
+	mean := fs.Float64("mean", float64(infer.DefaultNormalization.Mean), "float inputs: (pixel-mean)/std")
+	std := fs.Float64("std", float64(infer.DefaultNormalization.Std), "float inputs: (pixel-mean)/std")
+	asJSON := fs.Bool("json", false, "print JSON")
+	if err := parse(fs, args); err != nil {
+		return *asJSON, err
+	}
+	switch {
+	case *model == "" || *input == "":
+		return *asJSON, usageErr("infer: --model and --input are required")
+	case fs.NArg() != 0:
+		return *asJSON, usageErr("infer: unexpected argument %q", fs.Arg(0))
+	case *top < 1:
+		return *asJSON, usageErr("infer: --top must be at least 1")
+	case *threads < 0:
+		return *asJSON, usageErr("infer: --threads must not be negative")
+	case *std == 0:
+		return *asJSON, usageErr("infer: --std must not be 0")
+	}
+	var lab []string
+	if *labels != "" {
+		var err error
+		if lab, err = infer.ReadLabels(*labels); err != nil {
+			return *asJSON, err
+		}
+	}
+	norm := infer.Normalization{Mean: float32(*mean), Std: float32(*std)}
+	var in infer.Input
+	m, it, rep, err := tflite.LoadStaged(*model, tflite.LoadOptions{
+		Interpreter: tflite.Options{Threads: *threads},
+		PageIn:      true,
+		Warm: tflite.WarmOptions{InputFunc: func(t tflite.TensorInfo) ([]byte, error) {
+			var err error
+			in, err = infer.FromFile(*input, t, norm)
+			return in.Bytes, err
+		}},
+	})
+	if err != nil {
+		return *asJSON, err
+	}
+	defer m.Close()
+	defer it.Close()
+	// The steady invoke ran on the same input; read its output.
+	raw, err := it.CopyOutput(0, nil)
+	if err != nil {
+		return *asJSON, err
+	}
+	scores, err := tflite.Dequantize(it.Outputs()[0], raw, nil)
+	if err != nil {
+		return *asJSON, err
+	}
+	digest, _, err := tflite.Digest(*model, nil)
+	if err != nil {
+		return *asJSON, err
+	}
+	res := InferResult{
+		Schema:    SchemaVersion,
+		Model:     tflite.ModelInfo{Path: *model, Size: m.Size, SHA256: digest, Inputs: it.Inputs(), Outputs: it.Outputs(), CustomOps: []string{}},
+		Input:     InferInput{Path: *input, Kind: in.Kind},
+		Top:       infer.TopK(scores, *top, lab),
+		Stages:    rep.Stages,
+		Footprint: rep.Footprint,
+		Threads:   *threads,
+		Runtime:   tflite.RuntimeVersion(),
+	}
+	if *asJSON {
+		return true, c.printJSON(res)
+	}
+	for i, cl := range res.Top {
+		fmt.Fprintf(c.stdout, "%d. %4d  %.4f  %s\n", i+1, cl.Index, cl.Score, cl.Label)
+	}
+	s := rep.Stages
+	fmt.Fprintf(c.stdout, "stages (ms): map %.3f, page-in %.3f, interpreter %.3f, allocate %.3f, first invoke %.3f, steady invoke %.3f; cold total %.3f\n",
+		ms(s.Map), ms(s.PageIn), ms(s.Interpreter), ms(s.Allocate), ms(s.FirstInvoke), ms(s.Steady), ms(s.Cold()))
+	fmt.Fprintf(c.stdout, "footprint: %d bytes mapped, %d bytes heap\n", rep.Footprint.Mapped, rep.Footprint.Heap)
+	return false, nil
+}
+
+func (c cli) config(args []string) error {
+	if len(args) != 2 || args[0] != "check" {
+		return usageErr("config: want 'check FILE'")
+	}
+	if _, err := LoadConfig(args[1]); err != nil {
+		return err
+	}
+	fmt.Fprintf(c.stdout, "%s: ok\n", args[1])
+	return nil
+}

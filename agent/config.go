@@ -1,0 +1,201 @@
+package agent
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+
+	"github.com/BurntSushi/toml"
+)
+
+// Config is the agent's configuration file (TOML). Every field has a
+// default, so an absent file is a valid configuration.
+type Config struct {
+	// StateDir holds the agent's state and the generated demo model.
+	// Default: $STATE_DIRECTORY (set by systemd) or ./state.
+	StateDir string `toml:"state_dir"`
+	// LogLevel is debug, info, warn or error. Default info.
+	LogLevel string `toml:"log_level"`
+	// ModelsDir is scanned for *.tflite files, each registered under its
+	// file name without the extension.
+	ModelsDir string `toml:"models_dir"`
+	// Pool sizes the interpreter pool.
+	Pool PoolConfig `toml:"pool"`
+	// Models lists models explicitly; they take precedence over ModelsDir.
+	// With neither, a generated demo model is used.
+	Models []ModelConfig `toml:"models"`
+}
+
+// PoolConfig sizes the interpreter pool.
+type PoolConfig struct {
+	// Budget caps the memory warm models hold, e.g. "256MiB". 0 = no cap.
+	Budget ByteSize `toml:"budget"`
+	// InterpretersPerModel bounds concurrent requests per model. Default 1.
+	InterpretersPerModel int `toml:"interpreters_per_model"`
+	// Threads for each interpreter; 0 leaves the runtime's default.
+	Threads int `toml:"threads"`
+	// PageIn reads a model's file before warming it. Default true.
+	PageIn *bool `toml:"page_in"`
+}
+
+// ModelConfig is one model.
+type ModelConfig struct {
+	ID     string `toml:"id"`
+	Path   string `toml:"path"`
+	Pinned bool   `toml:"pinned"`
+}
+
+// DemoModelSize is the size of the model generated when none is configured.
+const DemoModelSize = 4 << 20
+
+// DefaultConfig is the configuration used without a file.
+func DefaultConfig() Config {
+	state := os.Getenv("STATE_DIRECTORY")
+	if state == "" {
+		state = "state"
+	} else {
+		// systemd may pass several, colon-separated; the first is ours.
+		state, _, _ = strings.Cut(state, ":")
+	}
+	pageIn := true
+	return Config{
+		StateDir: state,
+		LogLevel: "info",
+		Pool:     PoolConfig{Budget: 256 << 20, InterpretersPerModel: 1, PageIn: &pageIn},
+	}
+}
+
+// LoadConfig reads path over the defaults; "" means defaults only.
+func LoadConfig(path string) (Config, error) {
+	c := DefaultConfig()
+	if path == "" {
+		return c, c.Validate()
+	}
+	md, err := toml.DecodeFile(path, &c)
+	if err != nil {
+		return c, &configError{path: path, msg: err.Error()}
+	}
+	if un := md.Undecoded(); len(un) > 0 {
+		keys := make([]string, len(un))
+		for i, k := range un {
+			keys[i] = k.String()
+		}
+		return c, &configError{path: path, msg: "unknown field(s): " + strings.Join(keys, ", ")}
+	}
+	if err := c.Validate(); err != nil {
+		return c, &configError{path: path, msg: err.Error()}
+	}
+	return c, nil
+}
+
+type configError struct{ path, msg string }
+
+func (e *configError) Error() string { return fmt.Sprintf("config %s: %s", e.path, e.msg) }
+func (e *configError) Unwrap() error { return ErrConfig }
+
+var modelID = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
+
+// ValidModelID reports whether id is usable as a model id: letters, digits,
+// '.', '_' and '-', not starting with a punctuation mark, at most 128 bytes.
+// Ids appear in MQTT topics and replies, so they never contain '/'.
+func ValidModelID(id string) bool { return modelID.MatchString(id) }
+
+// Validate checks every field; messages name the field. It opens nothing.
+func (c Config) Validate() error {
+	var errs []error
+	if c.StateDir == "" {
+		errs = append(errs, errors.New("state_dir: must not be empty"))
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		errs = append(errs, fmt.Errorf("log_level: %q is not one of debug, info, warn, error", c.LogLevel))
+	}
+	if c.Pool.Budget < 0 {
+		errs = append(errs, errors.New("pool.budget: must not be negative"))
+	}
+	if c.Pool.InterpretersPerModel < 1 || c.Pool.InterpretersPerModel > 64 {
+		errs = append(errs, fmt.Errorf("pool.interpreters_per_model: %d not in 1..64", c.Pool.InterpretersPerModel))
+	}
+	if c.Pool.Threads < 0 || c.Pool.Threads > 256 {
+		errs = append(errs, fmt.Errorf("pool.threads: %d not in 0..256", c.Pool.Threads))
+	}
+	seen := map[string]bool{}
+	for i, m := range c.Models {
+		switch {
+		case !ValidModelID(m.ID):
+			errs = append(errs, fmt.Errorf("models[%d].id: %q must be 1-128 of [A-Za-z0-9._-], starting with a letter or digit", i, m.ID))
+		case seen[m.ID]:
+			errs = append(errs, fmt.Errorf("models[%d].id: %q is used twice", i, m.ID))
+		}
+		seen[m.ID] = true
+		if m.Path == "" {
+			errs = append(errs, fmt.Errorf("models[%d].path: must not be empty", i))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// pageIn is the effective page_in setting.
+func (c Config) pageIn() bool { return c.Pool.PageIn == nil || *c.Pool.PageIn }
+
+// demoModelPath is where the demo model lives when nothing is configured.
+func (c Config) demoModelPath() string { return filepath.Join(c.StateDir, "models", "demo.tflite") }
+
+// ByteSize is a number of bytes written as an integer or with a unit:
+// "512KiB", "256MiB", "1GiB" (powers of 1024) or "100MB" (powers of 1000).
+type ByteSize int64
+
+var sizeUnits = map[string]int64{
+	"": 1, "b": 1,
+	"kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30,
+	"k": 1 << 10, "m": 1 << 20, "g": 1 << 30,
+	"kb": 1e3, "mb": 1e6, "gb": 1e9,
+}
+
+var sizeRE = regexp.MustCompile(`^\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*$`)
+
+// ParseByteSize parses s as a ByteSize.
+func ParseByteSize(s string) (ByteSize, error) {
+	m := sizeRE.FindStringSubmatch(s)
+	if m == nil {
+		return 0, fmt.Errorf("size %q: want a number with an optional unit (KiB, MiB, GiB, KB, MB, GB)", s)
+	}
+	unit, ok := sizeUnits[strings.ToLower(m[2])]
+	if !ok {
+		return 0, fmt.Errorf("size %q: unknown unit %q", s, m[2])
+	}
+	v, err := strconv.ParseFloat(m[1], 64)
+	if err != nil || v*float64(unit) > 1<<62 {
+		return 0, fmt.Errorf("size %q: out of range", s)
+	}
+	return ByteSize(v * float64(unit)), nil
+}
+
+// UnmarshalTOML accepts an integer or a string with a unit.
+func (b *ByteSize) UnmarshalTOML(v any) error {
+	switch x := v.(type) {
+	case int64:
+		*b = ByteSize(x)
+		return nil
+	case string:
+		n, err := ParseByteSize(x)
+		*b = n
+		return err
+	}
+	return fmt.Errorf("size: want an integer or a string like \"256MiB\", got %T", v)
+}
+
+// String formats b for flags and logs.
+func (b ByteSize) String() string { return strconv.FormatInt(int64(b), 10) }
+
+// Set implements flag.Value.
+func (b *ByteSize) Set(s string) error {
+	n, err := ParseByteSize(s)
+	*b = n
+	return err
+}

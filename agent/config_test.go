@@ -1,0 +1,99 @@
+package agent_test
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/edge-agent/edge-agent/agent"
+)
+
+func TestConfigValidation(t *testing.T) {
+	cases := []struct {
+		name, toml string
+		wantErr    []string // substrings; none means valid
+	}{
+		{"defaults", "", nil},
+		{"full", `
+state_dir = "/var/lib/edge-agent"
+log_level = "debug"
+models_dir = "/opt/models"
+[pool]
+budget = "512MiB"
+interpreters_per_model = 2
+threads = 4
+page_in = false
+[[models]]
+id = "mobilenet_v2"
+path = "/opt/models/v2.tflite"
+pinned = true
+`, nil},
+		{"unknown field", "budgett = 3\n", []string{"unknown field", "budgett"}},
+		{"bad values", `
+log_level = "loud"
+[pool]
+budget = "12 parsecs"
+`, []string{"parsecs"}},
+		{"bad pool", `
+[pool]
+interpreters_per_model = 0
+threads = -1
+`, []string{"pool.interpreters_per_model", "pool.threads"}},
+		{"bad models", `
+[[models]]
+id = "../etc/passwd"
+path = "x"
+[[models]]
+id = "a"
+[[models]]
+id = "a"
+path = "y"
+`, []string{"models[0].id", "models[1].path", "models[2].id", "used twice"}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			p := filepath.Join(t.TempDir(), "c.toml")
+			if err := os.WriteFile(p, []byte(c.toml), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			_, err := agent.LoadConfig(p)
+			if len(c.wantErr) == 0 {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			if !errors.Is(err, agent.ErrConfig) {
+				t.Fatalf("err = %v, want ErrConfig", err)
+			}
+			for _, w := range c.wantErr {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q lacks %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestByteSize(t *testing.T) {
+	for in, want := range map[string]int64{"0": 0, "1024": 1024, "4MiB": 4 << 20, "1.5GiB": 3 << 29, "100MB": 1e8, "512k": 512 << 10} {
+		got, err := agent.ParseByteSize(in)
+		if err != nil || int64(got) != want {
+			t.Errorf("%q = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for _, bad := range []string{"", "MiB", "-1", "3 parsecs", "1e400"} {
+		if _, err := agent.ParseByteSize(bad); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}
+
+func TestDefaultConfigUsesSystemdStateDirectory(t *testing.T) {
+	t.Setenv("STATE_DIRECTORY", "/var/lib/edge-agent:/var/lib/other")
+	if got := agent.DefaultConfig().StateDir; got != "/var/lib/edge-agent" {
+		t.Fatalf("state dir %q", got)
+	}
+}
