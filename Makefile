@@ -53,6 +53,7 @@ runtime: $(RUNTIME_STAMP) ## provision the TFLite runtime prefix for ARCH
 $(RUNTIME_DIR)/MANIFEST: scripts/provision-runtime.sh
 	@scripts/deps.sh
 	scripts/provision-runtime.sh $(ARCH) $(RUNTIME_DIR)
+	@touch $@
 
 build: $(RUNTIME_STAMP) ## build bin/edge-agent against the runtime
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./agent/cmd/edge-agent
@@ -60,7 +61,8 @@ build: $(RUNTIME_STAMP) ## build bin/edge-agent against the runtime
 run: build ## run the agent on its embedded defaults (no config, no broker)
 	./$(BIN) run
 
-test: deps $(RUNTIME_STAMP) ## vet and run every test with -race (provisions first)
+test: deps $(RUNTIME_STAMP) ## gofmt check, vet, and every test with -race (provisions first)
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 30m ./...
 

@@ -97,3 +97,9 @@ func TestDefaultConfigUsesSystemdStateDirectory(t *testing.T) {
 		t.Fatalf("state dir %q", got)
 	}
 }
+
+func TestExampleConfigIsValid(t *testing.T) {
+	if _, err := agent.LoadConfig("../edge-agent.example.toml"); err != nil {
+		t.Fatal(err)
+	}
+}
