@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -232,23 +233,45 @@ func TestCLIGenInspectAndInferRaw(t *testing.T) {
 	}
 }
 
-// startRun starts `run` in dir and waits for its "ready" log line.
-func startRun(t *testing.T, dir string, args ...string) (*exec.Cmd, *bytes.Buffer, <-chan error) {
+// logBuf collects a child's log lines; the scanner goroutine writes while
+// the test may read.
+type logBuf struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *logBuf) add(line string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.b.WriteString(line + "\n")
+}
+
+func (l *logBuf) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// startRun starts `run` in dir and waits for its "ready" log line. done
+// delivers the exit once the child's output has been read to the end.
+func startRun(t *testing.T, dir string, args ...string) (*exec.Cmd, *logBuf, <-chan error) {
 	t.Helper()
 	cmd := cliCmd(t, append([]string{"run"}, args...)...)
 	cmd.Dir = dir
 	pr, pw := io.Pipe()
 	cmd.Stderr = pw
-	var logs bytes.Buffer
+	logs := &logBuf{}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	ready := make(chan struct{})
+	scanned := make(chan struct{})
 	go func() {
+		defer close(scanned)
 		sc := bufio.NewScanner(pr)
 		once := false
 		for sc.Scan() {
-			logs.WriteString(sc.Text() + "\n")
+			logs.add(sc.Text())
 			if !once && strings.Contains(sc.Text(), "msg=ready") {
 				once = true
 				close(ready)
@@ -259,17 +282,18 @@ func startRun(t *testing.T, dir string, args ...string) (*exec.Cmd, *bytes.Buffe
 	go func() {
 		err := cmd.Wait()
 		pw.Close()
+		<-scanned
 		done <- err
 	}()
 	select {
 	case <-ready:
 	case err := <-done:
-		t.Fatalf("run exited before ready: %v\n%s", err, logs.String())
+		t.Fatalf("run exited before ready: %v\n%s", err, logs)
 	case <-time.After(2 * time.Minute):
 		cmd.Process.Kill()
-		t.Fatalf("run not ready:\n%s", logs.String())
+		t.Fatalf("run not ready:\n%s", logs)
 	}
-	return cmd, &logs, done
+	return cmd, logs, done
 }
 
 func TestRunDefaultsUntilSignal(t *testing.T) {
