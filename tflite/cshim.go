@@ -6,7 +6,9 @@ package tflite
 #include <stdio.h>
 #include <stdlib.h>
 #include <malloc.h>
+#include <dlfcn.h>
 #include <tensorflow/lite/c/c_api.h>
+#include <tensorflow/lite/c/common.h>
 #include <tensorflow/lite/delegates/external/external_delegate.h>
 
 // edge_errlog collects the runtime's messages in C memory. Reporting must not
@@ -44,6 +46,45 @@ static void edge_options_delete(void* o) { TfLiteInterpreterOptionsDelete((TfLit
 static void edge_interpreter_delete(void* i) { TfLiteInterpreterDelete((TfLiteInterpreter*)i); }
 static void edge_external_delegate_delete(void* d) { TfLiteExternalDelegateDelete((TfLiteDelegate*)d); }
 
+// edge_plugin_check loads lib as TFLite's external delegate loader would and
+// checks it is a delegate plugin. TfLiteExternalDelegateCreate does not fail
+// on a missing library: it returns a delegate without functions, and the
+// interpreter then jumps to NULL. Returns NULL or the reason (static).
+static const char* edge_plugin_check(const char* lib) {
+	dlerror();
+	void* h = dlopen(lib, RTLD_NOW | RTLD_LOCAL);
+	if (h == NULL) {
+		const char* e = dlerror();
+		return e ? e : "dlopen failed";
+	}
+	const char* reason = NULL;
+	if (dlsym(h, "tflite_plugin_create_delegate") == NULL || dlsym(h, "tflite_plugin_destroy_delegate") == NULL) {
+		reason = "not a TFLite delegate plugin (tflite_plugin_create_delegate/tflite_plugin_destroy_delegate missing)";
+	}
+	dlclose(h);
+	return reason;
+}
+
+// go-tflite's delegates/external crashes in cgo's pointer checks (v0.2.1),
+// so external delegates are created here. Returns NULL when an option is
+// refused or the plugin created no delegate.
+static void* edge_external_delegate_new(const char* lib, int n, char** keys, char** values) {
+	TfLiteExternalDelegateOptions o = TfLiteExternalDelegateOptionsDefault(lib);
+	for (int i = 0; i < n; i++) {
+		if (TfLiteExternalDelegateOptionsInsert(&o, keys[i], values[i]) != kTfLiteOk) return NULL;
+	}
+	TfLiteDelegate* d = TfLiteExternalDelegateCreate(&o);
+	if (d != NULL && d->Prepare == NULL && d->opaque_delegate_builder == NULL) {
+		TfLiteExternalDelegateDelete(d);
+		return NULL;
+	}
+	return d;
+}
+
+static void edge_options_add_delegate(void* opts, void* d) {
+	TfLiteInterpreterOptionsAddDelegate((TfLiteInterpreterOptions*)opts, (TfLiteDelegate*)d);
+}
+
 // Bytes the C heap holds right now, in every arena, mmapped chunks included.
 static size_t edge_heap_in_use(void) {
 	struct mallinfo2 mi = mallinfo2();
@@ -53,6 +94,7 @@ static size_t edge_heap_in_use(void) {
 import "C"
 
 import (
+	"errors"
 	"fmt"
 	"reflect"
 	"runtime"
@@ -171,3 +213,44 @@ func freeExternalDelegate(p unsafe.Pointer) {
 }
 
 func setReporter(opts unsafe.Pointer, l errLog) { C.edge_set_reporter(opts, l.c) }
+
+// newExternalDelegate loads an external delegate library with its options.
+// The caller frees the delegate after the interpreter.
+func newExternalDelegate(lib string, options map[string]string) (unsafe.Pointer, error) {
+	clib := C.CString(lib)
+	defer C.free(unsafe.Pointer(clib))
+	if reason := C.edge_plugin_check(clib); reason != nil {
+		return nil, errors.New(C.GoString(reason))
+	}
+	var cstrs []*C.char
+	cstr := func(s string) *C.char {
+		p := C.CString(s)
+		cstrs = append(cstrs, p)
+		return p
+	}
+	defer func() {
+		for _, p := range cstrs {
+			C.free(unsafe.Pointer(p))
+		}
+	}()
+	n := len(options)
+	ptrSize := C.size_t(unsafe.Sizeof((*C.char)(nil)))
+	keys := (**C.char)(C.calloc(C.size_t(n+1), ptrSize))
+	values := (**C.char)(C.calloc(C.size_t(n+1), ptrSize))
+	defer C.free(unsafe.Pointer(keys))
+	defer C.free(unsafe.Pointer(values))
+	ks := unsafe.Slice(keys, n+1)
+	vs := unsafe.Slice(values, n+1)
+	i := 0
+	for k, v := range options {
+		ks[i], vs[i] = cstr(k), cstr(v)
+		i++
+	}
+	d := C.edge_external_delegate_new(clib, C.int(n), keys, values)
+	if d == nil {
+		return nil, errors.New("the plugin refused its options or created no delegate")
+	}
+	return d, nil
+}
+
+func addDelegate(opts, d unsafe.Pointer) { C.edge_options_add_delegate(opts, d) }

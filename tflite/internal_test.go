@@ -1,12 +1,13 @@
 package tflite
 
 import (
+	"errors"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/edge-agent/edge-agent/tflite/tflitetest"
 	tfl "github.com/tphakala/go-tflite"
-	"github.com/tphakala/go-tflite/delegates/external"
 )
 
 // The explicit-free shim reads go-tflite internals; this fails first if a
@@ -19,7 +20,6 @@ func TestBindingLayout(t *testing.T) {
 		{&tfl.Model{}, "m"},
 		{&tfl.InterpreterOptions{}, "o"},
 		{&tfl.Interpreter{}, "i"},
-		{&external.Delegate{}, "d"},
 	} {
 		if _, _, err := bindingFields(c.obj, c.field); err != nil {
 			t.Errorf("%T: %v", c.obj, err)
@@ -106,5 +106,35 @@ func TestCostAwareVictim(t *testing.T) {
 	p.entries = entries
 	if v, busy := p.victimLocked(nil); v == nil || v.spec.ID != "slow" || !busy {
 		t.Fatalf("victim %v busy=%v, want slow and busy", v, busy)
+	}
+}
+
+func TestDelegateLibraryErrors(t *testing.T) {
+	m, err := LoadModel(tflitetest.Path(t, "xor_model.tflite"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	for _, c := range []struct {
+		lib, want string
+	}{
+		// TFLite's own loader would hand back a delegate without functions
+		// for both and crash the interpreter; these must be clean errors.
+		{"/nonexistent/libedgetpu.so.1", "No such file"},
+		{"libm.so.6", "not a TFLite delegate plugin"},
+	} {
+		base := heapInUse()
+		for range 20 {
+			it, err := NewInterpreter(m, Options{Delegates: []DelegateSpec{{Name: "edgetpu", Library: c.lib}}})
+			if it != nil || !errors.Is(err, ErrDelegate) || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("%s: it=%v err=%v, want %s mentioning %q", c.lib, it, err, ErrDelegate.Code(), c.want)
+			}
+		}
+		if grew := heapInUse() - base; grew > 64<<10 {
+			t.Errorf("%s: C heap grew %d bytes over 20 failed creations", c.lib, grew)
+		}
+	}
+	if n := m.live.Load(); n != 0 {
+		t.Fatalf("%d interpreters counted live after failures", n)
 	}
 }

@@ -5,8 +5,6 @@ import (
 	"unsafe"
 
 	tfl "github.com/tphakala/go-tflite"
-	"github.com/tphakala/go-tflite/delegates"
-	"github.com/tphakala/go-tflite/delegates/external"
 )
 
 // Options configure an interpreter. The zero value means the runtime's
@@ -21,8 +19,9 @@ type Options struct {
 // DelegateSpec names an external delegate library (TfLiteExternalDelegate),
 // such as the Edge TPU's libedgetpu.so.1.
 type DelegateSpec struct {
-	Name    string // for reports, e.g. "edgetpu"
-	Library string // path or soname of the delegate library
+	Name    string            // for reports, e.g. "edgetpu"
+	Library string            // path or soname of the delegate library
+	Options map[string]string // passed to the library, e.g. {"device": "usb"}
 }
 
 // Interpreter runs one model. It is not safe for concurrent use: the pool
@@ -31,7 +30,7 @@ type Interpreter struct {
 	model *Model
 	ip    *tfl.Interpreter
 	opts  *tfl.InterpreterOptions
-	dels  []delegates.Delegater
+	dels  []unsafe.Pointer // external delegates, freed after the interpreter
 	log   errLog
 
 	inputs, outputs []TensorInfo
@@ -40,13 +39,14 @@ type Interpreter struct {
 
 // NewInterpreter creates an interpreter on m with o. It does not allocate
 // tensors; see AllocateTensors.
-func NewInterpreter(m *Model, o Options) (it *Interpreter, err error) {
+func NewInterpreter(m *Model, o Options) (*Interpreter, error) {
 	if m == nil || m.m == nil {
 		return nil, &Error{Op: "create interpreter", Kind: ErrInterpreter, Detail: "model is closed"}
 	}
-	it = &Interpreter{model: m, log: newErrLog()}
+	it := &Interpreter{model: m, log: newErrLog()}
+	ok := false
 	defer func() {
-		if err != nil {
+		if !ok {
 			it.free()
 		}
 	}()
@@ -63,13 +63,13 @@ func NewInterpreter(m *Model, o Options) (it *Interpreter, err error) {
 		it.opts.SetNumThread(o.Threads)
 	}
 	for _, d := range o.Delegates {
-		del := external.New(external.DelegateOptions{LibPath: d.Library})
-		if del == nil {
+		del, err := newExternalDelegate(d.Library, d.Options)
+		if err != nil {
 			return nil, &Error{Op: "create delegate " + d.Name, Path: m.Path, Kind: ErrDelegate,
-				Detail: fmt.Sprintf("external delegate library %q could not be loaded", d.Library)}
+				Detail: fmt.Sprintf("library %q: %v", d.Library, err), wrapped: err}
 		}
 		it.dels = append(it.dels, del)
-		it.opts.AddDelegate(del)
+		addDelegate(copts, del)
 		it.delegates = append(it.delegates, d.Name)
 	}
 	it.ip = tfl.NewInterpreter(m.m, it.opts)
@@ -77,6 +77,7 @@ func NewInterpreter(m *Model, o Options) (it *Interpreter, err error) {
 		return nil, &Error{Op: "create interpreter", Path: m.Path, Kind: ErrInterpreter, Detail: it.log.take()}
 	}
 	m.live.Add(1)
+	ok = true
 	return it, nil
 }
 
@@ -116,11 +117,7 @@ func (it *Interpreter) Invoke() error {
 // Inputs describes the input tensors.
 func (it *Interpreter) Inputs() []TensorInfo {
 	if it.inputs == nil {
-		n := it.ip.GetInputTensorCount()
-		it.inputs = make([]TensorInfo, 0, n)
-		for i := range n {
-			it.inputs = append(it.inputs, tensorInfo(it.ip.GetInputTensor(i)))
-		}
+		it.inputs = describe(it.ip.GetInputTensorCount(), it.ip.GetInputTensor)
 	}
 	return it.inputs
 }
@@ -128,13 +125,17 @@ func (it *Interpreter) Inputs() []TensorInfo {
 // Outputs describes the output tensors.
 func (it *Interpreter) Outputs() []TensorInfo {
 	if it.outputs == nil {
-		n := it.ip.GetOutputTensorCount()
-		it.outputs = make([]TensorInfo, 0, n)
-		for i := range n {
-			it.outputs = append(it.outputs, tensorInfo(it.ip.GetOutputTensor(i)))
-		}
+		it.outputs = describe(it.ip.GetOutputTensorCount(), it.ip.GetOutputTensor)
 	}
 	return it.outputs
+}
+
+func describe(n int, tensor func(int) *tfl.Tensor) []TensorInfo {
+	out := make([]TensorInfo, 0, n)
+	for i := range n {
+		out = append(out, tensorInfo(tensor(i)))
+	}
+	return out
 }
 
 // SetInput copies b into input tensor i; b must be exactly its byte size.
@@ -216,9 +217,7 @@ func (it *Interpreter) free() {
 		it.ip = nil
 	}
 	for _, d := range it.dels {
-		if p, err := detach(d, "d"); err == nil {
-			freeExternalDelegate(p)
-		}
+		freeExternalDelegate(d)
 	}
 	it.dels = nil
 	if it.opts != nil {
