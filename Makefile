@@ -14,7 +14,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 RUNTIME_DIR ?= $(CURDIR)/.runtime/$(ARCH)
 BIN := bin/edge-agent
 PKG := github.com/edge-agent/edge-agent
-LDFLAGS := -X $(PKG)/agent.Version=$(VERSION)
+LDFLAGS = $(LINKMODE) -X $(PKG)/agent.Version=$(VERSION)
 
 triplet_amd64 := x86_64-linux-gnu
 loader_amd64 := ld-linux-x86-64.so.2
@@ -30,6 +30,10 @@ RUNTIME_LIB := $(RUNTIME_DIR)/usr/lib/$(TRIPLET)
 export CGO_CFLAGS := -I$(RUNTIME_DIR)/usr/include
 export CGO_LDFLAGS := -L$(RUNTIME_DIR)/link -Wl,--disable-new-dtags -Wl,-rpath,$(RUNTIME_LIB) \
 	-Wl,--dynamic-linker=$(RUNTIME_LIB)/$(LOADER) -Wl,--allow-shlib-undefined
+# Go's internal linker (used for binaries whose only cgo is the race
+# runtime) takes --dynamic-linker from CGO_LDFLAGS but not the rpath: the
+# prefix's loader would then load the system's older libc. Link externally.
+LINKMODE := -linkmode=external
 else
 RUNTIME_STAMP :=
 export CGO_CFLAGS := -I$(TFLITE_INCLUDE_DIR)
@@ -64,10 +68,10 @@ run: build ## run the agent on its embedded defaults (no config, no broker)
 test: deps $(RUNTIME_STAMP) ## gofmt check, vet, and every test with -race (provisions first)
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi
 	$(GO) vet ./...
-	$(GO) test -race -count=1 -timeout 30m ./...
+	$(GO) test -race -count=1 -timeout 30m -ldflags='$(LINKMODE)' ./...
 
 bench: $(RUNTIME_STAMP) ## run the Go benchmarks with allocation counts
-	$(GO) test -run '^$$' -bench . -benchmem -count 1 -timeout 30m ./...
+	$(GO) test -run '^$$' -bench . -benchmem -count 1 -timeout 30m -ldflags='$(LINKMODE)' ./...
 
 fmt: ## gofmt the tree
 	gofmt -w $$(git ls-files '*.go')
@@ -79,7 +83,7 @@ vet: $(RUNTIME_STAMP)
 	$(GO) vet ./...
 
 env: ## print the cgo environment (eval "$$(make -s env)" to use go directly)
-	@echo "export CGO_ENABLED=1 CGO_CFLAGS='$(CGO_CFLAGS)' CGO_LDFLAGS='$(CGO_LDFLAGS)' EDGE_AGENT_MODELS='$(EDGE_AGENT_MODELS)'"
+	@echo "export CGO_ENABLED=1 CGO_CFLAGS='$(CGO_CFLAGS)' CGO_LDFLAGS='$(CGO_LDFLAGS)' EDGE_AGENT_MODELS='$(EDGE_AGENT_MODELS)' GOFLAGS='-ldflags=$(LINKMODE)'"
 
 clean: ## remove build outputs (keeps the runtime prefix)
 	rm -rf bin

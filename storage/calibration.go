@@ -1,0 +1,111 @@
+package storage
+
+import (
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// Stages are the timed steps of a cold start. The fields match the pool's
+// own timings one for one, so the agent converts with a type conversion
+// while this package stays independent of the runtime's.
+type Stages struct {
+	Map, PageIn, Interpreter, Allocate, FirstInvoke, Steady time.Duration
+}
+
+// Calibration is what the agent measured about one model on this board.
+// Stored in bucket "calibration" under its Validity's key; bucket "models"
+// maps the model id to the Validity last calibrated, so a changed key is
+// reported as invalidated rather than new.
+type Calibration struct {
+	Validity Validity `json:"validity"`
+	// Threads is the best thread count found (or the configured one).
+	Threads int `json:"threads"`
+	// Tried holds the steady latency of each thread count tried.
+	Tried []ThreadResult `json:"tried"`
+	// Stages are per-stage medians over the calibration runs at Threads.
+	Stages Stages `json:"stages"`
+	// FirstInvokePenalty is median first invoke / median steady invoke.
+	FirstInvokePenalty float64 `json:"first_invoke_penalty"`
+	// HeapBytes per interpreter and MappedBytes of the model, measured at
+	// Threads; the pool admits with them before loading.
+	HeapBytes   int64 `json:"heap_bytes"`
+	MappedBytes int64 `json:"mapped_bytes"`
+	// Runs is how many staged loads the medians are over.
+	Runs int       `json:"runs"`
+	At   time.Time `json:"at"`
+}
+
+// ThreadResult is one thread count's steady latency (median).
+type ThreadResult struct {
+	Threads  int     `json:"threads"`
+	SteadyMs float64 `json:"steady_ms"`
+}
+
+// modelRecord is bucket "models": id → what was last stored for it.
+type modelRecord struct {
+	Calibration *Validity `json:"calibration,omitempty"`
+}
+
+// Calibration returns the calibration of model id valid for v, and whether
+// it was restored, invalidated (stored for another key) or is new.
+func (s *Store) Calibration(id string, v Validity) (Calibration, Lookup, error) {
+	var cal Calibration
+	look := Lookup{Status: New}
+	err := s.view("read calibration", func(tx *bolt.Tx) error {
+		if raw := tx.Bucket(bucketCalibration).Get(v.key()); raw != nil {
+			if err := decodeJSON(raw, &cal); err != nil {
+				return err
+			}
+			look = Lookup{Status: Restored}
+			return nil
+		}
+		var mr modelRecord
+		if raw := tx.Bucket(bucketModels).Get([]byte(id)); raw != nil {
+			if err := decodeJSON(raw, &mr); err != nil {
+				return err
+			}
+		}
+		if mr.Calibration != nil {
+			look = invalidated(*mr.Calibration, v)
+		}
+		return nil
+	})
+	return cal, look, err
+}
+
+// PutCalibration stores cal for model id under cal.Validity, replacing what
+// was stored for the id's previous key.
+func (s *Store) PutCalibration(id string, cal Calibration) error {
+	if cal.At.IsZero() {
+		cal.At = s.opts.Now()
+	}
+	val, err := encodeJSON(cal)
+	if err != nil {
+		return err
+	}
+	return s.update("store calibration", func(tx *bolt.Tx) error {
+		models := tx.Bucket(bucketModels)
+		var mr modelRecord
+		if raw := models.Get([]byte(id)); raw != nil {
+			// A damaged index entry is replaced, not fatal.
+			_ = decodeJSON(raw, &mr)
+		}
+		calib := tx.Bucket(bucketCalibration)
+		if mr.Calibration != nil && *mr.Calibration != cal.Validity {
+			if err := calib.Delete(mr.Calibration.key()); err != nil {
+				return err
+			}
+		}
+		if err := calib.Put(cal.Validity.key(), val); err != nil {
+			return err
+		}
+		v := cal.Validity
+		mr.Calibration = &v
+		rec, err := encodeJSON(mr)
+		if err != nil {
+			return err
+		}
+		return models.Put([]byte(id), rec)
+	})
+}

@@ -1,0 +1,128 @@
+package storage
+
+import (
+	"fmt"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// DelegateState is where trying a delegate for a model got to.
+type DelegateState string
+
+const (
+	// Attempting is written (and synced) before the delegate is tried. Found
+	// on start, it means the process died inside the delegate.
+	Attempting DelegateState = "attempt"
+	Worked     DelegateState = "ok"
+	Failed     DelegateState = "failed"  // an error; retried only on a new key or command
+	Crashed    DelegateState = "crashed" // never tried again for this key
+)
+
+// DelegateRecord is the outcome of one delegate for one model key, stored in
+// bucket "delegates" under the Validity (whose Options name the delegate).
+type DelegateRecord struct {
+	Model    string        `json:"model"` // model id
+	Validity Validity      `json:"validity"`
+	Delegate string        `json:"delegate"`
+	State    DelegateState `json:"state"`
+	Reason   string        `json:"reason,omitempty"`
+	Attempts int           `json:"attempts"`
+	At       time.Time     `json:"at"`
+}
+
+// Delegate returns the record for delegate name on v, if any.
+func (s *Store) Delegate(v Validity) (DelegateRecord, bool, error) {
+	var rec DelegateRecord
+	found := false
+	err := s.view("read delegate state", func(tx *bolt.Tx) error {
+		raw := tx.Bucket(bucketDelegates).Get(v.key())
+		if raw == nil {
+			return nil
+		}
+		found = true
+		return decodeJSON(raw, &rec)
+	})
+	return rec, found, err
+}
+
+// BeginDelegateAttempt records that delegate is about to be tried; the
+// write is durable before it returns.
+func (s *Store) BeginDelegateAttempt(model, delegate string, v Validity) error {
+	return s.putDelegate(model, delegate, v, Attempting, "")
+}
+
+// EndDelegateAttempt records the outcome: Worked when err is nil.
+func (s *Store) EndDelegateAttempt(model, delegate string, v Validity, err error) error {
+	if err != nil {
+		return s.putDelegate(model, delegate, v, Failed, err.Error())
+	}
+	return s.putDelegate(model, delegate, v, Worked, "")
+}
+
+// ResetDelegate forgets the outcome, so a failed or crashed delegate is
+// tried again (an explicit operator command).
+func (s *Store) ResetDelegate(v Validity) error {
+	return s.update("reset delegate", func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketDelegates).Delete(v.key())
+	})
+}
+
+func (s *Store) putDelegate(model, delegate string, v Validity, st DelegateState, reason string) error {
+	return s.update(fmt.Sprintf("record delegate %s %s", delegate, st), func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketDelegates)
+		rec := DelegateRecord{Model: model, Validity: v, Delegate: delegate}
+		if raw := b.Get(v.key()); raw != nil {
+			_ = decodeJSON(raw, &rec) // attempts carry over; a damaged record restarts at 0
+		}
+		rec.State, rec.Reason, rec.At = st, reason, s.opts.Now()
+		if st == Attempting {
+			rec.Attempts++
+		}
+		val, err := encodeJSON(rec)
+		if err != nil {
+			return err
+		}
+		return b.Put(v.key(), val)
+	})
+}
+
+// markCrashedAttempts turns every unfinished attempt into Crashed.
+func (s *Store) markCrashedAttempts() ([]DelegateRecord, error) {
+	var crashed []DelegateRecord
+	err := s.update("mark crashed delegates", func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketDelegates)
+		type kv struct {
+			k []byte
+			r DelegateRecord
+		}
+		var found []kv
+		if err := b.ForEach(func(k, v []byte) error {
+			var r DelegateRecord
+			if err := decodeJSON(v, &r); err != nil {
+				return err
+			}
+			if r.State == Attempting {
+				found = append(found, kv{append([]byte{}, k...), r})
+			}
+			return nil
+		}); err != nil {
+			return err
+		}
+		for _, f := range found {
+			f.r.State = Crashed
+			f.r.Reason = "the process died during the attempt"
+			f.r.At = s.opts.Now()
+			val, err := encodeJSON(f.r)
+			if err != nil {
+				return err
+			}
+			if err := b.Put(f.k, val); err != nil {
+				return err
+			}
+			crashed = append(crashed, f.r)
+		}
+		return nil
+	})
+	return crashed, err
+}

@@ -1,0 +1,28 @@
+package storage
+
+import bolt "go.etcd.io/bbolt"
+
+// Bucket "digests": a file identity (the caller's key, e.g. device, inode,
+// size and times) → the file's sha256, so a restart does not hash every
+// model again.
+
+// LookupDigest returns the digest stored under key.
+func (s *Store) LookupDigest(key string) (string, bool) {
+	var d string
+	_ = s.view("read digest", func(tx *bolt.Tx) error {
+		if raw := tx.Bucket(bucketDigests).Get([]byte(key)); raw != nil {
+			if b, err := unseal(raw); err == nil {
+				d = string(b)
+			}
+		}
+		return nil
+	})
+	return d, d != ""
+}
+
+// StoreDigest stores digest under key.
+func (s *Store) StoreDigest(key, digest string) error {
+	return s.update("store digest", func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketDigests).Put([]byte(key), seal([]byte(digest)))
+	})
+}
