@@ -235,8 +235,8 @@ func precheck(path string) error {
 }
 
 type metaPage struct {
-	pageSize    uint32
-	pgid, txid  uint64
+	pageSize   uint32
+	pgid, txid uint64
 }
 
 func metaOffsets(head []byte) []int {
