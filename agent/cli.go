@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/edge-agent/edge-agent/agent/infer"
 	"github.com/edge-agent/edge-agent/tflite"
@@ -37,12 +38,13 @@ with --json they are also printed as {"schema":1,"error":{"code","message"}}.
 // cli carries the output streams of one command invocation.
 type cli struct {
 	stdout, stderr io.Writer
+	started        time.Time
 }
 
 // Main runs the command line args (without the program name) and returns
 // the exit status. ctx is cancelled by SIGINT/SIGTERM in main.
 func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	c := cli{stdout: stdout, stderr: stderr}
+	c := cli{stdout: stdout, stderr: stderr, started: time.Now()}
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
 		return ExitUsage

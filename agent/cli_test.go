@@ -350,7 +350,7 @@ path = "`+trunc+`"
 		t.Fatalf("exit: %v\n%s", err, logs)
 	}
 	l := logs.String()
-	if !strings.Contains(l, "model=broken code=model_truncated") || !strings.Contains(l, "warm=1") {
+	if !strings.Contains(l, `msg="model not usable" model=broken`) || !strings.Contains(l, "code=model_truncated") || !strings.Contains(l, "warm=1") {
 		t.Fatalf("logs:\n%s", l)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/BurntSushi/toml"
 )
@@ -28,6 +29,40 @@ type Config struct {
 	// Models lists models explicitly; they take precedence over ModelsDir.
 	// With neither, a generated demo model is used.
 	Models []ModelConfig `toml:"models"`
+	// Delegates are accelerator delegate libraries models may name.
+	Delegates []DelegateConfig `toml:"delegates"`
+	// State tunes the state file.
+	State StateConfig `toml:"state"`
+	// Calibration tunes how models are measured on first start.
+	Calibration CalibrationConfig `toml:"calibration"`
+}
+
+// StateConfig tunes the state file.
+type StateConfig struct {
+	// LockTimeout bounds the wait for the state file's lock. Default "3s".
+	LockTimeout time.Duration `toml:"lock_timeout"`
+	// OutboxMaxMessages and OutboxMaxBytes bound unsent telemetry; the
+	// oldest is dropped first. Defaults 10000 and "8MiB".
+	OutboxMaxMessages int      `toml:"outbox_max_messages"`
+	OutboxMaxBytes    ByteSize `toml:"outbox_max_bytes"`
+}
+
+// CalibrationConfig tunes calibration, which runs once per model, runtime,
+// board and options, and is restored from state afterwards.
+type CalibrationConfig struct {
+	// Runs is how many staged loads the stage medians are over. Default 3.
+	Runs int `toml:"runs"`
+	// SteadyInvokes per thread count tried. Default 5.
+	SteadyInvokes int `toml:"steady_invokes"`
+	// MaxThreads bounds the thread auto-tune (pool.threads = 0). Default 4.
+	MaxThreads int `toml:"max_threads"`
+}
+
+// DelegateConfig is an external delegate library, e.g. the Edge TPU's.
+type DelegateConfig struct {
+	Name    string            `toml:"name"`
+	Library string            `toml:"library"`
+	Options map[string]string `toml:"options"`
 }
 
 // PoolConfig sizes the interpreter pool.
@@ -47,6 +82,13 @@ type ModelConfig struct {
 	ID     string `toml:"id"`
 	Path   string `toml:"path"`
 	Pinned bool   `toml:"pinned"`
+	// Delegates to try in order (names from [[delegates]]); the CPU is the
+	// last resort. A delegate that failed or crashed is not tried again for
+	// the same model, runtime and board.
+	Delegates []string `toml:"delegates"`
+	// CPUTwin is the CPU build of a model compiled for an accelerator (an
+	// Edge TPU model), served under the same id when no delegate works.
+	CPUTwin string `toml:"cpu_twin"`
 }
 
 // DemoModelSize is the size of the model generated when none is configured.
@@ -63,9 +105,11 @@ func DefaultConfig() Config {
 	}
 	pageIn := true
 	return Config{
-		StateDir: state,
-		LogLevel: "info",
-		Pool:     PoolConfig{Budget: 256 << 20, InterpretersPerModel: 1, PageIn: &pageIn},
+		StateDir:    state,
+		LogLevel:    "info",
+		Pool:        PoolConfig{Budget: 256 << 20, InterpretersPerModel: 1, PageIn: &pageIn},
+		State:       StateConfig{LockTimeout: 3 * time.Second, OutboxMaxMessages: 10000, OutboxMaxBytes: 8 << 20},
+		Calibration: CalibrationConfig{Runs: 3, SteadyInvokes: 5, MaxThreads: 4},
 	}
 }
 
@@ -124,8 +168,44 @@ func (c Config) Validate() error {
 	if c.Pool.Threads < 0 || c.Pool.Threads > 256 {
 		errs = append(errs, fmt.Errorf("pool.threads: %d not in 0..256", c.Pool.Threads))
 	}
+	if c.State.LockTimeout <= 0 {
+		errs = append(errs, errors.New("state.lock_timeout: must be positive"))
+	}
+	if c.State.OutboxMaxMessages < 1 {
+		errs = append(errs, errors.New("state.outbox_max_messages: must be at least 1"))
+	}
+	if c.State.OutboxMaxBytes < 1024 {
+		errs = append(errs, errors.New("state.outbox_max_bytes: must be at least 1KiB"))
+	}
+	if c.Calibration.Runs < 1 || c.Calibration.Runs > 50 {
+		errs = append(errs, fmt.Errorf("calibration.runs: %d not in 1..50", c.Calibration.Runs))
+	}
+	if c.Calibration.SteadyInvokes < 1 || c.Calibration.SteadyInvokes > 1000 {
+		errs = append(errs, fmt.Errorf("calibration.steady_invokes: %d not in 1..1000", c.Calibration.SteadyInvokes))
+	}
+	if c.Calibration.MaxThreads < 1 || c.Calibration.MaxThreads > 256 {
+		errs = append(errs, fmt.Errorf("calibration.max_threads: %d not in 1..256", c.Calibration.MaxThreads))
+	}
+	delegates := map[string]bool{}
+	for i, d := range c.Delegates {
+		switch {
+		case !ValidModelID(d.Name):
+			errs = append(errs, fmt.Errorf("delegates[%d].name: %q must be 1-128 of [A-Za-z0-9._-]", i, d.Name))
+		case delegates[d.Name]:
+			errs = append(errs, fmt.Errorf("delegates[%d].name: %q is used twice", i, d.Name))
+		}
+		delegates[d.Name] = true
+		if d.Library == "" {
+			errs = append(errs, fmt.Errorf("delegates[%d].library: must not be empty", i))
+		}
+	}
 	seen := map[string]bool{}
 	for i, m := range c.Models {
+		for _, d := range m.Delegates {
+			if !delegates[d] {
+				errs = append(errs, fmt.Errorf("models[%d].delegates: %q is not a configured delegate", i, d))
+			}
+		}
 		switch {
 		case !ValidModelID(m.ID):
 			errs = append(errs, fmt.Errorf("models[%d].id: %q must be 1-128 of [A-Za-z0-9._-], starting with a letter or digit", i, m.ID))
@@ -142,6 +222,16 @@ func (c Config) Validate() error {
 
 // pageIn is the effective page_in setting.
 func (c Config) pageIn() bool { return c.Pool.PageIn == nil || *c.Pool.PageIn }
+
+// delegate returns the configured delegate called name.
+func (c Config) delegate(name string) (DelegateConfig, bool) {
+	for _, d := range c.Delegates {
+		if d.Name == name {
+			return d, true
+		}
+	}
+	return DelegateConfig{}, false
+}
 
 // demoModelPath is where the demo model lives when nothing is configured.
 func (c Config) demoModelPath() string { return filepath.Join(c.StateDir, "models", "demo.tflite") }

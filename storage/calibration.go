@@ -42,9 +42,28 @@ type ThreadResult struct {
 	SteadyMs float64 `json:"steady_ms"`
 }
 
-// modelRecord is bucket "models": id → what was last stored for it.
+// modelRecord is bucket "models": id → the keys facts were last stored
+// under, so a fact missing for the current key can be told apart as
+// invalidated (known for another key) or new.
 type modelRecord struct {
-	Calibration *Validity `json:"calibration,omitempty"`
+	Calibration *Validity           `json:"calibration,omitempty"`
+	Delegates   map[string]Validity `json:"delegates,omitempty"`
+}
+
+func getModelRecord(tx *bolt.Tx, id string) modelRecord {
+	var mr modelRecord
+	if raw := tx.Bucket(bucketModels).Get([]byte(id)); raw != nil {
+		_ = decodeJSON(raw, &mr) // a damaged index entry only loses "invalidated" vs "new"
+	}
+	return mr
+}
+
+func putModelRecord(tx *bolt.Tx, id string, mr modelRecord) error {
+	rec, err := encodeJSON(mr)
+	if err != nil {
+		return err
+	}
+	return tx.Bucket(bucketModels).Put([]byte(id), rec)
 }
 
 // Calibration returns the calibration of model id valid for v, and whether
@@ -60,13 +79,7 @@ func (s *Store) Calibration(id string, v Validity) (Calibration, Lookup, error) 
 			look = Lookup{Status: Restored}
 			return nil
 		}
-		var mr modelRecord
-		if raw := tx.Bucket(bucketModels).Get([]byte(id)); raw != nil {
-			if err := decodeJSON(raw, &mr); err != nil {
-				return err
-			}
-		}
-		if mr.Calibration != nil {
+		if mr := getModelRecord(tx, id); mr.Calibration != nil {
 			look = invalidated(*mr.Calibration, v)
 		}
 		return nil
@@ -85,12 +98,7 @@ func (s *Store) PutCalibration(id string, cal Calibration) error {
 		return err
 	}
 	return s.update("store calibration", func(tx *bolt.Tx) error {
-		models := tx.Bucket(bucketModels)
-		var mr modelRecord
-		if raw := models.Get([]byte(id)); raw != nil {
-			// A damaged index entry is replaced, not fatal.
-			_ = decodeJSON(raw, &mr)
-		}
+		mr := getModelRecord(tx, id)
 		calib := tx.Bucket(bucketCalibration)
 		if mr.Calibration != nil && *mr.Calibration != cal.Validity {
 			if err := calib.Delete(mr.Calibration.key()); err != nil {
@@ -102,10 +110,6 @@ func (s *Store) PutCalibration(id string, cal Calibration) error {
 		}
 		v := cal.Validity
 		mr.Calibration = &v
-		rec, err := encodeJSON(mr)
-		if err != nil {
-			return err
-		}
-		return models.Put([]byte(id), rec)
+		return putModelRecord(tx, id, mr)
 	})
 }

@@ -31,19 +31,23 @@ type DelegateRecord struct {
 	At       time.Time     `json:"at"`
 }
 
-// Delegate returns the record for delegate name on v, if any.
-func (s *Store) Delegate(v Validity) (DelegateRecord, bool, error) {
+// Delegate returns what is known of delegate name for model id under v:
+// Restored with the record, Invalidated when only another key has one
+// (changed model, runtime or board), or New.
+func (s *Store) Delegate(id, name string, v Validity) (DelegateRecord, Lookup, error) {
 	var rec DelegateRecord
-	found := false
+	look := Lookup{Status: New}
 	err := s.view("read delegate state", func(tx *bolt.Tx) error {
-		raw := tx.Bucket(bucketDelegates).Get(v.key())
-		if raw == nil {
-			return nil
+		if raw := tx.Bucket(bucketDelegates).Get(v.key()); raw != nil {
+			look = Lookup{Status: Restored}
+			return decodeJSON(raw, &rec)
 		}
-		found = true
-		return decodeJSON(raw, &rec)
+		if old, ok := getModelRecord(tx, id).Delegates[name]; ok {
+			look = invalidated(old, v)
+		}
+		return nil
 	})
-	return rec, found, err
+	return rec, look, err
 }
 
 // BeginDelegateAttempt records that delegate is about to be tried; the
@@ -83,7 +87,22 @@ func (s *Store) putDelegate(model, delegate string, v Validity, st DelegateState
 		if err != nil {
 			return err
 		}
-		return b.Put(v.key(), val)
+		if err := b.Put(v.key(), val); err != nil {
+			return err
+		}
+		mr := getModelRecord(tx, model)
+		if old, ok := mr.Delegates[delegate]; ok && old == v {
+			return nil
+		} else if ok {
+			if err := b.Delete(old.key()); err != nil { // facts for a stale key go
+				return err
+			}
+		}
+		if mr.Delegates == nil {
+			mr.Delegates = map[string]Validity{}
+		}
+		mr.Delegates[delegate] = v
+		return putModelRecord(tx, model, mr)
 	})
 }
 

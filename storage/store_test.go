@@ -248,16 +248,22 @@ func TestDelegateStateAndCrashes(t *testing.T) {
 	if len(rep.Crashed) != 1 || rep.Crashed[0].Delegate != "gpu" {
 		t.Fatalf("crashed %+v", rep.Crashed)
 	}
-	if r, ok, _ := s2.Delegate(gpu); !ok || r.State != storage.Crashed || r.Attempts != 1 {
-		t.Fatalf("gpu %+v", r)
+	if r, look, _ := s2.Delegate("m", "gpu", gpu); look.Status != storage.Restored || r.State != storage.Crashed || r.Attempts != 1 {
+		t.Fatalf("gpu %+v %+v", r, look)
 	}
-	if r, ok, _ := s2.Delegate(tpu); !ok || r.State != storage.Failed || r.Reason != "library not found" {
-		t.Fatalf("tpu %+v", r)
+	if r, look, _ := s2.Delegate("m", "edgetpu", tpu); look.Status != storage.Restored || r.State != storage.Failed || r.Reason != "library not found" {
+		t.Fatalf("tpu %+v %+v", r, look)
+	}
+	// A new model file: what was known is invalidated, not silently new.
+	tpu2 := tpu
+	tpu2.Model = "sha-2"
+	if _, look, _ := s2.Delegate("m", "edgetpu", tpu2); look.Status != storage.Invalidated || look.Reason != "model" {
+		t.Fatalf("changed model: %+v", look)
 	}
 	if err := s2.ResetDelegate(gpu); err != nil {
 		t.Fatal(err)
 	}
-	if _, ok, _ := s2.Delegate(gpu); ok {
+	if _, look, _ := s2.Delegate("m", "gpu", gpu); look.Status == storage.Restored {
 		t.Fatal("reset delegate still recorded")
 	}
 }

@@ -1,0 +1,118 @@
+package agent
+
+import (
+	"fmt"
+	"math"
+	"runtime"
+	"slices"
+	"time"
+
+	"github.com/edge-agent/edge-agent/storage"
+	"github.com/edge-agent/edge-agent/tflite"
+)
+
+// calibration tunes how a model is run on this board, once per validity key.
+type calibration struct {
+	Runs       int // staged loads the medians are over
+	Steady     int // steady invokes per thread count
+	MaxThreads int // auto-tune tries 1..MaxThreads (capped at the cores)
+	PageIn     bool
+}
+
+// threadCandidates are the thread counts to try: the configured one, or
+// 1..min(cores, MaxThreads) when threads is 0 (auto).
+func (c calibration) threadCandidates(threads int) []int {
+	if threads > 0 {
+		return []int{threads}
+	}
+	n := min(runtime.NumCPU(), max(c.MaxThreads, 1))
+	out := make([]int, n)
+	for i := range out {
+		out[i] = i + 1
+	}
+	return out
+}
+
+// run measures the model at path: steady latency per candidate thread count,
+// then per-stage medians and the footprint at the best one.
+func (c calibration) run(path string, threads int, delegates []tflite.DelegateSpec) (storage.Calibration, error) {
+	var cal storage.Calibration
+	best, bestSteady := 0, time.Duration(math.MaxInt64)
+	var runs []tflite.LoadReport
+	for _, t := range c.threadCandidates(threads) {
+		rep, steady, err := c.measure(path, tflite.Options{Threads: t, Delegates: delegates})
+		if err != nil {
+			return cal, fmt.Errorf("calibrate %d threads: %w", t, err)
+		}
+		cal.Tried = append(cal.Tried, storage.ThreadResult{Threads: t, SteadyMs: ms(steady)})
+		if steady < bestSteady {
+			best, bestSteady, runs = t, steady, []tflite.LoadReport{rep}
+		}
+	}
+	for len(runs) < max(c.Runs, 1) {
+		rep, _, err := c.measure(path, tflite.Options{Threads: best, Delegates: delegates})
+		if err != nil {
+			return cal, fmt.Errorf("calibrate: %w", err)
+		}
+		runs = append(runs, rep)
+	}
+	st := medianStages(runs)
+	st.Steady = bestSteady
+	cal.Threads = best
+	cal.Stages = storage.Stages(st)
+	cal.Runs = len(runs)
+	if st.Steady > 0 {
+		cal.FirstInvokePenalty = math.Round(float64(st.FirstInvoke)/float64(st.Steady)*100) / 100
+	}
+	heaps := make([]int64, len(runs))
+	for i, r := range runs {
+		heaps[i] = r.Footprint.Heap
+	}
+	// The largest observed heap: admission should not undercount.
+	cal.HeapBytes = slices.Max(heaps)
+	cal.MappedBytes = runs[0].Footprint.Mapped
+	return cal, nil
+}
+
+// measure is one staged load plus the median of several steady invokes.
+func (c calibration) measure(path string, o tflite.Options) (tflite.LoadReport, time.Duration, error) {
+	m, it, rep, err := tflite.LoadStaged(path, tflite.LoadOptions{Interpreter: o, PageIn: c.PageIn, Warm: tflite.WarmOptions{SkipSteady: true}})
+	if err != nil {
+		return rep, 0, err
+	}
+	defer m.Close()
+	defer it.Close()
+	n := max(c.Steady, 1)
+	times := make([]time.Duration, n)
+	for i := range times {
+		t := time.Now()
+		if err := it.Invoke(); err != nil {
+			return rep, 0, err
+		}
+		times[i] = time.Since(t)
+	}
+	return rep, median(times), nil
+}
+
+func median(d []time.Duration) time.Duration {
+	s := slices.Clone(d)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+func medianStages(runs []tflite.LoadReport) tflite.Stages {
+	pick := func(f func(tflite.Stages) time.Duration) time.Duration {
+		d := make([]time.Duration, len(runs))
+		for i, r := range runs {
+			d[i] = f(r.Stages)
+		}
+		return median(d)
+	}
+	return tflite.Stages{
+		Map:         pick(func(s tflite.Stages) time.Duration { return s.Map }),
+		PageIn:      pick(func(s tflite.Stages) time.Duration { return s.PageIn }),
+		Interpreter: pick(func(s tflite.Stages) time.Duration { return s.Interpreter }),
+		Allocate:    pick(func(s tflite.Stages) time.Duration { return s.Allocate }),
+		FirstInvoke: pick(func(s tflite.Stages) time.Duration { return s.FirstInvoke }),
+	}
+}
