@@ -1,0 +1,304 @@
+package mqtt_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/edge-agent/edge-agent/mqtt"
+	"github.com/edge-agent/edge-agent/mqtt/mqtttest"
+)
+
+// memOutbox is a small fake below the package's Outbox interface; the
+// agent's integration tests use the real bbolt outbox.
+type memOutbox struct {
+	mu   sync.Mutex
+	msgs []mqtt.Message
+	seq  uint64
+}
+
+func (o *memOutbox) add(topic string, payload []byte, retain bool) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.seq++
+	o.msgs = append(o.msgs, mqtt.Message{Seq: o.seq, Topic: topic, Payload: payload, Retain: retain})
+}
+
+func (o *memOutbox) Pending(after uint64, limit int) ([]mqtt.Message, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	var out []mqtt.Message
+	for _, m := range o.msgs {
+		if m.Seq > after && len(out) < limit {
+			out = append(out, m)
+		}
+	}
+	return out, nil
+}
+
+func (o *memOutbox) Ack(seqs ...uint64) error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	drop := map[uint64]bool{}
+	for _, s := range seqs {
+		drop[s] = true
+	}
+	kept := o.msgs[:0]
+	for _, m := range o.msgs {
+		if !drop[m.Seq] {
+			kept = append(kept, m)
+		}
+	}
+	o.msgs = kept
+	return nil
+}
+
+func (o *memOutbox) len() int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return len(o.msgs)
+}
+
+// echo answers "echo" with its payload, "slow" after a pause, and fails
+// everything else with an error that has a code.
+type echo struct{ delay time.Duration }
+
+type codedErr struct{ code string }
+
+func (e codedErr) Error() string { return "unknown verb " + e.code }
+func (e codedErr) Code() string  { return "unknown_verb" }
+
+func (e echo) Command(ctx context.Context, c mqtt.Command) (any, error) {
+	switch c.Verb {
+	case "echo":
+		return map[string]any{"bytes": len(c.Payload), "binary": c.Binary, "model": c.Model}, nil
+	case "slow":
+		select {
+		case <-time.After(e.delay):
+			return "done", nil
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	return nil, codedErr{c.Verb}
+}
+
+// startClient runs a client until the test ends; stop ends it earlier and
+// returns Run's error (any number of calls).
+func startClient(t *testing.T, o mqtt.Options, ob mqtt.Outbox, cmd mqtt.Commander) (*mqtt.Client, func() error) {
+	t.Helper()
+	if o.Device == "" {
+		o.Device = "dev1"
+	}
+	o.MinReconnect, o.MaxReconnect = 20*time.Millisecond, 200*time.Millisecond
+	c, err := mqtt.New(o, ob, cmd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	var runErr error
+	go func() {
+		runErr = c.Run(ctx)
+		close(done)
+	}()
+	stop := func() error {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+			t.Fatal("Run did not return within 30s of cancel")
+		}
+		return runErr
+	}
+	t.Cleanup(func() { stop() })
+	return c, stop
+}
+
+func waitReady(t *testing.T, c *mqtt.Client) {
+	t.Helper()
+	select {
+	case <-c.Ready():
+	case <-time.After(10 * time.Second):
+		t.Fatalf("not connected: %+v", c.Stats())
+	}
+}
+
+func decodeReply(t *testing.T, m mqtttest.Received) mqtt.Reply {
+	t.Helper()
+	var r mqtt.Reply
+	if err := json.Unmarshal(m.Payload, &r); err != nil {
+		t.Fatalf("reply %s: %v", m.Payload, err)
+	}
+	return r
+}
+
+func TestStatusOnlineAndOfflineOnShutdown(t *testing.T) {
+	b := mqtttest.Start(t, mqtttest.Options{})
+	c, stop := startClient(t, mqtt.Options{Brokers: []string{b.URL()}, Version: "v-test"}, &memOutbox{}, echo{})
+	waitReady(t, c)
+	sub := b.Subscribe(t, "watcher", "edge/dev1/status")
+	m := sub.Next(t, 5*time.Second)
+	if !m.Retained || !strings.Contains(string(m.Payload), `"status":"online"`) || !strings.Contains(string(m.Payload), `"agent":"v-test"`) {
+		t.Fatalf("status %v retained=%v", m, m.Retained)
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	m = sub.Next(t, 5*time.Second)
+	if !strings.Contains(string(m.Payload), `"status":"offline"`) {
+		t.Fatalf("after shutdown: %v", m)
+	}
+}
+
+func TestOutboxFlushedInOrderAndAcked(t *testing.T) {
+	b := mqtttest.Start(t, mqtttest.Options{})
+	sub := b.Subscribe(t, "watcher", "edge/dev1/telemetry/#")
+	ob := &memOutbox{}
+	for i := range 300 {
+		ob.add("telemetry/events", fmt.Appendf(nil, "%d", i+1), false)
+	}
+	c, _ := startClient(t, mqtt.Options{Brokers: []string{b.URL()}, Inflight: 16}, ob, echo{})
+	for i := range 300 {
+		m := sub.Next(t, 10*time.Second)
+		if string(m.Payload) != fmt.Sprint(i+1) {
+			t.Fatalf("message %d is %q", i+1, m.Payload)
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for ob.len() > 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := ob.len(); n != 0 {
+		t.Fatalf("%d messages not acknowledged; stats %+v", n, c.Stats())
+	}
+	// New messages go out when notified.
+	ob.add("telemetry/events", []byte("late"), false)
+	c.Notify()
+	if m := sub.Next(t, 5*time.Second); string(m.Payload) != "late" {
+		t.Fatalf("late message %v", m)
+	}
+}
+
+func TestCommandsAndReplies(t *testing.T) {
+	b := mqtttest.Start(t, mqtttest.Options{})
+	c, _ := startClient(t, mqtt.Options{Brokers: []string{b.URL()}, MaxPayload: 1024}, &memOutbox{}, echo{})
+	waitReady(t, c)
+	sub := b.Subscribe(t, "operator", "edge/dev1/reply/#")
+	cases := []struct {
+		topic, payload, replyTopic, code string
+	}{
+		{"edge/dev1/cmd/echo", `{"id":"r1","x":1}`, "edge/dev1/reply/r1", ""},
+		{"edge/dev1/cmd/echo/r2/mymodel", "\x00\x01binary", "edge/dev1/reply/r2", ""},
+		{"edge/dev1/cmd/echo/r3", `{"id":"r3"`, "edge/dev1/reply/r3", "bad_request"},
+		{"edge/dev1/cmd/nope", `{"id":"r4"}`, "edge/dev1/reply/r4", "unknown_verb"},
+		{"edge/dev1/cmd/echo/r5", `{"id":"` + strings.Repeat("x", 2000) + `"}`, "edge/dev1/reply/r5", "payload_too_large"},
+		{"edge/dev1/cmd/echo", `{"id":"../../etc"}`, "edge/dev1/reply/invalid", "bad_request_id"},
+		{"edge/dev1/cmd/echo/r7", `{"id":"other"}`, "edge/dev1/reply/r7", "bad_request"},
+		{"edge/dev1/cmd/echo", "raw-without-id", "edge/dev1/reply/invalid", "bad_request"},
+	}
+	for _, cs := range cases {
+		sub.Publish(t, cs.topic, []byte(cs.payload))
+		m := sub.Next(t, 5*time.Second)
+		r := decodeReply(t, m)
+		if m.Topic != cs.replyTopic {
+			t.Fatalf("%s: reply on %s, want %s (%s)", cs.topic, m.Topic, cs.replyTopic, m.Payload)
+		}
+		if cs.code == "" && !r.OK || cs.code != "" && (r.OK || r.Error.Code != cs.code) {
+			t.Fatalf("%s %q: reply %s, want code %q", cs.topic, cs.payload, m.Payload, cs.code)
+		}
+	}
+	if s := c.Stats(); s.Rejected != 5 || !s.Connected {
+		t.Fatalf("stats %+v", s)
+	}
+}
+
+func TestBusyWhenQueueFull(t *testing.T) {
+	b := mqtttest.Start(t, mqtttest.Options{})
+	c, _ := startClient(t, mqtt.Options{Brokers: []string{b.URL()}, QueueSize: 1, Workers: 1}, &memOutbox{}, echo{delay: 300 * time.Millisecond})
+	waitReady(t, c)
+	sub := b.Subscribe(t, "operator", "edge/dev1/reply/#")
+	for i := range 5 {
+		sub.PublishAsync(fmt.Sprintf("edge/dev1/cmd/slow/s%d", i), []byte(`{}`))
+	}
+	codes := map[string]int{}
+	for range 5 {
+		r := decodeReply(t, sub.Next(t, 10*time.Second))
+		if r.OK {
+			codes["ok"]++
+		} else {
+			codes[r.Error.Code]++
+		}
+	}
+	if codes["busy"] == 0 || codes["ok"] == 0 || codes["ok"]+codes["busy"] != 5 {
+		t.Fatalf("replies %v", codes)
+	}
+}
+
+func TestWrongPasswordGivesUpAfterBoundedRetries(t *testing.T) {
+	b := mqtttest.Start(t, mqtttest.Options{Users: map[string]string{"agent": "right"}})
+	pw := filepath.Join(t.TempDir(), "pw")
+	os.WriteFile(pw, []byte("wrong\n"), 0o600)
+	c, stop := startClient(t, mqtt.Options{Brokers: []string{b.URL()}, Username: "agent", PasswordFile: pw, MaxAuthFailures: 3}, &memOutbox{}, echo{})
+	deadline := time.Now().Add(10 * time.Second)
+	for !c.Stats().GaveUp {
+		if time.Now().After(deadline) {
+			t.Fatalf("never gave up: %+v", c.Stats())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	s := c.Stats()
+	if s.AuthFailures != 3 || s.Connected || !strings.Contains(s.LastError, "not Authorized") && !strings.Contains(s.LastError, "bad user name or password") {
+		t.Fatalf("stats %+v", s)
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestTLSAndPassword(t *testing.T) {
+	b := mqtttest.Start(t, mqtttest.Options{TLS: true, Users: map[string]string{"agent": "s3cret", "op": "op"}})
+	pw := filepath.Join(t.TempDir(), "pw")
+	os.WriteFile(pw, []byte("s3cret\n"), 0o600)
+	ob := &memOutbox{}
+	ob.add("telemetry/events", []byte("over tls"), false)
+	sub := b.Subscribe(t, "watcher", "edge/dev1/telemetry/#", "op", "op")
+	c, _ := startClient(t, mqtt.Options{Brokers: []string{b.URL()}, Username: "agent", PasswordFile: pw, CAFile: b.CAFile}, ob, echo{})
+	waitReady(t, c)
+	if m := sub.Next(t, 10*time.Second); string(m.Payload) != "over tls" {
+		t.Fatalf("got %v", m)
+	}
+	// Without the CA the server certificate is not trusted.
+	bad, err := mqtt.New(mqtt.Options{Brokers: []string{b.URL()}, Device: "dev2", Username: "agent", PasswordFile: pw,
+		CAFile: filepath.Join(t.TempDir(), "missing.pem")}, ob, echo{})
+	if err == nil || bad != nil || !strings.Contains(err.Error(), "mqtt.ca_file") {
+		t.Fatalf("missing CA: %v", err)
+	}
+}
+
+func TestOptionsValidation(t *testing.T) {
+	for _, c := range []struct {
+		o    mqtt.Options
+		want string
+	}{
+		{mqtt.Options{Device: "d"}, "no broker"},
+		{mqtt.Options{Brokers: []string{"ftp://x"}, Device: "d"}, "mqtt.brokers[0]"},
+		{mqtt.Options{Brokers: []string{"tcp://x:1"}, Device: "a/b"}, "mqtt.device"},
+		{mqtt.Options{Brokers: []string{"tcp://x:1"}, Device: "d", Prefix: "a/#"}, "mqtt.prefix"},
+		{mqtt.Options{Brokers: []string{"tcp://x:1"}, Device: "d", CertFile: "c"}, "key_file"},
+	} {
+		if err := c.o.Validate(); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%+v: %v, want %q", c.o, err, c.want)
+		}
+	}
+	if !errors.Is(mqtt.Options{Device: "d"}.Validate(), mqtt.ErrNotConfigured) {
+		t.Error("no broker is not ErrNotConfigured")
+	}
+}
