@@ -7,8 +7,10 @@ import (
 	"log/slog"
 	"os"
 	"sort"
+	"sync"
 	"time"
 
+	"github.com/edge-agent/edge-agent/mqtt"
 	"github.com/edge-agent/edge-agent/storage"
 	"github.com/edge-agent/edge-agent/tflite"
 )
@@ -32,7 +34,21 @@ type Agent struct {
 
 	store  *storage.Store
 	pool   *tflite.Pool
+	mq     *mqtt.Client // nil without brokers
 	report StartupReport
+	usage  usageBatch
+
+	// prepMu serialises preparing models (start, reload) and guards labels.
+	prepMu sync.Mutex
+	labels map[string][]string
+
+	// wakeMu guards seen: models asked for since the last wake.
+	wakeMu sync.Mutex
+	seen   map[string]bool
+
+	// The agent's own goroutines (MQTT, metrics, usage) stop with stop.
+	stop func()
+	wg   sync.WaitGroup
 }
 
 // New prepares an agent; it does no I/O.
@@ -46,7 +62,16 @@ func New(cfg Config, log *slog.Logger, o Options) *Agent {
 	if o.Started.IsZero() {
 		o.Started = time.Now()
 	}
-	return &Agent{cfg: cfg, opts: o, log: log}
+	return &Agent{cfg: cfg, opts: o, log: log, labels: map[string][]string{}, seen: map[string]bool{}, stop: func() {}}
+}
+
+// spawn runs f on a goroutine the agent owns until Close.
+func (a *Agent) spawn(ctx context.Context, f func(context.Context)) {
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		f(ctx)
+	}()
 }
 
 // Start opens the state, restores or measures what it knows about every
@@ -78,6 +103,35 @@ func (a *Agent) Start(ctx context.Context) error {
 		a.event("delegate_crashed", map[string]any{"model": c.Model, "delegate": c.Delegate})
 	}
 
+	runCtx, stop := context.WithCancel(context.Background())
+	a.stop = stop
+	if len(a.cfg.MQTT.Brokers) > 0 {
+		t := time.Now()
+		o := a.cfg.mqttOptions()
+		o.Logger = a.log
+		mq, err := mqtt.New(o, outbox{a.store}, a)
+		if err != nil {
+			return fmt.Errorf("mqtt: %w", err)
+		}
+		a.mq = mq
+		a.spawn(runCtx, func(ctx context.Context) {
+			if err := mq.Run(ctx); err != nil {
+				a.log.Error("mqtt stopped", "err", err)
+			}
+		})
+		// Wait a little for the broker so the start is reported live; the
+		// outbox keeps everything if it is not there.
+		select {
+		case <-mq.Ready():
+			a.report.Timings.BrokerConnect = time.Since(t)
+			a.report.BrokerConnected = true
+		case <-time.After(a.cfg.MQTT.ConnectWait):
+			a.log.Warn("mqtt: broker not reachable yet; telemetry is queued", "brokers", a.cfg.MQTT.Brokers)
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+
 	models, err := resolveModels(a.cfg, a.log)
 	if err != nil {
 		return err
@@ -88,18 +142,21 @@ func (a *Agent) Start(ctx context.Context) error {
 		PageIn:   a.cfg.pageIn(),
 		Logger:   a.log,
 		OnEvict: func(e tflite.EvictEvent) {
-			a.log.Info("model evicted", "model", e.ModelID, "bytes", e.Bytes, "reason", e.Reason)
+			a.event("eviction", map[string]any{"model": e.ModelID, "bytes": e.Bytes, "reason": e.Reason})
 		},
 	})
 
 	t1 := time.Now()
+	a.prepMu.Lock()
 	for _, m := range models {
 		if ctx.Err() != nil {
+			a.prepMu.Unlock()
 			return ctx.Err()
 		}
 		mr := a.prepare(m)
 		a.report.Models = append(a.report.Models, mr)
 	}
+	a.prepMu.Unlock()
 	a.report.Timings.Restore = time.Since(t1)
 
 	t2 := time.Now()
@@ -136,6 +193,25 @@ func (a *Agent) Start(ctx context.Context) error {
 	a.report.Timings.Prewarm = time.Since(t2)
 	a.report.Timings.Total = time.Since(a.opts.Started)
 	a.report.Pool = a.pool.Stats()
+	a.report.BootID = bootID(a.opts.HardwareRoot)
+	a.report.Process = processStats()
+	if err := a.publish(topicStartup, true, a.report); err != nil {
+		a.log.Error("startup report not queued", "err", err)
+	}
+	a.spawn(runCtx, func(ctx context.Context) {
+		loop(ctx, a.cfg.MQTT.MetricsInterval, func() {
+			if err := a.publish(topicMetrics, false, a.metrics()); err != nil {
+				a.log.Error("metrics not queued", "err", err)
+			}
+		})
+	})
+	a.spawn(runCtx, func(ctx context.Context) {
+		loop(ctx, time.Minute, func() {
+			if err := a.usage.flush(a.store); err != nil {
+				a.log.Error("usage not stored", "err", err)
+			}
+		})
+	})
 	return nil
 }
 
@@ -148,32 +224,21 @@ func (a *Agent) Store() *storage.Store { return a.store }
 // Report is what Start found and did.
 func (a *Agent) Report() StartupReport { return a.report }
 
-// Close frees the pool, then closes the state.
+// Close stops the sources first: MQTT (answering queued commands and
+// publishing "offline"), metrics and usage (flushed), then frees the pool,
+// then closes the state. Safe to call more than once.
 func (a *Agent) Close() error {
+	a.stop()
+	a.wg.Wait()
 	var errs []error
 	if a.pool != nil {
 		errs = append(errs, a.pool.Close())
 	}
 	if a.store != nil {
 		errs = append(errs, a.store.Close())
+		a.store = nil
 	}
 	return errors.Join(errs...)
-}
-
-// event queues a telemetry event in the outbox; the state is best effort
-// here, a failure is logged and the agent goes on.
-func (a *Agent) event(kind string, fields map[string]any) {
-	a.log.Info("event", "kind", kind)
-	if a.store == nil {
-		return
-	}
-	payload, err := eventPayload(kind, fields)
-	if err == nil {
-		_, _, err = a.store.Append("telemetry/events", payload)
-	}
-	if err != nil {
-		a.log.Error("event not queued", "kind", kind, "err", err)
-	}
 }
 
 // Run is the daemon: start, write the startup report when asked, serve

@@ -24,11 +24,14 @@ import (
 // The test binary doubles as the edge-agent command, so CLI tests check
 // real exit statuses and signals without a separate build.
 func TestMain(m *testing.M) {
-	if os.Getenv("EDGE_AGENT_TEST_CLI") == "1" {
+	switch {
+	case os.Getenv("EDGE_AGENT_TEST_CLI") == "1":
 		ctx, stop := signalContext()
 		code := agent.Main(ctx, os.Args[1:], os.Stdout, os.Stderr)
 		stop()
 		os.Exit(code)
+	case os.Getenv("EDGE_AGENT_TEST_QUEUE") != "":
+		os.Exit(childQueueEvents(os.Getenv("EDGE_AGENT_TEST_QUEUE")))
 	}
 	os.Exit(m.Run())
 }

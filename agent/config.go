@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
+	"github.com/edge-agent/edge-agent/mqtt"
 )
 
 // Config is the agent's configuration file (TOML). Every field has a
@@ -35,6 +36,41 @@ type Config struct {
 	State StateConfig `toml:"state"`
 	// Calibration tunes how models are measured on first start.
 	Calibration CalibrationConfig `toml:"calibration"`
+	// MQTT connects the agent to its fleet; without brokers it runs alone
+	// and telemetry waits in the outbox.
+	MQTT MQTTConfig `toml:"mqtt"`
+}
+
+// MQTTConfig is the broker connection and what goes over it.
+type MQTTConfig struct {
+	// Brokers, tried in order: "tcp://host:1883", "ssl://host:8883".
+	Brokers []string `toml:"brokers"`
+	// Prefix of all topics. Default "edge".
+	Prefix string `toml:"prefix"`
+	// Device id in topics. Default: the first 12 characters of
+	// /etc/machine-id, else the host name.
+	Device string `toml:"device"`
+	// Username and PasswordFile (read at start; never on the command line).
+	Username     string `toml:"username"`
+	PasswordFile string `toml:"password_file"`
+	// CAFile to verify the broker; CertFile and KeyFile for client auth.
+	CAFile   string `toml:"ca_file"`
+	CertFile string `toml:"cert_file"`
+	KeyFile  string `toml:"key_file"`
+	// KeepAlive; the broker announces "offline" 1.5× this after the agent
+	// vanishes. Default "30s".
+	KeepAlive time.Duration `toml:"keepalive"`
+	// ConnectWait is how long start waits for the broker before warming
+	// models anyway. Default "2s".
+	ConnectWait time.Duration `toml:"connect_wait"`
+	// MetricsInterval between metrics messages. Default "60s".
+	MetricsInterval time.Duration `toml:"metrics_interval"`
+	// CommandQueue bounds queued commands (beyond: "busy"). Default 256.
+	CommandQueue int `toml:"command_queue"`
+	// CommandWorkers run commands concurrently. Default 2.
+	CommandWorkers int `toml:"command_workers"`
+	// MaxPayload bounds one command's payload. Default "1MiB".
+	MaxPayload ByteSize `toml:"max_payload"`
 }
 
 // StateConfig tunes the state file.
@@ -89,6 +125,8 @@ type ModelConfig struct {
 	// CPUTwin is the CPU build of a model compiled for an accelerator (an
 	// Edge TPU model), served under the same id when no delegate works.
 	CPUTwin string `toml:"cpu_twin"`
+	// Labels file (one per line) for classification answers.
+	Labels string `toml:"labels"`
 }
 
 // DemoModelSize is the size of the model generated when none is configured.
@@ -110,6 +148,8 @@ func DefaultConfig() Config {
 		Pool:        PoolConfig{Budget: 256 << 20, InterpretersPerModel: 1, PageIn: &pageIn},
 		State:       StateConfig{LockTimeout: 3 * time.Second, OutboxMaxMessages: 10000, OutboxMaxBytes: 8 << 20},
 		Calibration: CalibrationConfig{Runs: 3, SteadyInvokes: 5, MaxThreads: 4},
+		MQTT: MQTTConfig{Prefix: "edge", KeepAlive: 30 * time.Second, ConnectWait: 2 * time.Second,
+			MetricsInterval: time.Minute, CommandQueue: 256, CommandWorkers: 2, MaxPayload: 1 << 20},
 	}
 }
 
@@ -186,6 +226,26 @@ func (c Config) Validate() error {
 	if c.Calibration.MaxThreads < 1 || c.Calibration.MaxThreads > 256 {
 		errs = append(errs, fmt.Errorf("calibration.max_threads: %d not in 1..256", c.Calibration.MaxThreads))
 	}
+	if c.MQTT.KeepAlive < time.Second {
+		errs = append(errs, errors.New("mqtt.keepalive: must be at least 1s"))
+	}
+	if c.MQTT.ConnectWait < 0 {
+		errs = append(errs, errors.New("mqtt.connect_wait: must not be negative"))
+	}
+	if c.MQTT.MetricsInterval < time.Second {
+		errs = append(errs, errors.New("mqtt.metrics_interval: must be at least 1s"))
+	}
+	if c.MQTT.CommandQueue < 1 || c.MQTT.CommandWorkers < 1 {
+		errs = append(errs, errors.New("mqtt.command_queue and mqtt.command_workers: must be at least 1"))
+	}
+	if c.MQTT.MaxPayload < 1024 {
+		errs = append(errs, errors.New("mqtt.max_payload: must be at least 1KiB"))
+	}
+	if len(c.MQTT.Brokers) > 0 {
+		if err := c.mqttOptions().Validate(); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	delegates := map[string]bool{}
 	for i, d := range c.Delegates {
 		switch {
@@ -222,6 +282,40 @@ func (c Config) Validate() error {
 
 // pageIn is the effective page_in setting.
 func (c Config) pageIn() bool { return c.Pool.PageIn == nil || *c.Pool.PageIn }
+
+// mqttOptions maps the configuration onto the client's options.
+func (c Config) mqttOptions() mqtt.Options {
+	return mqtt.Options{
+		Brokers: c.MQTT.Brokers, Prefix: c.MQTT.Prefix, Device: c.device(),
+		Username: c.MQTT.Username, PasswordFile: c.MQTT.PasswordFile,
+		CAFile: c.MQTT.CAFile, CertFile: c.MQTT.CertFile, KeyFile: c.MQTT.KeyFile,
+		KeepAlive: c.MQTT.KeepAlive, QueueSize: c.MQTT.CommandQueue, Workers: c.MQTT.CommandWorkers,
+		MaxPayload: int(c.MQTT.MaxPayload), Version: Version,
+	}
+}
+
+// device is the configured device id or one derived from the machine.
+func (c Config) device() string {
+	if c.MQTT.Device != "" {
+		return c.MQTT.Device
+	}
+	return defaultDevice()
+}
+
+var unsafeID = regexp.MustCompile(`[^A-Za-z0-9._-]+`)
+
+func defaultDevice() string {
+	if b, err := os.ReadFile("/etc/machine-id"); err == nil {
+		if id := strings.TrimSpace(string(b)); len(id) >= 12 {
+			return id[:12]
+		}
+	}
+	host, err := os.Hostname()
+	if id := unsafeID.ReplaceAllString(host, "-"); err == nil && id != "" && len(id) <= 64 {
+		return id
+	}
+	return "edge-agent"
+}
 
 // delegate returns the configured delegate called name.
 func (c Config) delegate(name string) (DelegateConfig, bool) {

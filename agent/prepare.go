@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/edge-agent/edge-agent/agent/infer"
 	"github.com/edge-agent/edge-agent/storage"
 	"github.com/edge-agent/edge-agent/tflite"
 )
@@ -29,7 +30,7 @@ func (a *Agent) validity(digest, options string) storage.Validity {
 	return storage.Validity{Model: digest, Runtime: a.opts.RuntimeVersion, Hardware: a.report.Fingerprint, Options: options}
 }
 
-// prepare settles how model m runs here: its delegate (or CPU, or its CPU
+// prepare settles how model m runs here (called with prepMu held): its delegate (or CPU, or its CPU
 // twin) and its calibration, restored when still valid, measured otherwise.
 // It registers the model with the pool unless it cannot run.
 func (a *Agent) prepare(m ModelConfig) ModelReport {
@@ -105,6 +106,13 @@ func (a *Agent) prepare(m ModelConfig) ModelReport {
 	}
 	mr.Threads = cal.Threads
 	mr.Calibrated = &cal
+	if m.Labels != "" {
+		labels, err := infer.ReadLabels(m.Labels)
+		if err != nil {
+			a.log.Warn("labels not read; answers carry indexes only", "model", m.ID, "err", err)
+		}
+		a.labels[m.ID] = labels
+	}
 	spec := tflite.ModelSpec{ID: m.ID, Path: path, Pinned: m.Pinned, KnownHeap: cal.HeapBytes,
 		Interpreter: &tflite.Options{Threads: cal.Threads, Delegates: chosen}}
 	if err := a.pool.Register(spec); err != nil {

@@ -11,30 +11,50 @@ import (
 // StartupReport is what a start found and did; `run --report FILE` writes
 // it as JSON (schema 1).
 type StartupReport struct {
-	Schema      int                `json:"schema"`
-	Agent       string             `json:"agent"`
-	Runtime     string             `json:"runtime"`
-	Hardware    Hardware           `json:"hardware"`
-	Fingerprint string             `json:"hardware_fingerprint"`
-	State       storage.OpenReport `json:"state"`
-	Timings     StartupTimings     `json:"timings"`
-	Models      []ModelReport      `json:"models"`
-	Pool        tflite.Stats       `json:"pool"`
+	Schema          int                `json:"schema"`
+	Agent           string             `json:"agent"`
+	Runtime         string             `json:"runtime"`
+	BootID          string             `json:"boot_id"`
+	Hardware        Hardware           `json:"hardware"`
+	Fingerprint     string             `json:"hardware_fingerprint"`
+	State           storage.OpenReport `json:"state"`
+	BrokerConnected bool               `json:"broker_connected"`
+	Timings         StartupTimings     `json:"timings"`
+	Models          []ModelReport      `json:"models"`
+	Pool            tflite.Stats       `json:"pool"`
+	// Process is the agent's memory (RSS) and CPU time at ready.
+	Process ProcessStats `json:"process"`
 }
 
 // StartupTimings split the start into its stages.
 type StartupTimings struct {
-	StateOpen time.Duration // opening and verifying the state file
-	Restore   time.Duration // digests, delegates, calibration (restored or measured)
-	Prewarm   time.Duration // warming the models
-	Total     time.Duration // process start → ready
+	StateOpen     time.Duration // opening and verifying the state file
+	BrokerConnect time.Duration // until the broker accepted us (0: not within connect_wait)
+	Restore       time.Duration // digests, delegates, calibration (restored or measured)
+	Prewarm       time.Duration // warming the models
+	Total         time.Duration // process start → ready
+}
+
+type timingsJSON struct {
+	StateOpenMs     float64 `json:"state_open_ms"`
+	BrokerConnectMs float64 `json:"broker_connect_ms"`
+	RestoreMs       float64 `json:"restore_ms"`
+	PrewarmMs       float64 `json:"prewarm_ms"`
+	TotalMs         float64 `json:"total_ms"`
 }
 
 func (t StartupTimings) MarshalJSON() ([]byte, error) {
-	return json.Marshal(map[string]float64{
-		"state_open_ms": ms(t.StateOpen), "restore_ms": ms(t.Restore),
-		"prewarm_ms": ms(t.Prewarm), "total_ms": ms(t.Total),
-	})
+	return json.Marshal(timingsJSON{ms(t.StateOpen), ms(t.BrokerConnect), ms(t.Restore), ms(t.Prewarm), ms(t.Total)})
+}
+
+func (t *StartupTimings) UnmarshalJSON(b []byte) error {
+	var j timingsJSON
+	if err := json.Unmarshal(b, &j); err != nil {
+		return err
+	}
+	d := func(v float64) time.Duration { return time.Duration(v * 1e6) }
+	*t = StartupTimings{d(j.StateOpenMs), d(j.BrokerConnectMs), d(j.RestoreMs), d(j.PrewarmMs), d(j.TotalMs)}
+	return nil
 }
 
 // ModelReport is one model's start.
@@ -91,15 +111,6 @@ type ErrorReport struct {
 
 func errorReport(err error) *ErrorReport {
 	return &ErrorReport{Code: tflite.Code(err), Message: err.Error()}
-}
-
-// eventPayload is a telemetry event's JSON (schema 1).
-func eventPayload(kind string, fields map[string]any) ([]byte, error) {
-	m := map[string]any{"schema": SchemaVersion, "event": kind, "at": time.Now().UTC().Format(time.RFC3339Nano)}
-	for k, v := range fields {
-		m[k] = v
-	}
-	return json.Marshal(m)
 }
 
 func marshalIndent(v any) ([]byte, error) {

@@ -71,11 +71,11 @@ type Client struct {
 	cmds   Commander
 	pc     paho.Client
 
-	notify  chan struct{}    // outbox has news (cap 1)
-	queue   chan Command     // commands for the workers
-	rejects chan replyOut    // replies the handler could not queue work for
-	lost    chan error       // connection lost (cap 1)
-	ready   chan struct{}    // closed at the first connection
+	notify  chan struct{} // outbox has news (cap 1)
+	queue   chan Command  // commands for the workers
+	rejects chan replyOut // replies the handler could not queue work for
+	lost    chan error    // connection lost (cap 1)
+	ready   chan struct{} // closed at the first connection
 	once    sync.Once
 	running atomic.Bool
 
@@ -110,7 +110,7 @@ func New(o Options, outbox Outbox, cmds Commander) (*Client, error) {
 		return nil, err
 	}
 	c := &Client{o: o, log: o.Logger, outbox: outbox, cmds: cmds,
-		notify: make(chan struct{}, 1), queue: make(chan Command, o.QueueSize), rejects: make(chan replyOut, 64),
+		notify: make(chan struct{}, 1), queue: make(chan Command, o.QueueSize), rejects: make(chan replyOut, o.QueueSize),
 		lost: make(chan error, 1), ready: make(chan struct{}), connDone: make(chan struct{})}
 	close(c.connDone) // not connected yet
 
@@ -119,7 +119,7 @@ func New(o Options, outbox Outbox, cmds Commander) (*Client, error) {
 		po.AddBroker(b)
 	}
 	po.SetClientID(o.ClientID).
-		SetCleanSession(false). // keep command subscriptions and queued commands across reconnects
+		SetCleanSession(false).  // keep command subscriptions and queued commands across reconnects
 		SetAutoReconnect(false). // the connection loop reconnects, with its own backoff and auth limit
 		SetConnectRetry(false).
 		SetKeepAlive(o.KeepAlive).

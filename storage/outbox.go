@@ -15,6 +15,7 @@ type Message struct {
 	Seq     uint64    `json:"seq"`
 	Topic   string    `json:"topic"`
 	Payload []byte    `json:"payload"`
+	Retain  bool      `json:"retain,omitempty"`
 	At      time.Time `json:"at"`
 }
 
@@ -30,6 +31,12 @@ type OutboxStats struct {
 // count or byte bound. It returns the message's sequence number and how many
 // were dropped now.
 func (s *Store) Append(topic string, payload []byte) (uint64, int, error) {
+	return s.AppendFunc(topic, false, func(uint64) ([]byte, error) { return payload, nil })
+}
+
+// AppendFunc is Append for payloads that carry their own sequence number:
+// build runs inside the transaction with the number the message gets.
+func (s *Store) AppendFunc(topic string, retain bool, build func(seq uint64) ([]byte, error)) (uint64, int, error) {
 	var seq uint64
 	var dropped int
 	err := s.update("append to outbox", func(tx *bolt.Tx) error {
@@ -39,7 +46,11 @@ func (s *Store) Append(topic string, payload []byte) (uint64, int, error) {
 		if seq, err = b.NextSequence(); err != nil {
 			return err
 		}
-		m := Message{Seq: seq, Topic: topic, Payload: payload, At: s.opts.Now()}
+		payload, err := build(seq)
+		if err != nil {
+			return err
+		}
+		m := Message{Seq: seq, Topic: topic, Payload: payload, Retain: retain, At: s.opts.Now()}
 		val, err := encodeJSON(m)
 		if err != nil {
 			return err

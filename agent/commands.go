@@ -1,0 +1,357 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"time"
+
+	"github.com/edge-agent/edge-agent/agent/infer"
+	"github.com/edge-agent/edge-agent/mqtt"
+	"github.com/edge-agent/edge-agent/tflite"
+)
+
+// Command errors; tflite's kinds (unknown_model, input_size, over_budget,
+// model_pinned, model_busy, ...) pass through with their own codes.
+var (
+	ErrBadCommand  = tflite.NewKind("bad_request", "malformed command")
+	ErrBadModelID  = tflite.NewKind("bad_model_id", "model id is not an id (letters, digits, '.', '_', '-'; no paths)")
+	ErrUnknownVerb = tflite.NewKind("unknown_verb", "unknown command")
+)
+
+type commandError struct {
+	kind   *tflite.Kind
+	detail string
+}
+
+func (e *commandError) Error() string { return e.kind.Error() + ": " + e.detail }
+func (e *commandError) Unwrap() error { return e.kind }
+
+func badCommand(format string, a ...any) error {
+	return &commandError{ErrBadCommand, fmt.Sprintf(format, a...)}
+}
+
+// Verbs lists the commands the agent answers.
+var Verbs = []string{"status", "prewarm", "evict", "pin", "unpin", "infer", "reload", "set-budget", "wake"}
+
+// Command runs one MQTT command (mqtt.Commander).
+func (a *Agent) Command(ctx context.Context, c mqtt.Command) (any, error) {
+	if c.Binary && c.Verb != "infer" {
+		return nil, badCommand("%s takes a JSON payload", c.Verb)
+	}
+	switch c.Verb {
+	case "status":
+		if err := decodeStrict(c.Payload, &struct{ envelope }{}); err != nil {
+			return nil, err
+		}
+		return a.Status(), nil
+	case "prewarm", "evict", "pin", "unpin":
+		var req struct {
+			envelope
+			Model string `json:"model"`
+		}
+		if err := decodeStrict(c.Payload, &req); err != nil {
+			return nil, err
+		}
+		if err := checkModelID(req.Model); err != nil {
+			return nil, err
+		}
+		return a.modelCommand(ctx, c.Verb, req.Model)
+	case "infer":
+		return a.inferCommand(ctx, c)
+	case "set-budget":
+		var req struct {
+			envelope
+			Budget json.RawMessage `json:"budget"`
+		}
+		if err := decodeStrict(c.Payload, &req); err != nil {
+			return nil, err
+		}
+		return a.setBudget(req.Budget)
+	case "reload":
+		if err := decodeStrict(c.Payload, &struct{ envelope }{}); err != nil {
+			return nil, err
+		}
+		return a.reload()
+	case "wake":
+		if err := decodeStrict(c.Payload, &struct{ envelope }{}); err != nil {
+			return nil, err
+		}
+		return a.Wake(ctx, "command")
+	}
+	return nil, &commandError{ErrUnknownVerb, fmt.Sprintf("%q (known: %v)", c.Verb, Verbs)}
+}
+
+// envelope is what every JSON command may carry besides its fields.
+type envelope struct {
+	Schema int    `json:"schema"`
+	ID     string `json:"id"`
+}
+
+// decodeStrict decodes one JSON object into v, refusing unknown fields,
+// trailing data and unknown schema versions. An empty payload is {}.
+func decodeStrict(payload []byte, v any) error {
+	if len(bytes.TrimSpace(payload)) == 0 {
+		payload = []byte("{}")
+	}
+	dec := json.NewDecoder(bytes.NewReader(payload))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return badCommand("%v", err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return badCommand("trailing data after the JSON object")
+	}
+	var env struct {
+		Schema int `json:"schema"`
+	}
+	_ = json.Unmarshal(payload, &env)
+	if env.Schema != 0 && env.Schema != SchemaVersion {
+		return badCommand("schema %d not supported (want %d)", env.Schema, SchemaVersion)
+	}
+	return nil
+}
+
+func checkModelID(id string) error {
+	if id == "" {
+		return badCommand("model is required")
+	}
+	if !ValidModelID(id) {
+		return &commandError{ErrBadModelID, fmt.Sprintf("%q", id)}
+	}
+	return nil
+}
+
+// Status is the reply to "status".
+type Status struct {
+	Agent   string               `json:"agent"`
+	Device  string               `json:"device"`
+	UptimeS float64              `json:"uptime_s"`
+	Models  []tflite.ModelStatus `json:"models"`
+	Metrics Metrics              `json:"metrics"`
+}
+
+// Status is what the agent is doing now.
+func (a *Agent) Status() Status {
+	return Status{Agent: Version, Device: a.cfg.device(), UptimeS: time.Since(a.opts.Started).Seconds(),
+		Models: a.pool.Models(), Metrics: a.metrics()}
+}
+
+func (a *Agent) modelCommand(ctx context.Context, verb, id string) (any, error) {
+	switch verb {
+	case "prewarm":
+		rep, loaded, err := a.pool.Prewarm(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		a.event("prewarm_done", map[string]any{"model": id, "loaded": loaded, "cold_ms": ms(rep.Stages.Cold())})
+		return map[string]any{"model": id, "loaded": loaded, "load": rep}, nil
+	case "evict":
+		return map[string]any{"model": id}, a.pool.Evict(id)
+	default: // pin, unpin
+		return map[string]any{"model": id, "pinned": verb == "pin"}, a.pool.SetPinned(id, verb == "pin")
+	}
+}
+
+// InferResult is the reply to "infer".
+type InferReply struct {
+	Model    string             `json:"model"`
+	Warm     bool               `json:"warm"` // served by an interpreter that was already warm
+	InvokeMs float64            `json:"invoke_ms"`
+	Top      []infer.Class      `json:"top,omitempty"`
+	Output   []byte             `json:"output,omitempty"` // raw output tensor (base64), when asked
+	Tensor   *tflite.TensorInfo `json:"output_tensor,omitempty"`
+}
+
+func (a *Agent) inferCommand(ctx context.Context, c mqtt.Command) (any, error) {
+	var req struct {
+		envelope
+		Model string `json:"model"`
+		Input string `json:"input"` // base64 of the raw input tensor
+		Top   int    `json:"top"`
+		Raw   bool   `json:"raw"`
+	}
+	var input []byte
+	if c.Binary {
+		req.Model, input = c.Model, c.Payload
+	} else {
+		if err := decodeStrict(c.Payload, &req); err != nil {
+			return nil, err
+		}
+		if c.Model != "" && req.Model != "" && c.Model != req.Model {
+			return nil, badCommand("model differs between topic and payload")
+		}
+		if req.Model == "" {
+			req.Model = c.Model
+		}
+		var err error
+		if input, err = base64.StdEncoding.DecodeString(req.Input); err != nil {
+			return nil, badCommand("input is not base64: %v", err)
+		}
+	}
+	if err := checkModelID(req.Model); err != nil {
+		return nil, err
+	}
+	if len(input) == 0 {
+		return nil, badCommand("input is required: raw tensor bytes, or base64 in \"input\"")
+	}
+	if req.Top < 0 || req.Top > 100 {
+		return nil, badCommand("top must be 0..100")
+	}
+	if req.Top == 0 {
+		req.Top = 5
+	}
+	l, err := a.pool.Acquire(ctx, req.Model)
+	if err != nil {
+		return nil, err
+	}
+	defer l.Release()
+	it := l.Interpreter()
+	if err := it.SetInput(0, input); err != nil {
+		return nil, err
+	}
+	t := time.Now()
+	if err := it.Invoke(); err != nil {
+		return nil, err
+	}
+	invoke := time.Since(t)
+	raw, err := it.CopyOutput(0, nil)
+	if err != nil {
+		return nil, err
+	}
+	a.usage.record(req.Model, time.Now())
+	a.firstRequest(req.Model, l.Warm)
+	rep := InferReply{Model: req.Model, Warm: l.Warm, InvokeMs: ms(invoke)}
+	out := it.Outputs()[0]
+	if req.Raw {
+		rep.Output, rep.Tensor = raw, &out
+		return rep, nil
+	}
+	scores, err := tflite.Dequantize(out, raw, nil)
+	if err != nil {
+		return nil, err
+	}
+	rep.Top = infer.TopK(scores, req.Top, a.labelsFor(req.Model))
+	return rep, nil
+}
+
+func (a *Agent) setBudget(raw json.RawMessage) (any, error) {
+	var v any
+	if err := json.Unmarshal(raw, &v); err != nil || raw == nil {
+		return nil, badCommand("budget is required: bytes or a size like \"256MiB\"")
+	}
+	var n ByteSize
+	switch x := v.(type) {
+	case float64:
+		if x < 0 || x != float64(int64(x)) {
+			return nil, badCommand("budget must be a whole number of bytes")
+		}
+		n = ByteSize(x)
+	case string:
+		var err error
+		if n, err = ParseByteSize(x); err != nil {
+			return nil, badCommand("%v", err)
+		}
+	default:
+		return nil, badCommand("budget must be a number or a string")
+	}
+	err := a.pool.SetBudget(int64(n))
+	st := a.pool.Stats()
+	return map[string]any{"budget": int64(n), "bytes_in_use": st.BytesInUse, "evictions": st.Evictions}, err
+}
+
+// reload rescans the configured models: new ones are prepared and
+// registered, vanished ones unregistered; the rest stay warm.
+func (a *Agent) reload() (any, error) {
+	a.prepMu.Lock()
+	defer a.prepMu.Unlock()
+	models, err := resolveModels(a.cfg, a.log)
+	if err != nil {
+		return nil, err
+	}
+	want := map[string]ModelConfig{}
+	for _, m := range models {
+		want[m.ID] = m
+	}
+	var added, removed, failed []string
+	for _, st := range a.pool.Models() {
+		if _, ok := want[st.ID]; !ok {
+			if err := a.pool.Unregister(st.ID); err == nil {
+				removed = append(removed, st.ID)
+			}
+		}
+	}
+	have := map[string]bool{}
+	for _, st := range a.pool.Models() {
+		have[st.ID] = true
+	}
+	for _, m := range models {
+		if have[m.ID] {
+			continue
+		}
+		mr := a.prepare(m)
+		if mr.Error != nil {
+			failed = append(failed, m.ID)
+			continue
+		}
+		added = append(added, m.ID)
+	}
+	sort.Strings(added)
+	sort.Strings(removed)
+	return map[string]any{"added": nonNil(added), "removed": nonNil(removed), "failed": nonNil(failed)}, nil
+}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
+
+// Wake warms the models after a wake event, pinned first, and restarts the
+// cold/warm bookkeeping of first requests.
+func (a *Agent) Wake(ctx context.Context, source string) (any, error) {
+	a.wakeMu.Lock()
+	a.seen = map[string]bool{}
+	a.wakeMu.Unlock()
+	a.event("wake", map[string]any{"source": source})
+	models := a.pool.Models()
+	sort.SliceStable(models, func(i, j int) bool { return models[i].Pinned && !models[j].Pinned })
+	var warmed, failed []string
+	for _, m := range models {
+		if _, _, err := a.pool.Prewarm(ctx, m.ID); err != nil {
+			if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+				a.event("prewarm_cancelled", map[string]any{"model": m.ID})
+				return nil, err
+			}
+			failed = append(failed, m.ID)
+			continue
+		}
+		warmed = append(warmed, m.ID)
+	}
+	a.event("prewarm_done", map[string]any{"models": warmed, "failed": failed})
+	return map[string]any{"warmed": nonNil(warmed), "failed": nonNil(failed)}, nil
+}
+
+// firstRequest reports the first request to each model after a wake, and
+// whether it found the model warm.
+func (a *Agent) firstRequest(model string, warm bool) {
+	a.wakeMu.Lock()
+	first := !a.seen[model]
+	a.seen[model] = true
+	a.wakeMu.Unlock()
+	if first {
+		a.event("first_request", map[string]any{"model": model, "warm": warm})
+	}
+}
+
+func (a *Agent) labelsFor(model string) []string {
+	a.prepMu.Lock()
+	defer a.prepMu.Unlock()
+	return a.labels[model]
+}

@@ -1,0 +1,457 @@
+package agent_test
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/edge-agent/edge-agent/agent"
+	"github.com/edge-agent/edge-agent/mqtt"
+	"github.com/edge-agent/edge-agent/mqtt/mqtttest"
+	"github.com/edge-agent/edge-agent/tflite/tflitetest"
+)
+
+func mqttConfig(t *testing.T, broker string, models ...agent.ModelConfig) agent.Config {
+	cfg := testConfig(t, models...)
+	cfg.MQTT.Brokers = []string{broker}
+	cfg.MQTT.Device = "dev1"
+	cfg.MQTT.KeepAlive = 2 * time.Second
+	cfg.MQTT.ConnectWait = 5 * time.Second
+	return cfg
+}
+
+func TestStartupReportAndStatusOverMQTT(t *testing.T) {
+	b := mqtttest.Start(t, mqtttest.Options{})
+	cfg := mqttConfig(t, b.URL(),
+		agent.ModelConfig{ID: "v1", Path: tflitetest.Path(t, "mobilenet_v1_0.25_128_quant.tflite"), Pinned: true},
+		agent.ModelConfig{ID: "xor", Path: tflitetest.Path(t, "xor_model.tflite")})
+	a := start(t, cfg, agent.Options{})
+	defer a.Close()
+
+	// A late subscriber still gets both: they are retained.
+	sub := b.Subscribe(t, "fleet", "edge/dev1/#")
+	var report map[string]any
+	var status string
+	deadline := time.After(20 * time.Second)
+	for report == nil || status == "" {
+		select {
+		case m := <-sub.Chan():
+			switch m.Topic {
+			case "edge/dev1/telemetry/startup":
+				if !m.Retained {
+					t.Fatal("startup report not retained")
+				}
+				if err := json.Unmarshal(m.Payload, &report); err != nil {
+					t.Fatal(err)
+				}
+			case "edge/dev1/status":
+				status = string(m.Payload)
+			}
+		case <-deadline:
+			t.Fatalf("report %v status %q", report != nil, status)
+		}
+	}
+	if !strings.Contains(status, `"status":"online"`) {
+		t.Fatalf("status %s", status)
+	}
+	for _, k := range []string{"schema", "seq", "agent", "runtime", "boot_id", "hardware", "hardware_fingerprint", "state",
+		"broker_connected", "timings", "models", "pool", "process"} {
+		if _, ok := report[k]; !ok {
+			t.Errorf("startup report lacks %q", k)
+		}
+	}
+	timings := report["timings"].(map[string]any)
+	for _, k := range []string{"state_open_ms", "broker_connect_ms", "restore_ms", "prewarm_ms", "total_ms"} {
+		if _, ok := timings[k]; !ok {
+			t.Errorf("timings lack %q", k)
+		}
+	}
+	if report["process"].(map[string]any)["rss_bytes"].(float64) <= 0 || report["boot_id"] == "" {
+		t.Errorf("rss/boot id missing: %v %v", report["process"], report["boot_id"])
+	}
+	models := report["models"].([]any)
+	if len(models) != 2 {
+		t.Fatalf("models %v", models)
+	}
+	for _, m := range models {
+		mm := m.(map[string]any)
+		for _, k := range []string{"id", "sha256", "calibration", "calibration_ms", "threads", "delegate", "load"} {
+			if _, ok := mm[k]; !ok {
+				t.Errorf("model %v lacks %q", mm["id"], k)
+			}
+		}
+		load := mm["load"].(map[string]any)
+		for _, k := range []string{"stages", "footprint"} {
+			if _, ok := load[k]; !ok {
+				t.Errorf("model load lacks %q", k)
+			}
+		}
+		stages := load["stages"].(map[string]any)
+		for _, k := range []string{"map_ms", "interpreter_ms", "allocate_ms", "first_invoke_ms", "steady_invoke_ms"} {
+			if _, ok := stages[k]; !ok {
+				t.Errorf("stages lack %q", k)
+			}
+		}
+		if mm["calibration"].(map[string]any)["status"] != "new" {
+			t.Errorf("calibration status %v", mm["calibration"])
+		}
+	}
+}
+
+// events collects test events by their "n" field, counting duplicates.
+type events struct {
+	seen  map[int]int
+	order []int
+	seqs  map[int]float64
+}
+
+func collect(t *testing.T, sub *mqtttest.Subscriber, want int, timeout time.Duration) events {
+	t.Helper()
+	ev := events{seen: map[int]int{}, seqs: map[int]float64{}}
+	deadline := time.After(timeout)
+	for len(ev.seen) < want {
+		select {
+		case m := <-sub.Chan():
+			var e struct {
+				Event string  `json:"event"`
+				N     int     `json:"n"`
+				Seq   float64 `json:"seq"`
+			}
+			if json.Unmarshal(m.Payload, &e) != nil || e.Event != "test" {
+				continue
+			}
+			if ev.seen[e.N] == 0 {
+				ev.order = append(ev.order, e.N)
+			}
+			if s, ok := ev.seqs[e.N]; ok && s != e.Seq {
+				t.Fatalf("event %d arrived with seq %v and %v", e.N, s, e.Seq)
+			}
+			ev.seqs[e.N] = e.Seq
+			ev.seen[e.N]++
+		case <-deadline:
+			t.Fatalf("got %d of %d events", len(ev.seen), want)
+		}
+	}
+	return ev
+}
+
+func (ev events) duplicates() int {
+	d := 0
+	for _, n := range ev.seen {
+		d += n - 1
+	}
+	return d
+}
+
+func TestBrokerKilledWhileEventsAreProduced(t *testing.T) {
+	const total = 1000
+	b := mqtttest.Start(t, mqtttest.Options{})
+	proxy := mqtttest.StartProxy(t, b)
+	cfg := mqttConfig(t, proxy.URL(), agent.ModelConfig{ID: "xor", Path: tflitetest.Path(t, "xor_model.tflite")})
+	a := start(t, cfg, agent.Options{})
+	defer a.Close()
+	sub := b.Subscribe(t, "fleet", "edge/dev1/telemetry/events")
+
+	produced := make(chan error, 1)
+	go func() {
+		for i := 1; i <= total; i++ {
+			if err := a.Event("test", map[string]any{"n": i}); err != nil {
+				produced <- err
+				return
+			}
+			if i == 300 {
+				// SIGKILL the broker mid-stream; the agent is cut off with it.
+				proxy.Hold()
+				b.Kill()
+			}
+		}
+		produced <- nil
+	}()
+	if err := <-produced; err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond) // the pause
+	b.Restart()
+	// The test subscriber reconnects and subscribes before the agent may:
+	// a restarted broker delivers only to subscribers it knows.
+	time.Sleep(500 * time.Millisecond)
+	proxy.Release()
+
+	ev := collect(t, sub, total, time.Minute)
+	for i := 1; i < len(ev.order); i++ {
+		if ev.order[i] < ev.order[i-1] || ev.seqs[ev.order[i]] <= ev.seqs[ev.order[i-1]] {
+			t.Fatalf("out of order at %d: %d after %d", i, ev.order[i], ev.order[i-1])
+		}
+	}
+	t.Logf("%d of %d events arrived in order; %d duplicates (same seq); mqtt %+v", len(ev.seen), total, ev.duplicates(), *a.Status().Metrics.MQTT)
+}
+
+// childQueueEvents starts an agent from the config file, queues n events
+// while the broker is down, says so, then waits to be killed.
+func childQueueEvents(arg string) int {
+	cfgPath, nStr, _ := strings.Cut(arg, ",")
+	n, _ := strconv.Atoi(nStr)
+	cfg, err := agent.LoadConfig(cfgPath)
+	if err != nil {
+		fmt.Println("config:", err)
+		return 1
+	}
+	a := agent.New(cfg, quietLog(), agent.Options{})
+	if err := a.Start(context.Background()); err != nil {
+		fmt.Println("start:", err)
+		return 1
+	}
+	for i := 1; i <= n; i++ {
+		if err := a.Event("test", map[string]any{"n": i}); err != nil {
+			fmt.Println("event:", err)
+			return 1
+		}
+	}
+	fmt.Println("queued")
+	select {}
+}
+
+func TestQueuedEventsSurviveAgentKillWhileBrokerDown(t *testing.T) {
+	const total = 500
+	b := mqtttest.Start(t, mqtttest.Options{})
+	url := b.URL()
+	b.Stop()
+	dir := t.TempDir()
+	cfgPath := writeFile(t, filepath.Join(dir, "edge-agent.toml"), []byte(fmt.Sprintf(`
+state_dir = %q
+[calibration]
+runs = 1
+steady_invokes = 1
+max_threads = 1
+[mqtt]
+brokers = [%q]
+device = "dev1"
+connect_wait = "100ms"
+[[models]]
+id = "xor"
+path = %q
+`, filepath.Join(dir, "state"), url, tflitetest.Path(t, "xor_model.tflite"))), 0o644)
+
+	child := cliCmd(t)
+	child.Env = append(os.Environ(), "EDGE_AGENT_TEST_QUEUE="+cfgPath+","+strconv.Itoa(total))
+	out, err := child.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := child.Start(); err != nil {
+		t.Fatal(err)
+	}
+	line := make([]byte, 64)
+	n, _ := out.Read(line)
+	if !strings.Contains(string(line[:n]), "queued") {
+		child.Process.Kill()
+		child.Wait()
+		t.Fatalf("child: %q", line[:n])
+	}
+	child.Process.Signal(syscall.SIGKILL)
+	child.Wait()
+
+	b.Restart()
+	sub := b.Subscribe(t, "fleet", "edge/dev1/telemetry/events")
+	cfg, err := agent.LoadConfig(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := start(t, cfg, agent.Options{})
+	defer a.Close()
+	ev := collect(t, sub, total, time.Minute)
+	t.Logf("%d of %d queued events delivered after the agent was killed; %d duplicates", len(ev.seen), total, ev.duplicates())
+}
+
+func TestLastWillWhenAgentKilled(t *testing.T) {
+	b := mqtttest.Start(t, mqtttest.Options{})
+	dir := t.TempDir()
+	keepalive := 2 * time.Second
+	cfgPath := writeFile(t, filepath.Join(dir, "edge-agent.toml"), []byte(fmt.Sprintf(`
+state_dir = %q
+[calibration]
+runs = 1
+steady_invokes = 1
+max_threads = 1
+[mqtt]
+brokers = [%q]
+device = "dev1"
+keepalive = "%s"
+[[models]]
+id = "xor"
+path = %q
+`, filepath.Join(dir, "state"), b.URL(), keepalive, tflitetest.Path(t, "xor_model.tflite"))), 0o644)
+	sub := b.Subscribe(t, "fleet", "edge/dev1/status")
+	waitStatus := func(want string, within time.Duration) time.Duration {
+		t.Helper()
+		start := time.Now()
+		deadline := time.After(within)
+		for {
+			select {
+			case m := <-sub.Chan():
+				if strings.Contains(string(m.Payload), `"status":"`+want+`"`) {
+					return time.Since(start)
+				}
+			case <-deadline:
+				t.Fatalf("no %q status within %v", want, within)
+			}
+		}
+	}
+	cmd, logs, done := startRun(t, dir, "--config", cfgPath)
+	waitStatus("online", 30*time.Second)
+	killed := time.Now()
+	cmd.Process.Signal(syscall.SIGKILL)
+	<-done
+	waitStatus("offline", 3*keepalive/2)
+	t.Logf("offline %v after SIGKILL (keepalive %v)", time.Since(killed), keepalive)
+	cmd2, _, done2 := startRun(t, dir, "--config", cfgPath)
+	waitStatus("online", 30*time.Second)
+	cmd2.Process.Signal(syscall.SIGTERM)
+	if err := <-done2; err != nil {
+		t.Fatalf("%v\n%s", err, logs)
+	}
+	waitStatus("offline", 10*time.Second) // published on a clean stop
+}
+
+func float32Input(v ...float32) []byte {
+	b := make([]byte, 4*len(v))
+	for i, f := range v {
+		binary.LittleEndian.PutUint32(b[4*i:], math.Float32bits(f))
+	}
+	return b
+}
+
+func TestCommandBurst(t *testing.T) {
+	b := mqtttest.Start(t, mqtttest.Options{})
+	sub := b.Subscribe(t, "operator", "edge/dev1/reply/#")
+	goroutines := runtime.NumGoroutine()
+	cfg := mqttConfig(t, b.URL(),
+		agent.ModelConfig{ID: "xor", Path: tflitetest.Path(t, "xor_model.tflite"), Pinned: true},
+		agent.ModelConfig{ID: "lstm", Path: tflitetest.Path(t, "keras_lstm_mnist_ptq.tflite")})
+	cfg.MQTT.CommandQueue = 2048
+	cfg.MQTT.MaxPayload = 64 << 10
+	a := start(t, cfg, agent.Options{})
+
+	type want struct {
+		ok    bool
+		code  string
+		check func(map[string]any) bool
+	}
+	expect := map[string]want{}
+	send := func(id, topic string, payload []byte, w want) {
+		expect[id] = w
+		sub.PublishAsync("edge/dev1/cmd/"+topic, payload)
+	}
+	xorHigh := func(m map[string]any) bool {
+		top := m["top"].([]any)
+		return top[0].(map[string]any)["score"].(float64) > 0.5
+	}
+	xorLow := func(m map[string]any) bool {
+		top := m["top"].([]any)
+		return top[0].(map[string]any)["score"].(float64) < 0.5
+	}
+	for i := range 1000 {
+		id := fmt.Sprintf("r%04d", i)
+		switch i % 12 {
+		case 0:
+			send(id, "status", []byte(`{"id":"`+id+`","schema":1}`), want{ok: true})
+		case 1:
+			in := base64.StdEncoding.EncodeToString(float32Input(0, 1))
+			send(id, "infer", []byte(`{"id":"`+id+`","model":"xor","input":"`+in+`","top":1}`), want{ok: true, check: xorHigh})
+		case 2:
+			send(id, "infer/"+id+"/xor", float32Input(1, 1), want{ok: true, check: xorLow})
+		case 3:
+			send(id, "pin", []byte(`{"id":"`+id+`","model":"lstm"}`), want{ok: true})
+		case 4:
+			send(id, "prewarm", []byte(`{"id":"`+id+`","model":"lstm"}`), want{ok: true})
+		case 5:
+			send(id, "infer/"+id, []byte(`{"model":"xor", "input": `), want{code: "bad_request"})
+		case 6:
+			send(id, "status", []byte(`{"id":"`+id+`","verbose":true}`), want{code: "bad_request"})
+		case 7:
+			send(id, "infer/"+id, []byte(`{"model":"xor","input":"`+strings.Repeat("A", 70<<10)+`"}`), want{code: "payload_too_large"})
+		case 8:
+			send(id, "prewarm", []byte(`{"id":"`+id+`","model":"nosuchmodel"}`), want{code: "unknown_model"})
+		case 9:
+			in := base64.StdEncoding.EncodeToString(make([]byte, 7))
+			send(id, "infer", []byte(`{"id":"`+id+`","model":"xor","input":"`+in+`"}`), want{code: "input_size"})
+		case 10:
+			send(id, "evict", []byte(`{"id":"`+id+`","model":"../../etc/passwd"}`), want{code: "bad_model_id"})
+		case 11:
+			send(id, "frobnicate", []byte(`{"id":"`+id+`"}`), want{code: "unknown_verb"})
+		}
+	}
+	got := map[string]mqtt.Reply{}
+	raw := map[string]map[string]any{}
+	deadline := time.After(2 * time.Minute)
+	for len(got) < len(expect) {
+		select {
+		case m := <-sub.Chan():
+			var r mqtt.Reply
+			if err := json.Unmarshal(m.Payload, &r); err != nil {
+				t.Fatalf("reply %s: %v", m.Payload, err)
+			}
+			if _, dup := got[r.ID]; dup {
+				continue
+			}
+			got[r.ID] = r
+			var full struct {
+				Result map[string]any `json:"result"`
+			}
+			json.Unmarshal(m.Payload, &full)
+			raw[r.ID] = full.Result
+		case <-deadline:
+			t.Fatalf("%d of %d replies", len(got), len(expect))
+		}
+	}
+	codes := map[string]int{}
+	for id, w := range expect {
+		r := got[id]
+		if w.ok {
+			if !r.OK || (w.check != nil && !w.check(raw[id])) {
+				t.Fatalf("%s: %+v %v", id, r, raw[id])
+			}
+			codes["ok"]++
+			continue
+		}
+		if r.OK || r.Error.Code != w.code {
+			t.Fatalf("%s: %+v, want %s", id, r, w.code)
+		}
+		codes[w.code]++
+	}
+	keys := make([]string, 0, len(codes))
+	for k := range codes {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	t.Logf("1000 commands answered: %v", codes)
+	if s := a.Status().Metrics.MQTT; !s.Connected || s.Connects != 1 {
+		t.Fatalf("connection did not stay up: %+v", s)
+	}
+	a.Close()
+	waitGoroutines(t, goroutines)
+}
+
+func waitGoroutines(t *testing.T, want int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for runtime.NumGoroutine() > want {
+		if time.Now().After(deadline) {
+			buf := make([]byte, 1<<20)
+			t.Fatalf("goroutine leak: %d > %d\n%s", runtime.NumGoroutine(), want, buf[:runtime.Stack(buf, true)])
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

@@ -1,0 +1,198 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/edge-agent/edge-agent/mqtt"
+	"github.com/edge-agent/edge-agent/storage"
+	"github.com/shirou/gopsutil/v3/process"
+)
+
+// Outbox topics, below <prefix>/<device>/.
+const (
+	topicStartup = "telemetry/startup"
+	topicEvents  = "telemetry/events"
+	topicMetrics = "metrics"
+)
+
+// outbox adapts the state's outbox to the MQTT client's interface.
+type outbox struct{ s *storage.Store }
+
+func (o outbox) Pending(after uint64, limit int) ([]mqtt.Message, error) {
+	msgs, err := o.s.Pending(after, limit)
+	out := make([]mqtt.Message, len(msgs))
+	for i, m := range msgs {
+		out[i] = mqtt.Message{Seq: m.Seq, Topic: m.Topic, Payload: m.Payload, Retain: m.Retain}
+	}
+	return out, err
+}
+
+func (o outbox) Ack(seqs ...uint64) error { return o.s.Ack(seqs...) }
+
+// publish queues v (a JSON object) on topic with the schema version and its
+// outbox sequence number, then wakes the MQTT client.
+func (a *Agent) publish(topic string, retain bool, v any) error {
+	_, dropped, err := a.store.AppendFunc(topic, retain, func(seq uint64) ([]byte, error) {
+		return withSeq(v, seq)
+	})
+	if err != nil {
+		return err
+	}
+	if dropped > 0 {
+		a.log.Warn("outbox full: oldest telemetry dropped", "dropped", dropped)
+	}
+	if a.mq != nil {
+		a.mq.Notify()
+	}
+	return nil
+}
+
+// withSeq marshals v and adds "schema" and "seq" to the object.
+func withSeq(v any, seq uint64) ([]byte, error) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return nil, err
+	}
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(b, &m); err != nil {
+		return nil, err
+	}
+	m["schema"] = json.RawMessage(`1`)
+	m["seq"], _ = json.Marshal(seq)
+	return json.Marshal(m)
+}
+
+// Event queues a telemetry event on telemetry/events.
+func (a *Agent) Event(kind string, fields map[string]any) error {
+	m := map[string]any{"event": kind, "at": time.Now().UTC().Format(time.RFC3339Nano)}
+	for k, v := range fields {
+		m[k] = v
+	}
+	return a.publish(topicEvents, false, m)
+}
+
+// event is Event for the agent's own use: a failure is logged, not fatal.
+func (a *Agent) event(kind string, fields map[string]any) {
+	a.log.Info("event", append([]any{"kind", kind}, flatten(fields)...)...)
+	if a.store == nil {
+		return
+	}
+	if err := a.Event(kind, fields); err != nil {
+		a.log.Error("event not queued", "kind", kind, "err", err)
+	}
+}
+
+func flatten(m map[string]any) []any {
+	out := make([]any, 0, 2*len(m))
+	for k, v := range m {
+		out = append(out, k, v)
+	}
+	return out
+}
+
+// Metrics is the periodic metrics message.
+type Metrics struct {
+	At         string              `json:"at"`
+	UptimeS    float64             `json:"uptime_s"`
+	Pool       any                 `json:"pool"`
+	Process    ProcessStats        `json:"process"`
+	Outbox     storage.OutboxStats `json:"outbox"`
+	MQTT       *mqtt.Stats         `json:"mqtt,omitempty"`
+	UsageSaved int                 `json:"usage_events_pending"`
+}
+
+// ProcessStats is the agent process's memory and CPU.
+type ProcessStats struct {
+	RSSBytes   uint64  `json:"rss_bytes"`
+	CPUSeconds float64 `json:"cpu_seconds"` // user + system since start
+}
+
+func processStats() ProcessStats {
+	p, err := process.NewProcess(int32(os.Getpid()))
+	if err != nil {
+		return ProcessStats{}
+	}
+	var ps ProcessStats
+	if mi, err := p.MemoryInfo(); err == nil {
+		ps.RSSBytes = mi.RSS
+	}
+	if t, err := p.Times(); err == nil {
+		ps.CPUSeconds = t.User + t.System
+	}
+	return ps
+}
+
+func (a *Agent) metrics() Metrics {
+	m := Metrics{At: time.Now().UTC().Format(time.RFC3339Nano), UptimeS: time.Since(a.opts.Started).Seconds(),
+		Pool: a.pool.Stats(), Process: processStats(), UsageSaved: a.usage.pending()}
+	m.Outbox, _ = a.store.OutboxStats()
+	if a.mq != nil {
+		s := a.mq.Stats()
+		m.MQTT = &s
+	}
+	return m
+}
+
+// loop runs f every interval until ctx ends, and once more at the end.
+func loop(ctx context.Context, interval time.Duration, f func()) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			f()
+			return
+		case <-t.C:
+			f()
+		}
+	}
+}
+
+// usageBatch collects requests in memory; they are written to the state
+// in one transaction a minute (and at shutdown), not one per request.
+type usageBatch struct {
+	// mu guards events.
+	mu     sync.Mutex
+	events []storage.UsageEvent
+}
+
+func (u *usageBatch) record(model string, at time.Time) {
+	u.mu.Lock()
+	u.events = append(u.events, storage.UsageEvent{Model: model, At: at, N: 1})
+	u.mu.Unlock()
+}
+
+func (u *usageBatch) pending() int {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return len(u.events)
+}
+
+func (u *usageBatch) flush(s *storage.Store) error {
+	u.mu.Lock()
+	ev := u.events
+	u.events = nil
+	u.mu.Unlock()
+	if err := s.AddUsage(ev); err != nil {
+		u.mu.Lock()
+		u.events = append(ev, u.events...) // kept for the next try
+		u.mu.Unlock()
+		return err
+	}
+	return nil
+}
+
+// bootID identifies this boot of the machine.
+func bootID(root string) string {
+	b, err := os.ReadFile(filepath.Join(root, "proc/sys/kernel/random/boot_id"))
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
+}
