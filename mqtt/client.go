@@ -110,7 +110,7 @@ func New(o Options, outbox Outbox, cmds Commander) (*Client, error) {
 		return nil, err
 	}
 	c := &Client{o: o, log: o.Logger, outbox: outbox, cmds: cmds,
-		notify: make(chan struct{}, 1), queue: make(chan Command, o.QueueSize), rejects: make(chan replyOut, o.QueueSize),
+		notify: make(chan struct{}, 1), queue: make(chan Command, o.QueueSize), rejects: make(chan replyOut, max(64, o.QueueSize)),
 		lost: make(chan error, 1), ready: make(chan struct{}), connDone: make(chan struct{})}
 	close(c.connDone) // not connected yet
 

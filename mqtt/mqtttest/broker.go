@@ -69,6 +69,9 @@ func Start(t testing.TB, o Options) *Broker {
 	b := &Broker{t: t, exe: bin, dir: t.TempDir(), port: freePort(t), tls: o.TLS}
 	var conf strings.Builder
 	fmt.Fprintf(&conf, "listener %d 127.0.0.1\n", b.port)
+	// Without it mosquitto's small writes wait on Nagle + delayed ACK: every
+	// command round trip gains ~40 ms. Recommended for production brokers too.
+	fmt.Fprintf(&conf, "set_tcp_nodelay true\n")
 	fmt.Fprintf(&conf, "persistence false\nmax_queued_messages 100000\nmax_inflight_messages 0\nlog_dest stderr\nlog_type error\nlog_type warning\nlog_type notice\n")
 	if os.Geteuid() == 0 {
 		// Started as root, mosquitto switches to its own user, which cannot
