@@ -83,6 +83,12 @@ type Client struct {
 	connMu   sync.Mutex
 	connDone chan struct{}
 
+	// pubMu is held while a batch is handed to paho and taken by the
+	// connection loop before it reconnects: a Publish blocked on a dead
+	// connection would otherwise go out on the next one, ahead of the
+	// older messages the outbox is about to resend.
+	pubMu sync.Mutex
+
 	// statsMu guards stats.
 	statsMu sync.Mutex
 	stats   Stats
@@ -124,8 +130,9 @@ func New(o Options, outbox Outbox, cmds Commander) (*Client, error) {
 		SetConnectRetry(false).
 		SetKeepAlive(o.KeepAlive).
 		SetConnectTimeout(o.ConnectTimeout).
-		SetWriteTimeout(o.ConnectTimeout).
+		SetWriteTimeout(min(o.ConnectTimeout, 2*time.Second)). // bounds a Publish blocked on a dead connection
 		SetOrderMatters(true).
+		SetStore(newResendFreeStore()).
 		SetBinaryWill(c.topic("status"), statusPayload("offline", o.Version), 1, true).
 		SetConnectionLostHandler(func(_ paho.Client, err error) {
 			select {
@@ -223,6 +230,8 @@ func (c *Client) connectLoop(ctx context.Context) {
 	backoff := c.o.MinReconnect
 	authFailures := 0
 	for ctx.Err() == nil {
+		c.pubMu.Lock() // no batch half-handed to the previous connection
+		c.pubMu.Unlock()
 		err := wait(ctx, c.pc.Connect(), c.o.ConnectTimeout+time.Second)
 		if err == nil {
 			backoff, authFailures = c.o.MinReconnect, 0
@@ -289,9 +298,7 @@ func (c *Client) online(ctx context.Context) error {
 // down marks the current connection as ended for the flusher.
 func (c *Client) down() {
 	c.connMu.Lock()
-	select {
-	case <-c.connDone:
-	default:
+	if !closed(c.connDone) {
 		close(c.connDone)
 	}
 	c.connMu.Unlock()
@@ -304,9 +311,7 @@ func (c *Client) connection(ctx context.Context) (<-chan struct{}, bool) {
 		c.connMu.Lock()
 		done := c.connDone
 		c.connMu.Unlock()
-		select {
-		case <-done:
-		default:
+		if !closed(done) {
 			return done, true
 		}
 		select {
@@ -342,10 +347,16 @@ func (c *Client) flush(ctx context.Context) {
 			}
 			continue
 		}
-		tokens := make([]paho.Token, len(msgs))
-		for i, m := range msgs {
-			tokens[i] = c.pc.Publish(c.topic(m.Topic), 1, m.Retain, m.Payload)
+		tokens := make([]paho.Token, 0, len(msgs))
+		c.pubMu.Lock()
+		for _, m := range msgs {
+			if closed(done) {
+				break
+			}
+			tokens = append(tokens, c.pc.Publish(c.topic(m.Topic), 1, m.Retain, m.Payload))
 		}
+		c.pubMu.Unlock()
+		msgs = msgs[:len(tokens)]
 		c.statsMu.Lock()
 		for _, m := range msgs {
 			c.stats.Published++
@@ -532,6 +543,15 @@ func (c *Client) reply(r replyOut) {
 	t := c.pc.Publish(c.topic("reply/"+id), 1, false, b)
 	if !t.WaitTimeout(c.o.AckTimeout) || t.Error() != nil {
 		c.count(func(s *Stats) { s.RepliesDropped++ })
+	}
+}
+
+func closed(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
 	}
 }
 

@@ -34,10 +34,10 @@ type Zone struct {
 // State is what the device can afford, read at At.
 type State struct {
 	At       time.Time `json:"at"`
-	OnAC     bool      `json:"on_ac"`     // external power, or no battery at all
-	Battery  *Supply   `json:"battery"`   // the main battery, if any
-	Supplies []Supply  `json:"supplies"`  // everything under power_supply
-	Thermal  []Zone    `json:"thermal"`   // every zone
+	OnAC     bool      `json:"on_ac"`    // external power, or no battery at all
+	Battery  *Supply   `json:"battery"`  // the main battery, if any
+	Supplies []Supply  `json:"supplies"` // everything under power_supply
+	Thermal  []Zone    `json:"thermal"`  // every zone
 	MaxTempC *float64  `json:"max_temp_c"`
 	// HeadroomC is the smallest distance to a trip point, nil without trips.
 	HeadroomC   *float64 `json:"headroom_c"`
@@ -160,7 +160,7 @@ func readSupply(dir, name string) Supply {
 		c := int(*v)
 		s.Capacity = &c
 	}
-	voltage := readInt(filepath.Join(dir, "voltage_now")) // µV
+	voltage := readInt(filepath.Join(dir, "voltage_now"))         // µV
 	if e := readInt(filepath.Join(dir, "energy_now")); e != nil { // µWh
 		wh := float64(*e) / 1e6
 		s.EnergyWh = &wh
@@ -202,4 +202,3 @@ func readZone(dir, name string) (Zone, bool) {
 	}
 	return z, true
 }
-

@@ -97,7 +97,7 @@ type Stats struct {
 	ColdSaved    time.Duration `json:"cold_saved_ns"` // cold-start time that hits and waits did not pay
 	BytesInUse   int64         `json:"bytes_in_use"`
 	Budget       int64         `json:"budget"`
-	WarmModels   int           `json:"warm_models"`
+	WarmModels   int           `json:"warm_models"` // with an interpreter ready or in use
 	Interpreters int           `json:"interpreters"`
 	Leased       int           `json:"leased"`
 }
@@ -107,10 +107,12 @@ type ModelStatus struct {
 	ID           string     `json:"id"`
 	Path         string     `json:"path"`
 	Pinned       bool       `json:"pinned"`
-	Warm         bool       `json:"warm"`
+	Warm         bool       `json:"warm"`   // an interpreter is ready (or in use)
+	Mapped       bool       `json:"mapped"` // the model file is mapped
 	Interpreters int        `json:"interpreters"`
 	Leased       int        `json:"leased"`
 	Bytes        int64      `json:"bytes"`
+	Loads        uint64     `json:"loads"` // interpreters warmed for this model, ever
 	LastLoad     LoadReport `json:"last_load"`
 }
 
@@ -158,6 +160,7 @@ type entry struct {
 	demand   float64 // decayed request count at demandAt
 	demandAt time.Time
 	lastUsed time.Time
+	loads    uint64
 
 	changed chan struct{} // closed and replaced on every change waiters care about
 }
@@ -402,6 +405,7 @@ func (p *Pool) grow(ctx context.Context, e *entry) (*Interpreter, error) {
 	e.loading = false
 	e.leased++
 	e.lastUsed = p.opts.Now()
+	e.loads++
 	p.stats.Misses++
 	p.stats.Loads++
 	if cb := p.opts.OnLoad; cb != nil {
@@ -729,7 +733,7 @@ func (p *Pool) Stats() Stats {
 	s.BytesInUse = p.bytes
 	s.Budget = p.opts.Budget
 	for _, e := range p.entries {
-		if e.model != nil {
+		if len(e.idle)+e.leased > 0 {
 			s.WarmModels++
 		}
 		s.Interpreters += len(e.idle) + e.leased
@@ -744,11 +748,46 @@ func (p *Pool) Models() []ModelStatus {
 	defer p.mu.Unlock()
 	out := make([]ModelStatus, 0, len(p.entries))
 	for id, e := range p.entries {
-		out = append(out, ModelStatus{ID: id, Path: e.spec.Path, Pinned: e.spec.Pinned, Warm: e.model != nil,
-			Interpreters: len(e.idle) + e.leased, Leased: e.leased, Bytes: e.bytes, LastLoad: e.last})
+		out = append(out, ModelStatus{ID: id, Path: e.spec.Path, Pinned: e.spec.Pinned, Warm: len(e.idle)+e.leased > 0, Mapped: e.model != nil,
+			Interpreters: len(e.idle) + e.leased, Leased: e.leased, Bytes: e.bytes, Loads: e.loads, LastLoad: e.last})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
 	return out
+}
+
+// IsWarm reports whether model id has an interpreter ready or in use.
+func (p *Pool) IsWarm(id string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	e, ok := p.entries[id]
+	return ok && len(e.idle)+e.leased > 0
+}
+
+// Trim frees the idle interpreters of models unused for idleFor, pinned
+// models excepted, and returns how many it freed. With keepMapping the
+// model stays mapped (a later request skips the map stage) while that fits
+// the budget; otherwise the model is evicted whole.
+func (p *Pool) Trim(idleFor time.Duration, keepMapping bool) int {
+	p.mu.Lock()
+	now := p.opts.Now()
+	freed := 0
+	for _, e := range p.entries {
+		if e.spec.Pinned || e.model == nil || e.leased > 0 || e.loading || len(e.idle) == 0 || now.Sub(e.lastUsed) < idleFor {
+			continue
+		}
+		freed += len(e.idle)
+		if keepMapping {
+			for _, it := range e.idle {
+				p.dropInterpreterLocked(e, it)
+			}
+			e.idle = nil
+			p.broadcastLocked(e)
+			continue
+		}
+		p.evictLocked(e, "idle")
+	}
+	p.unlockAndNotify()
+	return freed
 }
 
 // Close frees every idle interpreter and model; interpreters still leased

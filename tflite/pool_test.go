@@ -415,3 +415,42 @@ func TestPoolLeaseOutlivesClose(t *testing.T) {
 func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
+
+func TestPoolTrimKeepsMapping(t *testing.T) {
+	now := time.Unix(1000, 0)
+	p := tflite.NewPool(tflite.PoolOptions{Now: func() time.Time { return now }})
+	defer p.Close()
+	ctx := context.Background()
+	for _, c := range realCases()[:2] {
+		if err := p.Register(tflite.ModelSpec{ID: c.id, Path: tflitetest.Path(t, c.model), Pinned: c.id == "v1"}); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := p.Prewarm(ctx, c.id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := p.Stats().BytesInUse
+	now = now.Add(time.Hour)
+	if n := p.Trim(10*time.Minute, true); n != 1 {
+		t.Fatalf("trimmed %d, want 1 (the unpinned one)", n)
+	}
+	var v2 tflite.ModelStatus
+	for _, m := range p.Models() {
+		if m.ID == "v2" {
+			v2 = m
+		}
+	}
+	if v2.Interpreters != 0 || v2.Warm || !v2.Mapped || v2.Bytes <= 0 || p.Stats().BytesInUse >= before || p.IsWarm("v2") || !p.IsWarm("v1") {
+		t.Fatalf("after trim: %+v, bytes %d→%d", v2, before, p.Stats().BytesInUse)
+	}
+	// The next request builds an interpreter on the kept mapping.
+	rep, loaded, err := p.Prewarm(ctx, "v2")
+	if err != nil || !loaded || rep.Stages.Map != 0 {
+		t.Fatalf("rewarm: %+v %v %v", rep.Stages, loaded, err)
+	}
+	now = now.Add(time.Hour)
+	p.Trim(10*time.Minute, false)
+	if s := p.Stats(); s.WarmModels != 1 || s.Evictions != 1 {
+		t.Fatalf("trim without mapping: %+v", s)
+	}
+}
