@@ -5,12 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand"
 	"os"
-	"sort"
 	"sync"
 	"time"
 
 	"github.com/edge-agent/edge-agent/mqtt"
+	"github.com/edge-agent/edge-agent/power"
 	"github.com/edge-agent/edge-agent/storage"
 	"github.com/edge-agent/edge-agent/tflite"
 )
@@ -24,6 +25,18 @@ type Options struct {
 	RuntimeVersion string
 	// Started is when the process started; zero means when New was called.
 	Started time.Time
+	// System reads CPU load and memory for the energy policy; nil means
+	// the real machine.
+	System func() power.System
+	// Clock is the kernel clock pair for resume detection; nil means real.
+	Clock power.Clock
+	// Now is the wall clock; nil means time.Now.
+	Now func() time.Time
+	// Rand draws the policy's stagger; nil means math/rand.
+	Rand func() float64
+	// BeforePrewarm, when set, runs before each model's prewarm (tests use
+	// it to hold a warm-up and act during it).
+	BeforePrewarm func(ctx context.Context, model string)
 }
 
 // Agent is the running daemon: state, pool and what it learned at start.
@@ -46,9 +59,20 @@ type Agent struct {
 	wakeMu sync.Mutex
 	seen   map[string]bool
 
-	// The agent's own goroutines (MQTT, metrics, usage) stop with stop.
-	stop func()
-	wg   sync.WaitGroup
+	power *power.Reader
+	meter power.Meter
+	wakes chan wakeRequest
+	calib map[string]storage.Calibration // by model id; guarded by prepMu
+
+	// warmMu guards warming: family variants being warmed in the background.
+	warmMu  sync.Mutex
+	warming map[string]bool
+
+	// The agent's own goroutines (MQTT, metrics, usage, planner) run under
+	// runCtx and stop with stop.
+	runCtx context.Context
+	stop   func()
+	wg     sync.WaitGroup
 }
 
 // New prepares an agent; it does no I/O.
@@ -62,7 +86,16 @@ func New(cfg Config, log *slog.Logger, o Options) *Agent {
 	if o.Started.IsZero() {
 		o.Started = time.Now()
 	}
-	return &Agent{cfg: cfg, opts: o, log: log, labels: map[string][]string{}, seen: map[string]bool{}, stop: func() {}}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Rand == nil {
+		o.Rand = rand.Float64
+	}
+	return &Agent{cfg: cfg, opts: o, log: log, labels: map[string][]string{}, seen: map[string]bool{}, stop: func() {},
+		power: power.NewReader(power.Options{Root: cfg.Power.SysfsRoot, System: o.System, Now: o.Now}),
+		meter: power.Meter{Root: cfg.Power.SysfsRoot, WattsPerCPUSecond: cfg.Power.WattsPerCPUSecond},
+		wakes: make(chan wakeRequest, 8), calib: map[string]storage.Calibration{}, warming: map[string]bool{}}
 }
 
 // spawn runs f on a goroutine the agent owns until Close.
@@ -105,6 +138,9 @@ func (a *Agent) Start(ctx context.Context) error {
 
 	runCtx, stop := context.WithCancel(context.Background())
 	a.stop = stop
+	a.warmMu.Lock()
+	a.runCtx = runCtx
+	a.warmMu.Unlock()
 	if len(a.cfg.MQTT.Brokers) > 0 {
 		t := time.Now()
 		o := a.cfg.mqttOptions()
@@ -160,34 +196,27 @@ func (a *Agent) Start(ctx context.Context) error {
 	a.report.Timings.Restore = time.Since(t1)
 
 	t2 := time.Now()
-	order := make([]int, len(a.report.Models))
-	for i := range order {
-		order[i] = i
+	startPlan := a.runPlan(ctx, a.makePlan(power.Wake{Source: "start", At: a.opts.Now()}))
+	if startPlan.Cancelled {
+		return ctx.Err()
 	}
-	// Pinned models first: they are what the device must always answer with.
-	sort.SliceStable(order, func(i, j int) bool { return a.report.Models[order[i]].Pinned && !a.report.Models[order[j]].Pinned })
-	for _, i := range order {
+	a.report.Plan = &startPlan
+	loads := map[string]tflite.ModelStatus{}
+	for _, st := range a.pool.Models() {
+		loads[st.ID] = st
+	}
+	for i := range a.report.Models {
 		mr := &a.report.Models[i]
-		if mr.Error != nil {
-			continue
-		}
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		rep, loaded, err := a.pool.Prewarm(ctx, mr.ID)
-		switch {
-		case errors.Is(err, context.Canceled):
-			return err
-		case err != nil:
-			mr.Error = errorReport(err)
-			a.log.Error("model not warmed", "model", mr.ID, "code", tflite.Code(err), "err", err)
-		case loaded:
+		if st, ok := loads[mr.ID]; ok && st.Loads > 0 {
+			rep := st.LastLoad
 			mr.Load = &rep
-			s := rep.Stages
-			a.log.Info("model warm", "model", mr.ID,
-				"map_ms", ms(s.Map), "page_in_ms", ms(s.PageIn), "interpreter_ms", ms(s.Interpreter),
-				"allocate_ms", ms(s.Allocate), "first_invoke_ms", ms(s.FirstInvoke), "steady_invoke_ms", ms(s.Steady),
-				"cold_ms", ms(s.Cold()), "heap_bytes", rep.Footprint.Heap, "mapped_bytes", rep.Footprint.Mapped)
+		}
+	}
+	for _, f := range startPlan.Failed {
+		for i := range a.report.Models {
+			if a.report.Models[i].ID == f && a.report.Models[i].Error == nil {
+				a.report.Models[i].Error = &ErrorReport{Code: "prewarm_failed", Message: "warm-up failed; see the log"}
+			}
 		}
 	}
 	a.report.Timings.Prewarm = time.Since(t2)
@@ -212,6 +241,24 @@ func (a *Agent) Start(ctx context.Context) error {
 			}
 		})
 	})
+	var deferred time.Duration
+	if startPlan.Plan.Allowance.Mode == power.ModeDefer {
+		deferred = startPlan.Plan.Allowance.RetryIn
+	}
+	a.spawn(runCtx, func(ctx context.Context) { a.planner(ctx, deferred) })
+	a.spawn(runCtx, func(ctx context.Context) {
+		resumes := make(chan power.Wake, 1)
+		go func() {
+			for w := range resumes {
+				a.log.Info("resumed from suspend", "slept", w.Slept)
+				a.PostWake("resume")
+			}
+		}()
+		power.NewResumeDetector(a.opts.Clock, 0).Run(ctx, a.cfg.Prewarm.ResumeCheck, a.opts.Now, resumes)
+		close(resumes)
+	})
+	a.spawn(runCtx, a.scheduleLoop)
+	a.spawn(runCtx, a.trimLoop)
 	return nil
 }
 

@@ -5,8 +5,8 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
-	"errors"
 	"fmt"
+	"image"
 	"io"
 	"sort"
 	"time"
@@ -82,7 +82,11 @@ func (a *Agent) Command(ctx context.Context, c mqtt.Command) (any, error) {
 		if err := decodeStrict(c.Payload, &struct{ envelope }{}); err != nil {
 			return nil, err
 		}
-		return a.Wake(ctx, "command")
+		res, err := a.Wake(ctx, "command")
+		if err != nil {
+			return nil, err
+		}
+		return res, nil
 	}
 	return nil, &commandError{ErrUnknownVerb, fmt.Sprintf("%q (known: %v)", c.Verb, Verbs)}
 }
@@ -158,9 +162,13 @@ func (a *Agent) modelCommand(ctx context.Context, verb, id string) (any, error) 
 	}
 }
 
-// InferResult is the reply to "infer".
+// InferReply is the reply to "infer".
 type InferReply struct {
-	Model    string             `json:"model"`
+	Model string `json:"model"` // the model that answered
+	// Family and Variant are set when the request named a family: which
+	// variant answered (the fast one while the precise one warms).
+	Family   string             `json:"family,omitempty"`
+	Variant  string             `json:"variant,omitempty"`
 	Warm     bool               `json:"warm"` // served by an interpreter that was already warm
 	InvokeMs float64            `json:"invoke_ms"`
 	Top      []infer.Class      `json:"top,omitempty"`
@@ -173,12 +181,18 @@ func (a *Agent) inferCommand(ctx context.Context, c mqtt.Command) (any, error) {
 		envelope
 		Model string `json:"model"`
 		Input string `json:"input"` // base64 of the raw input tensor
+		Image string `json:"image"` // base64 of a BMP/PNG/JPEG, prepared for the model that answers
 		Top   int    `json:"top"`
 		Raw   bool   `json:"raw"`
 	}
-	var input []byte
+	var input, img []byte
 	if c.Binary {
-		req.Model, input = c.Model, c.Payload
+		req.Model = c.Model
+		if infer.IsImage(c.Payload) {
+			img = c.Payload
+		} else {
+			input = c.Payload
+		}
 	} else {
 		if err := decodeStrict(c.Payload, &req); err != nil {
 			return nil, err
@@ -193,12 +207,15 @@ func (a *Agent) inferCommand(ctx context.Context, c mqtt.Command) (any, error) {
 		if input, err = base64.StdEncoding.DecodeString(req.Input); err != nil {
 			return nil, badCommand("input is not base64: %v", err)
 		}
+		if img, err = base64.StdEncoding.DecodeString(req.Image); err != nil {
+			return nil, badCommand("image is not base64: %v", err)
+		}
 	}
 	if err := checkModelID(req.Model); err != nil {
 		return nil, err
 	}
-	if len(input) == 0 {
-		return nil, badCommand("input is required: raw tensor bytes, or base64 in \"input\"")
+	if (len(input) == 0) == (len(img) == 0) {
+		return nil, badCommand("give exactly one of input (raw tensor) or image")
 	}
 	if req.Top < 0 || req.Top > 100 {
 		return nil, badCommand("top must be 0..100")
@@ -206,12 +223,25 @@ func (a *Agent) inferCommand(ctx context.Context, c mqtt.Command) (any, error) {
 	if req.Top == 0 {
 		req.Top = 5
 	}
-	l, err := a.pool.Acquire(ctx, req.Model)
+	var decoded image.Image
+	if len(img) > 0 {
+		var err error
+		if decoded, err = infer.DecodeImage(img); err != nil {
+			return nil, err
+		}
+	}
+	model, family := a.route(req.Model)
+	l, err := a.pool.Acquire(ctx, model)
 	if err != nil {
 		return nil, err
 	}
 	defer l.Release()
 	it := l.Interpreter()
+	if decoded != nil {
+		if input, err = infer.FromImage(decoded, it.Inputs()[0], infer.DefaultNormalization); err != nil {
+			return nil, &commandError{infer.ErrNotImageModel, err.Error()}
+		}
+	}
 	if err := it.SetInput(0, input); err != nil {
 		return nil, err
 	}
@@ -224,9 +254,12 @@ func (a *Agent) inferCommand(ctx context.Context, c mqtt.Command) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	a.usage.record(req.Model, time.Now())
+	a.usage.record(req.Model, a.opts.Now())
 	a.firstRequest(req.Model, l.Warm)
-	rep := InferReply{Model: req.Model, Warm: l.Warm, InvokeMs: ms(invoke)}
+	rep := InferReply{Model: model, Warm: l.Warm, InvokeMs: ms(invoke)}
+	if family != "" {
+		rep.Family, rep.Variant = family, model
+	}
 	out := it.Outputs()[0]
 	if req.Raw {
 		rep.Output, rep.Tensor = raw, &out
@@ -236,8 +269,49 @@ func (a *Agent) inferCommand(ctx context.Context, c mqtt.Command) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	rep.Top = infer.TopK(scores, req.Top, a.labelsFor(req.Model))
+	rep.Top = infer.TopK(scores, req.Top, a.labelsFor(model))
 	return rep, nil
+}
+
+// route resolves a family id to the variant that answers now: the precise
+// one once warm (from then on, unless it is evicted), otherwise the most
+// precise warm one, otherwise the fastest; the precise one is warmed in the
+// background meanwhile. A model id routes to itself.
+func (a *Agent) route(id string) (model, family string) {
+	f, ok := a.cfg.family(id)
+	if !ok {
+		return id, ""
+	}
+	precise := f.Variants[len(f.Variants)-1]
+	if a.pool.IsWarm(precise) {
+		return precise, f.ID
+	}
+	a.warmInBackground(precise)
+	for i := len(f.Variants) - 2; i >= 0; i-- {
+		if a.pool.IsWarm(f.Variants[i]) {
+			return f.Variants[i], f.ID
+		}
+	}
+	return f.Variants[0], f.ID
+}
+
+// warmInBackground warms model on an agent-owned goroutine, once at a time.
+func (a *Agent) warmInBackground(model string) {
+	a.warmMu.Lock()
+	if a.warming[model] || a.runCtx == nil {
+		a.warmMu.Unlock()
+		return
+	}
+	a.warming[model] = true
+	a.warmMu.Unlock()
+	a.spawn(a.runCtx, func(ctx context.Context) {
+		defer func() {
+			a.warmMu.Lock()
+			delete(a.warming, model)
+			a.warmMu.Unlock()
+		}()
+		a.prewarmOne(ctx, model, "family")
+	})
 }
 
 func (a *Agent) setBudget(raw json.RawMessage) (any, error) {
@@ -311,31 +385,6 @@ func nonNil(s []string) []string {
 		return []string{}
 	}
 	return s
-}
-
-// Wake warms the models after a wake event, pinned first, and restarts the
-// cold/warm bookkeeping of first requests.
-func (a *Agent) Wake(ctx context.Context, source string) (any, error) {
-	a.wakeMu.Lock()
-	a.seen = map[string]bool{}
-	a.wakeMu.Unlock()
-	a.event("wake", map[string]any{"source": source})
-	models := a.pool.Models()
-	sort.SliceStable(models, func(i, j int) bool { return models[i].Pinned && !models[j].Pinned })
-	var warmed, failed []string
-	for _, m := range models {
-		if _, _, err := a.pool.Prewarm(ctx, m.ID); err != nil {
-			if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
-				a.event("prewarm_cancelled", map[string]any{"model": m.ID})
-				return nil, err
-			}
-			failed = append(failed, m.ID)
-			continue
-		}
-		warmed = append(warmed, m.ID)
-	}
-	a.event("prewarm_done", map[string]any{"models": warmed, "failed": failed})
-	return map[string]any{"warmed": nonNil(warmed), "failed": nonNil(failed)}, nil
 }
 
 // firstRequest reports the first request to each model after a wake, and

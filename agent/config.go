@@ -12,6 +12,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 	"github.com/edge-agent/edge-agent/mqtt"
+	"github.com/edge-agent/edge-agent/power"
 )
 
 // Config is the agent's configuration file (TOML). Every field has a
@@ -39,6 +40,54 @@ type Config struct {
 	// MQTT connects the agent to its fleet; without brokers it runs alone
 	// and telemetry waits in the outbox.
 	MQTT MQTTConfig `toml:"mqtt"`
+	// Power is the energy policy that decides how much to prewarm.
+	Power PowerConfig `toml:"power"`
+	// Prewarm tunes wake sources and trimming.
+	Prewarm PrewarmConfig `toml:"prewarm"`
+	// Families serve a fast variant while the precise one warms.
+	Families []FamilyConfig `toml:"families"`
+}
+
+// PowerConfig is the energy policy (see power.Policy for the table).
+type PowerConfig struct {
+	// SysfsRoot is where sys/class/{power_supply,thermal,powercap} are
+	// read. Default "/".
+	SysfsRoot       string        `toml:"sysfs_root"`
+	CriticalPercent int           `toml:"critical_percent"`   // default 10: nothing warms below
+	LowPercent      int           `toml:"low_percent"`        // default 20: pinned only below
+	BatteryTopK     int           `toml:"battery_top_k"`      // default 2
+	MinHeadroomC    float64       `toml:"min_headroom_c"`     // default 5 °C from a trip point: defer
+	MaxTempC        float64       `toml:"max_temp_c"`         // default 80 °C: defer
+	BusyLoadPerCore float64       `toml:"busy_load_per_core"` // default 0.9: defer
+	DeferFor        time.Duration `toml:"defer_for"`          // default 30s
+	MaxStagger      time.Duration `toml:"max_stagger"`        // default 0: no random delay
+	// WattsPerCPUSecond turns prewarm CPU time into an energy estimate.
+	// Default 2.5.
+	WattsPerCPUSecond float64 `toml:"watts_per_cpu_second"`
+}
+
+// PrewarmConfig tunes when prewarming happens and when warmth is given up.
+type PrewarmConfig struct {
+	// KeepAlive: interpreters of unpinned models idle this long are freed.
+	// Default "10m"; "0s" keeps them.
+	KeepAlive time.Duration `toml:"keep_alive"`
+	// KeepMapping keeps a trimmed model mapped (skipping the map stage next
+	// time) while the budget allows. Default true.
+	KeepMapping *bool `toml:"keep_mapping"`
+	// ScheduleLead: this long before an hour in which the usage history
+	// predicts demand (≥ ScheduleMinDemand requests), wake. Default "5m".
+	ScheduleLead      time.Duration `toml:"schedule_lead"`
+	ScheduleMinDemand float64       `toml:"schedule_min_demand"`
+	// ResumeCheck is how often the suspend gap is checked. Default "2s".
+	ResumeCheck time.Duration `toml:"resume_check"`
+}
+
+// FamilyConfig names model ids from fast to precise. Requests to the family
+// id are answered by the most precise warm variant; the precise one warms in
+// the background, and once warm it answers every later request.
+type FamilyConfig struct {
+	ID       string   `toml:"id"`
+	Variants []string `toml:"variants"`
 }
 
 // MQTTConfig is the broker connection and what goes over it.
@@ -150,6 +199,10 @@ func DefaultConfig() Config {
 		Calibration: CalibrationConfig{Runs: 3, SteadyInvokes: 5, MaxThreads: 4},
 		MQTT: MQTTConfig{Prefix: "edge", KeepAlive: 30 * time.Second, ConnectWait: 2 * time.Second,
 			MetricsInterval: time.Minute, CommandQueue: 256, CommandWorkers: 2, MaxPayload: 1 << 20},
+		Power: PowerConfig{SysfsRoot: "/", CriticalPercent: 10, LowPercent: 20, BatteryTopK: 2, MinHeadroomC: 5,
+			MaxTempC: 80, BusyLoadPerCore: 0.9, DeferFor: 30 * time.Second, WattsPerCPUSecond: 2.5},
+		Prewarm: PrewarmConfig{KeepAlive: 10 * time.Minute, ScheduleLead: 5 * time.Minute, ScheduleMinDemand: 0.5,
+			ResumeCheck: 2 * time.Second},
 	}
 }
 
@@ -246,6 +299,34 @@ func (c Config) Validate() error {
 			errs = append(errs, err)
 		}
 	}
+	if c.Power.CriticalPercent < 0 || c.Power.LowPercent < c.Power.CriticalPercent || c.Power.LowPercent > 100 {
+		errs = append(errs, fmt.Errorf("power: need 0 ≤ critical_percent (%d) ≤ low_percent (%d) ≤ 100", c.Power.CriticalPercent, c.Power.LowPercent))
+	}
+	if c.Power.BatteryTopK < 0 || c.Power.DeferFor <= 0 || c.Power.MaxStagger < 0 || c.Power.WattsPerCPUSecond <= 0 {
+		errs = append(errs, errors.New("power: battery_top_k ≥ 0, defer_for > 0, max_stagger ≥ 0 and watts_per_cpu_second > 0"))
+	}
+	if c.Prewarm.KeepAlive < 0 || c.Prewarm.ScheduleLead < 0 || c.Prewarm.ResumeCheck <= 0 {
+		errs = append(errs, errors.New("prewarm: keep_alive and schedule_lead ≥ 0, resume_check > 0"))
+	}
+	modelIDs := map[string]bool{}
+	for _, m := range c.Models {
+		modelIDs[m.ID] = true
+	}
+	for i, f := range c.Families {
+		switch {
+		case !ValidModelID(f.ID):
+			errs = append(errs, fmt.Errorf("families[%d].id: %q is not a valid id", i, f.ID))
+		case modelIDs[f.ID]:
+			errs = append(errs, fmt.Errorf("families[%d].id: %q is also a model id", i, f.ID))
+		case len(f.Variants) < 2:
+			errs = append(errs, fmt.Errorf("families[%d].variants: want at least two, fast to precise", i))
+		}
+		for _, v := range f.Variants {
+			if !modelIDs[v] && c.ModelsDir == "" {
+				errs = append(errs, fmt.Errorf("families[%d].variants: %q is not a configured model", i, v))
+			}
+		}
+	}
 	delegates := map[string]bool{}
 	for i, d := range c.Delegates {
 		switch {
@@ -278,6 +359,24 @@ func (c Config) Validate() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// policy is the energy policy of the configuration.
+func (c Config) policy() power.Policy {
+	p := c.Power
+	return power.Policy{CriticalPercent: p.CriticalPercent, LowPercent: p.LowPercent, BatteryTopK: p.BatteryTopK,
+		MinHeadroomC: p.MinHeadroomC, MaxTempC: p.MaxTempC, BusyLoadPerCore: p.BusyLoadPerCore,
+		DeferFor: p.DeferFor, MaxStagger: p.MaxStagger}
+}
+
+// family returns the family with id.
+func (c Config) family(id string) (FamilyConfig, bool) {
+	for _, f := range c.Families {
+		if f.ID == id {
+			return f, true
+		}
+	}
+	return FamilyConfig{}, false
 }
 
 // pageIn is the effective page_in setting.

@@ -106,6 +106,7 @@ func (a *Agent) prepare(m ModelConfig) ModelReport {
 	}
 	mr.Threads = cal.Threads
 	mr.Calibrated = &cal
+	a.calib[m.ID] = cal
 	if m.Labels != "" {
 		labels, err := infer.ReadLabels(m.Labels)
 		if err != nil {

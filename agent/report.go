@@ -24,6 +24,9 @@ type StartupReport struct {
 	Pool            tflite.Stats       `json:"pool"`
 	// Process is the agent's memory (RSS) and CPU time at ready.
 	Process ProcessStats `json:"process"`
+	// Plan is the start's prewarm plan: power state, allowance, chosen and
+	// skipped models with reasons, and its energy.
+	Plan *PlanResult `json:"plan"`
 }
 
 // StartupTimings split the start into its stages.

@@ -15,6 +15,7 @@ import (
 
 	"github.com/edge-agent/edge-agent/agent"
 	"github.com/edge-agent/edge-agent/agent/infer"
+	"github.com/edge-agent/edge-agent/power"
 	"github.com/edge-agent/edge-agent/storage"
 	"github.com/edge-agent/edge-agent/tflite/tflitetest"
 )
@@ -29,6 +30,8 @@ func testConfig(t *testing.T, models ...agent.ModelConfig) agent.Config {
 	cfg.StateDir = filepath.Join(t.TempDir(), "state")
 	cfg.Calibration = agent.CalibrationConfig{Runs: 3, SteadyInvokes: 3, MaxThreads: 2}
 	cfg.Models = models
+	// A board on external power, whatever machine runs the tests.
+	cfg.Power.SysfsRoot = filepath.Join("..", "power", "testdata", "rpi")
 	return cfg
 }
 
@@ -36,6 +39,10 @@ func start(t *testing.T, cfg agent.Config, o agent.Options) *agent.Agent {
 	t.Helper()
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
+	}
+	if o.System == nil {
+		// An idle CPU, whatever else the test machine is doing.
+		o.System = func() power.System { return power.System{Load1: 0.1, Cores: 2, MemAvailMiB: 2048} }
 	}
 	a := agent.New(cfg, quietLog(), o)
 	if err := a.Start(context.Background()); err != nil {
@@ -272,6 +279,7 @@ library = "`+lib+`"
 [[models]]
 id = "xor"
 path = "`+tflitetest.Path(t, "xor_model.tflite")+`"
+pinned = true
 delegates = ["flaky"]
 `), 0o644)
 

@@ -44,6 +44,9 @@ func (u Usage) Expected(at, now time.Time, halfLife time.Duration) float64 {
 	return u.Counts[HourOfWeek(at)]
 }
 
+// UsageHalfLife is how fast the store lets old demand fade.
+func (s *Store) UsageHalfLife() time.Duration { return s.opts.UsageHalfLife }
+
 // UsageEvent is n requests to a model at a time.
 type UsageEvent struct {
 	Model string

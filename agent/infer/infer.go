@@ -100,6 +100,27 @@ func sniff(b []byte) string {
 	return ""
 }
 
+// IsImage reports whether b starts like an image this package decodes.
+func IsImage(b []byte) bool {
+	f := sniff(b)
+	return f == "bmp" || f == "png" || f == "jpeg"
+}
+
+// DecodeImage decodes BMP, PNG or JPEG bytes.
+func DecodeImage(b []byte) (image.Image, error) {
+	if f := sniff(b); f != "bmp" && f != "png" && f != "jpeg" {
+		if f == "" {
+			f = "unknown"
+		}
+		return nil, &InputError{Path: "(request)", Kind: ErrUnsupportedInput, Detail: f + " content (use BMP, PNG or JPEG)"}
+	}
+	img, _, err := image.Decode(bytes.NewReader(b))
+	if err != nil {
+		return nil, &InputError{Path: "(request)", Kind: ErrImageDecode, Detail: err.Error(), Err: err}
+	}
+	return img, nil
+}
+
 // FromFile prepares input tensor t from the file at path: an image when its
 // extension or content says so, otherwise raw bytes that must match t's size.
 func FromFile(path string, t tflite.TensorInfo, n Normalization) (Input, error) {

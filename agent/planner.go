@@ -1,0 +1,341 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"sort"
+	"time"
+
+	"github.com/edge-agent/edge-agent/power"
+)
+
+// PlanItem is one model in a plan: what warming it is worth and costs.
+//
+// Score = (demand + 0.01) × saved_ms / (MiB held × joules to warm):
+// expected requests (this hour and the next, from the usage history) times
+// the cold-start time a warm interpreter saves each, per byte held and per
+// joule spent warming it (calibrated cold time × threads × watts).
+type PlanItem struct {
+	Model   string  `json:"model"`
+	Pinned  bool    `json:"pinned"`
+	Demand  float64 `json:"demand"`
+	SavedMs float64 `json:"saved_ms"`
+	Bytes   int64   `json:"bytes"`
+	Joules  float64 `json:"joules"`
+	Score   float64 `json:"score"`
+	Reason  string  `json:"reason,omitempty"` // why it was skipped
+}
+
+// Plan is what a wake warms, and why.
+type Plan struct {
+	Wake      power.Wake      `json:"wake"`
+	Power     power.State     `json:"power"`
+	Allowance power.Allowance `json:"allowance"`
+	Chosen    []PlanItem      `json:"chosen"`
+	Skipped   []PlanItem      `json:"skipped"`
+}
+
+// PlanResult is what running a plan did.
+type PlanResult struct {
+	Plan      Plan         `json:"plan"`
+	Warmed    []string     `json:"warmed"`    // models warmed by this plan
+	Already   []string     `json:"already"`   // chosen but already warm
+	Failed    []string     `json:"failed"`    // warm-up failed
+	Cancelled bool         `json:"cancelled"` // a newer wake (or shutdown) cut it short
+	Energy    power.Energy `json:"energy"`    // of the whole plan
+}
+
+// makePlan ranks the registered models and fits them to the energy
+// allowance and the memory budget. At start, pinned models are chosen
+// whatever the allowance says: the agent is not ready without them.
+func (a *Agent) makePlan(w power.Wake) Plan {
+	st := a.power.Read()
+	al := a.cfg.policy().Allow(st, a.opts.Rand)
+	p := Plan{Wake: w, Power: st, Allowance: al, Chosen: []PlanItem{}, Skipped: []PlanItem{}}
+	usage, err := a.store.Usage()
+	if err != nil {
+		a.log.Error("usage history unreadable; planning without it", "err", err)
+	}
+	now := a.opts.Now()
+	var items []PlanItem
+	for _, m := range a.pool.Models() {
+		a.prepMu.Lock()
+		cal := a.calib[m.ID]
+		a.prepMu.Unlock()
+		u := usage[m.ID]
+		it := PlanItem{Model: m.ID, Pinned: m.Pinned,
+			Demand: u.Expected(now, now, a.store.UsageHalfLife()) + u.Expected(now.Add(time.Hour), now, a.store.UsageHalfLife())}
+		cold := cal.Stages.Map + cal.Stages.PageIn + cal.Stages.Interpreter + cal.Stages.Allocate + cal.Stages.FirstInvoke
+		it.SavedMs = ms(max(cold-cal.Stages.Steady, 0))
+		it.Bytes = cal.HeapBytes + cal.MappedBytes
+		it.Joules = cold.Seconds() * float64(max(cal.Threads, 1)) * a.cfg.Power.WattsPerCPUSecond
+		it.Score = (it.Demand + 0.01) * it.SavedMs / (math.Max(float64(it.Bytes)/(1<<20), 0.01) * math.Max(it.Joules, 1e-3))
+		items = append(items, it)
+	}
+	sort.SliceStable(items, func(i, j int) bool {
+		if items[i].Pinned != items[j].Pinned {
+			return items[i].Pinned
+		}
+		return items[i].Score > items[j].Score
+	})
+
+	budget := int64(a.cfg.Pool.Budget)
+	var used int64
+	others := 0
+	for _, it := range items {
+		skip := ""
+		switch {
+		case it.Pinned && w.Source == "start":
+		case al.Mode == power.ModeDefer || al.Mode == power.ModeNone:
+			skip = fmt.Sprintf("policy %s: %s", al.Mode, al.Reason)
+		case it.Pinned:
+		case al.Mode == power.ModePinned:
+			skip = fmt.Sprintf("policy pinned only: %s", al.Reason)
+		case al.Mode == power.ModeTopK && others >= al.TopK:
+			skip = fmt.Sprintf("policy top %d: %s", al.TopK, al.Reason)
+		}
+		if skip == "" && !it.Pinned && budget > 0 && used+it.Bytes > budget {
+			skip = fmt.Sprintf("needs %d bytes, %d of %d budget already planned", it.Bytes, used, budget)
+		}
+		if skip != "" {
+			it.Reason = skip
+			p.Skipped = append(p.Skipped, it)
+			continue
+		}
+		used += it.Bytes
+		if !it.Pinned {
+			others++
+		}
+		p.Chosen = append(p.Chosen, it)
+	}
+	p.Chosen = fastFirst(p.Chosen, a.cfg.Families)
+	return p
+}
+
+// fastFirst moves each family's fast variants ahead of its precise one,
+// so requests have an answer while the precise one warms.
+func fastFirst(chosen []PlanItem, families []FamilyConfig) []PlanItem {
+	rank := map[string]int{}
+	for _, f := range families {
+		for i, v := range f.Variants {
+			rank[v] = i + 1
+		}
+	}
+	out := append([]PlanItem{}, chosen...)
+	sort.SliceStable(out, func(i, j int) bool {
+		ri, rj := rank[out[i].Model], rank[out[j].Model]
+		return ri != 0 && rj != 0 && ri < rj
+	})
+	return out
+}
+
+// runPlan warms the chosen models in order, each in stages (page-in,
+// interpreter, allocate, warm-up invoke), until done or ctx is cancelled.
+func (a *Agent) runPlan(ctx context.Context, p Plan) PlanResult {
+	res := PlanResult{Plan: p, Warmed: []string{}, Already: []string{}, Failed: []string{}}
+	whole := a.meter.Start()
+	defer func() { res.Energy = a.meter.Since(whole) }()
+	a.log.Info("plan", "wake", p.Wake.Source, "mode", p.Allowance.Mode, "reason", p.Allowance.Reason,
+		"chosen", modelIDs(p.Chosen), "skipped", modelIDs(p.Skipped))
+	for _, s := range p.Skipped {
+		a.log.Info("plan: skipped", "model", s.Model, "reason", s.Reason)
+	}
+	if d := p.Allowance.Stagger; d > 0 {
+		select {
+		case <-time.After(d):
+		case <-ctx.Done():
+		}
+	}
+	for i, it := range p.Chosen {
+		if ctx.Err() != nil {
+			res.Cancelled = true
+			a.event("prewarm_cancelled", map[string]any{"wake": p.Wake.Source, "remaining": modelIDs(p.Chosen[i:])})
+			return res
+		}
+		loaded, err := a.prewarmOne(ctx, it.Model, p.Wake.Source)
+		switch {
+		case errors.Is(err, context.Canceled):
+			res.Cancelled = true
+			a.event("prewarm_cancelled", map[string]any{"wake": p.Wake.Source, "remaining": modelIDs(p.Chosen[i:])})
+			return res
+		case err != nil:
+			res.Failed = append(res.Failed, it.Model)
+		case loaded:
+			res.Warmed = append(res.Warmed, it.Model)
+		default:
+			res.Already = append(res.Already, it.Model)
+		}
+	}
+	return res
+}
+
+// prewarmOne warms one model, with its energy in the prewarm_done event.
+func (a *Agent) prewarmOne(ctx context.Context, model, source string) (bool, error) {
+	if a.opts.BeforePrewarm != nil {
+		a.opts.BeforePrewarm(ctx, model)
+		if err := ctx.Err(); err != nil {
+			return false, err
+		}
+	}
+	sample := a.meter.Start()
+	rep, loaded, err := a.pool.Prewarm(ctx, model)
+	energy := a.meter.Since(sample)
+	if err != nil {
+		if !errors.Is(err, context.Canceled) {
+			a.log.Error("prewarm failed", "model", model, "err", err)
+		}
+		return false, err
+	}
+	if loaded {
+		s := rep.Stages
+		a.log.Info("model warm", "model", model, "wake", source,
+			"map_ms", ms(s.Map), "page_in_ms", ms(s.PageIn), "interpreter_ms", ms(s.Interpreter),
+			"allocate_ms", ms(s.Allocate), "first_invoke_ms", ms(s.FirstInvoke), "steady_invoke_ms", ms(s.Steady),
+			"cold_ms", ms(s.Cold()), "heap_bytes", rep.Footprint.Heap, "cpu_s", energy.CPUSeconds)
+		a.event("prewarm_done", map[string]any{"model": model, "wake": source, "stages": rep.Stages,
+			"footprint": rep.Footprint, "energy": energy})
+	}
+	return loaded, nil
+}
+
+func modelIDs(items []PlanItem) []string {
+	out := make([]string, len(items))
+	for i, it := range items {
+		out[i] = it.Model
+	}
+	return out
+}
+
+// wakeRequest asks the planner to plan for a wake; reply (if set) gets
+// the result.
+type wakeRequest struct {
+	wake  power.Wake
+	reply chan PlanResult
+}
+
+// PostWake asks for a plan without waiting for it.
+func (a *Agent) PostWake(source string) {
+	select {
+	case a.wakes <- wakeRequest{wake: power.Wake{Source: source, At: a.opts.Now()}}:
+	default:
+		a.log.Warn("wake dropped: planner busy with earlier wakes", "source", source)
+	}
+}
+
+// planner owns the running plan: a newer wake cancels it and plans again;
+// a deferred plan is retried after the policy's delay.
+func (a *Agent) planner(ctx context.Context, deferred time.Duration) {
+	cancel := func() {}
+	var running chan struct{}
+	var retry <-chan time.Time
+	if deferred > 0 {
+		retry = time.After(deferred)
+	}
+	stopRunning := func() {
+		cancel()
+		if running != nil {
+			<-running
+			running = nil
+		}
+	}
+	defer stopRunning()
+	for {
+		var req wakeRequest
+		select {
+		case <-ctx.Done():
+			return
+		case req = <-a.wakes:
+		case <-retry:
+			req = wakeRequest{wake: power.Wake{Source: "deferred", At: a.opts.Now()}}
+		}
+		stopRunning()
+		retry = nil
+		pctx, cancelPlan := context.WithCancel(ctx)
+		cancel = cancelPlan
+		plan := a.makePlan(req.wake)
+		if plan.Allowance.Mode == power.ModeDefer {
+			retry = time.After(plan.Allowance.RetryIn)
+		}
+		a.event("wake", map[string]any{"source": req.wake.Source, "slept_ns": req.wake.Slept, "mode": plan.Allowance.Mode,
+			"reason": plan.Allowance.Reason, "chosen": modelIDs(plan.Chosen), "skipped": plan.Skipped})
+		a.wakeMu.Lock()
+		a.seen = map[string]bool{}
+		a.wakeMu.Unlock()
+		done := make(chan struct{})
+		running = done
+		go func() {
+			defer close(done)
+			res := a.runPlan(pctx, plan)
+			if req.reply != nil {
+				req.reply <- res
+			}
+		}()
+	}
+}
+
+// Wake plans and warms for a wake from source and waits for the result. A
+// newer wake cancels it (the result says so).
+func (a *Agent) Wake(ctx context.Context, source string) (PlanResult, error) {
+	reply := make(chan PlanResult, 1)
+	select {
+	case a.wakes <- wakeRequest{wake: power.Wake{Source: source, At: a.opts.Now()}, reply: reply}:
+	case <-ctx.Done():
+		return PlanResult{}, ctx.Err()
+	}
+	select {
+	case r := <-reply:
+		return r, nil
+	case <-ctx.Done():
+		return PlanResult{}, ctx.Err()
+	}
+}
+
+// scheduleLoop wakes ahead of hours in which the usage history predicts
+// demand for a model that is not warm; at most once an hour.
+func (a *Agent) scheduleLoop(ctx context.Context) {
+	lead, minDemand := a.cfg.Prewarm.ScheduleLead, a.cfg.Prewarm.ScheduleMinDemand
+	if lead <= 0 {
+		return
+	}
+	var woke time.Time // the hour last woken for
+	loop(ctx, time.Minute, func() {
+		if ctx.Err() != nil {
+			return
+		}
+		now := a.opts.Now()
+		next := now.Truncate(time.Hour).Add(time.Hour)
+		if next.Sub(now) > lead || next.Equal(woke) {
+			return
+		}
+		usage, err := a.store.Usage()
+		if err != nil {
+			return
+		}
+		for id, u := range usage {
+			if u.Expected(next, now, a.store.UsageHalfLife()) >= minDemand && !a.pool.IsWarm(id) {
+				woke = next
+				a.PostWake("schedule")
+				return
+			}
+		}
+	})
+}
+
+// trimLoop frees what was not used for the keep-alive.
+func (a *Agent) trimLoop(ctx context.Context) {
+	ka := a.cfg.Prewarm.KeepAlive
+	if ka <= 0 {
+		return
+	}
+	keep := a.cfg.Prewarm.KeepMapping == nil || *a.cfg.Prewarm.KeepMapping
+	loop(ctx, max(ka/4, time.Second), func() {
+		if ctx.Err() != nil {
+			return
+		}
+		if n := a.pool.Trim(ka, keep); n > 0 {
+			a.log.Info("trimmed idle interpreters", "freed", n, "keep_alive", ka)
+		}
+	})
+}
