@@ -7,7 +7,9 @@ import (
 	"log/slog"
 	"math/rand"
 	"os"
+	"os/signal"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/edge-agent/edge-agent/mqtt"
@@ -307,7 +309,17 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, o Options, reportPat
 			log.Error("startup report not written", "path", reportPath, "err", err)
 		}
 	}
-	<-ctx.Done()
+	usr1 := make(chan os.Signal, 1)
+	signal.Notify(usr1, syscall.SIGUSR1)
+	defer signal.Stop(usr1)
+	for ctx.Err() == nil {
+		select {
+		case <-usr1:
+			log.Info("SIGUSR1: wake")
+			a.PostWake("signal")
+		case <-ctx.Done():
+		}
+	}
 	log.Info("stopping", "reason", context.Cause(ctx))
 	st := a.pool.Stats()
 	if err := a.Close(); err != nil {

@@ -328,6 +328,26 @@ func TestRunDefaultsUntilSignal(t *testing.T) {
 	}
 }
 
+func TestSIGUSR1Wakes(t *testing.T) {
+	dir := t.TempDir()
+	cmd, logs, done := startRun(t, dir)
+	if err := cmd.Process.Signal(syscall.SIGUSR1); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(logs.String(), "msg=plan wake=signal") {
+		if time.Now().After(deadline) {
+			cmd.Process.Kill()
+			t.Fatalf("no plan for the signal:\n%s", logs)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	if err := <-done; err != nil {
+		t.Fatalf("%v\n%s", err, logs)
+	}
+}
+
 func TestRunKeepsServingWithABadModel(t *testing.T) {
 	dir := t.TempDir()
 	orig, err := os.ReadFile(tflitetest.Path(t, "mobilenet_v2_1.0_224_quant.tflite"))

@@ -133,8 +133,8 @@ func fastFirst(chosen []PlanItem, families []FamilyConfig) []PlanItem {
 
 // runPlan warms the chosen models in order, each in stages (page-in,
 // interpreter, allocate, warm-up invoke), until done or ctx is cancelled.
-func (a *Agent) runPlan(ctx context.Context, p Plan) PlanResult {
-	res := PlanResult{Plan: p, Warmed: []string{}, Already: []string{}, Failed: []string{}}
+func (a *Agent) runPlan(ctx context.Context, p Plan) (res PlanResult) {
+	res = PlanResult{Plan: p, Warmed: []string{}, Already: []string{}, Failed: []string{}}
 	whole := a.meter.Start()
 	defer func() { res.Energy = a.meter.Since(whole) }()
 	a.log.Info("plan", "wake", p.Wake.Source, "mode", p.Allowance.Mode, "reason", p.Allowance.Reason,

@@ -179,6 +179,9 @@ func TestWakeDuringPrewarmCancelsAndReplans(t *testing.T) {
 	if second.Cancelled || !slices.Contains(append(second.Warmed, second.Already...), "v2") {
 		t.Fatalf("second plan: %+v", second)
 	}
+	if second.Energy.CPUSeconds <= 0 || second.Energy.JoulesEstimated <= 0 {
+		t.Fatalf("plan energy not accounted: %+v", second.Energy)
+	}
 	s := a.Pool().Stats()
 	if s.Leased != 0 || s.Interpreters != 4 || s.WarmModels != 4 {
 		t.Fatalf("interpreters after replanning: %+v", s)
