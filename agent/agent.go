@@ -9,9 +9,11 @@ import (
 	"os"
 	"os/signal"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
+	"github.com/coreos/go-systemd/v22/daemon"
 	"github.com/edge-agent/edge-agent/mqtt"
 	"github.com/edge-agent/edge-agent/power"
 	"github.com/edge-agent/edge-agent/storage"
@@ -39,11 +41,13 @@ type Options struct {
 	// BeforePrewarm, when set, runs before each model's prewarm (tests use
 	// it to hold a warm-up and act during it).
 	BeforePrewarm func(ctx context.Context, model string)
+	// ShutdownTimeout bounds Close in Run. Default 10s.
+	ShutdownTimeout time.Duration
 }
 
 // Agent is the running daemon: state, pool and what it learned at start.
 type Agent struct {
-	cfg  Config
+	cfg  atomic.Pointer[Config] // replaced whole by Reload; read with config()
 	opts Options
 	log  *slog.Logger
 
@@ -61,10 +65,12 @@ type Agent struct {
 	wakeMu sync.Mutex
 	seen   map[string]bool
 
-	power *power.Reader
-	meter power.Meter
 	wakes chan wakeRequest
 	calib map[string]storage.Calibration // by model id; guarded by prepMu
+	specs map[string]ModelConfig         // models registered, as configured; guarded by prepMu
+
+	notify notifier
+	hb     *heartbeats
 
 	// warmMu guards warming: family variants being warmed in the background.
 	warmMu  sync.Mutex
@@ -94,10 +100,28 @@ func New(cfg Config, log *slog.Logger, o Options) *Agent {
 	if o.Rand == nil {
 		o.Rand = rand.Float64
 	}
-	return &Agent{cfg: cfg, opts: o, log: log, labels: map[string][]string{}, seen: map[string]bool{}, stop: func() {},
-		power: power.NewReader(power.Options{Root: cfg.Power.SysfsRoot, System: o.System, Now: o.Now}),
-		meter: power.Meter{Root: cfg.Power.SysfsRoot, WattsPerCPUSecond: cfg.Power.WattsPerCPUSecond},
-		wakes: make(chan wakeRequest, 8), calib: map[string]storage.Calibration{}, warming: map[string]bool{}}
+	if o.ShutdownTimeout <= 0 {
+		o.ShutdownTimeout = 10 * time.Second
+	}
+	a := &Agent{opts: o, log: log, labels: map[string][]string{}, seen: map[string]bool{}, stop: func() {},
+		wakes: make(chan wakeRequest, 8), calib: map[string]storage.Calibration{}, specs: map[string]ModelConfig{},
+		warming: map[string]bool{}, notify: notifier{log: log}, hb: newHeartbeats(time.Second)}
+	a.cfg.Store(&cfg)
+	return a
+}
+
+// config is the configuration in force (Reload may replace it).
+func (a *Agent) config() *Config { return a.cfg.Load() }
+
+// powerReader and meter follow the configuration in force.
+func (a *Agent) powerReader() *power.Reader {
+	c := a.config()
+	return power.NewReader(power.Options{Root: c.Power.SysfsRoot, System: a.opts.System, Now: a.opts.Now})
+}
+
+func (a *Agent) meter() power.Meter {
+	c := a.config()
+	return power.Meter{Root: c.Power.SysfsRoot, WattsPerCPUSecond: c.Power.WattsPerCPUSecond}
 }
 
 // spawn runs f on a goroutine the agent owns until Close.
@@ -113,15 +137,16 @@ func (a *Agent) spawn(ctx context.Context, f func(context.Context)) {
 // model, and warms them, pinned first. A bad model is reported and skipped.
 func (a *Agent) Start(ctx context.Context) error {
 	t0 := time.Now()
+	a.notify.send("STATUS=opening state")
 	hw := ReadHardware(a.opts.HardwareRoot)
 	a.report = StartupReport{
 		Schema: SchemaVersion, Agent: Version, Runtime: a.opts.RuntimeVersion,
 		Hardware: hw, Fingerprint: hw.Fingerprint(), Models: []ModelReport{},
 	}
-	store, rep, err := storage.Open(a.cfg.StateDir, storage.Options{
-		LockTimeout:    a.cfg.State.LockTimeout,
-		OutboxMaxCount: a.cfg.State.OutboxMaxMessages,
-		OutboxMaxBytes: int64(a.cfg.State.OutboxMaxBytes),
+	store, rep, err := storage.Open(a.config().StateDir, storage.Options{
+		LockTimeout:    a.config().State.LockTimeout,
+		OutboxMaxCount: a.config().State.OutboxMaxMessages,
+		OutboxMaxBytes: int64(a.config().State.OutboxMaxBytes),
 		Logger:         a.log,
 	})
 	if err != nil {
@@ -143,9 +168,9 @@ func (a *Agent) Start(ctx context.Context) error {
 	a.warmMu.Lock()
 	a.runCtx = runCtx
 	a.warmMu.Unlock()
-	if len(a.cfg.MQTT.Brokers) > 0 {
+	if len(a.config().MQTT.Brokers) > 0 {
 		t := time.Now()
-		o := a.cfg.mqttOptions()
+		o := a.config().mqttOptions()
 		o.Logger = a.log
 		mq, err := mqtt.New(o, outbox{a.store}, a)
 		if err != nil {
@@ -163,21 +188,21 @@ func (a *Agent) Start(ctx context.Context) error {
 		case <-mq.Ready():
 			a.report.Timings.BrokerConnect = time.Since(t)
 			a.report.BrokerConnected = true
-		case <-time.After(a.cfg.MQTT.ConnectWait):
-			a.log.Warn("mqtt: broker not reachable yet; telemetry is queued", "brokers", a.cfg.MQTT.Brokers)
+		case <-time.After(a.config().MQTT.ConnectWait):
+			a.log.Warn("mqtt: broker not reachable yet; telemetry is queued", "brokers", a.config().MQTT.Brokers)
 		case <-ctx.Done():
 			return ctx.Err()
 		}
 	}
 
-	models, err := resolveModels(a.cfg, a.log)
+	models, err := resolveModels(*a.config(), a.log)
 	if err != nil {
 		return err
 	}
 	a.pool = tflite.NewPool(tflite.PoolOptions{
-		Budget:   int64(a.cfg.Pool.Budget),
-		PerModel: a.cfg.Pool.InterpretersPerModel,
-		PageIn:   a.cfg.pageIn(),
+		Budget:   int64(a.config().Pool.Budget),
+		PerModel: a.config().Pool.InterpretersPerModel,
+		PageIn:   a.config().pageIn(),
 		Logger:   a.log,
 		OnEvict: func(e tflite.EvictEvent) {
 			a.event("eviction", map[string]any{"model": e.ModelID, "bytes": e.Bytes, "reason": e.Reason})
@@ -191,6 +216,7 @@ func (a *Agent) Start(ctx context.Context) error {
 			a.prepMu.Unlock()
 			return ctx.Err()
 		}
+		a.notify.send("STATUS=preparing " + m.ID)
 		mr := a.prepare(m)
 		a.report.Models = append(a.report.Models, mr)
 	}
@@ -230,7 +256,7 @@ func (a *Agent) Start(ctx context.Context) error {
 		a.log.Error("startup report not queued", "err", err)
 	}
 	a.spawn(runCtx, func(ctx context.Context) {
-		loop(ctx, a.cfg.MQTT.MetricsInterval, func() {
+		loop(ctx, a.config().MQTT.MetricsInterval, func() {
 			if err := a.publish(topicMetrics, false, a.metrics()); err != nil {
 				a.log.Error("metrics not queued", "err", err)
 			}
@@ -256,7 +282,7 @@ func (a *Agent) Start(ctx context.Context) error {
 				a.PostWake("resume")
 			}
 		}()
-		power.NewResumeDetector(a.opts.Clock, 0).Run(ctx, a.cfg.Prewarm.ResumeCheck, a.opts.Now, resumes)
+		power.NewResumeDetector(a.opts.Clock, 0).Run(ctx, a.config().Prewarm.ResumeCheck, a.opts.Now, resumes)
 		close(resumes)
 	})
 	a.spawn(runCtx, a.scheduleLoop)
@@ -290,12 +316,40 @@ func (a *Agent) Close() error {
 	return errors.Join(errs...)
 }
 
-// Run is the daemon: start, write the startup report when asked, serve
-// until ctx is cancelled, then free everything.
-func Run(ctx context.Context, cfg Config, log *slog.Logger, o Options, reportPath string) error {
+// RunOptions are what `run` adds to an agent: files to report to and to
+// reload from.
+type RunOptions struct {
+	ReportPath string // write the startup report here once ready
+	// Reload reads the configuration again on SIGHUP; nil means SIGHUP
+	// only logs.
+	Reload func() (Config, error)
+	// LogLevel, when set, is adjusted to the reloaded log_level.
+	LogLevel *slog.LevelVar
+}
+
+// Run is the daemon: start (telling systemd READY only once the pinned
+// models are warm), serve until ctx is cancelled, then stop in bounded time.
+// SIGHUP reloads the configuration, SIGUSR1 wakes. With WATCHDOG_USEC set,
+// systemd is pinged while the main loops prove they are alive.
+func Run(ctx context.Context, cfg Config, log *slog.Logger, o Options, ro RunOptions) error {
+	// Before anything else: SIGUSR1 and SIGHUP would otherwise terminate the
+	// process; what arrives during start is handled once ready.
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGUSR1, syscall.SIGHUP)
+	defer signal.Stop(sigs)
 	a := New(cfg, log, o)
-	defer a.Close()
+	interval, _ := daemon.SdWatchdogEnabled(false)
+	if interval > 0 {
+		a.hb = newHeartbeats(min(time.Second, interval/4))
+	}
+	a.hb.beat("main")
+	wdCtx, stopWatchdog := context.WithCancel(context.Background())
+	defer stopWatchdog()
+	if interval > 0 {
+		go watchdog(wdCtx, interval, a.hb, a.notify)
+	}
 	if err := a.Start(ctx); err != nil {
+		a.shutdown()
 		if errors.Is(err, context.Canceled) {
 			return nil
 		}
@@ -304,29 +358,78 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, o Options, reportPat
 	rep := a.Report()
 	log.Info("ready", "models", len(rep.Models), "warm", rep.Pool.WarmModels, "bytes_in_use", rep.Pool.BytesInUse,
 		"budget", rep.Pool.Budget, "startup_ms", ms(rep.Timings.Total))
-	if reportPath != "" {
-		if err := writeJSONFile(reportPath, rep); err != nil {
-			log.Error("startup report not written", "path", reportPath, "err", err)
+	a.notify.send(fmt.Sprintf("READY=1\nSTATUS=ready: %d of %d models warm", rep.Pool.WarmModels, len(rep.Models)))
+	if ro.ReportPath != "" {
+		if err := writeJSONFile(ro.ReportPath, rep); err != nil {
+			log.Error("startup report not written", "path", ro.ReportPath, "err", err)
 		}
 	}
-	usr1 := make(chan os.Signal, 1)
-	signal.Notify(usr1, syscall.SIGUSR1)
-	defer signal.Stop(usr1)
+	beat := time.NewTicker(a.hb.period)
+	defer beat.Stop()
 	for ctx.Err() == nil {
 		select {
-		case <-usr1:
-			log.Info("SIGUSR1: wake")
-			a.PostWake("signal")
+		case <-beat.C:
+			a.hb.beat("main")
+		case sig := <-sigs:
+			a.hb.beat("main")
+			if sig == syscall.SIGUSR1 {
+				log.Info("SIGUSR1: wake")
+				a.PostWake("signal")
+				continue
+			}
+			a.reloadFromSignal(ctx, ro)
 		case <-ctx.Done():
 		}
 	}
 	log.Info("stopping", "reason", context.Cause(ctx))
-	st := a.pool.Stats()
-	if err := a.Close(); err != nil {
-		return fmt.Errorf("stop: %w", err)
+	a.notify.send("STOPPING=1\nSTATUS=stopping")
+	stopWatchdog()
+	return a.shutdown()
+}
+
+// reloadFromSignal handles SIGHUP.
+func (a *Agent) reloadFromSignal(ctx context.Context, ro RunOptions) {
+	if ro.Reload == nil {
+		a.log.Warn("SIGHUP: no configuration file to reload")
+		return
 	}
-	log.Info("stopped", "loads", st.Loads, "evictions", st.Evictions)
-	return nil
+	a.notify.send("RELOADING=1\nSTATUS=reloading")
+	defer a.notify.send("READY=1\nSTATUS=reloaded")
+	next, err := ro.Reload()
+	if err != nil {
+		a.log.Error("SIGHUP: configuration not reloaded; keeping the current one", "err", err)
+		return
+	}
+	res, err := a.Reload(ctx, next)
+	if err != nil {
+		a.log.Error("SIGHUP: reload failed", "err", err)
+		return
+	}
+	if ro.LogLevel != nil {
+		var l slog.Level
+		if l.UnmarshalText([]byte(next.LogLevel)) == nil {
+			ro.LogLevel.Set(l)
+		}
+	}
+	a.log.Info("reloaded", "added", res.Added, "removed", res.Removed, "changed", res.Changed,
+		"unchanged", res.Unchanged, "failed", res.Failed, "needs_restart", res.NeedsRestart)
+}
+
+// shutdown closes within ShutdownTimeout; past it, the process exits anyway
+// and the state file's own crash safety holds.
+func (a *Agent) shutdown() error {
+	done := make(chan error, 1)
+	go func() { done <- a.Close() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			return fmt.Errorf("stop: %w", err)
+		}
+		a.log.Info("stopped")
+		return nil
+	case <-time.After(a.opts.ShutdownTimeout):
+		return fmt.Errorf("stop: not done within %v", a.opts.ShutdownTimeout)
+	}
 }
 
 func writeJSONFile(path string, v any) error {

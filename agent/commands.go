@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"image"
 	"io"
-	"sort"
 	"time"
 
 	"github.com/edge-agent/edge-agent/agent/infer"
@@ -142,7 +141,7 @@ type Status struct {
 
 // Status is what the agent is doing now.
 func (a *Agent) Status() Status {
-	return Status{Agent: Version, Device: a.cfg.device(), UptimeS: time.Since(a.opts.Started).Seconds(),
+	return Status{Agent: Version, Device: a.config().device(), UptimeS: time.Since(a.opts.Started).Seconds(),
 		Models: a.pool.Models(), Metrics: a.metrics()}
 }
 
@@ -278,7 +277,7 @@ func (a *Agent) inferCommand(ctx context.Context, c mqtt.Command) (any, error) {
 // precise warm one, otherwise the fastest; the precise one is warmed in the
 // background meanwhile. A model id routes to itself.
 func (a *Agent) route(id string) (model, family string) {
-	f, ok := a.cfg.family(id)
+	f, ok := a.config().family(id)
 	if !ok {
 		return id, ""
 	}
@@ -339,45 +338,14 @@ func (a *Agent) setBudget(raw json.RawMessage) (any, error) {
 	return map[string]any{"budget": int64(n), "bytes_in_use": st.BytesInUse, "evictions": st.Evictions}, err
 }
 
-// reload rescans the configured models: new ones are prepared and
-// registered, vanished ones unregistered; the rest stay warm.
+// reload rescans the configured models (the models dir): new ones are
+// prepared and registered, vanished ones unregistered; the rest stay warm.
 func (a *Agent) reload() (any, error) {
-	a.prepMu.Lock()
-	defer a.prepMu.Unlock()
-	models, err := resolveModels(a.cfg, a.log)
-	if err != nil {
-		return nil, err
+	res := a.syncModels()
+	if len(res.Added)+len(res.Changed) > 0 {
+		a.PostWake("reload")
 	}
-	want := map[string]ModelConfig{}
-	for _, m := range models {
-		want[m.ID] = m
-	}
-	var added, removed, failed []string
-	for _, st := range a.pool.Models() {
-		if _, ok := want[st.ID]; !ok {
-			if err := a.pool.Unregister(st.ID); err == nil {
-				removed = append(removed, st.ID)
-			}
-		}
-	}
-	have := map[string]bool{}
-	for _, st := range a.pool.Models() {
-		have[st.ID] = true
-	}
-	for _, m := range models {
-		if have[m.ID] {
-			continue
-		}
-		mr := a.prepare(m)
-		if mr.Error != nil {
-			failed = append(failed, m.ID)
-			continue
-		}
-		added = append(added, m.ID)
-	}
-	sort.Strings(added)
-	sort.Strings(removed)
-	return map[string]any{"added": nonNil(added), "removed": nonNil(removed), "failed": nonNil(failed)}, nil
+	return res, nil
 }
 
 func nonNil(s []string) []string {

@@ -210,6 +210,9 @@ func DefaultConfig() Config {
 func LoadConfig(path string) (Config, error) {
 	c := DefaultConfig()
 	if path == "" {
+		if err := c.applyEnv(); err != nil {
+			return c, &configError{path: "(defaults)", msg: err.Error()}
+		}
 		return c, c.Validate()
 	}
 	md, err := toml.DecodeFile(path, &c)
@@ -223,10 +226,62 @@ func LoadConfig(path string) (Config, error) {
 		}
 		return c, &configError{path: path, msg: "unknown field(s): " + strings.Join(keys, ", ")}
 	}
+	if err := c.applyEnv(); err != nil {
+		return c, &configError{path: path, msg: err.Error()}
+	}
 	if err := c.Validate(); err != nil {
 		return c, &configError{path: path, msg: err.Error()}
 	}
 	return c, nil
+}
+
+// Environment overrides for what deployments change; they win over the file.
+var envOverrides = []struct {
+	name  string
+	apply func(*Config, string) error
+}{
+	{"EDGE_AGENT_STATE_DIR", func(c *Config, v string) error { c.StateDir = v; return nil }},
+	{"EDGE_AGENT_LOG_LEVEL", func(c *Config, v string) error { c.LogLevel = v; return nil }},
+	{"EDGE_AGENT_MODELS_DIR", func(c *Config, v string) error { c.ModelsDir = v; return nil }},
+	{"EDGE_AGENT_BUDGET", func(c *Config, v string) error {
+		n, err := ParseByteSize(v)
+		c.Pool.Budget = n
+		return err
+	}},
+	{"EDGE_AGENT_MQTT_BROKERS", func(c *Config, v string) error {
+		c.MQTT.Brokers = nil
+		for _, b := range strings.Split(v, ",") {
+			if b = strings.TrimSpace(b); b != "" {
+				c.MQTT.Brokers = append(c.MQTT.Brokers, b)
+			}
+		}
+		return nil
+	}},
+	{"EDGE_AGENT_DEVICE", func(c *Config, v string) error { c.MQTT.Device = v; return nil }},
+	// systemd: LoadCredential=mqtt-password:... and
+	// Environment=EDGE_AGENT_MQTT_PASSWORD_FILE=%d/mqtt-password
+	{"EDGE_AGENT_MQTT_PASSWORD_FILE", func(c *Config, v string) error { c.MQTT.PasswordFile = v; return nil }},
+}
+
+// EnvOverrides names the environment variables LoadConfig honours.
+func EnvOverrides() []string {
+	out := make([]string, len(envOverrides))
+	for i, e := range envOverrides {
+		out[i] = e.name
+	}
+	return out
+}
+
+func (c *Config) applyEnv() error {
+	var errs []error
+	for _, e := range envOverrides {
+		if v, ok := os.LookupEnv(e.name); ok && v != "" {
+			if err := e.apply(c, v); err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", e.name, err))
+			}
+		}
+	}
+	return errors.Join(errs...)
 }
 
 type configError struct{ path, msg string }

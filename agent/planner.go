@@ -51,8 +51,8 @@ type PlanResult struct {
 // allowance and the memory budget. At start, pinned models are chosen
 // whatever the allowance says: the agent is not ready without them.
 func (a *Agent) makePlan(w power.Wake) Plan {
-	st := a.power.Read()
-	al := a.cfg.policy().Allow(st, a.opts.Rand)
+	st := a.powerReader().Read()
+	al := a.config().policy().Allow(st, a.opts.Rand)
 	p := Plan{Wake: w, Power: st, Allowance: al, Chosen: []PlanItem{}, Skipped: []PlanItem{}}
 	usage, err := a.store.Usage()
 	if err != nil {
@@ -70,7 +70,7 @@ func (a *Agent) makePlan(w power.Wake) Plan {
 		cold := cal.Stages.Map + cal.Stages.PageIn + cal.Stages.Interpreter + cal.Stages.Allocate + cal.Stages.FirstInvoke
 		it.SavedMs = ms(max(cold-cal.Stages.Steady, 0))
 		it.Bytes = cal.HeapBytes + cal.MappedBytes
-		it.Joules = cold.Seconds() * float64(max(cal.Threads, 1)) * a.cfg.Power.WattsPerCPUSecond
+		it.Joules = cold.Seconds() * float64(max(cal.Threads, 1)) * a.config().Power.WattsPerCPUSecond
 		it.Score = (it.Demand + 0.01) * it.SavedMs / (math.Max(float64(it.Bytes)/(1<<20), 0.01) * math.Max(it.Joules, 1e-3))
 		items = append(items, it)
 	}
@@ -81,7 +81,7 @@ func (a *Agent) makePlan(w power.Wake) Plan {
 		return items[i].Score > items[j].Score
 	})
 
-	budget := int64(a.cfg.Pool.Budget)
+	budget := int64(a.config().Pool.Budget)
 	var used int64
 	others := 0
 	for _, it := range items {
@@ -110,7 +110,7 @@ func (a *Agent) makePlan(w power.Wake) Plan {
 		}
 		p.Chosen = append(p.Chosen, it)
 	}
-	p.Chosen = fastFirst(p.Chosen, a.cfg.Families)
+	p.Chosen = fastFirst(p.Chosen, a.config().Families)
 	return p
 }
 
@@ -135,8 +135,9 @@ func fastFirst(chosen []PlanItem, families []FamilyConfig) []PlanItem {
 // interpreter, allocate, warm-up invoke), until done or ctx is cancelled.
 func (a *Agent) runPlan(ctx context.Context, p Plan) (res PlanResult) {
 	res = PlanResult{Plan: p, Warmed: []string{}, Already: []string{}, Failed: []string{}}
-	whole := a.meter.Start()
-	defer func() { res.Energy = a.meter.Since(whole) }()
+	meter := a.meter()
+	whole := meter.Start()
+	defer func() { res.Energy = meter.Since(whole) }()
 	a.log.Info("plan", "wake", p.Wake.Source, "mode", p.Allowance.Mode, "reason", p.Allowance.Reason,
 		"chosen", modelIDs(p.Chosen), "skipped", modelIDs(p.Skipped))
 	for _, s := range p.Skipped {
@@ -179,9 +180,16 @@ func (a *Agent) prewarmOne(ctx context.Context, model, source string) (bool, err
 			return false, err
 		}
 	}
-	sample := a.meter.Start()
+	if source == "start" {
+		a.notify.send("STATUS=warming " + model)
+	}
+	meter := a.meter()
+	sample := meter.Start()
 	rep, loaded, err := a.pool.Prewarm(ctx, model)
-	energy := a.meter.Since(sample)
+	energy := meter.Since(sample)
+	if source == "start" && err == nil {
+		a.notify.send("STATUS=warm " + model)
+	}
 	if err != nil {
 		if !errors.Is(err, context.Canceled) {
 			a.log.Error("prewarm failed", "model", model, "err", err)
@@ -241,11 +249,16 @@ func (a *Agent) planner(ctx context.Context, deferred time.Duration) {
 		}
 	}
 	defer stopRunning()
+	beat := time.NewTicker(a.hb.period)
+	defer beat.Stop()
 	for {
+		a.hb.beat("planner")
 		var req wakeRequest
 		select {
 		case <-ctx.Done():
 			return
+		case <-beat.C:
+			continue
 		case req = <-a.wakes:
 		case <-retry:
 			req = wakeRequest{wake: power.Wake{Source: "deferred", At: a.opts.Now()}}
@@ -295,7 +308,7 @@ func (a *Agent) Wake(ctx context.Context, source string) (PlanResult, error) {
 // scheduleLoop wakes ahead of hours in which the usage history predicts
 // demand for a model that is not warm; at most once an hour.
 func (a *Agent) scheduleLoop(ctx context.Context) {
-	lead, minDemand := a.cfg.Prewarm.ScheduleLead, a.cfg.Prewarm.ScheduleMinDemand
+	lead, minDemand := a.config().Prewarm.ScheduleLead, a.config().Prewarm.ScheduleMinDemand
 	if lead <= 0 {
 		return
 	}
@@ -325,11 +338,11 @@ func (a *Agent) scheduleLoop(ctx context.Context) {
 
 // trimLoop frees what was not used for the keep-alive.
 func (a *Agent) trimLoop(ctx context.Context) {
-	ka := a.cfg.Prewarm.KeepAlive
+	ka := a.config().Prewarm.KeepAlive
 	if ka <= 0 {
 		return
 	}
-	keep := a.cfg.Prewarm.KeepMapping == nil || *a.cfg.Prewarm.KeepMapping
+	keep := a.config().Prewarm.KeepMapping == nil || *a.config().Prewarm.KeepMapping
 	loop(ctx, max(ka/4, time.Second), func() {
 		if ctx.Err() != nil {
 			return

@@ -52,7 +52,7 @@ func (a *Agent) prepare(m ModelConfig) ModelReport {
 	path := m.Path
 	var chosen []tflite.DelegateSpec
 	for _, name := range m.Delegates {
-		d, _ := a.cfg.delegate(name) // validated
+		d, _ := a.config().delegate(name) // validated
 		spec := tflite.DelegateSpec{Name: d.Name, Library: d.Library, Options: d.Options}
 		try := a.tryDelegate(m, digest, spec)
 		mr.Delegate.Tried = append(mr.Delegate.Tried, try)
@@ -77,8 +77,8 @@ func (a *Agent) prepare(m ModelConfig) ModelReport {
 	}
 
 	threads := "auto"
-	if a.cfg.Pool.Threads > 0 {
-		threads = strconv.Itoa(a.cfg.Pool.Threads)
+	if a.config().Pool.Threads > 0 {
+		threads = strconv.Itoa(a.config().Pool.Threads)
 	}
 	v := a.validity(digest, "threads="+threads+",delegate="+mr.Delegate.Chosen)
 	cal, look, err := a.store.Calibration(m.ID, v)
@@ -89,8 +89,8 @@ func (a *Agent) prepare(m ModelConfig) ModelReport {
 	mr.Calibration = look
 	if look.Status != storage.Restored {
 		t := time.Now()
-		c := calibration{Runs: a.cfg.Calibration.Runs, Steady: a.cfg.Calibration.SteadyInvokes, MaxThreads: a.cfg.Calibration.MaxThreads, PageIn: a.cfg.pageIn()}
-		if cal, err = c.run(path, a.cfg.Pool.Threads, chosen); err != nil {
+		c := calibration{Runs: a.config().Calibration.Runs, Steady: a.config().Calibration.SteadyInvokes, MaxThreads: a.config().Calibration.MaxThreads, PageIn: a.config().pageIn()}
+		if cal, err = c.run(path, a.config().Pool.Threads, chosen); err != nil {
 			return fail(err)
 		}
 		cal.Validity = v
@@ -119,6 +119,7 @@ func (a *Agent) prepare(m ModelConfig) ModelReport {
 	if err := a.pool.Register(spec); err != nil {
 		return fail(err)
 	}
+	a.specs[m.ID] = m
 	return mr
 }
 

@@ -17,23 +17,52 @@ func (c cli) run(ctx context.Context, args []string) error {
 	fs := c.newFlags("run")
 	cfgPath := fs.String("config", "", "configuration file (TOML); without it, the embedded defaults")
 	reportPath := fs.String("report", "", "write the startup report (JSON) to this file once ready")
+	stateDir := fs.String("state-dir", "", "override state_dir")
+	modelsDir := fs.String("models-dir", "", "override models_dir")
+	logLevel := fs.String("log-level", "", "override log_level (debug, info, warn, error)")
+	var budget ByteSize = -1
+	fs.Var(&budget, "budget", "override pool.budget, e.g. 256MiB")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() != 0 {
 		return usageErr("run: unexpected argument %q", fs.Arg(0))
 	}
-	cfg, err := LoadConfig(*cfgPath)
+	// Precedence: defaults < file < environment < flags.
+	load := func() (Config, error) {
+		cfg, err := LoadConfig(*cfgPath)
+		if err != nil {
+			return cfg, err
+		}
+		if *stateDir != "" {
+			cfg.StateDir = *stateDir
+		}
+		if *modelsDir != "" {
+			cfg.ModelsDir = *modelsDir
+		}
+		if *logLevel != "" {
+			cfg.LogLevel = *logLevel
+		}
+		if budget >= 0 {
+			cfg.Pool.Budget = budget
+		}
+		if err := cfg.Validate(); err != nil {
+			return cfg, &configError{path: "(flags)", msg: err.Error()}
+		}
+		return cfg, nil
+	}
+	cfg, err := load()
 	if err != nil {
 		return err
 	}
-	return Run(ctx, cfg, newLogger(c.stderr, cfg.LogLevel), Options{Started: c.started}, *reportPath)
-}
-
-func newLogger(w interface{ Write([]byte) (int, error) }, level string) *slog.Logger {
-	var l slog.Level
-	_ = l.UnmarshalText([]byte(level)) // validated with the config
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l}))
+	var level slog.LevelVar
+	_ = level.UnmarshalText([]byte(cfg.LogLevel))
+	log := slog.New(slog.NewTextHandler(c.stderr, &slog.HandlerOptions{Level: &level}))
+	ro := RunOptions{ReportPath: *reportPath, LogLevel: &level}
+	if *cfgPath != "" {
+		ro.Reload = load
+	}
+	return Run(ctx, cfg, log, Options{Started: c.started}, ro)
 }
 
 // resolveModels lists the configured models: explicit ones, then the models
