@@ -44,13 +44,17 @@ export CGO_ENABLED := 1
 # Shared models live beside the checkout; tests skip loudly without them.
 export EDGE_AGENT_MODELS ?= $(abspath $(CURDIR)/../shared/models)
 
-.PHONY: help deps runtime build run test test-short bench fmt lint vet clean env
+CROSS_ARCHES := arm64 armv7
+CROSS_DEPS := gcc-aarch64-linux-gnu gcc-arm-linux-gnueabihf libc6-dev-arm64-cross libc6-dev-armhf-cross qemu-user-static
+TEST_DEPS := mosquitto systemd
+
+.PHONY: help deps runtime build run test bench fmt lint vet clean env bundle cross cross-check
 
 help: ## list targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
 deps: ## install the Debian packages the build and tests need (only missing ones)
-	@scripts/deps.sh
+	@scripts/deps.sh $(TEST_DEPS)
 
 runtime: $(RUNTIME_STAMP) ## provision the TFLite runtime prefix for ARCH
 
@@ -85,5 +89,15 @@ vet: $(RUNTIME_STAMP)
 env: ## print the cgo environment (eval "$$(make -s env)" to use go directly)
 	@echo "export CGO_ENABLED=1 CGO_CFLAGS='$(CGO_CFLAGS)' CGO_LDFLAGS='$(CGO_LDFLAGS)' EDGE_AGENT_MODELS='$(EDGE_AGENT_MODELS)' GOFLAGS='-ldflags=$(LINKMODE)'"
 
+bundle: $(RUNTIME_STAMP) ## device bundle for this machine's architecture in dist/
+	cross/bundle.sh $(ARCH)
+
+cross: ## arm64 and armv7 device bundles in dist/ (cgo, Debian cross compilers)
+	@scripts/deps.sh $(CROSS_DEPS)
+	@for a in $(CROSS_ARCHES); do cross/bundle.sh $$a || exit 1; done
+
+cross-check: cross ## run both ARM bundles under qemu-user: version, infer cat.bmp
+	@for a in $(CROSS_ARCHES); do cross/check.sh $$a || exit 1; done
+
 clean: ## remove build outputs (keeps the runtime prefix)
-	rm -rf bin
+	rm -rf bin dist

@@ -3,7 +3,7 @@
 # missing, so a fresh Debian/Ubuntu machine needs nothing done by hand.
 set -euo pipefail
 
-need=(gcc libc6-dev apt dpkg debian-archive-keyring ca-certificates mosquitto)
+need=(gcc libc6-dev apt dpkg debian-archive-keyring ca-certificates)
 need+=("$@")
 
 missing=()

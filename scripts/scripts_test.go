@@ -1,0 +1,174 @@
+package scripts_test
+
+import (
+	"crypto/sha256"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+)
+
+func TestUnitVerifies(t *testing.T) {
+	prefix := t.TempDir()
+	os.MkdirAll(filepath.Join(prefix, "bin"), 0o755)
+	self, _ := os.ReadFile("/bin/true")
+	os.WriteFile(filepath.Join(prefix, "bin", "edge-agent"), self, 0o755)
+	tmpl, err := os.ReadFile("edge-agent.service.in")
+	if err != nil {
+		t.Fatal(err)
+	}
+	unit := filepath.Join(t.TempDir(), "edge-agent.service")
+	os.WriteFile(unit, []byte(strings.ReplaceAll(string(tmpl), "@PREFIX@", prefix)), 0o644)
+	out, err := exec.Command("systemd-analyze", "verify", "--man=no", unit).CombinedOutput()
+	if err != nil || len(strings.TrimSpace(string(out))) > 0 {
+		t.Fatalf("systemd-analyze verify: %v\n%s", err, out)
+	}
+	for _, want := range []string{"Type=notify", "WatchdogSec=", "Restart=on-failure", "NoNewPrivileges=yes",
+		"ProtectSystem=strict", "ProtectHome=yes", "StateDirectory=edge-agent", "PrivateTmp=yes", "User=edge-agent",
+		"MemoryHigh=", "MemoryMax=", "CPUWeight=", "IOWeight=", "LoadCredential=mqtt-password"} {
+		if !strings.Contains(string(tmpl), want) {
+			t.Errorf("unit lacks %s", want)
+		}
+	}
+}
+
+// fakeBundle is a bundle's layout with a stand-in binary and library: the
+// scripts are under test here, not the binary (cross/check.sh runs that).
+func fakeBundle(t *testing.T, binary string) string {
+	t.Helper()
+	b := t.TempDir()
+	files := map[string]string{
+		"bin/edge-agent":                           binary,
+		"lib/x86_64-linux-gnu/libfake.so.1.2":      "library",
+		"share/edge-agent/README.md":               "readme",
+		"share/edge-agent/edge-agent.service.in":   read(t, "edge-agent.service.in"),
+		"share/edge-agent/edge-agent.example.toml": read(t, "../edge-agent.example.toml"),
+		"install.sh":                               read(t, "install.sh"),
+		"uninstall.sh":                             read(t, "uninstall.sh"),
+	}
+	var sums []string
+	for name, content := range files {
+		p := filepath.Join(b, name)
+		os.MkdirAll(filepath.Dir(p), 0o755)
+		mode := os.FileMode(0o644)
+		if strings.HasSuffix(name, ".sh") || name == "bin/edge-agent" {
+			mode = 0o755
+		}
+		if err := os.WriteFile(p, []byte(content), mode); err != nil {
+			t.Fatal(err)
+		}
+		sums = append(sums, fmt.Sprintf("%x  %s", sha256.Sum256([]byte(content)), name))
+	}
+	os.Symlink("libfake.so.1.2", filepath.Join(b, "lib/x86_64-linux-gnu/libfake.so.1"))
+	sort.Strings(sums)
+	os.WriteFile(filepath.Join(b, "SHA256SUMS"), []byte(strings.Join(sums, "\n")+"\n"), 0o644)
+	return b
+}
+
+func read(t *testing.T, p string) string {
+	t.Helper()
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+func script(t *testing.T, bundle, name string, args ...string) string {
+	t.Helper()
+	out, err := exec.Command("bash", append([]string{filepath.Join(bundle, name)}, args...)...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s %v: %v\n%s", name, args, err, out)
+	}
+	return string(out)
+}
+
+// tree maps every file under root to its content hash and mode.
+func tree(t *testing.T, root string) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		rel, _ := filepath.Rel(root, p)
+		info, _ := os.Lstat(p)
+		if info.Mode()&fs.ModeSymlink != 0 {
+			target, _ := os.Readlink(p)
+			out[rel] = "-> " + target
+			return nil
+		}
+		b, _ := os.ReadFile(p)
+		out[rel] = fmt.Sprintf("%x %v %v", sha256.Sum256(b), info.Mode(), info.ModTime().UnixNano())
+		return nil
+	})
+	return out
+}
+
+func TestInstallIdempotentAndUninstall(t *testing.T) {
+	root := t.TempDir()
+	bundle := fakeBundle(t, "binary v1")
+	if out := script(t, bundle, "install.sh", "--root", root); !strings.Contains(out, "installed") {
+		t.Fatalf("first install: %s", out)
+	}
+	unit := read(t, filepath.Join(root, "etc/systemd/system/edge-agent.service"))
+	if !strings.Contains(unit, "ExecStart=/opt/edge-agent/bin/edge-agent run") || strings.Contains(unit, "@PREFIX@") {
+		t.Fatalf("unit not rendered:\n%s", unit)
+	}
+	if cfg := read(t, filepath.Join(root, "etc/edge-agent/edge-agent.toml")); !strings.Contains(cfg, `state_dir = "/var/lib/edge-agent"`) {
+		t.Fatalf("config: %s", cfg)
+	}
+	if fi, err := os.Stat(filepath.Join(root, "etc/edge-agent/mqtt-password")); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("password file: %v %v", err, fi)
+	}
+	if l, _ := os.Readlink(filepath.Join(root, "opt/edge-agent/lib/x86_64-linux-gnu/libfake.so.1")); l != "libfake.so.1.2" {
+		t.Fatalf("soname link %q", l)
+	}
+
+	before := tree(t, root)
+	if out := script(t, bundle, "install.sh", "--root", root); !strings.Contains(out, "up to date") {
+		t.Fatalf("second install: %s", out)
+	}
+	if after := tree(t, root); fmt.Sprint(after) != fmt.Sprint(before) {
+		t.Fatal("second install changed files")
+	}
+
+	// An edited configuration survives an upgrade; the binary is replaced.
+	os.WriteFile(filepath.Join(root, "etc/edge-agent/edge-agent.toml"), []byte("log_level = \"debug\"\n"), 0o644)
+	upgrade := fakeBundle(t, "binary v2")
+	script(t, upgrade, "install.sh", "--root", root)
+	if read(t, filepath.Join(root, "opt/edge-agent/bin/edge-agent")) != "binary v2" ||
+		read(t, filepath.Join(root, "etc/edge-agent/edge-agent.toml")) != "log_level = \"debug\"\n" {
+		t.Fatal("upgrade did not replace the binary or overwrote the configuration")
+	}
+
+	os.MkdirAll(filepath.Join(root, "var/lib/edge-agent"), 0o750)
+	os.WriteFile(filepath.Join(root, "var/lib/edge-agent/edge-agent.db"), []byte("state"), 0o600)
+	script(t, upgrade, "uninstall.sh", "--root", root)
+	for _, gone := range []string{"opt/edge-agent", "etc/systemd/system/edge-agent.service"} {
+		if _, err := os.Stat(filepath.Join(root, gone)); err == nil {
+			t.Errorf("%s still there after uninstall", gone)
+		}
+	}
+	for _, kept := range []string{"var/lib/edge-agent/edge-agent.db", "etc/edge-agent/edge-agent.toml"} {
+		if _, err := os.Stat(filepath.Join(root, kept)); err != nil {
+			t.Errorf("%s not kept: %v", kept, err)
+		}
+	}
+	script(t, upgrade, "uninstall.sh", "--root", root, "--purge")
+	for _, gone := range []string{"var/lib/edge-agent", "etc/edge-agent"} {
+		if _, err := os.Stat(filepath.Join(root, gone)); err == nil {
+			t.Errorf("%s still there after --purge", gone)
+		}
+	}
+	// A tampered bundle is refused.
+	bad := fakeBundle(t, "binary v3")
+	os.WriteFile(filepath.Join(bad, "bin/edge-agent"), []byte("tampered"), 0o755)
+	if out, err := exec.Command("bash", filepath.Join(bad, "install.sh"), "--root", t.TempDir()).CombinedOutput(); err == nil || !strings.Contains(string(out), "checksums") {
+		t.Fatalf("tampered bundle: %v %s", err, out)
+	}
+}
