@@ -47,8 +47,8 @@ func fakeBundle(t *testing.T, binary string) string {
 		"share/edge-agent/README.md":               "readme",
 		"share/edge-agent/edge-agent.service.in":   read(t, "edge-agent.service.in"),
 		"share/edge-agent/edge-agent.example.toml": read(t, "../edge-agent.example.toml"),
-		"install.sh":                               read(t, "install.sh"),
-		"uninstall.sh":                             read(t, "uninstall.sh"),
+		"install.sh":   read(t, "install.sh"),
+		"uninstall.sh": read(t, "uninstall.sh"),
 	}
 	var sums []string
 	for name, content := range files {
