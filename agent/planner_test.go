@@ -292,7 +292,9 @@ func TestTieredServingWhilePreciseWarms(t *testing.T) {
 	}
 	g.armed.Store(false)
 	close(g.release)
-	if r := <-woke; !slices.Contains(r.Warmed, "v2") {
+	// The plan, or the background warm-up the family requests started,
+	// warms the precise variant; either way it is warm now.
+	if r := <-woke; r.Cancelled || !slices.Contains(append(r.Warmed, r.Already...), "v2") || !a.Pool().IsWarm("v2") {
 		t.Fatalf("wake result %+v", r)
 	}
 	for range 3 {

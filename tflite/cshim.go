@@ -160,7 +160,7 @@ func bindingFields(obj any, ptrField string) (ptr *unsafe.Pointer, cleanup *runt
 	v = v.Elem()
 	pf := v.FieldByName(ptrField)
 	cf := v.FieldByName("cleanup")
-	if !pf.IsValid() || pf.Kind() != reflect.Pointer || !cf.IsValid() || cf.Type() != cleanupType {
+	if !pf.IsValid() || (pf.Kind() != reflect.Pointer && pf.Kind() != reflect.UnsafePointer) || !cf.IsValid() || cf.Type() != cleanupType {
 		return nil, nil, fmt.Errorf("%w: unexpected layout of %T (want fields %q and cleanup)", ErrBinding, obj, ptrField)
 	}
 	return (*unsafe.Pointer)(unsafe.Pointer(pf.UnsafeAddr())), (*runtime.Cleanup)(unsafe.Pointer(cf.UnsafeAddr())), nil
@@ -213,6 +213,8 @@ func freeExternalDelegate(p unsafe.Pointer) {
 }
 
 func setReporter(opts unsafe.Pointer, l errLog) { C.edge_set_reporter(opts, l.c) }
+
+func freeC(p unsafe.Pointer) { C.free(p) }
 
 // newExternalDelegate loads an external delegate library with its options.
 // The caller frees the delegate after the interpreter.

@@ -138,3 +138,30 @@ func TestDelegateLibraryErrors(t *testing.T) {
 		t.Fatalf("%d interpreters counted live after failures", n)
 	}
 }
+
+func TestNaiveFreesItsHeapCopy(t *testing.T) {
+	p := tflitetest.Path(t, "mobilenet_v1_0.25_128_quant.tflite")
+	run := func() {
+		n := NewNaive(p, 1)
+		if _, err := n.Infer(make([]byte, 128*128*3), nil); err != nil {
+			t.Fatal(err)
+		}
+		n.Close()
+		h, err := LoadIntoHeap(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h.Close()
+	}
+	run()
+	base := heapInUse()
+	for range 20 {
+		run()
+	}
+	if grew := heapInUse() - base; grew > 256<<10 {
+		t.Fatalf("C heap grew %d bytes over 20 naive load/free cycles", grew)
+	}
+	if _, _, err := bindingFields(&tfl.Model{}, "buf"); err != nil {
+		t.Fatal(err)
+	}
+}

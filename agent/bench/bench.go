@@ -1,0 +1,100 @@
+// Package bench is `edge-agent bench`: it measures, in one process run and
+// side by side, what the agent saves over a hand-rolled loop around
+// go-tflite (tflite.Naive), and writes a markdown report with SVG charts.
+// Every comparison is interleaved in the same run (this machine is noisy)
+// and reported as the median with its spread.
+package bench
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// Options configure a run.
+type Options struct {
+	// Out is the report folder (report.md and the charts). Required.
+	Out string
+	// Models is the shared models folder; default ../shared/models.
+	Models string
+	// Reps is how many interleaved repetitions each startup comparison
+	// gets. Default 5.
+	Reps int
+	// Quick shrinks every section (for tests): fewer reps, smaller models.
+	Quick bool
+	// Log receives progress; nil discards.
+	Log *slog.Logger
+}
+
+// Report is everything measured.
+type Report struct {
+	When     time.Time
+	Machine  string
+	Runtime  string
+	Startup  Startup
+	Serving  Serving
+	Memory   Memory
+	Scaling  Scaling
+	Energy   Energy
+	Duration time.Duration
+}
+
+// Run measures everything and writes the report into o.Out.
+func Run(ctx context.Context, o Options) (Report, error) {
+	if o.Out == "" {
+		return Report{}, fmt.Errorf("bench: an output folder is required")
+	}
+	if o.Models == "" {
+		o.Models = filepath.Join("..", "shared", "models")
+	}
+	if _, err := os.Stat(filepath.Join(o.Models, "mobilenet_v2_1.0_224_quant.tflite")); err != nil {
+		return Report{}, fmt.Errorf("bench: shared models not found in %s (use --models): %w", o.Models, err)
+	}
+	if o.Reps <= 0 {
+		o.Reps = 5
+		if o.Quick {
+			o.Reps = 2
+		}
+	}
+	if o.Log == nil {
+		o.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if err := os.MkdirAll(o.Out, 0o755); err != nil {
+		return Report{}, err
+	}
+	work, err := os.MkdirTemp("", "edge-agent-bench-")
+	if err != nil {
+		return Report{}, err
+	}
+	defer os.RemoveAll(work)
+
+	start := time.Now()
+	r := Report{When: start.UTC(), Machine: machine(), Runtime: runtimeVersion()}
+	steps := []struct {
+		name string
+		run  func() error
+	}{
+		{"startup", func() (err error) { r.Startup, err = startup(ctx, o, work); return }},
+		{"serving", func() (err error) { r.Serving, err = serving(ctx, o, work); return }},
+		{"memory", func() (err error) { r.Memory, err = memory(ctx, o, work); return }},
+		{"scaling", func() (err error) { r.Scaling, err = scaling(o, work); return }},
+		{"energy", func() (err error) { r.Energy, err = energy(ctx, o, work); return }},
+	}
+	for _, s := range steps {
+		if err := ctx.Err(); err != nil {
+			return r, err
+		}
+		t := time.Now()
+		o.Log.Info("bench: "+s.name, "phase", "start")
+		if err := s.run(); err != nil {
+			return r, fmt.Errorf("bench %s: %w", s.name, err)
+		}
+		o.Log.Info("bench: "+s.name, "phase", "done", "took", time.Since(t).Round(time.Millisecond))
+	}
+	r.Duration = time.Since(start)
+	return r, write(o.Out, r)
+}

@@ -1,0 +1,266 @@
+package bench
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime"
+	"time"
+
+	"github.com/edge-agent/edge-agent/agent"
+	"github.com/edge-agent/edge-agent/power"
+	"github.com/edge-agent/edge-agent/tflite"
+)
+
+// Config names a way of serving the first request.
+const (
+	Naive     = "naive"
+	Cold      = "agent cold"
+	Restored  = "agent restored"
+	Prewarmed = "agent prewarmed"
+)
+
+// Configs in report order.
+var Configs = []string{Naive, Cold, Restored, Prewarmed}
+
+// Startup compares the four configurations on one model.
+type Startup struct {
+	Model string
+	// ToFirst is start (process start for naive/cold/restored, the wake for
+	// prewarmed) to the first result, ms.
+	ToFirst map[string]Dist
+	// FirstRequest is the first request's own latency, ms: request → result.
+	FirstRequest map[string]Dist
+	Steady       Dist // steady request latency, ms
+	// Stages are the medians of each configuration's stages, in order,
+	// for the waterfall.
+	Stages map[string][]Stage
+}
+
+// Stage is one named slice of a start.
+type Stage struct {
+	Name string
+	Ms   float64
+}
+
+func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+func idle() power.System { return power.System{Load1: 0.1, Cores: runtime.NumCPU(), MemAvailMiB: 1024} }
+
+// fixtureRoot writes a minimal sysfs tree: no battery (mains) or a battery
+// at the given percent, so the policy is the same on any machine.
+func fixtureRoot(dir string, batteryPercent int) string {
+	root := filepath.Join(dir, fmt.Sprintf("sysfs-%d", batteryPercent))
+	if batteryPercent <= 0 {
+		os.MkdirAll(filepath.Join(root, "sys/class/power_supply"), 0o755)
+		return root
+	}
+	bat := filepath.Join(root, "sys/class/power_supply/BAT0")
+	os.MkdirAll(bat, 0o755)
+	for k, v := range map[string]string{"type": "Battery", "status": "Discharging", "capacity": fmt.Sprint(batteryPercent), "present": "1"} {
+		os.WriteFile(filepath.Join(bat, k), []byte(v+"\n"), 0o644)
+	}
+	return root
+}
+
+func agentConfig(stateDir, sysfs string, models ...agent.ModelConfig) agent.Config {
+	cfg := agent.DefaultConfig()
+	cfg.StateDir = stateDir
+	cfg.Power.SysfsRoot = sysfs
+	cfg.Models = models
+	cfg.Prewarm.KeepAlive = 0
+	return cfg
+}
+
+func startAgent(ctx context.Context, cfg agent.Config) (*agent.Agent, error) {
+	a := agent.New(cfg, quiet(), agent.Options{System: idle})
+	if err := a.Start(ctx); err != nil {
+		a.Close()
+		return nil, err
+	}
+	return a, nil
+}
+
+// request is one inference through the pool, as the agent serves it.
+func request(ctx context.Context, a *agent.Agent, model string, input []byte) (time.Duration, error) {
+	t := time.Now()
+	l, err := a.Pool().Acquire(ctx, model)
+	if err != nil {
+		return 0, err
+	}
+	defer l.Release()
+	it := l.Interpreter()
+	if err := it.SetInput(0, input); err != nil {
+		return 0, err
+	}
+	if err := it.Invoke(); err != nil {
+		return 0, err
+	}
+	if _, err := it.CopyOutput(0, nil); err != nil {
+		return 0, err
+	}
+	return time.Since(t), nil
+}
+
+func inputFor(path string) ([]byte, error) {
+	info, err := tflite.Inspect(path, nil)
+	if err != nil {
+		return nil, err
+	}
+	in := make([]byte, info.Inputs[0].Bytes)
+	for i := range in {
+		in[i] = byte(i * 7)
+	}
+	if info.Inputs[0].Type == "float32" {
+		for i := 0; i+4 <= len(in); i += 4 {
+			binary.LittleEndian.PutUint32(in[i:], 0x3f000000) // 0.5
+		}
+	}
+	return in, nil
+}
+
+func startup(ctx context.Context, o Options, work string) (Startup, error) {
+	model := "mobilenet_v2_1.0_224_quant.tflite"
+	path := filepath.Join(o.Models, model)
+	input, err := inputFor(path)
+	if err != nil {
+		return Startup{}, err
+	}
+	mains, none := fixtureRoot(work, 0), fixtureRoot(work, 5)
+	mc := agent.ModelConfig{ID: "m", Path: path}
+	toFirst := map[string][]float64{}
+	first := map[string][]float64{}
+	stages := map[string][][]Stage{}
+	var steady []float64
+
+	for rep := range o.Reps {
+		// (a) naive: load at the first request.
+		n := tflite.NewNaive(path, 0)
+		t := time.Now()
+		if _, err := n.Infer(input, nil); err != nil {
+			return Startup{}, err
+		}
+		d := msOf(time.Since(t))
+		toFirst[Naive] = append(toFirst[Naive], d)
+		first[Naive] = append(first[Naive], d)
+		fs := n.FirstStages()
+		stages[Naive] = append(stages[Naive], []Stage{{"read file", msOf(fs.Read)}, {"NewModel (copy)", msOf(fs.Model)},
+			{"interpreter", msOf(fs.Interpreter)}, {"allocate", msOf(fs.Allocate)}, {"first invoke", msOf(fs.FirstInvoke)}})
+		for range 3 {
+			t = time.Now()
+			n.Infer(input, nil)
+			steady = append(steady, msOf(time.Since(t)))
+		}
+		n.Close()
+
+		// (b) agent cold: empty state, so it calibrates, then warms (on mains).
+		state := filepath.Join(work, fmt.Sprintf("state-%d", rep))
+		t = time.Now()
+		a, err := startAgent(ctx, agentConfig(state, mains, mc))
+		if err != nil {
+			return Startup{}, err
+		}
+		started := time.Since(t)
+		req, err := request(ctx, a, "m", input)
+		if err != nil {
+			a.Close()
+			return Startup{}, err
+		}
+		toFirst[Cold] = append(toFirst[Cold], msOf(started+req))
+		first[Cold] = append(first[Cold], msOf(req))
+		rep0 := a.Report()
+		stages[Cold] = append(stages[Cold], agentStages(rep0, req))
+		a.Close()
+
+		// (c) agent restored: the state from (b), nothing prewarmed (battery
+		// at 5%): the first request loads the model.
+		t = time.Now()
+		a, err = startAgent(ctx, agentConfig(state, none, mc))
+		if err != nil {
+			return Startup{}, err
+		}
+		started = time.Since(t)
+		req, err = request(ctx, a, "m", input)
+		if err != nil {
+			a.Close()
+			return Startup{}, err
+		}
+		toFirst[Restored] = append(toFirst[Restored], msOf(started+req))
+		first[Restored] = append(first[Restored], msOf(req))
+		loadStages := a.Pool().Models()[0].LastLoad.Stages
+		st := agentStages(a.Report(), 0)
+		st = append(st, Stage{"request: map+interp+alloc", msOf(loadStages.Map + loadStages.PageIn + loadStages.Interpreter + loadStages.Allocate)},
+			Stage{"request: warm-up + invoke", msOf(req - loadStages.Map - loadStages.PageIn - loadStages.Interpreter - loadStages.Allocate)})
+		stages[Restored] = append(stages[Restored], st)
+		a.Close()
+
+		// (d) agent prewarmed: on mains, a wake warms the model before the
+		// request arrives.
+		a, err = startAgent(ctx, agentConfig(state, mains, mc))
+		if err != nil {
+			return Startup{}, err
+		}
+		a.Pool().Evict("m")
+		t = time.Now()
+		res, err := a.Wake(ctx, "bench")
+		if err != nil {
+			a.Close()
+			return Startup{}, err
+		}
+		woke := time.Since(t)
+		req, err = request(ctx, a, "m", input)
+		if err != nil {
+			a.Close()
+			return Startup{}, err
+		}
+		toFirst[Prewarmed] = append(toFirst[Prewarmed], msOf(woke+req))
+		first[Prewarmed] = append(first[Prewarmed], msOf(req))
+		ls := a.Pool().Models()[0].LastLoad.Stages
+		_ = res
+		stages[Prewarmed] = append(stages[Prewarmed], []Stage{{"wake: map+page-in", msOf(ls.Map + ls.PageIn)},
+			{"wake: interpreter", msOf(ls.Interpreter)}, {"wake: allocate", msOf(ls.Allocate)},
+			{"wake: warm-up invoke", msOf(ls.FirstInvoke)}, {"wake: steady check", msOf(ls.Steady)}, {"request", msOf(req)}})
+		a.Close()
+	}
+	out := Startup{Model: model, ToFirst: map[string]Dist{}, FirstRequest: map[string]Dist{}, Steady: dist(steady), Stages: map[string][]Stage{}}
+	for _, c := range Configs {
+		out.ToFirst[c] = dist(toFirst[c])
+		out.FirstRequest[c] = dist(first[c])
+		out.Stages[c] = medianStages(stages[c])
+	}
+	return out, nil
+}
+
+// agentStages splits an agent start from its report, plus the request.
+func agentStages(r agent.StartupReport, req time.Duration) []Stage {
+	st := []Stage{{"state open", msOf(r.Timings.StateOpen)}}
+	var calib time.Duration
+	for _, m := range r.Models {
+		calib += m.CalibrationTime
+	}
+	st = append(st, Stage{"calibrate", msOf(calib)}, Stage{"restore/prepare", msOf(r.Timings.Restore - calib)},
+		Stage{"prewarm", msOf(r.Timings.Prewarm)})
+	if req > 0 {
+		st = append(st, Stage{"request", msOf(req)})
+	}
+	return st
+}
+
+func medianStages(runs [][]Stage) []Stage {
+	if len(runs) == 0 {
+		return nil
+	}
+	out := make([]Stage, len(runs[0]))
+	for i := range out {
+		vals := make([]float64, len(runs))
+		for j, r := range runs {
+			vals[j] = r[i].Ms
+		}
+		out[i] = Stage{runs[0][i].Name, quantile(vals, 0.5)}
+	}
+	return out
+}
