@@ -48,7 +48,7 @@ CROSS_ARCHES := arm64 armv7
 CROSS_DEPS := gcc-aarch64-linux-gnu gcc-arm-linux-gnueabihf libc6-dev-arm64-cross libc6-dev-armhf-cross qemu-user-static
 TEST_DEPS := mosquitto systemd
 
-.PHONY: help deps runtime build run test bench fmt lint vet clean env bundle cross cross-check
+.PHONY: help deps runtime build run test bench gobench fmt lint vet clean env bundle cross cross-check
 
 help: ## list targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -74,7 +74,10 @@ test: deps $(RUNTIME_STAMP) ## gofmt check, vet, and every test with -race (prov
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 30m -ldflags='$(LINKMODE)' ./...
 
-bench: $(RUNTIME_STAMP) ## run the Go benchmarks with allocation counts
+bench: deps build ## the benchmark report: naive vs agent, side by side (bench-report/)
+	./$(BIN) bench --out bench-report --models $(EDGE_AGENT_MODELS)
+
+gobench: $(RUNTIME_STAMP) ## the Go micro-benchmarks with allocation counts
 	$(GO) test -run '^$$' -bench . -benchmem -count 1 -timeout 30m -ldflags='$(LINKMODE)' ./...
 
 fmt: ## gofmt the tree

@@ -8,9 +8,9 @@ import (
 
 // Dist summarises repeated measurements: median and spread.
 type Dist struct {
-	N              int
+	N               int
 	Median, P5, P95 float64 // in the unit of the samples
-	Min, Max       float64
+	Min, Max        float64
 }
 
 func dist(samples []float64) Dist {
