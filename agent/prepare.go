@@ -114,7 +114,9 @@ func (a *Agent) prepare(m ModelConfig) ModelReport {
 		}
 		a.labels[m.ID] = labels
 	}
+	calStages := tflite.Stages(cal.Stages)
 	spec := tflite.ModelSpec{ID: m.ID, Path: path, Pinned: m.Pinned, KnownHeap: cal.HeapBytes,
+		KnownSteady: cal.Stages.Steady, KnownSaved: calStages.Saved(),
 		Interpreter: &tflite.Options{Threads: cal.Threads, Delegates: chosen}}
 	if err := a.pool.Register(spec); err != nil {
 		return fail(err)

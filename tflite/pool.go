@@ -69,6 +69,11 @@ type ModelSpec struct {
 	KnownHeap int64
 	// WarmInput feeds the warm-up invoke; nil means zeros.
 	WarmInput []byte
+	// KnownSteady and KnownSaved come from calibration: the steady invoke
+	// time (a prewarm then skips its own measuring invoke) and the cold
+	// time a warm interpreter saves (the eviction value when a load skipped
+	// stages).
+	KnownSteady, KnownSaved time.Duration
 }
 
 // LoadEvent reports one interpreter warmed by the pool.
@@ -285,7 +290,7 @@ func (p *Pool) acquire(ctx context.Context, id string, demand bool) (*Lease, err
 		if e.growing == 0 && len(e.idle)+e.leased < e.perModel {
 			e.growing++
 			p.mu.Unlock()
-			it, err := p.grow(ctx, e)
+			it, err := p.grow(ctx, e, demand)
 			if err != nil {
 				return nil, err
 			}
@@ -309,8 +314,11 @@ func (p *Pool) acquire(ctx context.Context, id string, demand bool) (*Lease, err
 }
 
 // grow warms one more interpreter for e (mapping the model if cold) and
-// returns it leased. The caller has counted e.growing.
-func (p *Pool) grow(ctx context.Context, e *entry) (*Interpreter, error) {
+// returns it leased. The caller has counted e.growing. For a request
+// (demand) whose footprint is already known it stops after allocation: the
+// request's own invoke is the first, so the request does not pay for a
+// warm-up and a measuring invoke too.
+func (p *Pool) grow(ctx context.Context, e *entry, demand bool) (*Interpreter, error) {
 	fail := func(err error, rejected bool) (*Interpreter, error) {
 		p.mu.Lock()
 		p.failGrowLocked(e, rejected)
@@ -344,7 +352,13 @@ func (p *Pool) grow(ctx context.Context, e *entry) (*Interpreter, error) {
 		}
 		model = m
 	}
-	it, ws, heap, err := Warm(model, e.opts, WarmOptions{Input: e.spec.WarmInput})
+	// The warm-up invoke is skipped only when a full measurement of the
+	// footprint exists, so accounting never relies on a pre-invoke heap.
+	p.mu.Lock()
+	skipInvoke := demand && e.knownHeap > 0
+	p.mu.Unlock()
+	w := WarmOptions{Input: e.spec.WarmInput, SkipInvoke: skipInvoke, SkipSteady: skipInvoke || e.spec.KnownSteady > 0}
+	it, ws, heap, err := Warm(model, e.opts, w)
 	if err != nil {
 		if newModel {
 			model.Close()
@@ -352,6 +366,14 @@ func (p *Pool) grow(ctx context.Context, e *entry) (*Interpreter, error) {
 		return fail(err, false)
 	}
 	ws.Map, ws.PageIn = st.Map, st.PageIn
+	if w.SkipSteady {
+		ws.Steady = e.spec.KnownSteady
+	}
+	if w.SkipInvoke {
+		// Measured before any invoke: never account less than a full
+		// warm-up measured (calibration, or an earlier load).
+		heap = max(heap, e.knownHeap)
+	}
 	rep := LoadReport{Stages: ws, Footprint: Footprint{Heap: heap}, Threads: e.opts.Threads, Delegates: append([]string{}, it.Delegates()...)}
 	add := heap
 	if newModel {
@@ -394,10 +416,12 @@ func (p *Pool) grow(ctx context.Context, e *entry) (*Interpreter, error) {
 	}
 	if newModel {
 		e.model = model
-		e.cold = ws.Saved()
+		e.cold = max(ws.Saved(), e.spec.KnownSaved)
 	}
 	e.heaps[it] = heap
-	e.knownHeap = heap
+	if !w.SkipInvoke {
+		e.knownHeap = heap
+	}
 	e.bytes += add
 	p.bytes += add
 	e.last = rep

@@ -454,3 +454,38 @@ func TestPoolTrimKeepsMapping(t *testing.T) {
 		t.Fatalf("trim without mapping: %+v", s)
 	}
 }
+
+func TestPoolRequestSkipsWarmUpWhenFootprintKnown(t *testing.T) {
+	p := tflite.NewPool(tflite.PoolOptions{})
+	defer p.Close()
+	ctx := context.Background()
+	path := tflitetest.Path(t, "mobilenet_v2_1.0_224_quant.tflite")
+	// Unknown footprint: a request-triggered load runs the full warm-up to
+	// measure it.
+	if err := p.Register(tflite.ModelSpec{ID: "fresh", Path: path}); err != nil {
+		t.Fatal(err)
+	}
+	l, err := p.Acquire(ctx, "fresh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.Release()
+	if st := p.Models()[0].LastLoad.Stages; st.FirstInvoke <= 0 {
+		t.Fatalf("fresh model loaded without a warm-up: %+v", st)
+	}
+	// Known (calibrated) footprint and steady time: the request's own
+	// invoke is the first; the accounted heap is the known one at least.
+	if err := p.Register(tflite.ModelSpec{ID: "known", Path: path, KnownHeap: 5 << 20, KnownSteady: 30 * time.Millisecond}); err != nil {
+		t.Fatal(err)
+	}
+	l, err = p.Acquire(ctx, "known")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.Release()
+	for _, m := range p.Models() {
+		if m.ID == "known" && (m.LastLoad.Stages.FirstInvoke != 0 || m.LastLoad.Stages.Steady != 30*time.Millisecond || m.LastLoad.Footprint.Heap < 5<<20) {
+			t.Fatalf("known model: %+v", m.LastLoad)
+		}
+	}
+}

@@ -115,6 +115,9 @@ type WarmOptions struct {
 	InputFunc func(TensorInfo) ([]byte, error)
 	// SkipSteady skips the extra invoke that measures steady latency.
 	SkipSteady bool
+	// SkipInvoke stops after allocation: the caller's own request is the
+	// first invoke (and the heap is measured before it).
+	SkipInvoke bool
 }
 
 // Warm creates an interpreter on m, allocates it and runs the warm-up
@@ -135,6 +138,9 @@ func Warm(m *Model, o Options, w WarmOptions) (*Interpreter, Stages, int64, erro
 		return nil, st, 0, err
 	}
 	st.Allocate = time.Since(t)
+	if w.SkipInvoke {
+		return it, st, max(heapInUse()-before, 0), nil
+	}
 
 	input := w.Input
 	if w.InputFunc != nil && len(it.Inputs()) > 0 {

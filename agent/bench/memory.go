@@ -91,7 +91,6 @@ func memory(ctx context.Context, o Options, work string) (Memory, error) {
 		inputs[i] = in
 	}
 	// Footprints, measured once, size the budget: about half of everything.
-	sizes := map[int]int64{}
 	probe := tflite.NewPool(tflite.PoolOptions{})
 	for i, p := range paths {
 		probe.Register(tflite.ModelSpec{ID: id(i), Path: p})
@@ -103,11 +102,6 @@ func memory(ctx context.Context, o Options, work string) (Memory, error) {
 	var sum int64
 	for _, m := range probe.Models() {
 		sum += m.Bytes
-		for i := range paths {
-			if id(i) == m.ID {
-				sizes[i] = m.Bytes
-			}
-		}
 	}
 	probe.Close()
 	out := Memory{SumBytes: sum, Budget: sum / 2, Policies: map[string]PolicyRun{}}
@@ -159,6 +153,5 @@ func memory(ctx context.Context, o Options, work string) (Memory, error) {
 		pool.Close()
 		out.Policies[name] = run
 	}
-	_ = sizes
 	return out, nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"math/rand"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -79,7 +80,7 @@ func serving(ctx context.Context, o Options, work string) (Serving, error) {
 	// Naive: one lazily loaded interpreter per model.
 	naive := make([]*tflite.Naive, len(servingModels))
 	for i, m := range servingModels {
-		naive[i] = tflite.NewNaive(filepath.Join(o.Models, m), 0)
+		naive[i] = tflite.NewNaive(filepath.Join(o.Models, m), runtime.NumCPU())
 	}
 	defer func() {
 		for _, n := range naive {
@@ -121,7 +122,7 @@ func serving(ctx context.Context, o Options, work string) (Serving, error) {
 	if o.Quick {
 		dur = 500 * time.Millisecond
 	}
-	nv := tflite.NewNaive(filepath.Join(o.Models, servingModels[0]), 0)
+	nv := tflite.NewNaive(filepath.Join(o.Models, servingModels[0]), runtime.NumCPU())
 	s.Throughput["naive (1 interpreter, mutex)"] = closedLoop(dur, func() error {
 		_, err := nv.Infer(inputs[0], nil)
 		return err

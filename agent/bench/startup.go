@@ -35,7 +35,8 @@ type Startup struct {
 	ToFirst map[string]Dist
 	// FirstRequest is the first request's own latency, ms: request → result.
 	FirstRequest map[string]Dist
-	Steady       Dist // steady request latency, ms
+	Steady       Dist // naive's steady request latency, ms
+	AgentSteady  Dist // the agent's (auto-tuned threads), ms
 	// Stages are the medians of each configuration's stages, in order,
 	// for the waterfall.
 	Stages map[string][]Stage
@@ -135,11 +136,12 @@ func startup(ctx context.Context, o Options, work string) (Startup, error) {
 	toFirst := map[string][]float64{}
 	first := map[string][]float64{}
 	stages := map[string][][]Stage{}
-	var steady []float64
+	var steady, agentSteady []float64
 
 	for rep := range o.Reps {
 		// (a) naive: load at the first request.
-		n := tflite.NewNaive(path, 0)
+		// A hand-rolled loop with a sensible thread count: one per core.
+		n := tflite.NewNaive(path, runtime.NumCPU())
 		t := time.Now()
 		if _, err := n.Infer(input, nil); err != nil {
 			return Startup{}, err
@@ -206,8 +208,7 @@ func startup(ctx context.Context, o Options, work string) (Startup, error) {
 		}
 		a.Pool().Evict("m")
 		t = time.Now()
-		res, err := a.Wake(ctx, "bench")
-		if err != nil {
+		if _, err := a.Wake(ctx, "bench"); err != nil {
 			a.Close()
 			return Startup{}, err
 		}
@@ -219,14 +220,22 @@ func startup(ctx context.Context, o Options, work string) (Startup, error) {
 		}
 		toFirst[Prewarmed] = append(toFirst[Prewarmed], msOf(woke+req))
 		first[Prewarmed] = append(first[Prewarmed], msOf(req))
+		for range 3 {
+			d, err := request(ctx, a, "m", input)
+			if err != nil {
+				a.Close()
+				return Startup{}, err
+			}
+			agentSteady = append(agentSteady, msOf(d))
+		}
 		ls := a.Pool().Models()[0].LastLoad.Stages
-		_ = res
 		stages[Prewarmed] = append(stages[Prewarmed], []Stage{{"wake: map+page-in", msOf(ls.Map + ls.PageIn)},
 			{"wake: interpreter", msOf(ls.Interpreter)}, {"wake: allocate", msOf(ls.Allocate)},
 			{"wake: warm-up invoke", msOf(ls.FirstInvoke)}, {"wake: steady check", msOf(ls.Steady)}, {"request", msOf(req)}})
 		a.Close()
 	}
-	out := Startup{Model: model, ToFirst: map[string]Dist{}, FirstRequest: map[string]Dist{}, Steady: dist(steady), Stages: map[string][]Stage{}}
+	out := Startup{Model: model, ToFirst: map[string]Dist{}, FirstRequest: map[string]Dist{}, Steady: dist(steady),
+		AgentSteady: dist(agentSteady), Stages: map[string][]Stage{}}
 	for _, c := range Configs {
 		out.ToFirst[c] = dist(toFirst[c])
 		out.FirstRequest[c] = dist(first[c])
