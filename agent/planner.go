@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/edge-agent/edge-agent/power"
+	"github.com/edge-agent/edge-agent/tflite"
 )
 
 // PlanItem is one model in a plan: what warming it is worth and costs.
@@ -67,8 +68,9 @@ func (a *Agent) makePlan(w power.Wake) Plan {
 		u := usage[m.ID]
 		it := PlanItem{Model: m.ID, Pinned: m.Pinned,
 			Demand: u.Expected(now, now, a.store.UsageHalfLife()) + u.Expected(now.Add(time.Hour), now, a.store.UsageHalfLife())}
-		cold := cal.Stages.Map + cal.Stages.PageIn + cal.Stages.Interpreter + cal.Stages.Allocate + cal.Stages.FirstInvoke
-		it.SavedMs = ms(max(cold-cal.Stages.Steady, 0))
+		stages := tflite.Stages(cal.Stages)
+		cold := stages.Cold()
+		it.SavedMs = ms(stages.Saved())
 		it.Bytes = cal.HeapBytes + cal.MappedBytes
 		it.Joules = cold.Seconds() * float64(max(cal.Threads, 1)) * a.config().Power.WattsPerCPUSecond
 		it.Score = (it.Demand + 0.01) * it.SavedMs / (math.Max(float64(it.Bytes)/(1<<20), 0.01) * math.Max(it.Joules, 1e-3))

@@ -23,21 +23,23 @@ import (
 func TestMain(m *testing.M) {
 	switch os.Getenv("EDGE_AGENT_STORAGE_CHILD") {
 	case "writer":
-		os.Exit(childWriter(os.Args[len(os.Args)-1]))
+		base, _ := strconv.Atoi(os.Getenv("EDGE_AGENT_STORAGE_BASE"))
+		os.Exit(childWriter(os.Args[len(os.Args)-1], base))
 	case "fsize":
 		os.Exit(childDiskFull(os.Args[len(os.Args)-1]))
 	}
 	os.Exit(m.Run())
 }
 
-// childWriter writes forever, printing each record after its commit.
-func childWriter(dir string) int {
+// childWriter writes forever, printing each record after its commit. Its
+// counter starts at base, so values only grow across runs.
+func childWriter(dir string, base int) int {
 	s, _, err := storage.Open(dir, storage.Options{OutboxMaxCount: 1 << 20, OutboxMaxBytes: 1 << 40})
 	if err != nil {
 		fmt.Println("open error:", err)
 		return 1
 	}
-	for i := 0; ; i++ {
+	for i := base; ; i++ {
 		switch i % 3 {
 		case 0, 1:
 			seq, _, err := s.Append("events", fmt.Appendf(nil, "event-%d", i))
@@ -69,7 +71,7 @@ func TestCrashSafetyUnderSIGKILL(t *testing.T) {
 	lastCalib := map[string]int{}          // model id → last committed i
 	for run := range runs {
 		cmd := exec.Command(os.Args[0], "-test.run=^$", dir)
-		cmd.Env = append(os.Environ(), "EDGE_AGENT_STORAGE_CHILD=writer")
+		cmd.Env = append(os.Environ(), "EDGE_AGENT_STORAGE_CHILD=writer", fmt.Sprintf("EDGE_AGENT_STORAGE_BASE=%d", run*1_000_000))
 		var out bytes.Buffer
 		cmd.Stdout = &out
 		if err := cmd.Start(); err != nil {

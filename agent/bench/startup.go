@@ -150,8 +150,8 @@ func startup(ctx context.Context, o Options, work string) (Startup, error) {
 		toFirst[Naive] = append(toFirst[Naive], d)
 		first[Naive] = append(first[Naive], d)
 		fs := n.FirstStages()
-		stages[Naive] = append(stages[Naive], []Stage{{"read file", msOf(fs.Read)}, {"NewModel (copy)", msOf(fs.Model)},
-			{"interpreter", msOf(fs.Interpreter)}, {"allocate", msOf(fs.Allocate)}, {"first invoke", msOf(fs.FirstInvoke)}})
+		stages[Naive] = append(stages[Naive], []Stage{{stLoad, msOf(fs.Read + fs.Model)},
+			{stInterp, msOf(fs.Interpreter)}, {stAlloc, msOf(fs.Allocate)}, {stInvoke, msOf(fs.FirstInvoke)}})
 		for range 3 {
 			t = time.Now()
 			n.Infer(input, nil)
@@ -193,10 +193,10 @@ func startup(ctx context.Context, o Options, work string) (Startup, error) {
 		}
 		toFirst[Restored] = append(toFirst[Restored], msOf(started+req))
 		first[Restored] = append(first[Restored], msOf(req))
-		loadStages := a.Pool().Models()[0].LastLoad.Stages
+		ls := a.Pool().Models()[0].LastLoad.Stages
 		st := agentStages(a.Report(), 0)
-		st = append(st, Stage{"request: map+interp+alloc", msOf(loadStages.Map + loadStages.PageIn + loadStages.Interpreter + loadStages.Allocate)},
-			Stage{"request: warm-up + invoke", msOf(req - loadStages.Map - loadStages.PageIn - loadStages.Interpreter - loadStages.Allocate)})
+		st = append(st, Stage{stLoad, msOf(ls.Map + ls.PageIn)}, Stage{stInterp, msOf(ls.Interpreter)},
+			Stage{stAlloc, msOf(ls.Allocate)}, Stage{stInvoke, msOf(req - ls.Map - ls.PageIn - ls.Interpreter - ls.Allocate)})
 		stages[Restored] = append(stages[Restored], st)
 		a.Close()
 
@@ -228,10 +228,11 @@ func startup(ctx context.Context, o Options, work string) (Startup, error) {
 			}
 			agentSteady = append(agentSteady, msOf(d))
 		}
-		ls := a.Pool().Models()[0].LastLoad.Stages
-		stages[Prewarmed] = append(stages[Prewarmed], []Stage{{"wake: map+page-in", msOf(ls.Map + ls.PageIn)},
-			{"wake: interpreter", msOf(ls.Interpreter)}, {"wake: allocate", msOf(ls.Allocate)},
-			{"wake: warm-up invoke", msOf(ls.FirstInvoke)}, {"wake: steady check", msOf(ls.Steady)}, {"request", msOf(req)}})
+		ls = a.Pool().Models()[0].LastLoad.Stages
+		// The wake's own stages (its plan also decides, which is the rest).
+		stages[Prewarmed] = append(stages[Prewarmed], []Stage{{stLoad, msOf(ls.Map + ls.PageIn)},
+			{stInterp, msOf(ls.Interpreter)}, {stAlloc, msOf(ls.Allocate)}, {stInvoke, msOf(ls.FirstInvoke)},
+			{stPlan, msOf(woke - ls.Cold())}, {stRequest, msOf(req)}})
 		a.Close()
 	}
 	out := Startup{Model: model, ToFirst: map[string]Dist{}, FirstRequest: map[string]Dist{}, Steady: dist(steady),
@@ -244,17 +245,29 @@ func startup(ctx context.Context, o Options, work string) (Startup, error) {
 	return out, nil
 }
 
+// Stage categories shared by every configuration's waterfall.
+const (
+	stState   = "state open + restore"
+	stCalib   = "calibrate"
+	stLoad    = "load model (read/copy or map/page-in)"
+	stInterp  = "interpreter"
+	stAlloc   = "allocate"
+	stInvoke  = "first (warm-up) invoke"
+	stPrewarm = "prewarm at start"
+	stPlan    = "plan (power, ranking)"
+	stRequest = "warm request"
+)
+
 // agentStages splits an agent start from its report, plus the request.
 func agentStages(r agent.StartupReport, req time.Duration) []Stage {
-	st := []Stage{{"state open", msOf(r.Timings.StateOpen)}}
 	var calib time.Duration
 	for _, m := range r.Models {
 		calib += m.CalibrationTime
 	}
-	st = append(st, Stage{"calibrate", msOf(calib)}, Stage{"restore/prepare", msOf(r.Timings.Restore - calib)},
-		Stage{"prewarm", msOf(r.Timings.Prewarm)})
+	st := []Stage{{stState, msOf(r.Timings.StateOpen + r.Timings.Restore - calib)}, {stCalib, msOf(calib)},
+		{stPrewarm, msOf(r.Timings.Prewarm)}}
 	if req > 0 {
-		st = append(st, Stage{"request", msOf(req)})
+		st = append(st, Stage{stRequest, msOf(req)})
 	}
 	return st
 }

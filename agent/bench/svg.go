@@ -32,7 +32,7 @@ func waterfall(s Startup) string {
 		}
 		maxMs = math.Max(maxMs, sum)
 	}
-	scale := float64(w-left-40) / math.Max(maxMs, 1e-3)
+	scale := float64(w-left-110) / math.Max(maxMs, 1e-3)
 	colors := map[string]string{}
 	for i, c := range Configs {
 		y := top + i*(bar+14)
@@ -59,7 +59,7 @@ func waterfall(s Startup) string {
 			}
 			col := colors[st.Name]
 			colors[st.Name] = ""
-			x, y := 10+(i%4)*220, ly+(i/4)*18
+			x, y := 10+(i%3)*290, ly+(i/3)*18
 			fmt.Fprintf(&b, `<rect x="%d" y="%d" width="12" height="12" fill="%s"/><text x="%d" y="%d">%s</text>`+"\n", x, y, col, x+16, y+10, esc(st.Name))
 			i++
 		}
