@@ -382,38 +382,48 @@ func (c Config) Validate() error {
 			}
 		}
 	}
-	delegates := map[string]bool{}
+	names := make([]string, len(c.Delegates))
 	for i, d := range c.Delegates {
-		switch {
-		case !ValidModelID(d.Name):
-			errs = append(errs, fmt.Errorf("delegates[%d].name: %q must be 1-128 of [A-Za-z0-9._-]", i, d.Name))
-		case delegates[d.Name]:
-			errs = append(errs, fmt.Errorf("delegates[%d].name: %q is used twice", i, d.Name))
-		}
-		delegates[d.Name] = true
+		names[i] = d.Name
 		if d.Library == "" {
 			errs = append(errs, fmt.Errorf("delegates[%d].library: must not be empty", i))
 		}
 	}
-	seen := map[string]bool{}
+	delegates, derrs := checkIDs("delegates[%d].name", names)
+	errs = append(errs, derrs...)
+	ids := make([]string, len(c.Models))
 	for i, m := range c.Models {
+		ids[i] = m.ID
 		for _, d := range m.Delegates {
 			if !delegates[d] {
 				errs = append(errs, fmt.Errorf("models[%d].delegates: %q is not a configured delegate", i, d))
 			}
 		}
-		switch {
-		case !ValidModelID(m.ID):
-			errs = append(errs, fmt.Errorf("models[%d].id: %q must be 1-128 of [A-Za-z0-9._-], starting with a letter or digit", i, m.ID))
-		case seen[m.ID]:
-			errs = append(errs, fmt.Errorf("models[%d].id: %q is used twice", i, m.ID))
-		}
-		seen[m.ID] = true
 		if m.Path == "" {
 			errs = append(errs, fmt.Errorf("models[%d].path: must not be empty", i))
 		}
 	}
+	_, merrs := checkIDs("models[%d].id", ids)
+	errs = append(errs, merrs...)
 	return errors.Join(errs...)
+}
+
+// checkIDs validates ids and their uniqueness; field is a format with the
+// index, e.g. "models[%d].id". It returns the set of ids.
+func checkIDs(field string, ids []string) (map[string]bool, []error) {
+	seen := map[string]bool{}
+	var errs []error
+	for i, id := range ids {
+		name := fmt.Sprintf(field, i)
+		switch {
+		case !ValidModelID(id):
+			errs = append(errs, fmt.Errorf("%s: %q must be 1-128 of [A-Za-z0-9._-], starting with a letter or digit", name, id))
+		case seen[id]:
+			errs = append(errs, fmt.Errorf("%s: %q is used twice", name, id))
+		}
+		seen[id] = true
+	}
+	return seen, errs
 }
 
 // policy is the energy policy of the configuration.

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"math"
 	"os"
-	"path/filepath"
 	"runtime"
 	"sort"
 	"strconv"
@@ -230,20 +229,8 @@ func TestQueuedEventsSurviveAgentKillWhileBrokerDown(t *testing.T) {
 	url := b.URL()
 	b.Stop()
 	dir := t.TempDir()
-	cfgPath := writeFile(t, filepath.Join(dir, "edge-agent.toml"), []byte(fmt.Sprintf(`
-state_dir = %q
-[calibration]
-runs = 1
-steady_invokes = 1
-max_threads = 1
-[mqtt]
-brokers = [%q]
-device = "dev1"
-connect_wait = "100ms"
-[[models]]
-id = "xor"
-path = %q
-`, filepath.Join(dir, "state"), url, tflitetest.Path(t, "xor_model.tflite"))), 0o644)
+	cfgPath := runConfig(t, dir, fmt.Sprintf("[mqtt]\nbrokers = [%q]\ndevice = \"dev1\"\nconnect_wait = \"100ms\"\n", url),
+		agent.ModelConfig{ID: "xor", Path: tflitetest.Path(t, "xor_model.tflite")})
 
 	child := cliCmd(t)
 	child.Env = append(os.Environ(), "EDGE_AGENT_TEST_QUEUE="+cfgPath+","+strconv.Itoa(total))
@@ -280,20 +267,8 @@ func TestLastWillWhenAgentKilled(t *testing.T) {
 	b := mqtttest.Start(t, mqtttest.Options{})
 	dir := t.TempDir()
 	keepalive := 2 * time.Second
-	cfgPath := writeFile(t, filepath.Join(dir, "edge-agent.toml"), []byte(fmt.Sprintf(`
-state_dir = %q
-[calibration]
-runs = 1
-steady_invokes = 1
-max_threads = 1
-[mqtt]
-brokers = [%q]
-device = "dev1"
-keepalive = "%s"
-[[models]]
-id = "xor"
-path = %q
-`, filepath.Join(dir, "state"), b.URL(), keepalive, tflitetest.Path(t, "xor_model.tflite"))), 0o644)
+	cfgPath := runConfig(t, dir, fmt.Sprintf("[mqtt]\nbrokers = [%q]\ndevice = \"dev1\"\nkeepalive = %q\n", b.URL(), keepalive.String()),
+		agent.ModelConfig{ID: "xor", Path: tflitetest.Path(t, "xor_model.tflite")})
 	sub := b.Subscribe(t, "fleet", "edge/dev1/status")
 	waitStatus := func(want string, within time.Duration) time.Duration {
 		t.Helper()
