@@ -43,6 +43,8 @@ type Options struct {
 	BeforePrewarm func(ctx context.Context, model string)
 	// ShutdownTimeout bounds Close in Run. Default 10s.
 	ShutdownTimeout time.Duration
+	// ScheduleEvery is how often the schedule looks ahead. Default 1m.
+	ScheduleEvery time.Duration
 }
 
 // Agent is the running daemon: state, pool and what it learned at start.
@@ -102,6 +104,9 @@ func New(cfg Config, log *slog.Logger, o Options) *Agent {
 	}
 	if o.ShutdownTimeout <= 0 {
 		o.ShutdownTimeout = 10 * time.Second
+	}
+	if o.ScheduleEvery <= 0 {
+		o.ScheduleEvery = time.Minute
 	}
 	a := &Agent{opts: o, log: log, labels: map[string][]string{}, seen: map[string]bool{}, stop: func() {},
 		wakes: make(chan wakeRequest, 8), calib: map[string]storage.Calibration{}, specs: map[string]ModelConfig{},

@@ -315,7 +315,7 @@ func (a *Agent) scheduleLoop(ctx context.Context) {
 		return
 	}
 	var woke time.Time // the hour last woken for
-	loop(ctx, time.Minute, func() {
+	loop(ctx, a.opts.ScheduleEvery, func() {
 		if ctx.Err() != nil {
 			return
 		}

@@ -1,0 +1,123 @@
+package agent_test
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/edge-agent/edge-agent/agent"
+	"github.com/edge-agent/edge-agent/mqtt"
+	"github.com/edge-agent/edge-agent/storage"
+	"github.com/edge-agent/edge-agent/tflite/tflitetest"
+)
+
+// A model with demand predicted for the next hour, not warm, is warmed
+// ahead of that hour by the schedule, once.
+func TestScheduleWakesAheadOfPredictedDemand(t *testing.T) {
+	var mu sync.Mutex
+	now := time.Date(2026, 11, 23, 8, 50, 0, 0, time.UTC) // Monday 08:50
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	cfg := testConfig(t, planModels(t)[:2]...) // xor (pinned), v1
+	cfg.Prewarm.ScheduleLead = 5 * time.Minute
+	a := start(t, cfg, agent.Options{Now: clock, ScheduleEvery: 10 * time.Millisecond})
+	defer a.Close()
+	// Last week v1 was asked for at 09:xx, many times.
+	var ev []storage.UsageEvent
+	for range 10 {
+		ev = append(ev, storage.UsageEvent{Model: "v1", At: now.Add(-7*24*time.Hour + 20*time.Minute), N: 1})
+	}
+	if err := a.Store().AddUsage(ev); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Pool().Evict("v1"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond) // 08:50: the hour is more than the lead away
+	if n := wakeEvents(t, a, "schedule"); n != 0 || a.Pool().IsWarm("v1") {
+		t.Fatalf("woke %d times too early", n)
+	}
+	mu.Lock()
+	now = now.Add(6 * time.Minute) // 08:56: within the lead of 09:00
+	mu.Unlock()
+	deadline := time.Now().Add(30 * time.Second)
+	for !a.Pool().IsWarm("v1") {
+		if time.Now().After(deadline) {
+			t.Fatal("the schedule did not warm v1 ahead of its hour")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(100 * time.Millisecond) // many more looks ahead
+	if n := wakeEvents(t, a, "schedule"); n != 1 {
+		t.Fatalf("%d schedule wakes for one hour", n)
+	}
+}
+
+// Unpinned models idle for the keep-alive lose their interpreters and
+// keep their mapping; pinned ones stay warm.
+func TestKeepAliveTrimsIdleModels(t *testing.T) {
+	cfg := testConfig(t, planModels(t)[:2]...) // xor (pinned), v1
+	cfg.Prewarm.KeepAlive = 50 * time.Millisecond
+	a := start(t, cfg, agent.Options{})
+	defer a.Close()
+	if !a.Pool().IsWarm("v1") {
+		t.Fatal("v1 not warm after start")
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for a.Pool().IsWarm("v1") {
+		if time.Now().After(deadline) {
+			t.Fatal("idle v1 never trimmed")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	for _, m := range a.Pool().Models() {
+		switch m.ID {
+		case "v1":
+			if !m.Mapped || m.Interpreters != 0 {
+				t.Fatalf("v1 after trim: %+v", m)
+			}
+		case "xor":
+			if !m.Warm {
+				t.Fatalf("pinned xor trimmed: %+v", m)
+			}
+		}
+	}
+}
+
+// The reload command rescans models_dir: a new file is prepared and
+// registered, a removed one unregistered, the others left warm.
+func TestReloadCommandRescansModelsDir(t *testing.T) {
+	dir := t.TempDir()
+	link := func(name, src string) {
+		t.Helper()
+		if err := os.Symlink(tflitetest.Path(t, src), filepath.Join(dir, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	link("xor.tflite", "xor_model.tflite")
+	link("lstm.tflite", "keras_lstm_mnist_ptq.tflite")
+	cfg := testConfig(t)
+	cfg.ModelsDir = dir
+	a := start(t, cfg, agent.Options{})
+	defer a.Close()
+	loads := loadsOf(a)
+
+	link("v1.tflite", "mobilenet_v1_0.25_128_quant.tflite")
+	os.Remove(filepath.Join(dir, "lstm.tflite"))
+	res, err := a.Command(context.Background(), mqtt.Command{Verb: "reload", ID: "r1", Payload: []byte(`{"id":"r1"}`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := json.Marshal(res)
+	var r agent.ReloadResult
+	json.Unmarshal(b, &r)
+	if len(r.Added) != 1 || r.Added[0] != "v1" || len(r.Removed) != 1 || r.Removed[0] != "lstm" || len(r.Unchanged) != 1 || r.Unchanged[0] != "xor" {
+		t.Fatalf("reload %+v", r)
+	}
+	if loadsOf(a)["xor"] != loads["xor"] {
+		t.Fatal("xor reloaded")
+	}
+}
