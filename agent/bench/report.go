@@ -92,6 +92,7 @@ func write(dir string, r Report) error {
 	b.WriteString("- agent cold: empty state: calibrates (thread auto-tune, stage medians), then warms;\n")
 	b.WriteString("- agent restored: state from the previous run, nothing prewarmed: the first request loads;\n")
 	b.WriteString("- agent prewarmed: a wake warmed the model before the request.\n\n")
+	b.WriteString("Each configuration starts with the model file dropped from the page cache (`fadvise(DONTNEED)`), as after a resume or boot: whoever loads first reads it from storage. On a VM's virtual disk that read is fast; on an SD card it is not.\n\n")
 	b.WriteString("| configuration | start (or wake) → first result, ms | first request, ms | first ÷ steady | vs naive (first request) |\n|---|---|---|---|---|\n")
 	for _, c := range Configs {
 		steady := s.AgentSteady.Median
