@@ -249,6 +249,28 @@ func (l *logBuf) add(line string) {
 	l.b.WriteString(line + "\n")
 }
 
+// waitFor waits until the log holds want; otherwise it kills cmd and fails.
+func (l *logBuf) waitFor(t *testing.T, cmd *exec.Cmd, want string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(l.String(), want) {
+		if time.Now().After(deadline) {
+			cmd.Process.Kill()
+			t.Fatalf("no %q in the log:\n%s", want, l)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// stopRun sends SIGTERM and fails unless `run` exits cleanly.
+func stopRun(t *testing.T, cmd *exec.Cmd, logs *logBuf, done <-chan error) {
+	t.Helper()
+	cmd.Process.Signal(syscall.SIGTERM)
+	if err := <-done; err != nil {
+		t.Fatalf("exit: %v\n%s", err, logs)
+	}
+}
+
 func (l *logBuf) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -334,18 +356,8 @@ func TestSIGUSR1Wakes(t *testing.T) {
 	if err := cmd.Process.Signal(syscall.SIGUSR1); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for !strings.Contains(logs.String(), "msg=plan wake=signal") {
-		if time.Now().After(deadline) {
-			cmd.Process.Kill()
-			t.Fatalf("no plan for the signal:\n%s", logs)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	cmd.Process.Signal(syscall.SIGTERM)
-	if err := <-done; err != nil {
-		t.Fatalf("%v\n%s", err, logs)
-	}
+	logs.waitFor(t, cmd, "msg=plan wake=signal")
+	stopRun(t, cmd, logs, done)
 }
 
 func TestRunKeepsServingWithABadModel(t *testing.T) {
@@ -368,10 +380,7 @@ id = "broken"
 path = "`+trunc+`"
 `), 0o644)
 	cmd, logs, done := startRun(t, dir, "--config", cfg)
-	cmd.Process.Signal(syscall.SIGTERM)
-	if err := <-done; err != nil {
-		t.Fatalf("exit: %v\n%s", err, logs)
-	}
+	stopRun(t, cmd, logs, done)
 	l := logs.String()
 	if !strings.Contains(l, `msg="model not usable" model=broken`) || !strings.Contains(l, "code=model_truncated") || !strings.Contains(l, "warm=1") {
 		t.Fatalf("logs:\n%s", l)

@@ -310,12 +310,8 @@ func (c Config) Validate() error {
 	if c.Pool.Budget < 0 {
 		errs = append(errs, errors.New("pool.budget: must not be negative"))
 	}
-	if c.Pool.InterpretersPerModel < 1 || c.Pool.InterpretersPerModel > 64 {
-		errs = append(errs, fmt.Errorf("pool.interpreters_per_model: %d not in 1..64", c.Pool.InterpretersPerModel))
-	}
-	if c.Pool.Threads < 0 || c.Pool.Threads > 256 {
-		errs = append(errs, fmt.Errorf("pool.threads: %d not in 0..256", c.Pool.Threads))
-	}
+	errs = append(errs, intRange("pool.interpreters_per_model", c.Pool.InterpretersPerModel, 1, 64),
+		intRange("pool.threads", c.Pool.Threads, 0, 256))
 	if c.State.LockTimeout <= 0 {
 		errs = append(errs, errors.New("state.lock_timeout: must be positive"))
 	}
@@ -325,15 +321,9 @@ func (c Config) Validate() error {
 	if c.State.OutboxMaxBytes < 1024 {
 		errs = append(errs, errors.New("state.outbox_max_bytes: must be at least 1KiB"))
 	}
-	if c.Calibration.Runs < 1 || c.Calibration.Runs > 50 {
-		errs = append(errs, fmt.Errorf("calibration.runs: %d not in 1..50", c.Calibration.Runs))
-	}
-	if c.Calibration.SteadyInvokes < 1 || c.Calibration.SteadyInvokes > 1000 {
-		errs = append(errs, fmt.Errorf("calibration.steady_invokes: %d not in 1..1000", c.Calibration.SteadyInvokes))
-	}
-	if c.Calibration.MaxThreads < 1 || c.Calibration.MaxThreads > 256 {
-		errs = append(errs, fmt.Errorf("calibration.max_threads: %d not in 1..256", c.Calibration.MaxThreads))
-	}
+	errs = append(errs, intRange("calibration.runs", c.Calibration.Runs, 1, 50),
+		intRange("calibration.steady_invokes", c.Calibration.SteadyInvokes, 1, 1000),
+		intRange("calibration.max_threads", c.Calibration.MaxThreads, 1, 256))
 	if c.MQTT.KeepAlive < time.Second {
 		errs = append(errs, errors.New("mqtt.keepalive: must be at least 1s"))
 	}
@@ -406,6 +396,15 @@ func (c Config) Validate() error {
 	_, merrs := checkIDs("models[%d].id", ids)
 	errs = append(errs, merrs...)
 	return errors.Join(errs...)
+}
+
+// intRange is nil when v is in lo..hi, else an error naming field.
+// (errors.Join drops the nils.)
+func intRange(field string, v, lo, hi int) error {
+	if v < lo || v > hi {
+		return fmt.Errorf("%s: %d not in %d..%d", field, v, lo, hi)
+	}
+	return nil
 }
 
 // checkIDs validates ids and their uniqueness; field is a format with the

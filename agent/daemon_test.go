@@ -226,18 +226,8 @@ func TestSIGHUPReloadsConfig(t *testing.T) {
 	cmd, logs, done := startRun(t, dir, "--config", cfgPath)
 	runConfig(t, dir, "[pool]\nbudget = \"128MiB\"\n", models[0], models[1], models[3])
 	cmd.Process.Signal(syscall.SIGHUP)
-	deadline := time.Now().Add(30 * time.Second)
-	for !strings.Contains(logs.String(), "model=lstm wake=reload") {
-		if time.Now().After(deadline) {
-			cmd.Process.Kill()
-			t.Fatalf("added model not warmed after SIGHUP:\n%s", logs)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	cmd.Process.Signal(syscall.SIGTERM)
-	if err := <-done; err != nil {
-		t.Fatalf("%v\n%s", err, logs)
-	}
+	logs.waitFor(t, cmd, "model=lstm wake=reload") // the added model was warmed
+	stopRun(t, cmd, logs, done)
 	l := logs.String()
 	if !strings.Contains(l, "msg=reloaded added=[lstm]") || !strings.Contains(l, "unchanged=\"[v1 xor]\"") {
 		t.Fatalf("reload log:\n%s", l)

@@ -285,19 +285,16 @@ func TestLastWillWhenAgentKilled(t *testing.T) {
 			}
 		}
 	}
-	cmd, logs, done := startRun(t, dir, "--config", cfgPath)
+	cmd, _, done := startRun(t, dir, "--config", cfgPath)
 	waitStatus("online", 30*time.Second)
 	killed := time.Now()
 	cmd.Process.Signal(syscall.SIGKILL)
 	<-done
 	waitStatus("offline", 3*keepalive/2)
 	t.Logf("offline %v after SIGKILL (keepalive %v)", time.Since(killed), keepalive)
-	cmd2, _, done2 := startRun(t, dir, "--config", cfgPath)
+	cmd2, logs2, done2 := startRun(t, dir, "--config", cfgPath)
 	waitStatus("online", 30*time.Second)
-	cmd2.Process.Signal(syscall.SIGTERM)
-	if err := <-done2; err != nil {
-		t.Fatalf("%v\n%s", err, logs)
-	}
+	stopRun(t, cmd2, logs2, done2)
 	waitStatus("offline", 10*time.Second) // published on a clean stop
 }
 

@@ -62,11 +62,9 @@ func (a *Agent) prepare(m ModelConfig) ModelReport {
 			break
 		}
 	}
-	if len(chosen) == 0 && needsAccelerator(path) {
-		if m.CPUTwin == "" {
-			return fail(&tflite.Error{Op: "prepare " + m.ID, Path: path, Kind: tflite.ErrNeedsDelegate,
-				Detail: "no configured delegate works and no cpu_twin is configured"})
-		}
+	// Only a configured twin makes the question worth a mapping: without
+	// one, an accelerator model fails calibration with model_needs_delegate.
+	if len(chosen) == 0 && m.CPUTwin != "" && needsAccelerator(path) {
 		a.log.Warn("no delegate works for an accelerator model; serving its CPU twin", "model", m.ID, "cpu_twin", m.CPUTwin)
 		path = m.CPUTwin
 		mr.Delegate.Fallback = m.CPUTwin

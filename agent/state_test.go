@@ -307,10 +307,7 @@ delegates = ["flaky"]
 	// Second start: the attempt without outcome is marked crashed and the
 	// delegate is not entered again; the model serves on the CPU.
 	cmd2, logs, done := startRun(t, dir, "--config", cfgPath, "--report", report)
-	cmd2.Process.Signal(syscall.SIGTERM)
-	if err := <-done; err != nil {
-		t.Fatalf("second start: %v\n%s", err, logs)
-	}
+	stopRun(t, cmd2, logs, done)
 	if _, err := os.Stat(marker); err == nil {
 		t.Fatal("the crashed delegate was tried again")
 	}
