@@ -44,7 +44,7 @@ func BenchmarkInferOverMQTT(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
-				in, err := infer.FromFile(tflitetest.Path(b, c.image), it.Inputs()[0], infer.DefaultNormalization)
+				in, err := infer.FromFile(tflitetest.Path(b, c.image), it.Inputs()[0], infer.DefaultNormalization, 0)
 				it.Close()
 				m.Close()
 				if err != nil {

@@ -262,11 +262,14 @@ func (c cli) infer(args []string) (bool, error) {
 	threads := fs.Int("threads", 0, "interpreter threads (0: runtime default)")
 	mean := fs.Float64("mean", float64(infer.DefaultNormalization.Mean), "float inputs: (pixel-mean)/std")
 	std := fs.Float64("std", float64(infer.DefaultNormalization.Std), "float inputs: (pixel-mean)/std")
+	maxPixels := fs.Int("max-pixels", infer.DefaultMaxPixels, "refuse images with more pixels than this")
 	asJSON := fs.Bool("json", false, "print JSON")
 	if err := parse(fs, args); err != nil {
 		return *asJSON, err
 	}
 	switch {
+	case *maxPixels < 1:
+		return *asJSON, usageErr("infer: --max-pixels must be at least 1")
 	case *model == "" || *input == "":
 		return *asJSON, usageErr("infer: --model and --input are required")
 	case fs.NArg() != 0:
@@ -292,7 +295,7 @@ func (c cli) infer(args []string) (bool, error) {
 		PageIn:      true,
 		Warm: tflite.WarmOptions{InputFunc: func(t tflite.TensorInfo) ([]byte, error) {
 			var err error
-			in, err = infer.FromFile(*input, t, norm)
+			in, err = infer.FromFile(*input, t, norm, *maxPixels)
 			return in.Bytes, err
 		}},
 	})

@@ -225,7 +225,7 @@ func (a *Agent) inferCommand(ctx context.Context, c mqtt.Command) (any, error) {
 	var decoded image.Image
 	if len(img) > 0 {
 		var err error
-		if decoded, err = infer.DecodeImage(img); err != nil {
+		if decoded, err = infer.DecodeImage(img, a.config().Infer.MaxImagePixels); err != nil {
 			return nil, err
 		}
 	}
@@ -245,7 +245,7 @@ func (a *Agent) inferCommand(ctx context.Context, c mqtt.Command) (any, error) {
 		return nil, err
 	}
 	t := time.Now()
-	if err := it.Invoke(); err != nil {
+	if err := l.Invoke(); err != nil {
 		return nil, err
 	}
 	invoke := time.Since(t)

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
+	"github.com/edge-agent/edge-agent/agent/infer"
 	"github.com/edge-agent/edge-agent/mqtt"
 	"github.com/edge-agent/edge-agent/power"
 )
@@ -46,6 +47,16 @@ type Config struct {
 	Prewarm PrewarmConfig `toml:"prewarm"`
 	// Families serve a fast variant while the precise one warms.
 	Families []FamilyConfig `toml:"families"`
+	// Infer bounds what an infer request may make the agent allocate.
+	Infer InferConfig `toml:"infer"`
+}
+
+// InferConfig bounds inference requests.
+type InferConfig struct {
+	// MaxImagePixels refuses images whose header declares more pixels
+	// (width × height) with input_too_large, before decoding. Default
+	// 16000000; 16-bit images get half as many.
+	MaxImagePixels int `toml:"max_image_pixels"`
 }
 
 // PowerConfig is the energy policy (see power.Policy for the table).
@@ -203,6 +214,7 @@ func DefaultConfig() Config {
 			MaxTempC: 80, BusyLoadPerCore: 0.9, DeferFor: 30 * time.Second, WattsPerCPUSecond: 2.5},
 		Prewarm: PrewarmConfig{KeepAlive: 10 * time.Minute, ScheduleLead: 5 * time.Minute, ScheduleMinDemand: 0.5,
 			ResumeCheck: 2 * time.Second},
+		Infer: InferConfig{MaxImagePixels: infer.DefaultMaxPixels},
 	}
 }
 
@@ -335,6 +347,9 @@ func (c Config) Validate() error {
 	}
 	if c.MQTT.CommandQueue < 1 || c.MQTT.CommandWorkers < 1 {
 		errs = append(errs, errors.New("mqtt.command_queue and mqtt.command_workers: must be at least 1"))
+	}
+	if c.Infer.MaxImagePixels < 1 {
+		errs = append(errs, errors.New("infer.max_image_pixels: must be at least 1"))
 	}
 	if c.MQTT.MaxPayload < 1024 {
 		errs = append(errs, errors.New("mqtt.max_payload: must be at least 1KiB"))

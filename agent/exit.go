@@ -43,6 +43,7 @@ var exitByCode = map[string]int{
 	"input_size":            ExitInput,
 	"input_unsupported":     ExitInput,
 	"input_image_decode":    ExitInput,
+	"input_too_large":       ExitInput,
 	"input_not_image_model": ExitInput,
 	"input_unreadable":      ExitInput,
 }

@@ -207,7 +207,7 @@ func TestEdgeTPUModelFallsBackToCPUTwin(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Release()
-	in, err := infer.FromFile(tflitetest.Path(t, "cat.bmp"), l.Interpreter().Inputs()[0], infer.DefaultNormalization)
+	in, err := infer.FromFile(tflitetest.Path(t, "cat.bmp"), l.Interpreter().Inputs()[0], infer.DefaultNormalization, 0)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -60,7 +61,12 @@ type Stats struct {
 	Commands        uint64 `json:"commands"`
 	Rejected        uint64 `json:"rejected"`
 	Busy            uint64 `json:"busy"`
+	Panics          uint64 `json:"panics"`
 	RepliesDropped  uint64 `json:"replies_dropped"`
+	// QueuedBytes is the payload bytes of commands queued or running now;
+	// MaxQueuedBytes its bound: (QueueSize + Workers) × MaxPayload.
+	QueuedBytes    int64 `json:"queued_bytes"`
+	MaxQueuedBytes int64 `json:"max_queued_bytes"`
 }
 
 // Client is the agent's MQTT side. Create with New, then Run.
@@ -89,10 +95,11 @@ type Client struct {
 	// older messages the outbox is about to resend.
 	pubMu sync.Mutex
 
-	// statsMu guards stats.
+	// statsMu guards stats and status.
 	statsMu sync.Mutex
 	stats   Stats
 	sentMax uint64 // highest seq ever published, to count resends
+	status  map[string]any // extra fields of the retained online status
 }
 
 type replyOut struct {
@@ -133,7 +140,7 @@ func New(o Options, outbox Outbox, cmds Commander) (*Client, error) {
 		SetWriteTimeout(min(o.ConnectTimeout, 2*time.Second)). // bounds a Publish blocked on a dead connection
 		SetOrderMatters(true).
 		SetStore(newResendFreeStore()).
-		SetBinaryWill(c.topic("status"), statusPayload("offline", o.Version), 1, true).
+		SetBinaryWill(c.topic("status"), statusPayload("offline", o.Version, nil), 1, true).
 		SetConnectionLostHandler(func(_ paho.Client, err error) {
 			select {
 			case c.lost <- err:
@@ -152,9 +159,37 @@ func New(o Options, outbox Outbox, cmds Commander) (*Client, error) {
 
 func (c *Client) topic(suffix string) string { return c.o.Prefix + "/" + c.o.Device + "/" + suffix }
 
-func statusPayload(status, version string) []byte {
-	b, _ := json.Marshal(map[string]any{"schema": SchemaVersion, "status": status, "agent": version})
+func statusPayload(status, version string, extra map[string]any) []byte {
+	m := map[string]any{}
+	for k, v := range extra {
+		m[k] = v
+	}
+	m["schema"], m["status"], m["agent"] = SchemaVersion, status, version
+	b, _ := json.Marshal(m)
 	return b
+}
+
+// SetStatus sets extra fields of the retained "online" status (say, what
+// each model is ready for) and publishes it now when connected; every
+// later connection publishes it too. schema, status and agent are the
+// client's own.
+func (c *Client) SetStatus(fields map[string]any) {
+	c.statsMu.Lock()
+	c.status = fields
+	c.statsMu.Unlock()
+	if c.pc.IsConnectionOpen() {
+		c.publishStatus()
+	}
+}
+
+// publishStatus publishes the retained online status without waiting: it
+// is called from the connection loop and from SetStatus's callers, never
+// from paho's handlers.
+func (c *Client) publishStatus() {
+	c.statsMu.Lock()
+	b := statusPayload("online", c.o.Version, c.status)
+	c.statsMu.Unlock()
+	c.pc.Publish(c.topic("status"), 1, true, b)
 }
 
 // Notify tells the flusher the outbox has new messages.
@@ -174,6 +209,7 @@ func (c *Client) Stats() Stats {
 	defer c.statsMu.Unlock()
 	s := c.stats
 	s.Connected = c.pc.IsConnectionOpen()
+	s.MaxQueuedBytes = int64(c.o.QueueSize+c.o.Workers) * int64(c.o.MaxPayload)
 	return s
 }
 
@@ -217,7 +253,7 @@ func (c *Client) Run(ctx context.Context) error {
 	stopWork()
 	workers.Wait()
 	if c.pc.IsConnectionOpen() {
-		t := c.pc.Publish(c.topic("status"), 1, true, statusPayload("offline", c.o.Version))
+		t := c.pc.Publish(c.topic("status"), 1, true, statusPayload("offline", c.o.Version, nil))
 		t.WaitTimeout(2 * time.Second)
 		c.pc.Disconnect(250)
 	}
@@ -291,7 +327,7 @@ func (c *Client) online(ctx context.Context) error {
 	if err := wait(ctx, c.pc.Subscribe(c.topic("cmd/#"), 1, c.onMessage), c.o.ConnectTimeout); err != nil {
 		return fmt.Errorf("subscribe to commands: %w", err)
 	}
-	c.pc.Publish(c.topic("status"), 1, true, statusPayload("online", c.o.Version))
+	c.publishStatus()
 	return nil
 }
 
@@ -407,9 +443,11 @@ func (c *Client) onMessage(_ paho.Client, m paho.Message) {
 		c.reject(replyOut{id: cmd.ID, err: err})
 		return
 	}
+	c.count(func(s *Stats) { s.QueuedBytes += int64(len(cmd.Payload)) })
 	select {
 	case c.queue <- cmd:
 	default:
+		c.count(func(s *Stats) { s.QueuedBytes -= int64(len(cmd.Payload)) })
 		c.count(func(s *Stats) { s.Busy++ })
 		c.reject(replyOut{id: cmd.ID, err: ErrBusy})
 	}
@@ -478,17 +516,20 @@ func (c *Client) work(ctx context.Context) {
 		select {
 		case cmd := <-c.queue:
 			if ctx.Err() != nil {
+				c.count(func(s *Stats) { s.QueuedBytes -= int64(len(cmd.Payload)) })
 				c.reply(replyOut{id: cmd.ID, err: ErrShuttingDown})
 				continue
 			}
 			cctx, cancel := context.WithTimeout(ctx, c.o.CommandTimeout)
-			res, err := c.cmds.Command(cctx, cmd)
+			res, err := c.run(cctx, cmd)
 			cancel()
+			c.count(func(s *Stats) { s.QueuedBytes -= int64(len(cmd.Payload)) })
 			c.reply(replyOut{id: cmd.ID, result: res, err: err})
 		case <-ctx.Done():
 			for {
 				select {
 				case cmd := <-c.queue:
+					c.count(func(s *Stats) { s.QueuedBytes -= int64(len(cmd.Payload)) })
 					c.reply(replyOut{id: cmd.ID, err: ErrShuttingDown})
 				default:
 					return
@@ -496,6 +537,25 @@ func (c *Client) work(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// run runs one command; a panic in it becomes an "internal" reply (and a
+// log line with the stack) instead of taking the device down.
+func (c *Client) run(ctx context.Context, cmd Command) (res any, err error) {
+	defer func() {
+		v := recover()
+		if v == nil {
+			return
+		}
+		stack := debug.Stack()
+		res, err = nil, &Error{"internal", fmt.Sprintf("command %q failed inside the agent (a bug; see its log)", cmd.Verb)}
+		c.count(func(s *Stats) { s.Panics++ })
+		c.log.Error("mqtt: command panicked", "verb", cmd.Verb, "id", cmd.ID, "panic", v, "stack", string(stack))
+		if c.o.OnPanic != nil {
+			c.o.OnPanic(cmd, v, stack)
+		}
+	}()
+	return c.cmds.Command(ctx, cmd)
 }
 
 func (c *Client) replyRejects(ctx context.Context) {

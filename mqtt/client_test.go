@@ -79,6 +79,10 @@ func (e echo) Command(ctx context.Context, c mqtt.Command) (any, error) {
 	switch c.Verb {
 	case "echo":
 		return map[string]any{"bytes": len(c.Payload), "binary": c.Binary, "model": c.Model}, nil
+	case "panic":
+		var m map[string]int
+		m["x"] = 1 // a nil-map write: a real runtime panic, as a bug would cause
+		return nil, nil
 	case "slow":
 		select {
 		case <-time.After(e.delay):
@@ -216,6 +220,37 @@ func TestCommandsAndReplies(t *testing.T) {
 		}
 	}
 	if s := c.Stats(); s.Rejected != 5 || !s.Connected {
+		t.Fatalf("stats %+v", s)
+	}
+}
+
+// A command that panics answers "internal", tells OnPanic, and the client
+// (and the process) goes on serving.
+func TestPanicInCommandAnswersInternal(t *testing.T) {
+	b := mqtttest.Start(t, mqtttest.Options{})
+	panics := make(chan string, 1)
+	c, _ := startClient(t, mqtt.Options{Brokers: []string{b.URL()}, OnPanic: func(cmd mqtt.Command, v any, stack []byte) {
+		panics <- fmt.Sprintf("%s %v %d", cmd.ID, v, len(stack))
+	}}, &memOutbox{}, echo{})
+	waitReady(t, c)
+	sub := b.Subscribe(t, "operator", "edge/dev1/reply/#")
+	sub.Publish(t, "edge/dev1/cmd/panic/p1", []byte(`{}`))
+	if r := decodeReply(t, sub.Next(t, 5*time.Second)); r.OK || r.Error.Code != "internal" || r.ID != "p1" {
+		t.Fatalf("panic reply %+v", r)
+	}
+	select {
+	case p := <-panics:
+		if !strings.HasPrefix(p, "p1 assignment to entry in nil map") {
+			t.Fatalf("OnPanic got %q", p)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("OnPanic not called")
+	}
+	sub.Publish(t, "edge/dev1/cmd/echo/e1", []byte(`{}`))
+	if r := decodeReply(t, sub.Next(t, 5*time.Second)); !r.OK {
+		t.Fatalf("after a panic: %+v", r)
+	}
+	if s := c.Stats(); s.Panics != 1 || s.QueuedBytes != 0 || s.MaxQueuedBytes != int64(256+2)<<20 {
 		t.Fatalf("stats %+v", s)
 	}
 }

@@ -60,6 +60,9 @@ type Options struct {
 	CommandTimeout time.Duration
 	// Version goes into the online status.
 	Version string
+	// OnPanic, when set, is told about a command that panicked (after the
+	// panic was turned into an "internal" reply), with the stack.
+	OnPanic func(c Command, v any, stack []byte)
 	// Logger; nil discards.
 	Logger *slog.Logger
 }

@@ -68,6 +68,12 @@ type Options struct {
 	Now func() time.Time
 	// Logger; nil discards.
 	Logger *slog.Logger
+	// OpenRetries is how often a failed open that is not corruption (no
+	// memory to map, no file descriptors, a full or read-only disk) is
+	// tried again, with a doubling pause from RetryPause. Default 3 and
+	// 200ms. Such a failure never moves the file aside.
+	OpenRetries int
+	RetryPause  time.Duration
 }
 
 func (o *Options) defaults() {
@@ -85,6 +91,12 @@ func (o *Options) defaults() {
 	}
 	if o.Now == nil {
 		o.Now = time.Now
+	}
+	if o.OpenRetries <= 0 {
+		o.OpenRetries = 3
+	}
+	if o.RetryPause <= 0 {
+		o.RetryPause = 200 * time.Millisecond
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -129,7 +141,7 @@ func Open(dir string, o Options) (*Store, OpenReport, error) {
 	_, statErr := os.Stat(path)
 	rep.Created = errors.Is(statErr, fs.ErrNotExist)
 
-	db, err := openVerified(path, o)
+	db, err := openRetrying(path, o)
 	if errors.Is(err, ErrCorrupt) {
 		moved := fmt.Sprintf("%s.corrupt-%s", path, o.Now().UTC().Format("20060102T150405.000000000"))
 		if rerr := os.Rename(path, moved); rerr != nil {
@@ -159,20 +171,44 @@ func Open(dir string, o Options) (*Store, OpenReport, error) {
 	return s, rep, nil
 }
 
+// openRetrying is openVerified, tried again while it fails for a reason of
+// the environment: those pass (memory, descriptors, disk space), and the
+// file they failed on is fine.
+func openRetrying(path string, o Options) (*bolt.DB, error) {
+	pause := o.RetryPause
+	for try := 0; ; try++ {
+		db, err := openVerified(path, o)
+		if err == nil || errors.Is(err, ErrCorrupt) || errors.Is(err, ErrLocked) || try >= o.OpenRetries {
+			return db, err
+		}
+		o.Logger.Warn("state file not opened; trying again (the file is kept)", "path", path, "err", err, "retry_in", pause)
+		time.Sleep(pause)
+		pause *= 2
+	}
+}
+
+// boltOpen is bolt.Open; tests replace it to inject the environment's
+// failures (ENOMEM from mmap cannot be caused on demand).
+var boltOpen = bolt.Open
+
 // openVerified opens path and checks it through; ErrCorrupt means the file
-// exists and is damaged.
+// exists and is damaged. Only bbolt's own verdicts on the file (bad magic,
+// version, checksum, mapping) and our checks count as damage: any other
+// failure (ENOMEM from mmap, EMFILE, EACCES, ENOSPC, EIO) is the
+// environment's, and moving the state aside for it would lose what the
+// device learned.
 func openVerified(path string, o Options) (*bolt.DB, error) {
 	if err := precheck(path); err != nil {
 		return nil, err
 	}
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: o.LockTimeout, FreelistType: bolt.FreelistMapType})
+	db, err := boltOpen(path, 0o600, &bolt.Options{Timeout: o.LockTimeout, FreelistType: bolt.FreelistMapType})
 	switch {
 	case errors.Is(err, berrors.ErrTimeout):
 		return nil, fmt.Errorf("%w: %s (waited %v)", ErrLocked, path, o.LockTimeout)
-	case err != nil && isEnvError(err):
-		return nil, fmt.Errorf("open state file: %w", err)
-	case err != nil:
+	case err != nil && isCorruption(err):
 		return nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
+	case err != nil:
+		return nil, fmt.Errorf("open state file: %w", err)
 	}
 	if err := verify(db); err != nil {
 		db.Close()
@@ -181,11 +217,15 @@ func openVerified(path string, o Options) (*bolt.DB, error) {
 	return db, nil
 }
 
-// isEnvError tells a problem of the environment (permissions, a missing
-// directory, a full disk) from damage in the file.
-func isEnvError(err error) bool {
-	var pe *fs.PathError
-	return errors.As(err, &pe) && !errors.Is(err, io.ErrUnexpectedEOF)
+// isCorruption tells damage in the file from a problem of the environment.
+func isCorruption(err error) bool {
+	for _, e := range []error{berrors.ErrInvalid, berrors.ErrVersionMismatch, berrors.ErrChecksum,
+		berrors.ErrInvalidMapping, io.ErrUnexpectedEOF} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
 }
 
 // bbolt's on-disk meta page, as far as the size check needs it.

@@ -96,9 +96,12 @@ import "C"
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"reflect"
 	"runtime"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"unsafe"
 )
 
@@ -177,6 +180,27 @@ func cPointer(obj any, ptrField string) (unsafe.Pointer, error) {
 
 // detach stops the GC cleanup of a go-tflite object and hands its C pointer
 // to the caller, who must free it; the object is left holding nil.
+// detachFn is detach; tests replace it to exercise the failure path.
+var detachFn = detach
+
+// leakOnce logs the first C object left allocated because it could not be
+// detached; later ones are counted in Leaked.
+var (
+	leakOnce sync.Once
+	leakN    atomic.Int64
+)
+
+func leaked(err error) {
+	leakN.Add(1)
+	leakOnce.Do(func() {
+		slog.Error("tflite: a C object could not be detached from go-tflite; leaking it and what it references instead of freeing under it", "err", err)
+	})
+}
+
+// Leaked is how many C objects were left allocated because freeing them
+// was not safe.
+func Leaked() int64 { return leakN.Load() }
+
 func detach(obj any, ptrField string) (unsafe.Pointer, error) {
 	p, cleanup, err := bindingFields(obj, ptrField)
 	if err != nil {

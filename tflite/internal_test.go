@@ -2,9 +2,12 @@ package tflite
 
 import (
 	"errors"
+	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/edge-agent/edge-agent/tflite/tflitetest"
 	tfl "github.com/tphakala/go-tflite"
@@ -163,5 +166,50 @@ func TestNaiveFreesItsHeapCopy(t *testing.T) {
 	}
 	if _, _, err := bindingFields(&tfl.Model{}, "buf"); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// When the interpreter cannot be detached (a go-tflite layout change), its
+// options, delegates and error log must not be freed under it: Close
+// leaks them all and says so, and the naive baseline does the same.
+func TestFailedDetachFreesNothingUnderALiveInterpreter(t *testing.T) {
+	var calls []string
+	detachFn = func(obj any, field string) (unsafe.Pointer, error) {
+		calls = append(calls, field)
+		if field == "i" {
+			return nil, fmt.Errorf("%w: simulated layout change", ErrBinding)
+		}
+		return detach(obj, field)
+	}
+	defer func() { detachFn = detach }()
+	before := Leaked()
+
+	m, it, _, err := LoadStaged(tflitetest.Path(t, "xor_model.tflite"), LoadOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	it.Close()
+	if !slices.Equal(calls, []string{"i"}) {
+		t.Fatalf("after a failed interpreter detach, Close detached %v (options freed under a live interpreter)", calls)
+	}
+	it.Close() // a second Close does nothing
+	if len(calls) != 1 {
+		t.Fatalf("second Close detached again: %v", calls)
+	}
+	if err := m.Close(); err != nil { // the model itself is not the interpreter: it may go
+		t.Fatal(err)
+	}
+
+	calls = nil
+	n := NewNaive(tflitetest.Path(t, "xor_model.tflite"), 1)
+	if _, err := n.Infer(make([]byte, 8), nil); err != nil {
+		t.Fatal(err)
+	}
+	n.Close()
+	if !slices.Equal(calls, []string{"i"}) {
+		t.Fatalf("naive: after a failed interpreter detach, Close detached %v", calls)
+	}
+	if got := Leaked() - before; got != 2 {
+		t.Fatalf("Leaked counted %d, want 2", got)
 	}
 }

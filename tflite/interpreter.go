@@ -209,11 +209,20 @@ func (it *Interpreter) Close() {
 
 // free releases whatever was created, in dependency order: the interpreter
 // uses the delegates, which are registered on the options.
+//
+// If the interpreter cannot be detached from go-tflite (its layout changed),
+// nothing it references is freed: the delegates, options and error log stay
+// allocated on purpose, since freeing them under a live interpreter is a
+// use-after-free. The leak is logged once.
 func (it *Interpreter) free() {
 	if it.ip != nil {
-		if p, err := detach(it.ip, "i"); err == nil {
-			freeInterpreter(p)
+		p, err := detachFn(it.ip, "i")
+		if err != nil {
+			leaked(err)
+			it.ip, it.dels, it.opts, it.log = nil, nil, nil, errLog{}
+			return
 		}
+		freeInterpreter(p)
 		it.ip = nil
 	}
 	for _, d := range it.dels {
@@ -221,9 +230,14 @@ func (it *Interpreter) free() {
 	}
 	it.dels = nil
 	if it.opts != nil {
-		if p, err := detach(it.opts, "o"); err == nil {
-			freeOptions(p)
+		p, err := detachFn(it.opts, "o")
+		if err != nil {
+			// The options own the error reporter's buffer: keep both.
+			leaked(err)
+			it.opts, it.log = nil, errLog{}
+			return
 		}
+		freeOptions(p)
 		it.opts = nil
 	}
 	it.log.free()

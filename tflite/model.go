@@ -135,8 +135,9 @@ func (m *Model) Close() error {
 	if n := m.live.Load(); n > 0 {
 		return &Error{Op: "close model", Path: m.Path, Kind: ErrBusy, Detail: fmt.Sprintf("%d interpreters open", n)}
 	}
-	p, err := detach(m.m, "m")
+	p, err := detachFn(m.m, "m")
 	if err != nil {
+		leaked(err)
 		return err
 	}
 	freeModel(p)

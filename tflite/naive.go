@@ -106,14 +106,22 @@ func (n *Naive) Close() {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.ip != nil {
-		if p, err := detach(n.ip, "i"); err == nil {
-			freeInterpreter(p)
+		p, err := detachFn(n.ip, "i")
+		if err != nil {
+			// Options and the model's bytes are in use by the interpreter
+			// that could not be freed: leak them rather than free under it.
+			leaked(err)
+			n.ip, n.opts, n.model = nil, nil, nil
+			return
 		}
+		freeInterpreter(p)
 		n.ip = nil
 	}
 	if n.opts != nil {
-		if p, err := detach(n.opts, "o"); err == nil {
+		if p, err := detachFn(n.opts, "o"); err == nil {
 			freeOptions(p)
+		} else {
+			leaked(err)
 		}
 		n.opts = nil
 	}

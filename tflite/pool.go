@@ -101,6 +101,8 @@ type Stats struct {
 	Evictions    uint64        `json:"evictions"`
 	ColdSaved    time.Duration `json:"cold_saved_ns"` // cold-start time that hits and waits did not pay
 	BytesInUse   int64         `json:"bytes_in_use"`
+	PeakBytes    int64         `json:"peak_bytes"`     // the most ever accounted at once
+	Reserved     int64         `json:"reserved_bytes"` // held by reservations (calibration), part of BytesInUse
 	Budget       int64         `json:"budget"`
 	WarmModels   int           `json:"warm_models"` // with an interpreter ready or in use
 	Interpreters int           `json:"interpreters"`
@@ -135,9 +137,12 @@ type Pool struct {
 	mu          sync.Mutex
 	entries     map[string]*entry
 	bytes       int64
+	peak        int64 // the most bytes ever accounted at once
+	reserved    int64 // bytes held by reservations (part of bytes)
 	stats       Stats
 	closed      bool
-	events      []func()      // callbacks to run once mu is released
+	events      []func()      // callbacks and C frees to run once mu is released
+	freedC      bool          // events free C memory: give the heap back after
 	freed       chan struct{} // closed and replaced whenever bytes or leases are given back
 	roomWaiters int           // goroutines waiting on freed
 }
@@ -151,6 +156,15 @@ type entry struct {
 	model   *Model         // nil while cold
 	idle    []*Interpreter // warm and free
 	heaps   map[*Interpreter]int64
+	// gen counts Updates that changed how interpreters are made; an
+	// interpreter of an older generation is freed when released.
+	gen  int
+	gens map[*Interpreter]int
+	// unmeasured interpreters skipped the warm-up invoke of a model never
+	// measured: they are accounted at an estimate until their first invoke
+	// (Lease.Invoke) measures the rest. The value is the heap measured
+	// before any invoke.
+	unmeasured map[*Interpreter]int64
 	leased  int
 	growing int  // warm-ups requested, waiting or in flight (at most one)
 	loading bool // the warm-up holds the load semaphore and uses model
@@ -210,7 +224,7 @@ func (p *Pool) Register(s ModelSpec) error {
 		return fmt.Errorf("register model %q: %w", s.ID, perr)
 	}
 	e := &entry{spec: s, perModel: p.opts.PerModel, opts: p.opts.Interpreter, fileSize: fi.Size(),
-		knownHeap: s.KnownHeap, heaps: map[*Interpreter]int64{}, changed: make(chan struct{})}
+		knownHeap: s.KnownHeap, heaps: map[*Interpreter]int64{}, gens: map[*Interpreter]int{}, unmeasured: map[*Interpreter]int64{}, changed: make(chan struct{})}
 	if s.PerModel > 0 {
 		e.perModel = s.PerModel
 	}
@@ -352,13 +366,19 @@ func (p *Pool) grow(ctx context.Context, e *entry, demand bool) (*Interpreter, e
 		}
 		model = m
 	}
-	// The warm-up invoke is skipped only when a full measurement of the
-	// footprint exists, so accounting never relies on a pre-invoke heap.
+	// A request's own invoke is its first: it never pays for a warm-up
+	// invoke too, as a naive loader would not. A prewarm runs the warm-up
+	// invoke unless a request starts waiting for this interpreter by then.
 	p.mu.Lock()
-	skipInvoke := demand && e.knownHeap > 0
+	opts, knownSteady, warmInput, gen := e.opts, e.spec.KnownSteady, e.spec.WarmInput, e.gen
 	p.mu.Unlock()
-	w := WarmOptions{Input: e.spec.WarmInput, SkipInvoke: skipInvoke, SkipSteady: skipInvoke || e.spec.KnownSteady > 0}
-	it, ws, heap, err := Warm(model, e.opts, w)
+	w := WarmOptions{Input: warmInput, SkipInvoke: demand, SkipSteady: demand || knownSteady > 0,
+		SkipInvokeIf: func() bool {
+			p.mu.Lock()
+			defer p.mu.Unlock()
+			return e.waiters > 0
+		}}
+	it, ws, heap, err := Warm(model, opts, w)
 	if err != nil {
 		if newModel {
 			model.Close()
@@ -366,15 +386,31 @@ func (p *Pool) grow(ctx context.Context, e *entry, demand bool) (*Interpreter, e
 		return fail(err, false)
 	}
 	ws.Map, ws.PageIn = st.Map, st.PageIn
-	if w.SkipSteady {
-		ws.Steady = e.spec.KnownSteady
+	skipped := ws.FirstInvoke == 0
+	if w.SkipSteady || skipped {
+		ws.Steady = knownSteady
 	}
-	if w.SkipInvoke {
+	preInvoke := heap
+	p.mu.Lock()
+	switch {
+	case skipped && e.knownHeap > 0:
 		// Measured before any invoke: never account less than a full
 		// warm-up measured (calibration, or an earlier load).
 		heap = max(heap, e.knownHeap)
+	case skipped:
+		// Never measured: the first invoke adds about as much again as
+		// allocation (XNNPACK packs the weights then); account an estimate
+		// above that until Lease.Invoke measures it, but never so much
+		// that the estimate alone keeps a model out that fits.
+		heap = heap * unmeasuredFactor / 4
+		if b := p.opts.Budget; b > 0 && newModel {
+			heap = max(min(heap, b-model.Size), preInvoke)
+		} else if b > 0 {
+			heap = max(min(heap, b-e.bytes), preInvoke)
+		}
 	}
-	rep := LoadReport{Stages: ws, Footprint: Footprint{Heap: heap}, Threads: e.opts.Threads, Delegates: append([]string{}, it.Delegates()...)}
+	p.mu.Unlock()
+	rep := LoadReport{Stages: ws, Footprint: Footprint{Heap: heap}, Threads: opts.Threads, Delegates: append([]string{}, it.Delegates()...)}
 	add := heap
 	if newModel {
 		add += model.Size
@@ -390,10 +426,10 @@ func (p *Pool) grow(ctx context.Context, e *entry, demand bool) (*Interpreter, e
 	p.mu.Lock()
 	for {
 		if p.closed || e.removed {
-			discard()
 			p.failGrowLocked(e, false)
+			p.events = append(p.events, discard) // before the model's own close
 			p.closeModelIfUnusedLocked(e)
-			p.mu.Unlock()
+			p.unlockAndNotify()
 			return nil, &Error{Op: "acquire " + e.spec.ID, Kind: ErrPoolClosed}
 		}
 		// The measurement may exceed what admission assumed.
@@ -419,9 +455,14 @@ func (p *Pool) grow(ctx context.Context, e *entry, demand bool) (*Interpreter, e
 		e.cold = max(ws.Saved(), e.spec.KnownSaved)
 	}
 	e.heaps[it] = heap
-	if !w.SkipInvoke {
+	e.gens[it] = gen // older than e.gen if an Update came meanwhile: freed on release
+	switch {
+	case !skipped && gen == e.gen:
 		e.knownHeap = heap
+	case skipped && e.knownHeap == 0:
+		e.unmeasured[it] = preInvoke
 	}
+	p.peak = max(p.peak, p.bytes+add)
 	e.bytes += add
 	p.bytes += add
 	e.last = rep
@@ -445,32 +486,46 @@ func (p *Pool) grow(ctx context.Context, e *entry, demand bool) (*Interpreter, e
 // need, waiting (without the semaphore) while busy models hold the room.
 // It returns e's model (nil when cold) with the semaphore held.
 func (p *Pool) admit(ctx context.Context, e *entry) (*Model, error) {
-	for {
-		select {
-		case p.loadSem <- struct{}{}:
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
-		p.mu.Lock()
+	var model *Model
+	err := p.admitRoom(ctx, e, func() int64 {
 		need := e.knownHeap
 		if e.model == nil {
 			need += e.fileSize
 		}
-		err := p.makeRoomLocked(need, e)
+		return need
+	}, func() {
+		e.loading = true
+		model = e.model
+	})
+	return model, err
+}
+
+// admitRoom takes the load semaphore and makes room for need() bytes
+// (evicting, except e), waiting without the semaphore while busy models
+// hold the room. On success admitted runs under mu and the semaphore stays
+// held for the caller.
+func (p *Pool) admitRoom(ctx context.Context, e *entry, need func() int64, admitted func()) error {
+	for {
+		select {
+		case p.loadSem <- struct{}{}:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		p.mu.Lock()
+		err := p.makeRoomLocked(need(), e)
 		if err == nil {
-			e.loading = true
-			model := e.model
+			admitted()
 			p.unlockAndNotify()
-			return model, nil
+			return nil
 		}
 		<-p.loadSem
 		if err != errWaitForRelease {
 			p.unlockAndNotify()
-			return nil, err
+			return err
 		}
 		if err := p.waitFreedLocked(ctx); err != nil {
 			p.unlockAndNotify()
-			return nil, err
+			return err
 		}
 		p.unlockAndNotify()
 	}
@@ -509,6 +564,12 @@ func (p *Pool) failGrowLocked(e *entry, rejected bool) {
 	p.broadcastLocked(e)
 }
 
+// unmeasuredFactor/4 scales a heap measured before any invoke into the
+// estimate accounted until the first invoke is measured: the shared models
+// grow 1.0–2.3× at their first invoke (mobilenet v1 2.3×, v2 2.1×,
+// deeplab 1.5×, the LSTM 1.3×).
+const unmeasuredFactor = 9
+
 // errWaitForRelease means the budget is short only while other models are
 // busy: room appears when a lease is released.
 var errWaitForRelease = errors.New("wait for a release")
@@ -519,17 +580,21 @@ func (p *Pool) makeRoomLocked(need int64, except *entry) error {
 	if budget <= 0 {
 		return nil
 	}
+	op := "admit"
+	if except != nil {
+		op += " " + except.spec.ID
+	}
 	if need > budget {
-		return &Error{Op: "admit " + except.spec.ID, Kind: ErrOverBudget,
+		return &Error{Op: op, Kind: ErrOverBudget,
 			Detail: fmt.Sprintf("needs %d bytes, budget is %d", need, budget)}
 	}
 	for p.bytes+need > budget {
 		v, busy := p.victimLocked(except)
 		if v == nil {
-			if busy {
+			if busy || p.reserved > 0 {
 				return errWaitForRelease
 			}
-			return &Error{Op: "admit " + except.spec.ID, Kind: ErrOverBudget,
+			return &Error{Op: op, Kind: ErrOverBudget,
 				Detail: fmt.Sprintf("needs %d bytes, %d of %d held by pinned models", need, p.bytes, budget)}
 		}
 		p.evictLocked(v, "budget")
@@ -610,21 +675,32 @@ func (p *Pool) freeIdleLocked(e *entry) {
 	p.closeModelIfUnusedLocked(e)
 }
 
+// dropInterpreterLocked takes it out of the accounting; the C free runs
+// once mu is released (TfLiteInterpreterDelete can take milliseconds).
 func (p *Pool) dropInterpreterLocked(e *entry, it *Interpreter) {
 	h := e.heaps[it]
 	delete(e.heaps, it)
+	delete(e.gens, it)
+	delete(e.unmeasured, it)
 	e.bytes -= h
 	p.bytes -= h
-	it.Close()
+	p.events = append(p.events, it.Close)
+	p.freedC = true
 }
 
+// closeModelIfUnusedLocked unmaps e's model once nothing uses it; the
+// munmap runs once mu is released, after the interpreters queued before it.
 func (p *Pool) closeModelIfUnusedLocked(e *entry) {
 	if e.model == nil || e.leased > 0 || len(e.idle) > 0 || e.loading {
 		return
 	}
-	if err := e.model.Close(); err != nil {
-		p.log.Error("close model", "model", e.spec.ID, "err", err)
-	}
+	m, id := e.model, e.spec.ID
+	p.events = append(p.events, func() {
+		if err := m.Close(); err != nil {
+			p.log.Error("close model", "model", id, "err", err)
+		}
+	})
+	p.freedC = true
 	p.bytes -= e.bytes // the mapping
 	e.bytes = 0
 	e.model = nil
@@ -644,18 +720,59 @@ func (p *Pool) broadcastLocked(e *entry) {
 	}
 }
 
-// unlockAndNotify releases mu, then runs the callbacks queued under it.
+// unlockAndNotify releases mu, then runs the frees and callbacks queued
+// under it, in order, and returns freed C heap to the kernel.
 func (p *Pool) unlockAndNotify() {
-	ev := p.events
-	p.events = nil
+	ev, freed := p.events, p.freedC
+	p.events, p.freedC = nil, false
 	p.mu.Unlock()
 	for _, f := range ev {
 		f()
+	}
+	if freed {
+		ReleaseHeap()
 	}
 }
 
 // Interpreter is the leased interpreter; do not use it after Release.
 func (l *Lease) Interpreter() *Interpreter { return l.it }
+
+// Invoke runs the leased interpreter. Use it rather than the
+// interpreter's own Invoke: the first invoke of an interpreter loaded for a
+// request of a model never measured (its warm-up invoke was skipped, so
+// the request's invoke is the first) also measures what that invoke adds
+// to the C heap, about as much again as allocation for quantized models
+// (weight packing), and accounts it.
+func (l *Lease) Invoke() error {
+	p, e := l.p, l.e
+	p.mu.Lock()
+	pre, measure := e.unmeasured[l.it]
+	delete(e.unmeasured, l.it)
+	p.mu.Unlock()
+	if !measure {
+		return l.it.Invoke()
+	}
+	before := heapInUse()
+	err := l.it.Invoke()
+	heap := pre + max(heapInUse()-before, 0)
+	p.mu.Lock()
+	if h, ok := e.heaps[l.it]; ok && err == nil {
+		if add := heap - h; add > 0 {
+			// Best effort: the memory is in use already; evict what is idle.
+			_ = p.makeRoomLocked(add, e)
+		}
+		e.heaps[l.it] = heap
+		e.bytes += heap - h
+		p.bytes += heap - h
+		p.peak = max(p.peak, p.bytes)
+		if e.knownHeap == 0 {
+			e.knownHeap = heap
+		}
+		p.broadcastLocked(e)
+	}
+	p.unlockAndNotify()
+	return err
+}
 
 // ModelID is the id the lease was acquired for.
 func (l *Lease) ModelID() string { return l.e.spec.ID }
@@ -669,14 +786,14 @@ func (l *Lease) Release() {
 	p.mu.Lock()
 	e.leased--
 	e.lastUsed = p.opts.Now()
-	if p.closed || e.removed {
+	if p.closed || e.removed || e.gens[l.it] != e.gen {
 		p.dropInterpreterLocked(e, l.it)
 		p.closeModelIfUnusedLocked(e)
 	} else {
 		e.idle = append(e.idle, l.it)
 	}
 	p.broadcastLocked(e)
-	p.mu.Unlock()
+	p.unlockAndNotify()
 }
 
 // Prewarm warms one interpreter for id unless one is already warm, without
@@ -749,12 +866,165 @@ func (p *Pool) SetBudget(budget int64) error {
 	return err
 }
 
+// Update applies new facts about a registered model (a calibration that
+// finished, a delegate chosen) without dropping a request: warm
+// interpreters keep serving when the interpreter options are unchanged;
+// otherwise idle ones are freed now and leased ones when released, and the
+// next load uses s. The path and id must stay the same.
+func (p *Pool) Update(s ModelSpec) error {
+	p.mu.Lock()
+	e, ok := p.entries[s.ID]
+	if !ok {
+		p.mu.Unlock()
+		return &Error{Op: "update " + s.ID, Kind: ErrUnknownModel}
+	}
+	if s.Path != e.spec.Path {
+		p.mu.Unlock()
+		return fmt.Errorf("update model %q: path changed from %q to %q (unregister and register it)", s.ID, e.spec.Path, s.Path)
+	}
+	opts := p.opts.Interpreter
+	if s.Interpreter != nil {
+		opts = *s.Interpreter
+	}
+	if !sameOptions(opts, e.opts) {
+		e.gen++
+		for _, it := range e.idle {
+			p.dropInterpreterLocked(e, it)
+		}
+		e.idle = nil
+		p.closeModelIfUnusedLocked(e)
+	}
+	// Field by field: ID, Path and Pinned (the pool's own state, see
+	// SetPinned) stay, and loads read them without the lock.
+	e.spec.Interpreter, e.spec.WarmInput, e.spec.PerModel = s.Interpreter, s.WarmInput, s.PerModel
+	e.spec.KnownHeap, e.spec.KnownSteady, e.spec.KnownSaved = s.KnownHeap, s.KnownSteady, s.KnownSaved
+	e.opts = opts
+	if s.PerModel > 0 {
+		e.perModel = s.PerModel
+	}
+	if s.KnownHeap > 0 {
+		// A full measurement replaces a pre-invoke one in the accounting.
+		for it, h := range e.heaps {
+			if h < s.KnownHeap && e.gens[it] == e.gen {
+				e.bytes += s.KnownHeap - h
+				p.bytes += s.KnownHeap - h
+				e.heaps[it] = s.KnownHeap
+			}
+		}
+		p.peak = max(p.peak, p.bytes)
+		e.knownHeap = s.KnownHeap
+	}
+	if e.model != nil {
+		e.cold = max(e.cold, s.KnownSaved)
+	}
+	p.broadcastLocked(e)
+	p.unlockAndNotify()
+	return nil
+}
+
+func sameOptions(a, b Options) bool {
+	if a.Threads != b.Threads || len(a.Delegates) != len(b.Delegates) {
+		return false
+	}
+	for i := range a.Delegates {
+		x, y := a.Delegates[i], b.Delegates[i]
+		if x.Name != y.Name || x.Library != y.Library || len(x.Options) != len(y.Options) {
+			return false
+		}
+		for k, v := range x.Options {
+			if y.Options[k] != v {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// Reservation is budget and the load slot held for work the pool does not
+// run itself, such as a calibration load: its bytes count against the
+// budget like a warm model's (evicting others to make room), and no pool
+// load runs while it is held, so heap measurements do not mix.
+type Reservation struct {
+	p     *Pool
+	bytes int64
+	done  atomic.Bool
+}
+
+// Reserve waits for the load slot and for bytes of room in the budget.
+// Release it as soon as the work is done: requests' loads wait for it.
+func (p *Pool) Reserve(ctx context.Context, bytes int64) (*Reservation, error) {
+	r := &Reservation{p: p, bytes: bytes}
+	err := p.admitRoom(ctx, nil, func() int64 { return bytes }, func() {
+		p.bytes += bytes
+		p.reserved += bytes
+		p.peak = max(p.peak, p.bytes)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("reserve %d bytes: %w", bytes, err)
+	}
+	return r, nil
+}
+
+// Grow raises the reservation to bytes (a measurement showed more is
+// used), evicting idle models to keep the budget. It never waits: with
+// nothing evictable the reservation is still raised and the overrun shows
+// in Stats until Release.
+func (r *Reservation) Grow(bytes int64) {
+	p := r.p
+	p.mu.Lock()
+	if add := bytes - r.bytes; add > 0 {
+		_ = p.makeRoomLocked(add, nil)
+		p.bytes += add
+		p.reserved += add
+		r.bytes = bytes
+		p.peak = max(p.peak, p.bytes)
+	}
+	p.unlockAndNotify()
+}
+
+// Release gives the bytes and the load slot back. Further calls do nothing.
+func (r *Reservation) Release() {
+	if !r.done.CompareAndSwap(false, true) {
+		return
+	}
+	p := r.p
+	p.mu.Lock()
+	p.bytes -= r.bytes
+	p.reserved -= r.bytes
+	if p.roomWaiters > 0 {
+		close(p.freed)
+		p.freed = make(chan struct{})
+	}
+	p.unlockAndNotify()
+	<-p.loadSem
+}
+
+// ShrinkTo evicts idle unpinned models, least valuable first, until the
+// pool holds at most target bytes (memory pressure: the budget stays). It
+// returns how many models it evicted.
+func (p *Pool) ShrinkTo(target int64, reason string) int {
+	p.mu.Lock()
+	n := 0
+	for p.bytes > target {
+		v, _ := p.victimLocked(nil)
+		if v == nil {
+			break
+		}
+		p.evictLocked(v, reason)
+		n++
+	}
+	p.unlockAndNotify()
+	return n
+}
+
 // Stats returns the counters and current usage.
 func (p *Pool) Stats() Stats {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	s := p.stats
 	s.BytesInUse = p.bytes
+	s.PeakBytes = p.peak
+	s.Reserved = p.reserved
 	s.Budget = p.opts.Budget
 	for _, e := range p.entries {
 		if len(e.idle)+e.leased > 0 {

@@ -120,6 +120,10 @@ type WarmOptions struct {
 	// SkipInvoke stops after allocation: the caller's own request is the
 	// first invoke (and the heap is measured before it).
 	SkipInvoke bool
+	// SkipInvokeIf, when set, is asked after allocation: true stops there
+	// as SkipInvoke does (a request started waiting for this interpreter,
+	// and its own invoke should be the first). Stages.FirstInvoke is then 0.
+	SkipInvokeIf func() bool
 }
 
 // Warm creates an interpreter on m, allocates it and runs the warm-up
@@ -140,7 +144,7 @@ func Warm(m *Model, o Options, w WarmOptions) (*Interpreter, Stages, int64, erro
 		return nil, st, 0, err
 	}
 	st.Allocate = time.Since(t)
-	if w.SkipInvoke {
+	if w.SkipInvoke || (w.SkipInvokeIf != nil && w.SkipInvokeIf()) {
 		return it, st, max(heapInUse()-before, 0), nil
 	}
 

@@ -138,7 +138,7 @@ func memory(ctx context.Context, o Options, work string) (Memory, error) {
 			}
 			it := l.Interpreter()
 			it.SetInput(0, inputs[m])
-			it.Invoke()
+			l.Invoke()
 			l.Release()
 			s := pool.Stats()
 			run.MaxAccounted = max(run.MaxAccounted, s.BytesInUse)

@@ -99,7 +99,7 @@ func request(ctx context.Context, a *agent.Agent, model string, input []byte) (t
 	if err := it.SetInput(0, input); err != nil {
 		return 0, err
 	}
-	if err := it.Invoke(); err != nil {
+	if err := l.Invoke(); err != nil {
 		return 0, err
 	}
 	if _, err := it.CopyOutput(0, nil); err != nil {

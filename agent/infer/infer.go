@@ -16,6 +16,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"image"
+	"image/color"
 	_ "image/jpeg" // registers the JPEG decoder
 	_ "image/png"  // registers the PNG decoder
 	"math"
@@ -40,7 +41,16 @@ var (
 	ErrNotImageModel = tflite.NewKind("input_not_image_model", "model input is not an image")
 	// ErrInputRead: the input file cannot be read.
 	ErrInputRead = tflite.NewKind("input_unreadable", "input file is not readable")
+	// ErrInputTooLarge: the image's header declares more pixels (or a
+	// larger decoded size) than the limit. Checked before decoding, so a
+	// small compressed file cannot make the agent allocate gigabytes.
+	ErrInputTooLarge = tflite.NewKind("input_too_large", "input image too large")
 )
+
+// DefaultMaxPixels bounds an image's width × height when no limit is
+// given: 16 MP is far above any model input (deeplab takes 0.26 MP) and
+// still decodes in 64 MiB as RGBA.
+const DefaultMaxPixels = 16_000_000
 
 // InputError is a bad input with the file and the reason.
 type InputError struct {
@@ -106,24 +116,78 @@ func IsImage(b []byte) bool {
 	return f == "bmp" || f == "png" || f == "jpeg"
 }
 
-// DecodeImage decodes BMP, PNG or JPEG bytes.
-func DecodeImage(b []byte) (image.Image, error) {
+// DecodeImage decodes BMP, PNG or JPEG bytes whose header declares at most
+// maxPixels pixels (0 means DefaultMaxPixels).
+func DecodeImage(b []byte, maxPixels int) (image.Image, error) {
 	if f := sniff(b); f != "bmp" && f != "png" && f != "jpeg" {
 		if f == "" {
 			f = "unknown"
 		}
 		return nil, &InputError{Path: "(request)", Kind: ErrUnsupportedInput, Detail: f + " content (use BMP, PNG or JPEG)"}
 	}
+	return decodeBounded(b, "(request)", maxPixels)
+}
+
+// decodeBounded reads the image header first and decodes only when the
+// declared size fits: every decoder allocates the whole image from the
+// header before it reads a pixel, so the check must come first.
+func decodeBounded(b []byte, path string, maxPixels int) (image.Image, error) {
+	if maxPixels <= 0 {
+		maxPixels = DefaultMaxPixels
+	}
+	cfg, _, err := image.DecodeConfig(bytes.NewReader(b))
+	if err != nil {
+		return nil, &InputError{Path: path, Kind: ErrImageDecode, Detail: err.Error(), Err: err}
+	}
+	if err := checkSize(cfg, maxPixels); err != nil {
+		return nil, &InputError{Path: path, Kind: ErrInputTooLarge, Detail: err.Error()}
+	}
 	img, _, err := image.Decode(bytes.NewReader(b))
 	if err != nil {
-		return nil, &InputError{Path: "(request)", Kind: ErrImageDecode, Detail: err.Error(), Err: err}
+		return nil, &InputError{Path: path, Kind: ErrImageDecode, Detail: err.Error(), Err: err}
 	}
 	return img, nil
 }
 
+// checkSize bounds both the pixel count and the decoded bytes: a 16-bit
+// PNG takes 8 bytes a pixel, so it gets half the pixels of an 8-bit one.
+func checkSize(cfg image.Config, maxPixels int) error {
+	w, h := int64(cfg.Width), int64(cfg.Height)
+	if w <= 0 || h <= 0 {
+		return fmt.Errorf("declares %d×%d pixels", w, h)
+	}
+	px := w * h
+	if px > int64(maxPixels) {
+		return fmt.Errorf("%d×%d is %d pixels, limit %d", w, h, px, maxPixels)
+	}
+	if need, limit := px*bytesPerPixel(cfg.ColorModel), int64(maxPixels)*4; need > limit {
+		return fmt.Errorf("%d×%d decodes to %d bytes, limit %d", w, h, need, limit)
+	}
+	return nil
+}
+
+// bytesPerPixel is what the decoder allocates per pixel for a color model.
+func bytesPerPixel(m color.Model) int64 {
+	switch m {
+	case color.RGBA64Model, color.NRGBA64Model:
+		return 8
+	case color.Gray16Model:
+		return 2
+	case color.GrayModel, color.AlphaModel:
+		return 1
+	case color.YCbCrModel:
+		return 3 // 4:4:4 at most
+	}
+	if _, ok := m.(color.Palette); ok {
+		return 1
+	}
+	return 4
+}
+
 // FromFile prepares input tensor t from the file at path: an image when its
-// extension or content says so, otherwise raw bytes that must match t's size.
-func FromFile(path string, t tflite.TensorInfo, n Normalization) (Input, error) {
+// extension or content says so (at most maxPixels, 0 meaning
+// DefaultMaxPixels), otherwise raw bytes that must match t's size.
+func FromFile(path string, t tflite.TensorInfo, n Normalization, maxPixels int) (Input, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return Input{}, &InputError{Path: path, Kind: ErrInputRead, Detail: err.Error(), Err: err}
@@ -132,9 +196,9 @@ func FromFile(path string, t tflite.TensorInfo, n Normalization) (Input, error) 
 	ext := strings.ToLower(filepath.Ext(path))
 	switch {
 	case format == "bmp" || format == "png" || format == "jpeg":
-		img, _, err := image.Decode(bytes.NewReader(data))
+		img, err := decodeBounded(data, path, maxPixels)
 		if err != nil {
-			return Input{}, &InputError{Path: path, Kind: ErrImageDecode, Detail: err.Error(), Err: err}
+			return Input{}, err
 		}
 		b, err := FromImage(img, t, n)
 		if err != nil {

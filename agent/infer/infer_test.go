@@ -5,9 +5,12 @@ import (
 	"image"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/edge-agent/edge-agent/agent/infer"
+	"github.com/edge-agent/edge-agent/agent/infer/infertest"
 	"github.com/edge-agent/edge-agent/tflite"
 	"github.com/edge-agent/edge-agent/tflite/tflitetest"
 )
@@ -36,7 +39,7 @@ func TestManifestTop1(t *testing.T) {
 			}
 			defer m.Close()
 			defer it.Close()
-			in, err := infer.FromFile(tflitetest.Path(t, c.image), it.Inputs()[0], infer.DefaultNormalization)
+			in, err := infer.FromFile(tflitetest.Path(t, c.image), it.Inputs()[0], infer.DefaultNormalization, 0)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -105,14 +108,14 @@ func TestBadInputs(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			_, err := infer.FromFile(c.path, c.t, infer.DefaultNormalization)
+			_, err := infer.FromFile(c.path, c.t, infer.DefaultNormalization, 0)
 			if !errors.Is(err, c.want) {
 				t.Fatalf("err = %v, want %v", err, c.want)
 			}
 		})
 	}
 	// The right size is accepted as raw.
-	if in, err := infer.FromFile(write("ok.raw", make([]byte, 8)), vec, infer.DefaultNormalization); err != nil || in.Kind != "raw" {
+	if in, err := infer.FromFile(write("ok.raw", make([]byte, 8)), vec, infer.DefaultNormalization, 0); err != nil || in.Kind != "raw" {
 		t.Fatalf("raw input: %v %+v", err, in)
 	}
 }
@@ -136,4 +139,67 @@ func float32Bytes(v ...float32) []byte {
 		putF32(b[4*i:], f)
 	}
 	return b
+}
+
+// Decompression bombs in every supported format are refused from their
+// header, before the decoder allocates the image they declare.
+func TestImageBombsRefusedBeforeDecoding(t *testing.T) {
+	before := vmHWM(t)
+	cases := []struct {
+		name string
+		b    []byte
+	}{
+		{"png 20000x20000 (389 KB)", infertest.PNG(20000, 20000)},
+		{"png 16-bit 3000x3000 (72 MB decoded)", infertest.PNG16(3000, 3000)},
+		{"bmp 30000x30000 in 1 MiB", infertest.BMP(30000, 30000, 1<<20)},
+		{"jpeg 65000x65000 in 1 MiB", infertest.JPEG(65000, 65000, 1<<20)},
+	}
+	for _, c := range cases {
+		_, err := infer.DecodeImage(c.b, 0)
+		if !errors.Is(err, infer.ErrInputTooLarge) {
+			t.Errorf("%s (%d bytes): %v, want input_too_large", c.name, len(c.b), err)
+		}
+		// The same through a file, as the CLI reads it.
+		p := filepath.Join(t.TempDir(), "bomb.img")
+		os.WriteFile(p, c.b, 0o644)
+		vec := tflite.TensorInfo{Type: "uint8", Shape: []int{1, 224, 224, 3}, Bytes: 224 * 224 * 3}
+		if _, err := infer.FromFile(p, vec, infer.DefaultNormalization, 0); !errors.Is(err, infer.ErrInputTooLarge) {
+			t.Errorf("%s from a file: %v", c.name, err)
+		}
+	}
+	// A real image under the limit still decodes; a lower limit refuses it.
+	cat, err := os.ReadFile(tflitetest.Path(t, "cat.bmp"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := infer.DecodeImage(cat, 0); err != nil {
+		t.Fatalf("cat.bmp: %v", err)
+	}
+	if _, err := infer.DecodeImage(cat, 1000); !errors.Is(err, infer.ErrInputTooLarge) {
+		t.Fatalf("cat.bmp over a 1000-pixel limit: %v", err)
+	}
+	grew := vmHWM(t) - before
+	t.Logf("peak RSS grew %d KiB across the bombs", grew>>10)
+	if grew > 64<<20 {
+		t.Fatalf("peak RSS grew %d MiB", grew>>20)
+	}
+}
+
+// vmHWM is the process's peak resident set size, in bytes.
+func vmHWM(t *testing.T) int64 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return kb << 10
+		}
+	}
+	t.Fatal("no VmHWM")
+	return 0
 }
