@@ -98,7 +98,7 @@ type Client struct {
 	// statsMu guards stats and status.
 	statsMu sync.Mutex
 	stats   Stats
-	sentMax uint64 // highest seq ever published, to count resends
+	sentMax uint64         // highest seq ever published, to count resends
 	status  map[string]any // extra fields of the retained online status
 }
 

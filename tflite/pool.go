@@ -153,9 +153,9 @@ type entry struct {
 	opts     Options
 	fileSize int64 // at registration, for admission before mapping
 
-	model   *Model         // nil while cold
-	idle    []*Interpreter // warm and free
-	heaps   map[*Interpreter]int64
+	model *Model         // nil while cold
+	idle  []*Interpreter // warm and free
+	heaps map[*Interpreter]int64
 	// gen counts Updates that changed how interpreters are made; an
 	// interpreter of an older generation is freed when released.
 	gen  int
@@ -165,12 +165,12 @@ type entry struct {
 	// (Lease.Invoke) measures the rest. The value is the heap measured
 	// before any invoke.
 	unmeasured map[*Interpreter]int64
-	leased  int
-	growing int  // warm-ups requested, waiting or in flight (at most one)
-	loading bool // the warm-up holds the load semaphore and uses model
-	waiters int
-	removed bool
-	bytes   int64
+	leased     int
+	growing    int  // warm-ups requested, waiting or in flight (at most one)
+	loading    bool // the warm-up holds the load semaphore and uses model
+	waiters    int
+	removed    bool
+	bytes      int64
 
 	knownHeap int64
 	last      LoadReport    // latest warm-up
