@@ -41,6 +41,10 @@ type Options struct {
 	// BeforePrewarm, when set, runs before each model's prewarm (tests use
 	// it to hold a warm-up and act during it).
 	BeforePrewarm func(ctx context.Context, model string)
+	// BeforeCalibrate, when set, runs inside each model's background
+	// calibration, before its first measuring load (tests hold or crash it
+	// there).
+	BeforeCalibrate func(ctx context.Context, model string)
 	// ShutdownTimeout bounds Close in Run. Default 10s.
 	ShutdownTimeout time.Duration
 	// ScheduleEvery is how often the schedule looks ahead. Default 1m.
@@ -59,17 +63,29 @@ type Agent struct {
 	report StartupReport
 	usage  usageBatch
 
-	// prepMu serialises preparing models (start, reload) and guards labels.
+	// prepMu serialises preparing models (start, reload, applying what the
+	// calibrator measured). It is never held while a model is loaded or
+	// measured, so requests, plans and status never wait behind one.
 	prepMu sync.Mutex
-	labels map[string][]string
+
+	// mapsMu guards models and order: held only to read or swap states.
+	mapsMu sync.Mutex
+	models map[string]*modelState // by id, failed ones included
+	order  []string               // ids as configured, for reports
 
 	// wakeMu guards seen: models asked for since the last wake.
 	wakeMu sync.Mutex
 	seen   map[string]bool
 
 	wakes chan wakeRequest
-	calib map[string]storage.Calibration // by model id; guarded by prepMu
-	specs map[string]ModelConfig         // models registered, as configured; guarded by prepMu
+
+	calKick    chan struct{} // the calibrator may have work (cap 1)
+	statusKick chan struct{} // readiness may have changed (cap 1)
+
+	// settleMu guards settled and startPlanDone.
+	settleMu      sync.Mutex
+	settled       chan struct{}
+	startPlanDone bool
 
 	notify notifier
 	hb     *heartbeats
@@ -108,9 +124,9 @@ func New(cfg Config, log *slog.Logger, o Options) *Agent {
 	if o.ScheduleEvery <= 0 {
 		o.ScheduleEvery = time.Minute
 	}
-	a := &Agent{opts: o, log: log, labels: map[string][]string{}, seen: map[string]bool{}, stop: func() {},
-		wakes: make(chan wakeRequest, 8), calib: map[string]storage.Calibration{}, specs: map[string]ModelConfig{},
-		warming: map[string]bool{}, notify: notifier{log: log}, hb: newHeartbeats(time.Second)}
+	a := &Agent{opts: o, log: log, models: map[string]*modelState{}, seen: map[string]bool{}, stop: func() {},
+		wakes: make(chan wakeRequest, 8), calKick: make(chan struct{}, 1), statusKick: make(chan struct{}, 1),
+		settled: make(chan struct{}), warming: map[string]bool{}, notify: notifier{log: log}, hb: newHeartbeats(time.Second)}
 	a.cfg.Store(&cfg)
 	return a
 }
@@ -138,9 +154,47 @@ func (a *Agent) spawn(ctx context.Context, f func(context.Context)) {
 	}()
 }
 
-// Start opens the state, restores or measures what it knows about every
-// model, and warms them, pinned first. A bad model is reported and skipped.
+// Start makes every configured model servable at once, then warms the
+// pinned ones; everything else (warming the rest, calibrating) goes on in
+// the background. Sinks start before sources: state, pool and models
+// exist before MQTT can deliver a command.
 func (a *Agent) Start(ctx context.Context) error {
+	if err := a.openState(); err != nil {
+		return err
+	}
+	models, err := resolveModels(*a.config(), a.log)
+	if err != nil {
+		return err
+	}
+	a.newPool()
+	if err := a.registerAll(ctx, models); err != nil {
+		return err
+	}
+	runCtx, stop := context.WithCancel(context.Background())
+	a.stop = stop
+	a.warmMu.Lock()
+	a.runCtx = runCtx
+	a.warmMu.Unlock()
+	a.spawn(runCtx, a.statusPublisher)
+	if err := a.startMQTT(ctx, runCtx); err != nil {
+		return err
+	}
+	startPlan, err := a.warmPinned(ctx)
+	if err != nil {
+		return err
+	}
+	a.report.Timings.Total = time.Since(a.opts.Started)
+	a.report.BootID = bootID(a.opts.HardwareRoot)
+	a.report.Process = processStats()
+	if err := a.publish(topicStartup, true, a.Report()); err != nil {
+		a.log.Error("startup report not queued", "err", err)
+	}
+	a.startLoops(runCtx, startPlan)
+	return nil
+}
+
+// openState opens the state file and reports what it found.
+func (a *Agent) openState() error {
 	t0 := time.Now()
 	a.notify.send("STATUS=opening state")
 	hw := ReadHardware(a.opts.HardwareRoot)
@@ -167,99 +221,109 @@ func (a *Agent) Start(ctx context.Context) error {
 		a.log.Error("delegate crashed the process last time; not trying it again", "model", c.Model, "delegate", c.Delegate)
 		a.event("delegate_crashed", map[string]any{"model": c.Model, "delegate": c.Delegate})
 	}
+	return nil
+}
 
-	runCtx, stop := context.WithCancel(context.Background())
-	a.stop = stop
-	a.warmMu.Lock()
-	a.runCtx = runCtx
-	a.warmMu.Unlock()
-	if len(a.config().MQTT.Brokers) > 0 {
-		t := time.Now()
-		o := a.config().mqttOptions()
-		o.Logger = a.log
-		mq, err := mqtt.New(o, outbox{a.store}, a)
-		if err != nil {
-			return fmt.Errorf("mqtt: %w", err)
-		}
-		a.mq = mq
-		a.spawn(runCtx, func(ctx context.Context) {
-			if err := mq.Run(ctx); err != nil {
-				a.log.Error("mqtt stopped", "err", err)
-			}
-		})
-		// Wait a little for the broker so the start is reported live; the
-		// outbox keeps everything if it is not there.
-		select {
-		case <-mq.Ready():
-			a.report.Timings.BrokerConnect = time.Since(t)
-			a.report.BrokerConnected = true
-		case <-time.After(a.config().MQTT.ConnectWait):
-			a.log.Warn("mqtt: broker not reachable yet; telemetry is queued", "brokers", a.config().MQTT.Brokers)
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
-
-	models, err := resolveModels(*a.config(), a.log)
-	if err != nil {
-		return err
-	}
+// newPool creates the interpreter pool; its load and eviction callbacks
+// feed the retained status and telemetry.
+func (a *Agent) newPool() {
 	a.pool = tflite.NewPool(tflite.PoolOptions{
 		Budget:   int64(a.config().Pool.Budget),
 		PerModel: a.config().Pool.InterpretersPerModel,
 		PageIn:   a.config().pageIn(),
 		Logger:   a.log,
+		OnLoad:   func(tflite.LoadEvent) { a.statusChanged() },
 		OnEvict: func(e tflite.EvictEvent) {
+			a.statusChanged()
 			a.event("eviction", map[string]any{"model": e.ModelID, "bytes": e.Bytes, "reason": e.Reason})
 		},
 	})
+}
 
-	t1 := time.Now()
+// registerAll registers every configured model (no model is loaded).
+func (a *Agent) registerAll(ctx context.Context, models []ModelConfig) error {
+	t := time.Now()
 	a.prepMu.Lock()
+	defer a.prepMu.Unlock()
 	for _, m := range models {
-		if ctx.Err() != nil {
-			a.prepMu.Unlock()
-			return ctx.Err()
+		if err := ctx.Err(); err != nil {
+			return err
 		}
-		a.notify.send("STATUS=preparing " + m.ID)
-		mr := a.prepare(m)
-		a.report.Models = append(a.report.Models, mr)
+		a.notify.send("STATUS=registering " + m.ID)
+		a.setModel(a.register(m))
 	}
-	a.prepMu.Unlock()
-	a.report.Timings.Restore = time.Since(t1)
+	a.report.Timings.Restore = time.Since(t)
+	return nil
+}
 
-	t2 := time.Now()
-	startPlan := a.runPlan(ctx, a.makePlan(power.Wake{Source: "start", At: a.opts.Now()}))
-	if startPlan.Cancelled {
+// setModel makes st the state of its model (called with prepMu held).
+func (a *Agent) setModel(st *modelState) {
+	a.mapsMu.Lock()
+	if _, ok := a.models[st.cfg.ID]; !ok {
+		a.order = append(a.order, st.cfg.ID)
+	}
+	a.models[st.cfg.ID] = st
+	a.mapsMu.Unlock()
+	a.statusChanged()
+	if st.queued {
+		a.kickCalibrator()
+	}
+}
+
+// startMQTT connects to the brokers, waiting connect_wait for the first
+// connection so the start is reported live; the outbox keeps everything
+// if the broker is not there.
+func (a *Agent) startMQTT(ctx, runCtx context.Context) error {
+	if len(a.config().MQTT.Brokers) == 0 {
+		return nil
+	}
+	t := time.Now()
+	o := a.config().mqttOptions()
+	o.Logger = a.log
+	o.OnPanic = func(c mqtt.Command, v any, _ []byte) {
+		a.event("command_panic", map[string]any{"verb": c.Verb, "id": c.ID, "panic": fmt.Sprint(v)})
+	}
+	mq, err := mqtt.New(o, outbox{a.store}, a)
+	if err != nil {
+		return fmt.Errorf("mqtt: %w", err)
+	}
+	mq.SetStatus(a.statusFields())
+	a.mq = mq
+	a.spawn(runCtx, func(ctx context.Context) {
+		if err := mq.Run(ctx); err != nil {
+			a.log.Error("mqtt stopped", "err", err)
+		}
+	})
+	select {
+	case <-mq.Ready():
+		a.report.Timings.BrokerConnect = time.Since(t)
+		a.report.BrokerConnected = true
+	case <-time.After(a.config().MQTT.ConnectWait):
+		a.log.Warn("mqtt: broker not reachable yet; telemetry is queued", "brokers", a.config().MQTT.Brokers)
+	case <-ctx.Done():
 		return ctx.Err()
 	}
-	a.report.Plan = &startPlan
-	loads := map[string]tflite.ModelStatus{}
-	for _, st := range a.pool.Models() {
-		loads[st.ID] = st
+	return nil
+}
+
+// warmPinned runs the start's plan for the pinned models: the agent is not
+// ready (READY=1) without them. The rest of the plan runs after.
+func (a *Agent) warmPinned(ctx context.Context) (PlanResult, error) {
+	t := time.Now()
+	plan := a.makePlan(power.Wake{Source: "start", At: a.opts.Now()})
+	res := a.runPlan(ctx, plan, true)
+	if res.Cancelled {
+		return res, ctx.Err()
 	}
-	for i := range a.report.Models {
-		mr := &a.report.Models[i]
-		if st, ok := loads[mr.ID]; ok && st.Loads > 0 {
-			rep := st.LastLoad
-			mr.Load = &rep
-		}
-	}
-	for _, f := range startPlan.Failed {
-		for i := range a.report.Models {
-			if a.report.Models[i].ID == f && a.report.Models[i].Error == nil {
-				a.report.Models[i].Error = &ErrorReport{Code: "prewarm_failed", Message: "warm-up failed; see the log"}
-			}
-		}
-	}
-	a.report.Timings.Prewarm = time.Since(t2)
-	a.report.Timings.Total = time.Since(a.opts.Started)
-	a.report.Pool = a.pool.Stats()
-	a.report.BootID = bootID(a.opts.HardwareRoot)
-	a.report.Process = processStats()
-	if err := a.publish(topicStartup, true, a.report); err != nil {
-		a.log.Error("startup report not queued", "err", err)
-	}
+	a.report.Plan = &res
+	a.report.Timings.Prewarm = time.Since(t)
+	return res, nil
+}
+
+// startLoops starts the agent's own goroutines: the rest of the start's
+// plan and later wakes, calibration, metrics, usage, resume, schedule,
+// keep-alive.
+func (a *Agent) startLoops(runCtx context.Context, startPlan PlanResult) {
 	a.spawn(runCtx, func(ctx context.Context) {
 		loop(ctx, a.config().MQTT.MetricsInterval, func() {
 			if err := a.publish(topicMetrics, false, a.metrics()); err != nil {
@@ -279,6 +343,8 @@ func (a *Agent) Start(ctx context.Context) error {
 		deferred = startPlan.Plan.Allowance.RetryIn
 	}
 	a.spawn(runCtx, func(ctx context.Context) { a.planner(ctx, deferred) })
+	a.spawn(runCtx, a.calibrator)
+	a.spawn(runCtx, a.finishStart)
 	a.spawn(runCtx, func(ctx context.Context) {
 		resumes := make(chan power.Wake, 1)
 		go func() {
@@ -292,7 +358,29 @@ func (a *Agent) Start(ctx context.Context) error {
 	})
 	a.spawn(runCtx, a.scheduleLoop)
 	a.spawn(runCtx, a.trimLoop)
-	return nil
+}
+
+// finishStart warms the rest of the start's plan through the planner (a
+// newer wake may replace it), then, once calibration is done too,
+// publishes the startup report again with everything the start learned.
+func (a *Agent) finishStart(ctx context.Context) {
+	if _, err := a.Wake(ctx, "start"); err != nil {
+		return
+	}
+	a.settleMu.Lock()
+	a.startPlanDone = true
+	a.settleMu.Unlock()
+	a.kickCalibrator()
+	select {
+	case <-ctx.Done():
+		return
+	case <-a.Settled():
+	}
+	rep := a.Report()
+	rep.Final = true
+	if err := a.publish(topicStartup, true, rep); err != nil {
+		a.log.Error("final startup report not queued", "err", err)
+	}
 }
 
 // Pool is the interpreter pool (after Start).
@@ -301,8 +389,30 @@ func (a *Agent) Pool() *tflite.Pool { return a.pool }
 // Store is the state (after Start).
 func (a *Agent) Store() *storage.Store { return a.store }
 
-// Report is what Start found and did.
-func (a *Agent) Report() StartupReport { return a.report }
+// Report is what Start found and did, with what the background work
+// (calibration, warming after READY) has learned since.
+func (a *Agent) Report() StartupReport {
+	rep := a.report
+	loads := map[string]tflite.ModelStatus{}
+	if a.pool != nil {
+		for _, st := range a.pool.Models() {
+			loads[st.ID] = st
+		}
+		rep.Pool = a.pool.Stats()
+	}
+	a.mapsMu.Lock()
+	rep.Models = make([]ModelReport, 0, len(a.order))
+	for _, id := range a.order {
+		mr := a.models[id].report
+		if st, ok := loads[id]; ok && st.Loads > 0 {
+			l := st.LastLoad
+			mr.Load = &l
+		}
+		rep.Models = append(rep.Models, mr)
+	}
+	a.mapsMu.Unlock()
+	return rep
+}
 
 // Close stops the sources first: MQTT (answering queued commands and
 // publishing "offline"), metrics and usage (flushed), then frees the pool,
@@ -369,6 +479,23 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, o Options, ro RunOpt
 			log.Error("startup report not written", "path", ro.ReportPath, "err", err)
 		}
 	}
+	// Reloads run on their own goroutine: a reload that registers models
+	// must never stop this loop, which proves liveness to the watchdog.
+	// SIGHUPs that arrive during one coalesce into one more.
+	reloads := make(chan struct{}, 1)
+	var reloader sync.WaitGroup
+	reloader.Add(1)
+	go func() {
+		defer reloader.Done()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-reloads:
+				a.reloadFromSignal(ctx, ro)
+			}
+		}
+	}()
 	beat := time.NewTicker(a.hb.period)
 	defer beat.Stop()
 	for ctx.Err() == nil {
@@ -382,10 +509,14 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, o Options, ro RunOpt
 				a.PostWake("signal")
 				continue
 			}
-			a.reloadFromSignal(ctx, ro)
+			select {
+			case reloads <- struct{}{}:
+			default:
+			}
 		case <-ctx.Done():
 		}
 	}
+	reloader.Wait()
 	log.Info("stopping", "reason", context.Cause(ctx))
 	a.notify.send("STOPPING=1\nSTATUS=stopping")
 	stopWatchdog()

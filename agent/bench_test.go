@@ -30,7 +30,7 @@ func BenchmarkInferOverMQTT(b *testing.B) {
 			broker := mqtttest.Start(b, mqtttest.Options{})
 			cfg := agent.DefaultConfig()
 			cfg.StateDir = b.TempDir()
-			cfg.Calibration = agent.CalibrationConfig{Runs: 1, SteadyInvokes: 1, MaxThreads: 2}
+			cfg.Calibration = agent.CalibrationConfig{Runs: 1, SteadyInvokes: 1, MaxThreads: 2, IdleAfter: time.Millisecond}
 			cfg.Models = []agent.ModelConfig{{ID: c.id, Path: tflitetest.Path(b, c.model), Pinned: true}}
 			cfg.MQTT.Brokers, cfg.MQTT.Device = []string{broker.URL()}, "bench"
 			a := agent.New(cfg, quietLog(), agent.Options{})
@@ -38,6 +38,7 @@ func BenchmarkInferOverMQTT(b *testing.B) {
 				b.Fatal(err)
 			}
 			defer a.Close()
+			<-a.Settled()
 			input := float32Input(0, 1)
 			if c.image != "" {
 				m, it, _, err := tflite.LoadStaged(tflitetest.Path(b, c.model), tflite.LoadOptions{})
@@ -88,7 +89,7 @@ func benchAgent(b *testing.B, fixtureName string, models []agent.ModelConfig) *a
 	b.Helper()
 	cfg := agent.DefaultConfig()
 	cfg.StateDir = b.TempDir()
-	cfg.Calibration = agent.CalibrationConfig{Runs: 1, SteadyInvokes: 1, MaxThreads: 2}
+	cfg.Calibration = agent.CalibrationConfig{Runs: 1, SteadyInvokes: 1, MaxThreads: 2, IdleAfter: time.Millisecond}
 	cfg.Models = models
 	cfg.Power.SysfsRoot = fixture(fixtureName)
 	a := agent.New(cfg, quietLog(), agent.Options{System: idleSystem})
@@ -96,6 +97,7 @@ func benchAgent(b *testing.B, fixtureName string, models []agent.ModelConfig) *a
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { a.Close() })
+	<-a.Settled()
 	return a
 }
 

@@ -1,8 +1,10 @@
 package agent
 
 import (
+	"context"
 	"fmt"
 	"math"
+	"os"
 	"runtime"
 	"slices"
 	"time"
@@ -17,6 +19,21 @@ type calibration struct {
 	Steady     int // steady invokes per thread count
 	MaxThreads int // auto-tune tries 1..MaxThreads (capped at the cores)
 	PageIn     bool
+	// Budget, when set, is where each measuring load takes its memory and
+	// the load slot from, so calibration counts against the pool's budget
+	// and never runs beside a request's load.
+	Budget reserver
+	// HeapGuess is the heap reserved for the first load, before this
+	// calibration measured one (the pool's measurement, when it has one).
+	HeapGuess int64
+	// Yield, when set, runs before every measuring load: it waits while
+	// requests are served, so they preempt calibration between runs.
+	Yield func(context.Context) error
+}
+
+// reserver is the pool as calibration uses it.
+type reserver interface {
+	Reserve(ctx context.Context, bytes int64) (*tflite.Reservation, error)
 }
 
 // threadCandidates are the thread counts to try: the configured one, or
@@ -35,12 +52,12 @@ func (c calibration) threadCandidates(threads int) []int {
 
 // run measures the model at path: steady latency per candidate thread count,
 // then per-stage medians and the footprint at the best one.
-func (c calibration) run(path string, threads int, delegates []tflite.DelegateSpec) (storage.Calibration, error) {
+func (c *calibration) run(ctx context.Context, path string, threads int, delegates []tflite.DelegateSpec) (storage.Calibration, error) {
 	var cal storage.Calibration
 	best, bestSteady := 0, time.Duration(math.MaxInt64)
 	var runs []tflite.LoadReport
 	for _, t := range c.threadCandidates(threads) {
-		rep, steady, err := c.measure(path, tflite.Options{Threads: t, Delegates: delegates})
+		rep, steady, err := c.measure(ctx, path, tflite.Options{Threads: t, Delegates: delegates})
 		if err != nil {
 			return cal, fmt.Errorf("calibrate %d threads: %w", t, err)
 		}
@@ -50,7 +67,7 @@ func (c calibration) run(path string, threads int, delegates []tflite.DelegateSp
 		}
 	}
 	for len(runs) < max(c.Runs, 1) {
-		rep, _, err := c.measure(path, tflite.Options{Threads: best, Delegates: delegates})
+		rep, _, err := c.measure(ctx, path, tflite.Options{Threads: best, Delegates: delegates})
 		if err != nil {
 			return cal, fmt.Errorf("calibrate: %w", err)
 		}
@@ -74,12 +91,37 @@ func (c calibration) run(path string, threads int, delegates []tflite.DelegateSp
 	return cal, nil
 }
 
-// measure is one staged load plus the median of several steady invokes.
-func (c calibration) measure(path string, o tflite.Options) (tflite.LoadReport, time.Duration, error) {
+// measure is one staged load plus the median of several steady invokes,
+// within a reservation of the budget when there is one.
+func (c *calibration) measure(ctx context.Context, path string, o tflite.Options) (tflite.LoadReport, time.Duration, error) {
+	if c.Yield != nil {
+		if err := c.Yield(ctx); err != nil {
+			return tflite.LoadReport{}, 0, err
+		}
+	}
+	var r *tflite.Reservation
+	if c.Budget != nil {
+		size := int64(0)
+		if fi, err := os.Stat(path); err == nil {
+			size = fi.Size()
+		}
+		// Never measured: reserve the file's size again for the heap (the
+		// shared models hold 0.1–6× their size); the measurement corrects it.
+		var err error
+		if r, err = c.Budget.Reserve(ctx, size+max(c.HeapGuess, size)); err != nil {
+			return tflite.LoadReport{}, 0, err
+		}
+		defer r.Release()
+	}
 	m, it, rep, err := tflite.LoadStaged(path, tflite.LoadOptions{Interpreter: o, PageIn: c.PageIn, Warm: tflite.WarmOptions{SkipSteady: true}})
 	if err != nil {
 		return rep, 0, err
 	}
+	if r != nil {
+		r.Grow(rep.Footprint.Total())
+	}
+	// Later loads of this calibration reserve what this one measured.
+	c.HeapGuess = max(c.HeapGuess, rep.Footprint.Heap)
 	defer m.Close()
 	defer it.Close()
 	n := max(c.Steady, 1)

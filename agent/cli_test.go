@@ -32,6 +32,8 @@ func TestMain(m *testing.M) {
 		os.Exit(code)
 	case os.Getenv("EDGE_AGENT_TEST_QUEUE") != "":
 		os.Exit(childQueueEvents(os.Getenv("EDGE_AGENT_TEST_QUEUE")))
+	case os.Getenv("EDGE_AGENT_TEST_CRASH_CALIBRATION") != "":
+		os.Exit(childCrashCalibration(os.Getenv("EDGE_AGENT_TEST_CRASH_CALIBRATION")))
 	}
 	os.Exit(m.Run())
 }

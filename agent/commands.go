@@ -36,7 +36,10 @@ func badCommand(format string, a ...any) error {
 }
 
 // Verbs lists the commands the agent answers.
-var Verbs = []string{"status", "prewarm", "evict", "pin", "unpin", "infer", "reload", "set-budget", "wake"}
+// "rescan" looks at the models again (models_dir, changed files); "reload"
+// is its old name, kept as an alias (SIGHUP, not a command, reloads the
+// configuration).
+var Verbs = []string{"status", "prewarm", "evict", "pin", "unpin", "infer", "rescan", "reload", "set-budget", "wake"}
 
 // Command runs one MQTT command (mqtt.Commander).
 func (a *Agent) Command(ctx context.Context, c mqtt.Command) (any, error) {
@@ -72,11 +75,11 @@ func (a *Agent) Command(ctx context.Context, c mqtt.Command) (any, error) {
 			return nil, err
 		}
 		return a.setBudget(req.Budget)
-	case "reload":
+	case "rescan", "reload":
 		if err := decodeStrict(c.Payload, &struct{ envelope }{}); err != nil {
 			return nil, err
 		}
-		return a.reload()
+		return a.rescan()
 	case "wake":
 		if err := decodeStrict(c.Payload, &struct{ envelope }{}); err != nil {
 			return nil, err
@@ -136,21 +139,25 @@ type Status struct {
 	Device  string               `json:"device"`
 	UptimeS float64              `json:"uptime_s"`
 	Models  []tflite.ModelStatus `json:"models"`
-	Metrics Metrics              `json:"metrics"`
+	// Readiness is what each configured model may be asked now (failed
+	// ones, which the pool does not hold, included).
+	Readiness map[string]ModelReadiness `json:"readiness"`
+	Metrics   Metrics                   `json:"metrics"`
 }
 
 // Status is what the agent is doing now.
 func (a *Agent) Status() Status {
 	return Status{Agent: Version, Device: a.config().device(), UptimeS: time.Since(a.opts.Started).Seconds(),
-		Models: a.pool.Models(), Metrics: a.metrics()}
+		Models: a.pool.Models(), Readiness: a.readiness(), Metrics: a.metrics()}
 }
 
 func (a *Agent) modelCommand(ctx context.Context, verb, id string) (any, error) {
 	switch verb {
 	case "prewarm":
 		rep, loaded, err := a.pool.Prewarm(ctx, id)
+		a.noteLoad(id, err)
 		if err != nil {
-			return nil, err
+			return nil, a.modelError(id, err)
 		}
 		a.event("prewarm_done", map[string]any{"model": id, "loaded": loaded, "cold_ms": ms(rep.Stages.Cold())})
 		return map[string]any{"model": id, "loaded": loaded, "load": rep}, nil
@@ -232,9 +239,13 @@ func (a *Agent) inferCommand(ctx context.Context, c mqtt.Command) (any, error) {
 	model, family := a.route(req.Model)
 	l, err := a.pool.Acquire(ctx, model)
 	if err != nil {
-		return nil, err
+		a.noteLoad(model, err)
+		return nil, a.modelError(model, err)
 	}
 	defer l.Release()
+	if !l.Warm {
+		a.noteLoad(model, nil)
+	}
 	it := l.Interpreter()
 	if decoded != nil {
 		if input, err = infer.FromImage(decoded, it.Inputs()[0], infer.DefaultNormalization); err != nil {
@@ -338,9 +349,9 @@ func (a *Agent) setBudget(raw json.RawMessage) (any, error) {
 	return map[string]any{"budget": int64(n), "bytes_in_use": st.BytesInUse, "evictions": st.Evictions}, err
 }
 
-// reload rescans the configured models (the models dir): new ones are
-// prepared and registered, vanished ones unregistered; the rest stay warm.
-func (a *Agent) reload() (any, error) {
+// rescan looks at the configured models (the models dir) again: new ones
+// are registered, vanished ones unregistered; the rest stay warm.
+func (a *Agent) rescan() (any, error) {
 	res := a.syncModels()
 	if len(res.Added)+len(res.Changed) > 0 {
 		a.PostWake("reload")
@@ -367,8 +378,3 @@ func (a *Agent) firstRequest(model string, warm bool) {
 	}
 }
 
-func (a *Agent) labelsFor(model string) []string {
-	a.prepMu.Lock()
-	defer a.prepMu.Unlock()
-	return a.labels[model]
-}

@@ -151,7 +151,11 @@ type CalibrationConfig struct {
 	// SteadyInvokes per thread count tried. Default 5.
 	SteadyInvokes int `toml:"steady_invokes"`
 	// MaxThreads bounds the thread auto-tune (pool.threads = 0). Default 4.
+	// Uncalibrated models run with min(cores, max_threads) threads.
 	MaxThreads int `toml:"max_threads"`
+	// IdleAfter: calibration, which runs in the background, waits until no
+	// request came for this long (requests preempt it). Default "1s".
+	IdleAfter time.Duration `toml:"idle_after"`
 }
 
 // DelegateConfig is an external delegate library, e.g. the Edge TPU's.
@@ -207,7 +211,7 @@ func DefaultConfig() Config {
 		LogLevel:    "info",
 		Pool:        PoolConfig{Budget: 256 << 20, InterpretersPerModel: 1, PageIn: &pageIn},
 		State:       StateConfig{LockTimeout: 3 * time.Second, OutboxMaxMessages: 10000, OutboxMaxBytes: 8 << 20},
-		Calibration: CalibrationConfig{Runs: 3, SteadyInvokes: 5, MaxThreads: 4},
+		Calibration: CalibrationConfig{Runs: 3, SteadyInvokes: 5, MaxThreads: 4, IdleAfter: time.Second},
 		MQTT: MQTTConfig{Prefix: "edge", KeepAlive: 30 * time.Second, ConnectWait: 2 * time.Second,
 			MetricsInterval: time.Minute, CommandQueue: 256, CommandWorkers: 2, MaxPayload: 1 << 20},
 		Power: PowerConfig{SysfsRoot: "/", CriticalPercent: 10, LowPercent: 20, BatteryTopK: 2, MinHeadroomC: 5,
@@ -336,6 +340,9 @@ func (c Config) Validate() error {
 	errs = append(errs, intRange("calibration.runs", c.Calibration.Runs, 1, 50),
 		intRange("calibration.steady_invokes", c.Calibration.SteadyInvokes, 1, 1000),
 		intRange("calibration.max_threads", c.Calibration.MaxThreads, 1, 256))
+	if c.Calibration.IdleAfter < 0 {
+		errs = append(errs, errors.New("calibration.idle_after: must not be negative"))
+	}
 	if c.MQTT.KeepAlive < time.Second {
 		errs = append(errs, errors.New("mqtt.keepalive: must be at least 1s"))
 	}

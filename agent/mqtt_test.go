@@ -48,8 +48,14 @@ func TestStartupReportAndStatusOverMQTT(t *testing.T) {
 		case m := <-sub.Chan():
 			switch m.Topic {
 			case "edge/dev1/telemetry/startup":
-				if err := json.Unmarshal(m.Payload, &report); err != nil {
+				// The report at READY, then the final one once the start's
+				// background work (warming the rest, calibrating) is done.
+				var r map[string]any
+				if err := json.Unmarshal(m.Payload, &r); err != nil {
 					t.Fatal(err)
+				}
+				if r["final"] == true {
+					report = r
 				}
 			case "edge/dev1/status":
 				status = string(m.Payload)

@@ -44,7 +44,8 @@ type PlanResult struct {
 	Warmed    []string     `json:"warmed"`    // models warmed by this plan
 	Already   []string     `json:"already"`   // chosen but already warm
 	Failed    []string     `json:"failed"`    // warm-up failed
-	Cancelled bool         `json:"cancelled"` // a newer wake (or shutdown) cut it short
+	Later     []string     `json:"later,omitempty"` // chosen, warmed in the background after READY
+	Cancelled bool         `json:"cancelled"`       // a newer wake (or shutdown) cut it short
 	Energy    power.Energy `json:"energy"`    // of the whole plan
 }
 
@@ -61,10 +62,9 @@ func (a *Agent) makePlan(w power.Wake) Plan {
 	}
 	now := a.opts.Now()
 	var items []PlanItem
+	cals := a.calibrations()
 	for _, m := range a.pool.Models() {
-		a.prepMu.Lock()
-		cal := a.calib[m.ID]
-		a.prepMu.Unlock()
+		cal := cals[m.ID]
 		u := usage[m.ID]
 		it := PlanItem{Model: m.ID, Pinned: m.Pinned,
 			Demand: u.Expected(now, now, a.store.UsageHalfLife()) + u.Expected(now.Add(time.Hour), now, a.store.UsageHalfLife())}
@@ -80,7 +80,11 @@ func (a *Agent) makePlan(w power.Wake) Plan {
 		if items[i].Pinned != items[j].Pinned {
 			return items[i].Pinned
 		}
-		return items[i].Score > items[j].Score
+		if items[i].Score != items[j].Score {
+			return items[i].Score > items[j].Score
+		}
+		// Not calibrated yet (no saved time to score): by demand.
+		return items[i].Demand > items[j].Demand
 	})
 
 	budget := int64(a.config().Pool.Budget)
@@ -135,8 +139,20 @@ func fastFirst(chosen []PlanItem, families []FamilyConfig) []PlanItem {
 
 // runPlan warms the chosen models in order, each in stages (page-in,
 // interpreter, allocate, warm-up invoke), until done or ctx is cancelled.
-func (a *Agent) runPlan(ctx context.Context, p Plan) (res PlanResult) {
-	res = PlanResult{Plan: p, Warmed: []string{}, Already: []string{}, Failed: []string{}}
+// With pinnedOnly it warms the pinned ones and leaves the rest (Later).
+func (a *Agent) runPlan(ctx context.Context, p Plan, pinnedOnly bool) (res PlanResult) {
+	res = PlanResult{Plan: p, Warmed: []string{}, Already: []string{}, Failed: []string{}, Later: []string{}}
+	if pinnedOnly {
+		var pinned []PlanItem
+		for _, it := range p.Chosen {
+			if it.Pinned {
+				pinned = append(pinned, it)
+			} else {
+				res.Later = append(res.Later, it.Model)
+			}
+		}
+		p.Chosen = pinned
+	}
 	meter := a.meter()
 	whole := meter.Start()
 	defer func() { res.Energy = meter.Since(whole) }()
@@ -192,6 +208,7 @@ func (a *Agent) prewarmOne(ctx context.Context, model, source string) (bool, err
 	if source == "start" && err == nil {
 		a.notify.send("STATUS=warm " + model)
 	}
+	a.noteLoad(model, err)
 	if err != nil {
 		if !errors.Is(err, context.Canceled) {
 			a.log.Error("prewarm failed", "model", model, "err", err)
@@ -282,7 +299,7 @@ func (a *Agent) planner(ctx context.Context, deferred time.Duration) {
 		running = done
 		go func() {
 			defer close(done)
-			res := a.runPlan(pctx, plan)
+			res := a.runPlan(pctx, plan, false)
 			if req.reply != nil {
 				req.reply <- res
 			}

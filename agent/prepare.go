@@ -2,8 +2,8 @@ package agent
 
 import (
 	"fmt"
+	"runtime"
 	"strconv"
-	"time"
 
 	"github.com/edge-agent/edge-agent/agent/infer"
 	"github.com/edge-agent/edge-agent/storage"
@@ -30,103 +30,198 @@ func (a *Agent) validity(digest, options string) storage.Validity {
 	return storage.Validity{Model: digest, Runtime: a.opts.RuntimeVersion, Hardware: a.report.Fingerprint, Options: options}
 }
 
-// prepare settles how model m runs here (called with prepMu held): its delegate (or CPU, or its CPU
-// twin) and its calibration, restored when still valid, measured otherwise.
-// It registers the model with the pool unless it cannot run.
-func (a *Agent) prepare(m ModelConfig) ModelReport {
-	mr := ModelReport{ID: m.ID, Path: m.Path, Pinned: m.Pinned, Delegate: DelegateReport{Chosen: "cpu", Tried: []DelegateTry{}}}
-	fail := func(err error) ModelReport {
-		mr.Error = errorReport(err)
-		a.log.Error("model not usable", "model", m.ID, "path", m.Path, "code", tflite.Code(err), "err", err)
-		return mr
-	}
-	digest, cached, err := tflite.Digest(m.Path, digestCache{a.store})
-	if err != nil {
-		if _, perr := tflite.LoadModel(m.Path); perr != nil {
-			err = perr // the model's own kind of failure says more
-		}
-		return fail(err)
-	}
-	mr.SHA256, mr.DigestCached = digest, cached
+// modelState is what the agent knows about one configured model. The
+// fields are guarded by Agent.mapsMu; a state is replaced, not reused,
+// when its model is registered again (reload), so background work can
+// tell whether what it measured is still wanted.
+type modelState struct {
+	cfg    ModelConfig
+	report ModelReport
+	labels []string
+	// path is what the pool serves: the model, or its CPU twin.
+	path   string
+	digest string
+	chosen []tflite.DelegateSpec
+	// cal is restored or measured; zero (Threads 0) while unknown.
+	cal storage.Calibration
+	// queued: waiting for the calibrator; calibrating: being measured.
+	queued, calibrating bool
+	// delegatesPending: a configured delegate was never tried here.
+	delegatesPending bool
+	// needsAccel: the model was compiled for an accelerator (Edge TPU).
+	needsAccel bool
+	// failed is why the model cannot run here (its file, its
+	// calibration); loadErr the latest failed load, cleared by a good one.
+	failed, loadErr *ErrorReport
+}
 
-	path := m.Path
-	var chosen []tflite.DelegateSpec
-	for _, name := range m.Delegates {
-		d, _ := a.config().delegate(name) // validated
-		spec := tflite.DelegateSpec{Name: d.Name, Library: d.Library, Options: d.Options}
-		try := a.tryDelegate(m, digest, spec)
-		mr.Delegate.Tried = append(mr.Delegate.Tried, try)
-		if try.State == storage.Worked {
-			mr.Delegate.Chosen = name
-			chosen = []tflite.DelegateSpec{spec}
-			break
-		}
-	}
-	// Only a configured twin makes the question worth a mapping: without
-	// one, an accelerator model fails calibration with model_needs_delegate.
-	if len(chosen) == 0 && m.CPUTwin != "" && needsAccelerator(path) {
-		a.log.Warn("no delegate works for an accelerator model; serving its CPU twin", "model", m.ID, "cpu_twin", m.CPUTwin)
-		path = m.CPUTwin
-		mr.Delegate.Fallback = m.CPUTwin
-		if digest, mr.DigestCached, err = tflite.Digest(path, digestCache{a.store}); err != nil {
-			return fail(err)
-		}
-		mr.SHA256 = digest
-	}
-
-	threads := "auto"
-	if a.config().Pool.Threads > 0 {
-		threads = strconv.Itoa(a.config().Pool.Threads)
-	}
-	v := a.validity(digest, "threads="+threads+",delegate="+mr.Delegate.Chosen)
-	cal, look, err := a.store.Calibration(m.ID, v)
-	if err != nil {
-		a.log.Error("calibration not readable; measuring again", "model", m.ID, "err", err)
-		look = storage.Lookup{Status: storage.New}
-	}
-	mr.Calibration = look
-	if look.Status != storage.Restored {
-		t := time.Now()
-		c := calibration{Runs: a.config().Calibration.Runs, Steady: a.config().Calibration.SteadyInvokes, MaxThreads: a.config().Calibration.MaxThreads, PageIn: a.config().pageIn()}
-		if cal, err = c.run(path, a.config().Pool.Threads, chosen); err != nil {
-			return fail(err)
-		}
-		cal.Validity = v
-		mr.CalibrationTime = time.Since(t)
-		if err := a.store.PutCalibration(m.ID, cal); err != nil {
-			// Not fatal: the model serves; the next start measures again.
-			a.log.Error("calibration not stored", "model", m.ID, "err", err)
-		}
-		a.log.Info("model calibrated", "model", m.ID, "status", look.Status, "reason", look.Reason,
-			"threads", cal.Threads, "calibration_ms", ms(mr.CalibrationTime))
-	} else {
-		a.log.Info("calibration restored", "model", m.ID, "threads", cal.Threads)
-	}
-	mr.Threads = cal.Threads
-	mr.Calibrated = &cal
-	a.calib[m.ID] = cal
+// register makes model m servable at once (called with prepMu held): it
+// hashes the file (cached by identity), restores what the state knows
+// (delegate outcomes, calibration) and registers the model with the pool,
+// with safe defaults when nothing is known: CPU, min(cores, max_threads)
+// threads, like a naive loader. Whatever needs measuring is queued for
+// the background calibrator; nothing here loads a model.
+func (a *Agent) register(m ModelConfig) *modelState {
+	st := &modelState{cfg: m, path: m.Path}
+	st.report = ModelReport{ID: m.ID, Path: m.Path, Pinned: m.Pinned, Delegate: DelegateReport{Chosen: "cpu", Tried: []DelegateTry{}}}
 	if m.Labels != "" {
 		labels, err := infer.ReadLabels(m.Labels)
 		if err != nil {
 			a.log.Warn("labels not read; answers carry indexes only", "model", m.ID, "err", err)
 		}
-		a.labels[m.ID] = labels
+		st.labels = labels
 	}
-	calStages := tflite.Stages(cal.Stages)
-	spec := tflite.ModelSpec{ID: m.ID, Path: path, Pinned: m.Pinned, KnownHeap: cal.HeapBytes,
-		KnownSteady: cal.Stages.Steady, KnownSaved: calStages.Saved(),
-		Interpreter: &tflite.Options{Threads: cal.Threads, Delegates: chosen}}
-	if err := a.pool.Register(spec); err != nil {
-		return fail(err)
+	// Mapping verifies the flatbuffer (a truncated or foreign file fails
+	// here with its own code, not at the first request) and costs about
+	// what hashing a file whose digest is not cached does.
+	model, err := tflite.LoadModel(m.Path)
+	if err != nil {
+		return a.failModel(st, err)
 	}
-	a.specs[m.ID] = m
-	return mr
+	needsAccel := model.NeedsEdgeTPU()
+	if err := model.Close(); err != nil {
+		return a.failModel(st, err)
+	}
+	digest, cached, err := tflite.Digest(m.Path, digestCache{a.store})
+	if err != nil {
+		return a.failModel(st, err)
+	}
+	st.digest, st.report.SHA256, st.report.DigestCached = digest, digest, cached
+	st.needsAccel = needsAccel
+	a.settleDelegates(st, false)
+	if err := a.restoreCalibration(st); err != nil {
+		return a.failModel(st, err)
+	}
+	if err := a.pool.Register(a.modelSpec(st)); err != nil {
+		return a.failModel(st, err)
+	}
+	// A model whose calibration failed (or crashed) for this key keeps its
+	// defaults: it is not measured again.
+	st.queued = st.failed == nil && (st.cal.Threads == 0 || st.delegatesPending)
+	return st
 }
 
-// tryDelegate uses what the state knows about delegate spec for the model,
-// or tries it: an attempt record goes to disk first, so a crash inside the
-// delegate is found on the next start and the delegate is never tried again.
-func (a *Agent) tryDelegate(m ModelConfig, digest string, spec tflite.DelegateSpec) DelegateTry {
+// failModel records err as st's failure; requests for the model get its code.
+func (a *Agent) failModel(st *modelState, err error) *modelState {
+	st.failed = errorReport(err)
+	st.report.Error = st.failed
+	a.log.Error("model not usable", "model", st.cfg.ID, "path", st.cfg.Path, "code", tflite.Code(err), "err", err)
+	return st
+}
+
+// settleDelegates picks the delegate st runs on from what the state knows;
+// with attempt, it tries the delegates nothing is known about (loading the
+// model: the calibrator's work). Without a working delegate an accelerator
+// model is served by its CPU twin.
+func (a *Agent) settleDelegates(st *modelState, attempt bool) {
+	m := st.cfg
+	st.chosen, st.delegatesPending = nil, false
+	st.report.Delegate = DelegateReport{Chosen: "cpu", Tried: []DelegateTry{}}
+	for _, name := range m.Delegates {
+		d, _ := a.config().delegate(name) // validated
+		spec := tflite.DelegateSpec{Name: d.Name, Library: d.Library, Options: d.Options}
+		try, known := a.knownDelegate(m, st.digest, spec)
+		if !known && !attempt {
+			st.delegatesPending = true
+			break
+		}
+		if !known {
+			try = a.tryDelegate(m, st.digest, spec)
+		}
+		st.report.Delegate.Tried = append(st.report.Delegate.Tried, try)
+		if try.State == storage.Worked {
+			st.report.Delegate.Chosen = name
+			st.chosen = []tflite.DelegateSpec{spec}
+			break
+		}
+	}
+	st.path, st.report.Delegate.Fallback = m.Path, ""
+	// Only a configured twin makes the question worth a mapping: without
+	// one, an accelerator model fails with model_needs_delegate.
+	if len(st.chosen) == 0 && m.CPUTwin != "" && st.needsAccel {
+		if !st.delegatesPending {
+			a.log.Warn("no delegate works for an accelerator model; serving its CPU twin", "model", m.ID, "cpu_twin", m.CPUTwin)
+		}
+		st.path, st.report.Delegate.Fallback = m.CPUTwin, m.CPUTwin
+	}
+}
+
+// restoreCalibration looks up the calibration valid for how st runs now.
+func (a *Agent) restoreCalibration(st *modelState) error {
+	digest := st.digest
+	if st.path != st.cfg.Path {
+		d, cached, err := tflite.Digest(st.path, digestCache{a.store})
+		if err != nil {
+			return err
+		}
+		digest, st.report.SHA256, st.report.DigestCached = d, d, cached
+	}
+	v := a.calibrationKey(digest, st.report.Delegate.Chosen)
+	cal, look, err := a.store.Calibration(st.cfg.ID, v)
+	if err != nil {
+		a.log.Error("calibration not readable; measuring again", "model", st.cfg.ID, "err", err)
+		look = storage.Lookup{Status: storage.New}
+	}
+	st.report.Calibration = look
+	st.cal = storage.Calibration{}
+	if look.Status != storage.Restored {
+		st.report.Threads = a.defaultThreads()
+		return nil
+	}
+	switch {
+	case cal.Pending:
+		// Begun and never finished: the process died inside it.
+		st.failed = &ErrorReport{Code: "calibration_crashed", Message: "the process died while calibrating this model; not measured again for this model, runtime and board"}
+		st.report.Error = st.failed
+		st.report.Threads = a.defaultThreads()
+		a.log.Error("calibration crashed the process last time; not trying again", "model", st.cfg.ID)
+		a.event("calibration_crashed", map[string]any{"model": st.cfg.ID})
+		return nil
+	case cal.Failed != "":
+		st.failed = &ErrorReport{Code: cal.Failed, Message: cal.FailedMessage}
+		st.report.Error = st.failed
+		st.report.Threads = a.defaultThreads()
+		return nil
+	}
+	a.log.Info("calibration restored", "model", st.cfg.ID, "threads", cal.Threads)
+	st.cal = cal
+	st.report.Threads = cal.Threads
+	st.report.Calibrated = &cal
+	return nil
+}
+
+// calibrationKey is the validity key of a model's calibration.
+func (a *Agent) calibrationKey(digest, delegate string) storage.Validity {
+	threads := "auto"
+	if a.config().Pool.Threads > 0 {
+		threads = strconv.Itoa(a.config().Pool.Threads)
+	}
+	return a.validity(digest, "threads="+threads+",delegate="+delegate)
+}
+
+// defaultThreads is what an uncalibrated model runs with: the configured
+// count, or one per core up to calibration.max_threads.
+func (a *Agent) defaultThreads() int {
+	if t := a.config().Pool.Threads; t > 0 {
+		return t
+	}
+	return max(1, min(runtime.NumCPU(), a.config().Calibration.MaxThreads))
+}
+
+// modelSpec is how the pool loads st: calibrated, or with the defaults.
+func (a *Agent) modelSpec(st *modelState) tflite.ModelSpec {
+	threads := st.cal.Threads
+	if threads == 0 {
+		threads = a.defaultThreads()
+	}
+	stages := tflite.Stages(st.cal.Stages)
+	return tflite.ModelSpec{ID: st.cfg.ID, Path: st.path, Pinned: st.cfg.Pinned, KnownHeap: st.cal.HeapBytes,
+		KnownSteady: st.cal.Stages.Steady, KnownSaved: stages.Saved(),
+		Interpreter: &tflite.Options{Threads: threads, Delegates: st.chosen}}
+}
+
+// knownDelegate is what the state knows about delegate spec for the model.
+func (a *Agent) knownDelegate(m ModelConfig, digest string, spec tflite.DelegateSpec) (DelegateTry, bool) {
 	v := a.validity(digest, "delegate="+spec.Name+"@"+spec.Library)
 	try := DelegateTry{Name: spec.Name}
 	rec, look, err := a.store.Delegate(m.ID, spec.Name, v)
@@ -138,13 +233,22 @@ func (a *Agent) tryDelegate(m ModelConfig, digest string, spec tflite.DelegateSp
 	if look.Status == storage.Invalidated {
 		try.InvalidatedBy = look.Reason
 	}
-	if look.Status == storage.Restored {
-		try.State, try.Reason = rec.State, rec.Reason
-		if rec.State != storage.Worked {
-			a.log.Info("delegate skipped", "model", m.ID, "delegate", spec.Name, "state", rec.State, "reason", rec.Reason)
-		}
-		return try
+	if look.Status != storage.Restored {
+		return try, false
 	}
+	try.State, try.Reason = rec.State, rec.Reason
+	if rec.State != storage.Worked {
+		a.log.Info("delegate skipped", "model", m.ID, "delegate", spec.Name, "state", rec.State, "reason", rec.Reason)
+	}
+	return try, true
+}
+
+// tryDelegate tries delegate spec for the model: an attempt record goes to
+// disk first, so a crash inside the delegate is found on the next start
+// and the delegate is never tried again.
+func (a *Agent) tryDelegate(m ModelConfig, digest string, spec tflite.DelegateSpec) DelegateTry {
+	v := a.validity(digest, "delegate="+spec.Name+"@"+spec.Library)
+	try, _ := a.knownDelegate(m, digest, spec)
 	if err := a.store.BeginDelegateAttempt(m.ID, spec.Name, v); err != nil {
 		// Without the attempt record a crash would go unnoticed: do not try.
 		try.State, try.Reason = storage.Failed, "attempt not recorded: "+err.Error()
@@ -177,13 +281,11 @@ func attemptDelegate(path string, spec tflite.DelegateSpec) error {
 	return m.Close()
 }
 
-// needsAccelerator reports whether the model at path cannot run on the CPU
-// alone (it was compiled for the Edge TPU).
-func needsAccelerator(path string) bool {
-	m, err := tflite.LoadModel(path)
-	if err != nil {
-		return false
-	}
-	defer m.Close()
-	return m.NeedsEdgeTPU()
+// modelFailure is a model's recorded failure as an error with its code.
+type modelFailure struct {
+	id string
+	r  *ErrorReport
 }
+
+func (e *modelFailure) Error() string { return fmt.Sprintf("model %q: %s", e.id, e.r.Message) }
+func (e *modelFailure) Code() string  { return e.r.Code }

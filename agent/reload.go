@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"reflect"
+	"slices"
 	"sort"
 )
 
@@ -57,8 +58,9 @@ func (a *Agent) Reload(ctx context.Context, next Config) (ReloadResult, error) {
 }
 
 // syncModels brings the pool in line with the configured models: new ones
-// are prepared, vanished ones unregistered, changed ones prepared again;
-// the rest are left alone, warm.
+// are registered (and queued for calibration), vanished ones unregistered,
+// changed ones registered again; the rest are left alone, warm. Nothing
+// here waits on a load or a calibration.
 func (a *Agent) syncModels() ReloadResult {
 	a.prepMu.Lock()
 	defer a.prepMu.Unlock()
@@ -72,32 +74,51 @@ func (a *Agent) syncModels() ReloadResult {
 	for _, m := range models {
 		want[m.ID] = m
 	}
-	for id := range a.specs {
+	a.mapsMu.Lock()
+	known := make(map[string]ModelConfig, len(a.models))
+	for id, st := range a.models {
+		known[id] = st.cfg
+	}
+	a.mapsMu.Unlock()
+	for id := range known {
 		if _, ok := want[id]; !ok {
 			if err := a.pool.Unregister(id); err == nil {
 				res.Removed = append(res.Removed, id)
 			}
-			delete(a.specs, id)
+			a.removeModel(id)
 		}
 	}
 	for _, m := range models {
-		spec, known := a.specs[m.ID]
+		cfg, isKnown := known[m.ID]
 		switch {
-		case known && reflect.DeepEqual(spec, m):
+		case isKnown && reflect.DeepEqual(cfg, m):
 			res.Unchanged = append(res.Unchanged, m.ID)
 			continue
-		case known:
+		case isKnown:
 			a.pool.Unregister(m.ID)
-			delete(a.specs, m.ID)
 			res.Changed = append(res.Changed, m.ID)
 		}
-		if mr := a.prepare(m); mr.Error != nil {
+		st := a.register(m)
+		a.setModel(st)
+		if st.failed != nil {
 			res.Failed = append(res.Failed, m.ID)
-		} else if !known {
+		} else if !isKnown {
 			res.Added = append(res.Added, m.ID)
 		}
 	}
+	if len(res.Added)+len(res.Changed) > 0 {
+		a.unsettle()
+	}
 	return nilSafe(res)
+}
+
+// removeModel forgets a model that is no longer configured.
+func (a *Agent) removeModel(id string) {
+	a.mapsMu.Lock()
+	delete(a.models, id)
+	a.order = slices.DeleteFunc(a.order, func(s string) bool { return s == id })
+	a.mapsMu.Unlock()
+	a.statusChanged()
 }
 
 func nilSafe(r ReloadResult) ReloadResult {

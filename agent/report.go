@@ -27,6 +27,9 @@ type StartupReport struct {
 	// Plan is the start's prewarm plan: power state, allowance, chosen and
 	// skipped models with reasons, and its energy.
 	Plan *PlanResult `json:"plan"`
+	// Final marks the report published again once the start's background
+	// work (warming after READY, calibration) is done.
+	Final bool `json:"final,omitempty"`
 }
 
 // StartupTimings split the start into its stages.

@@ -28,7 +28,7 @@ func testConfig(t *testing.T, models ...agent.ModelConfig) agent.Config {
 	t.Helper()
 	cfg := agent.DefaultConfig()
 	cfg.StateDir = filepath.Join(t.TempDir(), "state")
-	cfg.Calibration = agent.CalibrationConfig{Runs: 3, SteadyInvokes: 3, MaxThreads: 2}
+	cfg.Calibration = agent.CalibrationConfig{Runs: 3, SteadyInvokes: 3, MaxThreads: 2, IdleAfter: 10 * time.Millisecond}
 	cfg.Models = models
 	// A board on external power, whatever machine runs the tests.
 	cfg.Power.SysfsRoot = filepath.Join("..", "power", "testdata", "rpi")
@@ -36,6 +36,22 @@ func testConfig(t *testing.T, models ...agent.ModelConfig) agent.Config {
 }
 
 func start(t *testing.T, cfg agent.Config, o agent.Options) *agent.Agent {
+	t.Helper()
+	a := startNoWait(t, cfg, o)
+	// What the start does in the background (warming the rest of its plan,
+	// calibrating) is done before the test looks.
+	select {
+	case <-a.Settled():
+	case <-time.After(3 * time.Minute):
+		a.Close()
+		t.Fatal("start's background work not settled within 3 minutes")
+	}
+	return a
+}
+
+// startNoWait starts an agent and returns as soon as Start does: pinned
+// models warm, the rest servable.
+func startNoWait(t *testing.T, cfg agent.Config, o agent.Options) *agent.Agent {
 	t.Helper()
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)

@@ -34,6 +34,14 @@ type Calibration struct {
 	// Runs is how many staged loads the medians are over.
 	Runs int       `json:"runs"`
 	At   time.Time `json:"at"`
+	// Pending marks a calibration begun and not finished: found at the
+	// next start, it means the process died inside it (a crashing kernel),
+	// and the model is not measured again for the same key.
+	Pending bool `json:"pending,omitempty"`
+	// Failed is the error code of a calibration that failed (FailedMessage
+	// says more); it is not retried for the same key.
+	Failed        string `json:"failed,omitempty"`
+	FailedMessage string `json:"failed_message,omitempty"`
 }
 
 // ThreadResult is one thread count's steady latency (median).
@@ -110,6 +118,22 @@ func (s *Store) PutCalibration(id string, cal Calibration) error {
 		}
 		v := cal.Validity
 		mr.Calibration = &v
+		return putModelRecord(tx, id, mr)
+	})
+}
+
+// ForgetCalibration removes what is stored for model id under v (a
+// calibration cancelled by shutdown leaves no pending mark behind).
+func (s *Store) ForgetCalibration(id string, v Validity) error {
+	return s.update("forget calibration", func(tx *bolt.Tx) error {
+		mr := getModelRecord(tx, id)
+		if mr.Calibration == nil || *mr.Calibration != v {
+			return nil
+		}
+		if err := tx.Bucket(bucketCalibration).Delete(v.key()); err != nil {
+			return err
+		}
+		mr.Calibration = nil
 		return putModelRecord(tx, id, mr)
 	})
 }

@@ -118,6 +118,7 @@ type ModelStatus struct {
 	Mapped       bool       `json:"mapped"` // the model file is mapped
 	Interpreters int        `json:"interpreters"`
 	Leased       int        `json:"leased"`
+	Loading      bool       `json:"loading"` // an interpreter is being warmed
 	Bytes        int64      `json:"bytes"`
 	Loads        uint64     `json:"loads"` // interpreters warmed for this model, ever
 	LastLoad     LoadReport `json:"last_load"`
@@ -139,6 +140,7 @@ type Pool struct {
 	bytes       int64
 	peak        int64 // the most bytes ever accounted at once
 	reserved    int64 // bytes held by reservations (part of bytes)
+	lastDemand  time.Time // the latest request (Acquire)
 	stats       Stats
 	closed      bool
 	events      []func()      // callbacks and C frees to run once mu is released
@@ -648,6 +650,7 @@ func (p *Pool) decay(age time.Duration) float64 {
 
 func (p *Pool) noteDemandLocked(e *entry) {
 	now := p.opts.Now()
+	p.lastDemand = now
 	e.demand = e.demand*p.decay(now.Sub(e.demandAt)) + 1
 	e.demandAt = now
 }
@@ -786,14 +789,58 @@ func (l *Lease) Release() {
 	p.mu.Lock()
 	e.leased--
 	e.lastUsed = p.opts.Now()
-	if p.closed || e.removed || e.gens[l.it] != e.gen {
+	current := e.gens[l.it] == e.gen
+	switch {
+	case p.closed || e.removed || (!current && p.hasCurrentLocked(e)):
 		p.dropInterpreterLocked(e, l.it)
 		p.closeModelIfUnusedLocked(e)
-	} else {
+	case current:
+		// An interpreter with the current options replaces older ones.
+		keep := e.idle[:0]
+		for _, it := range e.idle {
+			if e.gens[it] == e.gen {
+				keep = append(keep, it)
+			} else {
+				p.dropInterpreterLocked(e, it)
+			}
+		}
+		e.idle = append(keep, l.it)
+	default:
 		e.idle = append(e.idle, l.it)
 	}
 	p.broadcastLocked(e)
 	p.unlockAndNotify()
+}
+
+// hasCurrentLocked reports whether e has an interpreter (idle or leased)
+// made with its current options.
+func (p *Pool) hasCurrentLocked(e *entry) bool {
+	for _, g := range e.gens {
+		if g == e.gen {
+			return true
+		}
+	}
+	return false
+}
+
+// Refresh warms an interpreter with id's current options when it is warm
+// only with interpreters made before an Update changed them; the old ones
+// then go. It reports whether it loaded anything.
+func (p *Pool) Refresh(ctx context.Context, id string) (bool, error) {
+	p.mu.Lock()
+	e, ok := p.entries[id]
+	if !ok || p.closed || e.removed || len(e.gens) == 0 || p.hasCurrentLocked(e) || e.growing > 0 {
+		p.mu.Unlock()
+		return false, nil
+	}
+	e.growing++
+	p.mu.Unlock()
+	it, err := p.grow(ctx, e, false)
+	if err != nil {
+		return false, err
+	}
+	(&Lease{p: p, e: e, it: it}).Release()
+	return true, nil
 }
 
 // Prewarm warms one interpreter for id unless one is already warm, without
@@ -868,9 +915,9 @@ func (p *Pool) SetBudget(budget int64) error {
 
 // Update applies new facts about a registered model (a calibration that
 // finished, a delegate chosen) without dropping a request: warm
-// interpreters keep serving when the interpreter options are unchanged;
-// otherwise idle ones are freed now and leased ones when released, and the
-// next load uses s. The path and id must stay the same.
+// interpreters keep serving; when the interpreter options changed, they
+// are replaced once an interpreter with the new options is warm (see
+// Refresh). The path and id must stay the same.
 func (p *Pool) Update(s ModelSpec) error {
 	p.mu.Lock()
 	e, ok := p.entries[s.ID]
@@ -887,12 +934,9 @@ func (p *Pool) Update(s ModelSpec) error {
 		opts = *s.Interpreter
 	}
 	if !sameOptions(opts, e.opts) {
+		// The interpreters made with the old options keep serving until one
+		// made with the new ones is warm (Refresh, or the next load).
 		e.gen++
-		for _, it := range e.idle {
-			p.dropInterpreterLocked(e, it)
-		}
-		e.idle = nil
-		p.closeModelIfUnusedLocked(e)
 	}
 	// Field by field: ID, Path and Pinned (the pool's own state, see
 	// SetPinned) stay, and loads read them without the lock.
@@ -1043,10 +1087,21 @@ func (p *Pool) Models() []ModelStatus {
 	out := make([]ModelStatus, 0, len(p.entries))
 	for id, e := range p.entries {
 		out = append(out, ModelStatus{ID: id, Path: e.spec.Path, Pinned: e.spec.Pinned, Warm: len(e.idle)+e.leased > 0, Mapped: e.model != nil,
-			Interpreters: len(e.idle) + e.leased, Leased: e.leased, Bytes: e.bytes, Loads: e.loads, LastLoad: e.last})
+			Interpreters: len(e.idle) + e.leased, Leased: e.leased, Loading: e.growing > 0, Bytes: e.bytes, Loads: e.loads, LastLoad: e.last})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
 	return out
+}
+
+// Activity is how many interpreters are leased now and when the latest
+// request came: background work (calibration) waits while requests come.
+func (p *Pool) Activity() (leased int, lastDemand time.Time) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, e := range p.entries {
+		leased += e.leased + e.waiters
+	}
+	return leased, p.lastDemand
 }
 
 // IsWarm reports whether model id has an interpreter ready or in use.

@@ -35,8 +35,9 @@ type Report struct {
 	When     time.Time
 	Machine  string
 	Runtime  string
-	Startup  Startup
-	Serving  Serving
+	Startup    Startup
+	FirstStart FirstStart
+	Serving    Serving
 	Memory   Memory
 	Scaling  Scaling
 	Energy   Energy
@@ -79,6 +80,7 @@ func Run(ctx context.Context, o Options) (Report, error) {
 		run  func() error
 	}{
 		{"startup", func() (err error) { r.Startup, err = startup(ctx, o, work); return }},
+		{"first start", func() (err error) { r.FirstStart, err = firstStart(ctx, o, work); return }},
 		{"serving", func() (err error) { r.Serving, err = serving(ctx, o, work); return }},
 		{"memory", func() (err error) { r.Memory, err = memory(ctx, o, work); return }},
 		{"scaling", func() (err error) { r.Scaling, err = scaling(o, work); return }},
