@@ -80,6 +80,7 @@ type Agent struct {
 	wakes chan wakeRequest
 
 	calKick    chan struct{} // the calibrator may have work (cap 1)
+	planning   atomic.Int32  // plans warming now: calibration waits for them
 	statusKick chan struct{} // readiness may have changed (cap 1)
 
 	// settleMu guards settled and startPlanDone.

@@ -101,14 +101,21 @@ func (a *Agent) calibrationAllowed() (time.Duration, string) {
 	return 0, ""
 }
 
-// yieldToRequests waits until no request is in flight and none came for
-// calibration.idle_after.
+// yieldToRequests waits until the start's plan is done, no plan is
+// warming, no request is in flight and none came for calibration.idle_after
+// (counted from the start, too): calibration has the lowest priority.
 func (a *Agent) yieldToRequests(ctx context.Context) error {
 	idle := a.config().Calibration.IdleAfter
 	for {
 		leased, last := a.pool.Activity()
+		if last.Before(a.opts.Started) {
+			last = a.opts.Started
+		}
+		a.settleMu.Lock()
+		started := a.startPlanDone
+		a.settleMu.Unlock()
 		quiet := time.Since(last)
-		if leased == 0 && quiet >= idle {
+		if started && a.planning.Load() == 0 && leased == 0 && quiet >= idle {
 			return nil
 		}
 		wait := max(idle-quiet, 10*time.Millisecond)

@@ -297,8 +297,10 @@ func (a *Agent) planner(ctx context.Context, deferred time.Duration) {
 		a.wakeMu.Unlock()
 		done := make(chan struct{})
 		running = done
+		a.planning.Add(1)
 		go func() {
 			defer close(done)
+			defer a.planning.Add(-1)
 			res := a.runPlan(pctx, plan, false)
 			if req.reply != nil {
 				req.reply <- res

@@ -130,9 +130,10 @@ type Pool struct {
 	opts PoolOptions
 	log  *slog.Logger
 
-	// loadSem serialises warm-ups: heap measurements must not mix, and two
-	// cold loads on a small board only slow each other.
-	loadSem chan struct{}
+	// load is the one load slot (cheapest waiting load first): heap
+	// measurements must not mix, and two cold loads on a small board only
+	// slow each other.
+	load loadSlot
 
 	// mu guards entries, bytes, stats, closed and every entry's fields.
 	mu          sync.Mutex
@@ -169,7 +170,7 @@ type entry struct {
 	unmeasured map[*Interpreter]int64
 	leased     int
 	growing    int  // warm-ups requested, waiting or in flight (at most one)
-	loading    bool // the warm-up holds the load semaphore and uses model
+	loading    bool // the warm-up holds the load slot and uses model
 	waiters    int
 	removed    bool
 	bytes      int64
@@ -212,7 +213,7 @@ func NewPool(o PoolOptions) *Pool {
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	return &Pool{opts: o, log: log, loadSem: make(chan struct{}, 1), entries: make(map[string]*entry), freed: make(chan struct{})}
+	return &Pool{opts: o, log: log, entries: make(map[string]*entry), freed: make(chan struct{})}
 }
 
 // Register adds a model; it stays cold until acquired or prewarmed.
@@ -347,7 +348,7 @@ func (p *Pool) grow(ctx context.Context, e *entry, demand bool) (*Interpreter, e
 	if err != nil {
 		return fail(fmt.Errorf("acquire %q: %w", e.spec.ID, err), !isCtxErr(err))
 	}
-	defer func() { <-p.loadSem }()
+	defer p.load.release()
 
 	var st Stages
 	newModel := model == nil
@@ -484,12 +485,15 @@ func (p *Pool) grow(ctx context.Context, e *entry, demand bool) (*Interpreter, e
 	return it, nil
 }
 
-// admit takes the load semaphore and makes room for what e is known to
-// need, waiting (without the semaphore) while busy models hold the room.
-// It returns e's model (nil when cold) with the semaphore held.
+// admit takes the load load slot and makes room for what e is known to
+// need, waiting (without the load slot) while busy models hold the room.
+// It returns e's model (nil when cold) with the load slot held.
 func (p *Pool) admit(ctx context.Context, e *entry) (*Model, error) {
 	var model *Model
-	err := p.admitRoom(ctx, e, func() int64 {
+	p.mu.Lock()
+	cost := e.fileSize + e.knownHeap // what the load reads and builds
+	p.mu.Unlock()
+	err := p.admitRoom(ctx, e, cost, func() int64 {
 		need := e.knownHeap
 		if e.model == nil {
 			need += e.fileSize
@@ -502,16 +506,14 @@ func (p *Pool) admit(ctx context.Context, e *entry) (*Model, error) {
 	return model, err
 }
 
-// admitRoom takes the load semaphore and makes room for need() bytes
-// (evicting, except e), waiting without the semaphore while busy models
-// hold the room. On success admitted runs under mu and the semaphore stays
+// admitRoom takes the load slot (at cost) and makes room for need() bytes
+// (evicting, except e), waiting without the load slot while busy models
+// hold the room. On success admitted runs under mu and the load slot stays
 // held for the caller.
-func (p *Pool) admitRoom(ctx context.Context, e *entry, need func() int64, admitted func()) error {
+func (p *Pool) admitRoom(ctx context.Context, e *entry, cost int64, need func() int64, admitted func()) error {
 	for {
-		select {
-		case p.loadSem <- struct{}{}:
-		case <-ctx.Done():
-			return ctx.Err()
+		if err := p.load.acquire(ctx, cost); err != nil {
+			return err
 		}
 		p.mu.Lock()
 		err := p.makeRoomLocked(need(), e)
@@ -520,7 +522,7 @@ func (p *Pool) admitRoom(ctx context.Context, e *entry, need func() int64, admit
 			p.unlockAndNotify()
 			return nil
 		}
-		<-p.loadSem
+		p.load.release()
 		if err != errWaitForRelease {
 			p.unlockAndNotify()
 			return err
@@ -998,7 +1000,8 @@ type Reservation struct {
 // Release it as soon as the work is done: requests' loads wait for it.
 func (p *Pool) Reserve(ctx context.Context, bytes int64) (*Reservation, error) {
 	r := &Reservation{p: p, bytes: bytes}
-	err := p.admitRoom(ctx, nil, func() int64 { return bytes }, func() {
+	// Lowest priority: every waiting load goes first.
+	err := p.admitRoom(ctx, nil, math.MaxInt64, func() int64 { return bytes }, func() {
 		p.bytes += bytes
 		p.reserved += bytes
 		p.peak = max(p.peak, p.bytes)
@@ -1040,7 +1043,7 @@ func (r *Reservation) Release() {
 		p.freed = make(chan struct{})
 	}
 	p.unlockAndNotify()
-	<-p.loadSem
+	p.load.release()
 }
 
 // ShrinkTo evicts idle unpinned models, least valuable first, until the

@@ -511,3 +511,58 @@ func TestPoolRequestSkipsWarmUpWhenFootprintKnown(t *testing.T) {
 		}
 	}
 }
+
+// Loads waiting for the load slot go cheapest first; a waiter whose ctx
+// ends leaves the queue, and the slot is never lost.
+func TestLoadSlotCheapestFirst(t *testing.T) {
+	var s tflite.LoadSlotForTest
+	ctx := context.Background()
+	if err := s.Acquire(ctx, 0); err != nil {
+		t.Fatal(err)
+	}
+	order := make(chan int64, 3)
+	var wg sync.WaitGroup
+	for i, cost := range []int64{300, 100, 200} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := s.Acquire(ctx, cost); err != nil {
+				t.Error(err)
+				return
+			}
+			order <- cost
+			s.Release()
+		}()
+		waitFor(t, func() bool { return s.Waiting() == i+1 })
+	}
+	waitFor(t, func() bool { return s.Waiting() == 3 })
+	short, cancel := context.WithCancel(ctx)
+	cancel()
+	if err := s.Acquire(short, 1); err == nil {
+		t.Fatal("acquired with a cancelled context while held")
+	}
+	s.Release()
+	wg.Wait()
+	close(order)
+	var got []int64
+	for c := range order {
+		got = append(got, c)
+	}
+	if !slices.Equal(got, []int64{100, 200, 300}) {
+		t.Fatalf("order %v", got)
+	}
+	if err := s.Acquire(ctx, 5); err != nil { // free again
+		t.Fatal(err)
+	}
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not reached")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}

@@ -80,11 +80,11 @@ func firstStart(ctx context.Context, o Options, work string) (FirstStart, error)
 	for _, m := range models {
 		out.Models = append(out.Models, m.id)
 	}
-	added := models[len(models)-1]
+	addedIdx := len(models) - 1
 	if o.Quick {
-		added = models[2]
+		addedIdx = 2
 	}
-	out.AddedModel = added.id
+	out.AddedModel = models[addedIdx].id
 	to := map[string]map[string][]float64{Naive: {}, Cold: {}}
 	all := map[string][]float64{}
 	addedMs := map[string][]float64{}
@@ -145,6 +145,7 @@ func firstStart(ctx context.Context, o Options, work string) (FirstStart, error)
 
 		// A model added at run time: the agent serves the others, settled;
 		// the new file appears and a rescan registers it.
+		added := models[addedIdx] // with its expected output, known since rep 0
 		d, err := addedAtRunTime(ctx, dir, work, models, added)
 		if err != nil {
 			return out, err

@@ -190,6 +190,9 @@ func startup(ctx context.Context, o Options, work string) (Startup, error) {
 		}
 		toFirst[Cold] = append(toFirst[Cold], msOf(started+req))
 		first[Cold] = append(first[Cold], msOf(req))
+		// The calibration that follows in the background is what (c) and
+		// (d) restore.
+		<-a.Settled()
 		rep0 := a.Report()
 		stages[Cold] = append(stages[Cold], agentStages(rep0, req))
 		a.Close()
@@ -266,7 +269,6 @@ func startup(ctx context.Context, o Options, work string) (Startup, error) {
 // Stage categories shared by every configuration's waterfall.
 const (
 	stState   = "state open + restore"
-	stCalib   = "calibrate"
 	stLoad    = "load model (read/copy or map/page-in)"
 	stInterp  = "interpreter"
 	stAlloc   = "allocate"
@@ -277,13 +279,9 @@ const (
 )
 
 // agentStages splits an agent start from its report, plus the request.
+// Calibration is not a stage: it runs in the background after the start.
 func agentStages(r agent.StartupReport, req time.Duration) []Stage {
-	var calib time.Duration
-	for _, m := range r.Models {
-		calib += m.CalibrationTime
-	}
-	st := []Stage{{stState, msOf(r.Timings.StateOpen + r.Timings.Restore - calib)}, {stCalib, msOf(calib)},
-		{stPrewarm, msOf(r.Timings.Prewarm)}}
+	st := []Stage{{stState, msOf(r.Timings.StateOpen + r.Timings.Restore)}, {stPrewarm, msOf(r.Timings.Prewarm)}}
 	if req > 0 {
 		st = append(st, Stage{stRequest, msOf(req)})
 	}

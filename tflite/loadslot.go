@@ -1,0 +1,72 @@
+package tflite
+
+import (
+	"context"
+	"slices"
+	"sync"
+)
+
+// loadSlot is the pool's one slot for loading: heap measurements must not
+// mix, and two cold loads on a small board only slow each other. When
+// several loads wait, the cheapest goes first (shortest job first): after
+// a boot with every model asked at once, the small ones answer in
+// milliseconds instead of queueing behind the large ones, and the last
+// answer comes no later.
+type loadSlot struct {
+	// mu guards held and waiters.
+	mu      sync.Mutex
+	held    bool
+	waiters []*slotWaiter
+}
+
+type slotWaiter struct {
+	cost  int64
+	ready chan struct{} // closed when the slot is handed over
+}
+
+// acquire takes the slot, waiting behind cheaper loads, until ctx ends.
+func (s *loadSlot) acquire(ctx context.Context, cost int64) error {
+	s.mu.Lock()
+	if !s.held {
+		s.held = true
+		s.mu.Unlock()
+		return nil
+	}
+	w := &slotWaiter{cost: cost, ready: make(chan struct{})}
+	s.waiters = append(s.waiters, w)
+	s.mu.Unlock()
+	select {
+	case <-w.ready:
+		return nil
+	case <-ctx.Done():
+		s.mu.Lock()
+		if i := slices.Index(s.waiters, w); i >= 0 {
+			s.waiters = slices.Delete(s.waiters, i, i+1)
+			s.mu.Unlock()
+			return ctx.Err()
+		}
+		s.mu.Unlock()
+		s.release() // handed over just as ctx ended: pass it on
+		return ctx.Err()
+	}
+}
+
+// release hands the slot to the cheapest waiter (the earliest among
+// equals), or frees it.
+func (s *loadSlot) release() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.waiters) == 0 {
+		s.held = false
+		return
+	}
+	best := 0
+	for i, w := range s.waiters {
+		if w.cost < s.waiters[best].cost {
+			best = i
+		}
+	}
+	w := s.waiters[best]
+	s.waiters = slices.Delete(s.waiters, best, best+1)
+	close(w.ready)
+}
