@@ -377,4 +377,3 @@ func (a *Agent) firstRequest(model string, warm bool) {
 		a.event("first_request", map[string]any{"model": model, "warm": warm})
 	}
 }
-

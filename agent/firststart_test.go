@@ -78,8 +78,8 @@ func TestFirstStartServesEveryModelAtOnce(t *testing.T) {
 				continue
 			}
 			var r struct {
-				OK     bool              `json:"ok"`
-				Error  *mqtt.ReplyError  `json:"error"`
+				OK     bool             `json:"ok"`
+				Error  *mqtt.ReplyError `json:"error"`
 				Result agent.InferReply `json:"result"`
 			}
 			if err := json.Unmarshal(m.Payload, &r); err != nil {

@@ -41,12 +41,12 @@ type Plan struct {
 // PlanResult is what running a plan did.
 type PlanResult struct {
 	Plan      Plan         `json:"plan"`
-	Warmed    []string     `json:"warmed"`    // models warmed by this plan
-	Already   []string     `json:"already"`   // chosen but already warm
-	Failed    []string     `json:"failed"`    // warm-up failed
+	Warmed    []string     `json:"warmed"`          // models warmed by this plan
+	Already   []string     `json:"already"`         // chosen but already warm
+	Failed    []string     `json:"failed"`          // warm-up failed
 	Later     []string     `json:"later,omitempty"` // chosen, warmed in the background after READY
 	Cancelled bool         `json:"cancelled"`       // a newer wake (or shutdown) cut it short
-	Energy    power.Energy `json:"energy"`    // of the whole plan
+	Energy    power.Energy `json:"energy"`          // of the whole plan
 }
 
 // makePlan ranks the registered models and fits them to the energy

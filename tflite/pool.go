@@ -139,8 +139,8 @@ type Pool struct {
 	mu          sync.Mutex
 	entries     map[string]*entry
 	bytes       int64
-	peak        int64 // the most bytes ever accounted at once
-	reserved    int64 // bytes held by reservations (part of bytes)
+	peak        int64     // the most bytes ever accounted at once
+	reserved    int64     // bytes held by reservations (part of bytes)
 	lastDemand  time.Time // the latest request (Acquire)
 	stats       Stats
 	closed      bool

@@ -32,16 +32,16 @@ type Options struct {
 
 // Report is everything measured.
 type Report struct {
-	When     time.Time
-	Machine  string
-	Runtime  string
+	When       time.Time
+	Machine    string
+	Runtime    string
 	Startup    Startup
 	FirstStart FirstStart
 	Serving    Serving
-	Memory   Memory
-	Scaling  Scaling
-	Energy   Energy
-	Duration time.Duration
+	Memory     Memory
+	Scaling    Scaling
+	Energy     Energy
+	Duration   time.Duration
 }
 
 // Run measures everything and writes the report into o.Out.
