@@ -29,6 +29,9 @@ type Options struct {
 	RuntimeVersion string
 	// Started is when the process started; zero means when New was called.
 	Started time.Time
+	// Memory reads the process's and its cgroup's memory; nil means
+	// power.ReadMemory("/").
+	Memory func() power.Memory
 	// System reads CPU load and memory for the energy policy; nil means
 	// the real machine.
 	System func() power.System
@@ -57,8 +60,9 @@ type Agent struct {
 	opts Options
 	log  *slog.Logger
 
-	store  *storage.Store
-	pool   *tflite.Pool
+	store    *storage.Store
+	pool     *tflite.Pool
+	baseline int64 // RSS at start, before any model (MemoryReport)
 	mq     *mqtt.Client // nil without brokers
 	report StartupReport
 	usage  usageBatch
@@ -167,6 +171,7 @@ func (a *Agent) Start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	a.baseline = a.memory().RSSBytes
 	a.newPool()
 	if err := a.registerAll(ctx, models); err != nil {
 		return err
@@ -229,7 +234,7 @@ func (a *Agent) openState() error {
 // feed the retained status and telemetry.
 func (a *Agent) newPool() {
 	a.pool = tflite.NewPool(tflite.PoolOptions{
-		Budget:   int64(a.config().Pool.Budget),
+		Budget:   a.poolBudget(),
 		PerModel: a.config().Pool.InterpretersPerModel,
 		PageIn:   a.config().pageIn(),
 		Logger:   a.log,
@@ -359,6 +364,7 @@ func (a *Agent) startLoops(runCtx context.Context, startPlan PlanResult) {
 	})
 	a.spawn(runCtx, a.scheduleLoop)
 	a.spawn(runCtx, a.trimLoop)
+	a.spawn(runCtx, a.memoryLoop)
 }
 
 // finishStart warms the rest of the start's plan through the planner (a

@@ -168,7 +168,22 @@ type DelegateConfig struct {
 // PoolConfig sizes the interpreter pool.
 type PoolConfig struct {
 	// Budget caps the memory warm models hold, e.g. "256MiB". 0 = no cap.
+	// "auto": 60 % of what the agent may use beyond its own baseline (the
+	// cgroup's memory.max, e.g. the unit's MemoryMax=, else the machine's
+	// available memory), measured at start; the rest is headroom for
+	// queued commands, image decoding and the allocator.
 	Budget ByteSize `toml:"budget"`
+	// MemoryCheck is how often the process's and its cgroup's memory are
+	// read (RSS, memory.current/max, /proc/pressure/memory). Default "5s";
+	// "0s" turns the pressure response off.
+	MemoryCheck time.Duration `toml:"memory_check"`
+	// PressureHigh and PressureLow are fractions of the cgroup's limit:
+	// above high (or with memory stalls, PSI some avg10 ≥ PressurePSI %),
+	// idle unpinned models are evicted until the cgroup is below low.
+	// Defaults 0.9, 0.8 and 10.
+	PressureHigh float64 `toml:"pressure_high"`
+	PressureLow  float64 `toml:"pressure_low"`
+	PressurePSI  float64 `toml:"pressure_psi"`
 	// InterpretersPerModel bounds concurrent requests per model. Default 1.
 	InterpretersPerModel int `toml:"interpreters_per_model"`
 	// Threads for each interpreter; 0 leaves the runtime's default.
@@ -209,7 +224,8 @@ func DefaultConfig() Config {
 	return Config{
 		StateDir:    state,
 		LogLevel:    "info",
-		Pool:        PoolConfig{Budget: 256 << 20, InterpretersPerModel: 1, PageIn: &pageIn},
+		Pool: PoolConfig{Budget: 256 << 20, InterpretersPerModel: 1, PageIn: &pageIn, MemoryCheck: 5 * time.Second,
+			PressureHigh: 0.9, PressureLow: 0.8, PressurePSI: 10},
 		State:       StateConfig{LockTimeout: 3 * time.Second, OutboxMaxMessages: 10000, OutboxMaxBytes: 8 << 20},
 		Calibration: CalibrationConfig{Runs: 3, SteadyInvokes: 5, MaxThreads: 4, IdleAfter: time.Second},
 		MQTT: MQTTConfig{Prefix: "edge", KeepAlive: 30 * time.Second, ConnectWait: 2 * time.Second,
@@ -260,7 +276,7 @@ var envOverrides = []struct {
 	{"EDGE_AGENT_LOG_LEVEL", func(c *Config, v string) error { c.LogLevel = v; return nil }},
 	{"EDGE_AGENT_MODELS_DIR", func(c *Config, v string) error { c.ModelsDir = v; return nil }},
 	{"EDGE_AGENT_BUDGET", func(c *Config, v string) error {
-		n, err := ParseByteSize(v)
+		n, err := ParseBudget(v)
 		c.Pool.Budget = n
 		return err
 	}},
@@ -323,8 +339,14 @@ func (c Config) Validate() error {
 	default:
 		errs = append(errs, fmt.Errorf("log_level: %q is not one of debug, info, warn, error", c.LogLevel))
 	}
-	if c.Pool.Budget < 0 {
-		errs = append(errs, errors.New("pool.budget: must not be negative"))
+	if c.Pool.Budget < 0 && c.Pool.Budget != AutoBudget {
+		errs = append(errs, errors.New(`pool.budget: must not be negative (or "auto")`))
+	}
+	if c.Pool.PressureLow <= 0 || c.Pool.PressureLow >= c.Pool.PressureHigh || c.Pool.PressureHigh > 1 {
+		errs = append(errs, errors.New("pool.pressure_low and pool.pressure_high: want 0 < low < high ≤ 1"))
+	}
+	if c.Pool.MemoryCheck < 0 {
+		errs = append(errs, errors.New("pool.memory_check: must not be negative"))
 	}
 	errs = append(errs, intRange("pool.interpreters_per_model", c.Pool.InterpretersPerModel, 1, 64),
 		intRange("pool.threads", c.Pool.Threads, 0, 256))
@@ -528,6 +550,22 @@ var sizeUnits = map[string]int64{
 
 var sizeRE = regexp.MustCompile(`^\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*$`)
 
+// AutoBudget is pool.budget = "auto": derived at start from the cgroup's
+// memory limit (or what the machine has available) minus the agent's own
+// measured baseline.
+const AutoBudget ByteSize = -2
+
+// unsetBudget marks a --budget flag not given.
+const unsetBudget ByteSize = -1
+
+// ParseBudget parses a budget: a size, or "auto".
+func ParseBudget(s string) (ByteSize, error) {
+	if strings.EqualFold(strings.TrimSpace(s), "auto") {
+		return AutoBudget, nil
+	}
+	return ParseByteSize(s)
+}
+
 // ParseByteSize parses s as a ByteSize.
 func ParseByteSize(s string) (ByteSize, error) {
 	m := sizeRE.FindStringSubmatch(s)
@@ -545,14 +583,15 @@ func ParseByteSize(s string) (ByteSize, error) {
 	return ByteSize(v * float64(unit)), nil
 }
 
-// UnmarshalTOML accepts an integer or a string with a unit.
+// UnmarshalTOML accepts an integer or a string with a unit ("auto" too:
+// only pool.budget takes it, the others' validation refuses it).
 func (b *ByteSize) UnmarshalTOML(v any) error {
 	switch x := v.(type) {
 	case int64:
 		*b = ByteSize(x)
 		return nil
 	case string:
-		n, err := ParseByteSize(x)
+		n, err := ParseBudget(x)
 		*b = n
 		return err
 	}
@@ -564,7 +603,7 @@ func (b ByteSize) String() string { return strconv.FormatInt(int64(b), 10) }
 
 // Set implements flag.Value.
 func (b *ByteSize) Set(s string) error {
-	n, err := ParseByteSize(s)
+	n, err := ParseBudget(s)
 	*b = n
 	return err
 }

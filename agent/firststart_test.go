@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/edge-agent/edge-agent/agent"
 	"github.com/edge-agent/edge-agent/mqtt"
 	"github.com/edge-agent/edge-agent/mqtt/mqtttest"
@@ -302,4 +303,56 @@ func childCrashCalibration(cfgPath string) int {
 	<-a.Settled()
 	fmt.Println("calibration did not crash")
 	return 1
+}
+
+// Commands queued in the agent's persistent session while it was offline
+// arrive the moment it connects, before anything else: the pool and every
+// model exist by then (no nil pool, no unknown_model, no race).
+func TestQueuedCommandsBeforeStartAreServed(t *testing.T) {
+	b := mqtttest.Start(t, mqtttest.Options{})
+	// The agent's session: subscribed to its commands, then gone.
+	o := b.ClientOptions("edge-agent-dev1", "", "")
+	session := paho.NewClient(o)
+	if tok := session.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("connect: %v", tok.Error())
+	}
+	if tok := session.Subscribe("edge/dev1/cmd/#", 1, nil); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("subscribe: %v", tok.Error())
+	}
+	session.Disconnect(100)
+
+	client := b.Subscribe(t, "client", "edge/dev1/reply/#")
+	cat, err := os.ReadFile(tflitetest.Path(t, "cat.bmp"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 20
+	for i := range n {
+		if i%2 == 0 {
+			client.Publish(t, fmt.Sprintf("edge/dev1/cmd/status/q%d", i), []byte(`{}`))
+		} else {
+			client.Publish(t, fmt.Sprintf("edge/dev1/cmd/infer/q%d/v1", i), cat)
+		}
+	}
+	cfg := mqttConfig(t, b.URL(), agent.ModelConfig{ID: "v1", Path: tflitetest.Path(t, "mobilenet_v1_0.25_128_quant.tflite")})
+	a := startNoWait(t, cfg, agent.Options{})
+	defer a.Close()
+	for range n {
+		m := client.Next(t, 30*time.Second)
+		var r struct {
+			ID     string           `json:"id"`
+			OK     bool             `json:"ok"`
+			Error  *mqtt.ReplyError `json:"error"`
+			Result json.RawMessage  `json:"result"`
+		}
+		if err := json.Unmarshal(m.Payload, &r); err != nil {
+			t.Fatal(err)
+		}
+		if !r.OK {
+			t.Fatalf("queued %s: %+v", r.ID, r.Error)
+		}
+		if strings.Contains(string(r.Result), `"top"`) && !strings.Contains(string(r.Result), `"index":286`) {
+			t.Fatalf("queued %s answered %s", r.ID, r.Result)
+		}
+	}
 }

@@ -87,7 +87,7 @@ func (a *Agent) makePlan(w power.Wake) Plan {
 		return items[i].Demand > items[j].Demand
 	})
 
-	budget := int64(a.config().Pool.Budget)
+	budget := a.pool.Stats().Budget
 	var used int64
 	others := 0
 	for _, it := range items {

@@ -20,8 +20,8 @@ func (c cli) run(ctx context.Context, args []string) error {
 	stateDir := fs.String("state-dir", "", "override state_dir")
 	modelsDir := fs.String("models-dir", "", "override models_dir")
 	logLevel := fs.String("log-level", "", "override log_level (debug, info, warn, error)")
-	var budget ByteSize = -1
-	fs.Var(&budget, "budget", "override pool.budget, e.g. 256MiB")
+	budget := unsetBudget
+	fs.Var(&budget, "budget", `override pool.budget, e.g. 256MiB or "auto"`)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -43,7 +43,7 @@ func (c cli) run(ctx context.Context, args []string) error {
 		if *logLevel != "" {
 			cfg.LogLevel = *logLevel
 		}
-		if budget >= 0 {
+		if budget != unsetBudget {
 			cfg.Pool.Budget = budget
 		}
 		if err := cfg.Validate(); err != nil {

@@ -139,6 +139,10 @@ func New(o Options, outbox Outbox, cmds Commander) (*Client, error) {
 		SetConnectTimeout(o.ConnectTimeout).
 		SetWriteTimeout(min(o.ConnectTimeout, 2*time.Second)). // bounds a Publish blocked on a dead connection
 		SetOrderMatters(true).
+		// Commands queued in the persistent session arrive right after
+		// CONNACK, before Subscribe has registered its route: without a
+		// default handler paho drops them.
+		SetDefaultPublishHandler(c.onMessage).
 		SetStore(newResendFreeStore()).
 		SetBinaryWill(c.topic("status"), statusPayload("offline", o.Version, nil), 1, true).
 		SetConnectionLostHandler(func(_ paho.Client, err error) {

@@ -191,3 +191,31 @@ func TestEnergyMeter(t *testing.T) {
 		t.Fatalf("battery: %+v", e)
 	}
 }
+
+func TestReadMemoryFixtures(t *testing.T) {
+	v2 := power.ReadMemory(filepath.Join("testdata", "mem-v2"))
+	if v2.RSSBytes != 80312<<10 || v2.PeakRSSBytes != 91244<<10 || v2.AnonBytes != 57344<<10 || v2.PSSBytes != 71020<<10 {
+		t.Fatalf("process: %+v", v2)
+	}
+	if v2.CgroupCurrent == nil || *v2.CgroupCurrent != 486539264 || v2.CgroupMax == nil || *v2.CgroupMax != 512<<20 ||
+		v2.CgroupOOMKills != 1 || v2.CgroupHighEvents != 17 {
+		t.Fatalf("cgroup v2: %+v", v2)
+	}
+	if v2.PressureSome10 == nil || *v2.PressureSome10 != 12.5 || v2.MemAvailable != 2412108<<10 || v2.Limit() != 512<<20 {
+		t.Fatalf("pressure/available: %+v", v2)
+	}
+	v1 := power.ReadMemory(filepath.Join("testdata", "mem-v1"))
+	if v1.CgroupCurrent == nil || *v1.CgroupCurrent != 100<<20 || v1.CgroupMax != nil {
+		t.Fatalf("cgroup v1 (unlimited): %+v", v1)
+	}
+	none := power.ReadMemory(filepath.Join("testdata", "mem-none"))
+	if none.CgroupCurrent != nil || none.PressureSome10 != nil || none.Limit() != 500000<<10+80312<<10 {
+		t.Fatalf("no cgroup: %+v limit %d", none, none.Limit())
+	}
+	if empty := power.ReadMemory(t.TempDir()); empty.RSSBytes != 0 || empty.CgroupMax != nil {
+		t.Fatalf("missing /proc: %+v", empty)
+	}
+	if self := power.ReadMemory("/"); self.RSSBytes <= 0 || self.PeakRSSBytes < self.RSSBytes {
+		t.Fatalf("this process: %+v", self)
+	}
+}
