@@ -62,10 +62,10 @@ type Agent struct {
 
 	store    *storage.Store
 	pool     *tflite.Pool
-	baseline int64 // RSS at start, before any model (MemoryReport)
-	mq     *mqtt.Client // nil without brokers
-	report StartupReport
-	usage  usageBatch
+	baseline int64        // RSS at start, before any model (MemoryReport)
+	mq       *mqtt.Client // nil without brokers
+	report   StartupReport
+	usage    usageBatch
 
 	// prepMu serialises preparing models (start, reload, applying what the
 	// calibrator measured). It is never held while a model is loaded or

@@ -222,8 +222,8 @@ func DefaultConfig() Config {
 	}
 	pageIn := true
 	return Config{
-		StateDir:    state,
-		LogLevel:    "info",
+		StateDir: state,
+		LogLevel: "info",
 		Pool: PoolConfig{Budget: 256 << 20, InterpretersPerModel: 1, PageIn: &pageIn, MemoryCheck: 5 * time.Second,
 			PressureHigh: 0.9, PressureLow: 0.8, PressurePSI: 10},
 		State:       StateConfig{LockTimeout: 3 * time.Second, OutboxMaxMessages: 10000, OutboxMaxBytes: 8 << 20},
