@@ -48,7 +48,7 @@ CROSS_ARCHES := arm64 armv7
 CROSS_DEPS := gcc-aarch64-linux-gnu gcc-arm-linux-gnueabihf libc6-dev-arm64-cross libc6-dev-armhf-cross qemu-user-static
 TEST_DEPS := mosquitto systemd
 
-.PHONY: help deps runtime build run test bench gobench fmt lint vet clean env bundle cross cross-check
+.PHONY: help deps runtime build run test bench gobench fuzz fmt lint vet clean env bundle cross cross-check
 
 help: ## list targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -76,6 +76,18 @@ test: deps $(RUNTIME_STAMP) ## gofmt check, vet, and every test with -race (prov
 
 bench: deps build ## the benchmark report: naive vs agent, side by side (bench-report/)
 	./$(BIN) bench --out bench-report --models $(EDGE_AGENT_MODELS)
+
+# Each fuzz target runs for FUZZTIME; what a target finds is written to the
+# package's testdata/fuzz and then runs as a regression seed in `make test`.
+FUZZTIME ?= 60s
+FUZZ_TARGETS := FuzzFlatbufferScan:./tflite FuzzDecodeImage:./agent/infer FuzzCommandDecoding:./agent \
+	FuzzParseByteSize:./agent FuzzParseCommandTopic:./mqtt
+
+fuzz: $(RUNTIME_STAMP) ## run every fuzz target for FUZZTIME each (default 60s; not part of make test)
+	@for t in $(FUZZ_TARGETS); do name=$${t%%:*}; pkg=$${t#*:}; \
+		echo "fuzz $$name ($$pkg) for $(FUZZTIME)"; \
+		$(GO) test -run "^$$name\$$" -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) -ldflags='$(LINKMODE)' $$pkg || exit 1; \
+	done
 
 gobench: $(RUNTIME_STAMP) ## the Go micro-benchmarks with allocation counts
 	$(GO) test -run '^$$' -bench . -benchmem -count 1 -timeout 30m -ldflags='$(LINKMODE)' ./...

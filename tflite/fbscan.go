@@ -133,7 +133,16 @@ func (f fbReader) tables(table int64, slot int) ([]int64, error) {
 	return out, nil
 }
 
-// customOps lists the custom operator names a model uses.
+// maxCustomOpName bounds a custom operator's name; real ones are short
+// ("TFLite_Detection_PostProcess", "edgetpu-custom-op").
+const maxCustomOpName = 256
+
+var errCustomOpName = errors.New("custom operator name longer than 256 bytes")
+
+// customOps lists the distinct custom operator names a model uses. Every
+// operator code may point at the same name: names are read once each and
+// bounded, so a crafted file cannot make the scan quadratic (fuzzing found
+// 64 KiB files that made it allocate gigabytes).
 func (f fbReader) customOps() ([]string, error) {
 	root, err := f.deref(0)
 	if err != nil {
@@ -144,6 +153,8 @@ func (f fbReader) customOps() ([]string, error) {
 		return nil, err
 	}
 	var names []string
+	seen := map[int64]bool{}   // name vectors already read
+	known := map[string]bool{} // names already listed
 	for _, oc := range codes {
 		code, err := f.builtinCode(oc)
 		if err != nil {
@@ -157,18 +168,31 @@ func (f fbReader) customOps() ([]string, error) {
 			return nil, err
 		}
 		if pos == 0 {
-			names = append(names, "")
+			if !known[""] {
+				names = append(names, "")
+			}
+			known[""] = true
 			continue
 		}
 		start, n, err := f.vector(pos, 1)
 		if err != nil {
 			return nil, err
 		}
+		if n > maxCustomOpName {
+			return nil, errCustomOpName
+		}
+		if seen[start] {
+			continue
+		}
+		seen[start] = true
 		b, err := f.read(start, int(n))
 		if err != nil {
 			return nil, err
 		}
-		names = append(names, string(b))
+		if name := string(b); !known[name] {
+			known[name] = true
+			names = append(names, name)
+		}
 	}
 	return names, nil
 }

@@ -203,3 +203,39 @@ func vmHWM(t *testing.T) int64 {
 	t.Fatal("no VmHWM")
 	return 0
 }
+
+// FuzzDecodeImage: whatever bytes a client sends as an image decode to an
+// image within the pixel limit or fail with a coded error, and a decoded
+// image prepares into a model input of the right size.
+func FuzzDecodeImage(f *testing.F) {
+	for _, b := range [][]byte{infertest.PNG(8, 8), infertest.PNG16(4, 4), infertest.BMP(4, 4, 200), infertest.JPEG(16, 16, 0),
+		infertest.PNG(2000, 2000)} {
+		f.Add(b)
+	}
+	if dir := os.Getenv("EDGE_AGENT_MODELS"); dir != "" {
+		if b, err := os.ReadFile(filepath.Join(dir, "mnist_nine.bmp")); err == nil {
+			f.Add(b)
+		}
+	}
+	const maxPixels = 1 << 20
+	rgb := tflite.TensorInfo{Type: "uint8", Shape: []int{1, 32, 32, 3}, Bytes: 32 * 32 * 3}
+	gray := tflite.TensorInfo{Type: "float32", Shape: []int{1, 28, 28}, Bytes: 28 * 28 * 4}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		img, err := infer.DecodeImage(data, maxPixels)
+		if err != nil {
+			if tflite.Code(err) == "internal" {
+				t.Fatalf("uncoded error: %v", err)
+			}
+			return
+		}
+		if b := img.Bounds(); b.Dx()*b.Dy() > maxPixels || b.Dx() <= 0 || b.Dy() <= 0 {
+			t.Fatalf("decoded %v past the limit", b)
+		}
+		for _, ti := range []tflite.TensorInfo{rgb, gray} {
+			in, err := infer.FromImage(img, ti, infer.DefaultNormalization)
+			if err != nil || len(in) != ti.Bytes {
+				t.Fatalf("%v: %d bytes, %v", ti.Shape, len(in), err)
+			}
+		}
+	})
+}
