@@ -189,11 +189,11 @@ func (c *Client) SetStatus(fields map[string]any) {
 // publishStatus publishes the retained online status without waiting: it
 // is called from the connection loop and from SetStatus's callers, never
 // from paho's handlers.
-func (c *Client) publishStatus() {
+func (c *Client) publishStatus() paho.Token {
 	c.statsMu.Lock()
 	b := statusPayload("online", c.o.Version, c.status)
 	c.statsMu.Unlock()
-	c.pc.Publish(c.topic("status"), 1, true, b)
+	return c.pc.Publish(c.topic("status"), 1, true, b)
 }
 
 // Notify tells the flusher the outbox has new messages.
@@ -325,13 +325,17 @@ func (c *Client) online(ctx context.Context) error {
 	c.connDone = make(chan struct{})
 	c.connMu.Unlock()
 	c.count(func(s *Stats) { s.Connects++ })
-	c.once.Do(func() { close(c.ready) })
 	c.log.Info("mqtt: connected", "client_id", c.o.ClientID)
 	c.Notify()
+	// Ready once the broker holds the retained "online": whoever
+	// subscribes after Ready finds it.
+	defer c.once.Do(func() { close(c.ready) })
 	if err := wait(ctx, c.pc.Subscribe(c.topic("cmd/#"), 1, c.onMessage), c.o.ConnectTimeout); err != nil {
 		return fmt.Errorf("subscribe to commands: %w", err)
 	}
-	c.publishStatus()
+	if err := wait(ctx, c.publishStatus(), c.o.ConnectTimeout); err != nil {
+		return fmt.Errorf("publish online status: %w", err)
+	}
 	return nil
 }
 
