@@ -181,10 +181,10 @@ func (a *Agent) Start(ctx context.Context) error {
 	a.warmMu.Lock()
 	a.runCtx = runCtx
 	a.warmMu.Unlock()
-	a.spawn(runCtx, a.statusPublisher)
 	if err := a.startMQTT(ctx, runCtx); err != nil {
 		return err
 	}
+	a.spawn(runCtx, a.statusPublisher) // after a.mq is set: it reads it
 	startPlan, err := a.warmPinned(ctx)
 	if err != nil {
 		return err
