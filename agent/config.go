@@ -206,6 +206,12 @@ type ModelConfig struct {
 	CPUTwin string `toml:"cpu_twin"`
 	// Labels file (one per line) for classification answers.
 	Labels string `toml:"labels"`
+	// Stateful keeps a model's variable tensors (an LSTM's state) from one
+	// request to the next: for streaming models fed in order. The model
+	// gets one interpreter, whose state every request to it continues.
+	// Otherwise (default) the state is reset before every request, so an
+	// answer never depends on what was asked before.
+	Stateful bool `toml:"stateful"`
 }
 
 // DemoModelSize is the size of the model generated when none is configured.

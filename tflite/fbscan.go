@@ -12,7 +12,10 @@ import (
 // are schema field numbers (vtable entry = 4 + 2*slot).
 const (
 	slotModelOperatorCodes = 1
+	slotModelSubgraphs     = 2
 	slotModelBuffers       = 4
+	slotSubgraphTensors    = 0
+	slotTensorIsVariable   = 5
 	slotOpCodeDeprecated   = 0
 	slotOpCodeCustom       = 1
 	slotOpCodeBuiltin      = 3
@@ -268,4 +271,40 @@ func (f fbReader) checkBuffers() error {
 		}
 	}
 	return nil
+}
+
+// hasVariableTensors reports whether any tensor of any subgraph is a
+// variable (state kept between invokes, as an LSTM's).
+func (f fbReader) hasVariableTensors() (bool, error) {
+	root, err := f.deref(0)
+	if err != nil {
+		return false, err
+	}
+	subgraphs, err := f.tables(root, slotModelSubgraphs)
+	if err != nil {
+		return false, err
+	}
+	for _, sg := range subgraphs {
+		tensors, err := f.tables(sg, slotSubgraphTensors)
+		if err != nil {
+			return false, err
+		}
+		for _, t := range tensors {
+			pos, err := f.field(t, slotTensorIsVariable)
+			if err != nil {
+				return false, err
+			}
+			if pos == 0 {
+				continue
+			}
+			b, err := f.read(pos, 1)
+			if err != nil {
+				return false, err
+			}
+			if b[0] != 0 {
+				return true, nil
+			}
+		}
+	}
+	return false, nil
 }

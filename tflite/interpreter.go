@@ -243,3 +243,12 @@ func (it *Interpreter) free() {
 	it.log.free()
 	it.log = errLog{}
 }
+
+// ResetVariables sets the interpreter's variable tensors (the state an LSTM
+// carries from one invoke to the next) back to their initial values.
+func (it *Interpreter) ResetVariables() error {
+	if st := it.ip.ResetVariableTensors(); st != tfl.OK {
+		return &Error{Op: "reset variable tensors", Path: it.model.Path, Kind: ErrInvoke, Detail: it.log.take()}
+	}
+	return nil
+}

@@ -69,6 +69,10 @@ type ModelSpec struct {
 	KnownHeap int64
 	// WarmInput feeds the warm-up invoke; nil means zeros.
 	WarmInput []byte
+	// Stateful keeps variable tensors between requests (a streaming model
+	// that wants its state); otherwise they are reset before every
+	// request's invoke, so an answer never depends on what ran before.
+	Stateful bool
 	// KnownSteady and KnownSaved come from calibration: the steady invoke
 	// time (a prewarm then skips its own measuring invoke) and the cold
 	// time a warm interpreter saves (the eviction value when a load skipped
@@ -155,6 +159,9 @@ type entry struct {
 	perModel int
 	opts     Options
 	fileSize int64 // at registration, for admission before mapping
+	// resetVars: the model has variable tensors and is not Stateful, so
+	// Lease.Invoke resets them. Set at registration, read without mu.
+	resetVars bool
 
 	model *Model         // nil while cold
 	idle  []*Interpreter // warm and free
@@ -226,10 +233,14 @@ func (p *Pool) Register(s ModelSpec) error {
 		_, perr := precheck(s.Path)
 		return fmt.Errorf("register model %q: %w", s.ID, perr)
 	}
-	e := &entry{spec: s, perModel: p.opts.PerModel, opts: p.opts.Interpreter, fileSize: fi.Size(),
+	vars := fileHasVariables(s.Path, fi.Size())
+	e := &entry{spec: s, perModel: p.opts.PerModel, opts: p.opts.Interpreter, fileSize: fi.Size(), resetVars: vars && !s.Stateful,
 		knownHeap: s.KnownHeap, heaps: map[*Interpreter]int64{}, gens: map[*Interpreter]int{}, unmeasured: map[*Interpreter]int64{}, changed: make(chan struct{})}
 	if s.PerModel > 0 {
 		e.perModel = s.PerModel
+	}
+	if s.Stateful {
+		e.perModel = 1 // one stream of state: one interpreter
 	}
 	if s.Interpreter != nil {
 		e.opts = *s.Interpreter
@@ -244,6 +255,18 @@ func (p *Pool) Register(s ModelSpec) error {
 	}
 	p.entries[s.ID] = e
 	return nil
+}
+
+// fileHasVariables reports whether the model file at path has variable
+// tensors; an unreadable file has none (its load fails on its own).
+func fileHasVariables(path string, size int64) bool {
+	f, err := os.Open(path)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	v, _ := fbReader{r: f, size: size}.hasVariableTensors()
+	return v
 }
 
 // Unregister removes a model, freeing it now if idle or when its last lease
@@ -390,6 +413,16 @@ func (p *Pool) grow(ctx context.Context, e *entry, demand bool) (*Interpreter, e
 	}
 	ws.Map, ws.PageIn = st.Map, st.PageIn
 	skipped := ws.FirstInvoke == 0
+	if !skipped && model.HasVariables() {
+		// The warm-up's zeros must not become a stateful model's state.
+		if err := it.ResetVariables(); err != nil {
+			it.Close()
+			if newModel {
+				model.Close()
+			}
+			return fail(err, false)
+		}
+	}
 	if w.SkipSteady || skipped {
 		ws.Steady = knownSteady
 	}
@@ -754,6 +787,12 @@ func (l *Lease) Invoke() error {
 	pre, measure := e.unmeasured[l.it]
 	delete(e.unmeasured, l.it)
 	p.mu.Unlock()
+	if l.e.resetVars {
+		// Every request sees the interpreter as a fresh one would.
+		if err := l.it.ResetVariables(); err != nil {
+			return err
+		}
+	}
 	if !measure {
 		return l.it.Invoke()
 	}
