@@ -256,7 +256,7 @@ func (a *Agent) registerAll(ctx context.Context, models []ModelConfig) error {
 			return err
 		}
 		a.notify.send("STATUS=registering " + m.ID)
-		a.setModel(a.register(m))
+		a.setModel(a.admitModel(a.register(m), false))
 	}
 	a.report.Timings.Restore = time.Since(t)
 	return nil

@@ -241,9 +241,7 @@ func (a *Agent) apply(ctx context.Context, st, work *modelState, failure error) 
 	var err error
 	if spec.Path != st.path {
 		// A delegate now serves the accelerator model its twin stood in for.
-		if err = a.pool.Unregister(spec.ID); err == nil {
-			err = a.pool.Register(spec)
-		}
+		err = a.pool.Replace(spec)
 	} else {
 		err = a.pool.Update(spec)
 	}

@@ -50,6 +50,8 @@ type modelState struct {
 	delegatesPending bool
 	// needsAccel: the model was compiled for an accelerator (Edge TPU).
 	needsAccel bool
+	// servable: the file mapped and verified; the pool serves it.
+	servable bool
 	// failed is why the model cannot run here (its file, its
 	// calibration); loadErr the latest failed load, cleared by a good one.
 	failed, loadErr *ErrorReport
@@ -92,13 +94,40 @@ func (a *Agent) register(m ModelConfig) *modelState {
 	if err := a.restoreCalibration(st); err != nil {
 		return a.failModel(st, err)
 	}
-	if err := a.pool.Register(a.modelSpec(st)); err != nil {
-		return a.failModel(st, err)
-	}
+	st.servable = true
 	// A model whose calibration failed (or crashed) for this key keeps its
 	// defaults: it is not measured again.
 	st.queued = st.failed == nil && (st.cal.Threads == 0 || st.delegatesPending)
 	return st
+}
+
+// admitModel puts a servable st in the pool: registered, or (replace) in
+// place of the version it updates, with no moment in which the id is
+// missing. A model that cannot be served stays out, with its failure.
+func (a *Agent) admitModel(st *modelState, replace bool) *modelState {
+	if !st.servable {
+		return st
+	}
+	spec := a.modelSpec(st)
+	var err error
+	if replace {
+		err = a.pool.Replace(spec)
+	} else {
+		err = a.pool.Register(spec)
+	}
+	if err != nil {
+		st.servable, st.queued = false, false
+		return a.failModel(st, err)
+	}
+	return st
+}
+
+// fileChanged reports whether the file of a registered model no longer has
+// the content it was registered with (replaced, rewritten or gone). The
+// digest is cached by file identity: an unchanged file is not read again.
+func (a *Agent) fileChanged(st *modelState) bool {
+	d, _, err := tflite.Digest(st.cfg.Path, digestCache{a.store})
+	return err != nil || d != st.digest
 }
 
 // failModel records err as st's failure; requests for the model get its code.

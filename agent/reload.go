@@ -59,7 +59,10 @@ func (a *Agent) Reload(ctx context.Context, next Config) (ReloadResult, error) {
 
 // syncModels brings the pool in line with the configured models: new ones
 // are registered (and queued for calibration), vanished ones unregistered,
-// changed ones registered again; the rest are left alone, warm. Nothing
+// changed ones (configuration, or the file's content: a deployment tool
+// renamed a new model over it) replaced in the pool with no moment in which
+// the id is missing; an update that cannot be served is rejected and the
+// previous version keeps serving. The rest are left alone, warm. Nothing
 // here waits on a load or a calibration.
 func (a *Agent) syncModels() ReloadResult {
 	a.prepMu.Lock()
@@ -75,9 +78,9 @@ func (a *Agent) syncModels() ReloadResult {
 		want[m.ID] = m
 	}
 	a.mapsMu.Lock()
-	known := make(map[string]ModelConfig, len(a.models))
+	known := make(map[string]*modelState, len(a.models))
 	for id, st := range a.models {
-		known[id] = st.cfg
+		known[id] = st
 	}
 	a.mapsMu.Unlock()
 	for id := range known {
@@ -89,21 +92,37 @@ func (a *Agent) syncModels() ReloadResult {
 		}
 	}
 	for _, m := range models {
-		cfg, isKnown := known[m.ID]
-		switch {
-		case isKnown && reflect.DeepEqual(cfg, m):
+		old, isKnown := known[m.ID]
+		// A model that could not be served is tried again like a new one.
+		isKnown = isKnown && old.servable
+		if isKnown && reflect.DeepEqual(old.cfg, m) && !a.fileChanged(old) {
 			res.Unchanged = append(res.Unchanged, m.ID)
 			continue
-		case isKnown:
-			a.pool.Unregister(m.ID)
-			res.Changed = append(res.Changed, m.ID)
 		}
 		st := a.register(m)
-		a.setModel(st)
-		if st.failed != nil {
+		switch {
+		case isKnown && !st.servable:
+			// A bad update (truncated, half-written, not a model, gone):
+			// the version serving keeps serving.
 			res.Failed = append(res.Failed, m.ID)
-		} else if !isKnown {
-			res.Added = append(res.Added, m.ID)
+			a.log.Error("model update rejected; the previous version keeps serving", "model", m.ID, "code", st.failed.Code)
+			a.event("model_update_rejected", map[string]any{"model": m.ID, "sha256": st.report.SHA256,
+				"code": st.failed.Code, "reason": st.failed.Message})
+			continue
+		case isKnown:
+			a.setModel(a.admitModel(st, true))
+			res.Changed = append(res.Changed, m.ID)
+			if old.digest != st.digest {
+				a.event("model_updated", map[string]any{"model": m.ID, "old_sha256": old.digest, "new_sha256": st.digest})
+			}
+		default:
+			a.setModel(a.admitModel(st, false))
+			if st.servable {
+				res.Added = append(res.Added, m.ID)
+			}
+		}
+		if !st.servable {
+			res.Failed = append(res.Failed, m.ID)
 		}
 	}
 	if len(res.Added)+len(res.Changed) > 0 {

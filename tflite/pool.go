@@ -225,13 +225,32 @@ func NewPool(o PoolOptions) *Pool {
 
 // Register adds a model; it stays cold until acquired or prewarmed.
 func (p *Pool) Register(s ModelSpec) error {
+	e, err := p.newEntry(s)
+	if err != nil {
+		return err
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return &Error{Op: "register model " + s.ID, Kind: ErrPoolClosed}
+	}
+	if _, ok := p.entries[s.ID]; ok {
+		return fmt.Errorf("register model %q: already registered", s.ID)
+	}
+	p.entries[s.ID] = e
+	return nil
+}
+
+// newEntry prepares an entry for s (reading the file's size and whether
+// it has variable tensors).
+func (p *Pool) newEntry(s ModelSpec) (*entry, error) {
 	if s.ID == "" {
-		return fmt.Errorf("register model: empty id")
+		return nil, fmt.Errorf("register model: empty id")
 	}
 	fi, err := os.Stat(s.Path)
 	if err != nil {
 		_, perr := precheck(s.Path)
-		return fmt.Errorf("register model %q: %w", s.ID, perr)
+		return nil, fmt.Errorf("register model %q: %w", s.ID, perr)
 	}
 	vars := fileHasVariables(s.Path, fi.Size())
 	e := &entry{spec: s, perModel: p.opts.PerModel, opts: p.opts.Interpreter, fileSize: fi.Size(), resetVars: vars && !s.Stateful,
@@ -245,15 +264,31 @@ func (p *Pool) Register(s ModelSpec) error {
 	if s.Interpreter != nil {
 		e.opts = *s.Interpreter
 	}
+	return e, nil
+}
+
+// Replace registers s in place of the model with the same id at once: new
+// requests (and those waiting) go to s, leases on the old version finish on
+// it, and its interpreters and mapping are freed once released. A request
+// never finds the id missing in between.
+func (p *Pool) Replace(s ModelSpec) error {
+	e, err := p.newEntry(s)
+	if err != nil {
+		return err
+	}
 	p.mu.Lock()
-	defer p.mu.Unlock()
 	if p.closed {
-		return &Error{Op: "register model " + s.ID, Kind: ErrPoolClosed}
+		p.mu.Unlock()
+		return &Error{Op: "replace model " + s.ID, Kind: ErrPoolClosed}
 	}
-	if _, ok := p.entries[s.ID]; ok {
-		return fmt.Errorf("register model %q: already registered", s.ID)
-	}
+	old, ok := p.entries[s.ID]
 	p.entries[s.ID] = e
+	if ok {
+		old.removed = true
+		p.freeIdleLocked(old)
+		p.broadcastLocked(old)
+	}
+	p.unlockAndNotify()
 	return nil
 }
 
@@ -310,6 +345,10 @@ func (p *Pool) acquire(ctx context.Context, id string, demand bool) (*Lease, err
 			p.mu.Unlock()
 			return nil, &Error{Op: "acquire " + id, Kind: ErrPoolClosed}
 		case e.removed:
+			if ne, ok := p.entries[id]; ok && ne != e {
+				e = ne // replaced while we waited: the new version serves
+				continue
+			}
 			p.mu.Unlock()
 			return nil, &Error{Op: "acquire " + id, Kind: ErrUnknownModel, Detail: "unregistered"}
 		}
