@@ -2,7 +2,6 @@ package agent
 
 import (
 	"context"
-	"time"
 
 	"github.com/edge-agent/edge-agent/power"
 )
@@ -59,16 +58,11 @@ func (a *Agent) memoryLoop(ctx context.Context) {
 	if every <= 0 {
 		return
 	}
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
+	loop(ctx, every, func() {
+		if ctx.Err() == nil {
 			a.relievePressure()
 		}
-	}
+	})
 }
 
 // relievePressure evicts idle unpinned models when the cgroup is above

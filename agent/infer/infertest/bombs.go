@@ -15,13 +15,7 @@ import (
 // through zlib row by row, so building even a 20000×20000 one (389 KB)
 // never holds the image in memory.
 func PNG(w, h int) []byte {
-	var out bytes.Buffer
-	out.WriteString("\x89PNG\r\n\x1a\n")
-	ihdr := make([]byte, 13)
-	binary.BigEndian.PutUint32(ihdr[0:], uint32(w))
-	binary.BigEndian.PutUint32(ihdr[4:], uint32(h))
-	ihdr[8], ihdr[9] = 8, 0 // bit depth 8, gray
-	chunk(&out, "IHDR", ihdr)
+	out := pngHeader(w, h, 8, 0) // 8-bit gray
 	var idat bytes.Buffer
 	zw, _ := zlib.NewWriterLevel(&idat, zlib.BestCompression)
 	row := make([]byte, w+1) // filter byte 0, then w zero pixels
@@ -29,24 +23,30 @@ func PNG(w, h int) []byte {
 		zw.Write(row)
 	}
 	zw.Close()
-	chunk(&out, "IDAT", idat.Bytes())
-	chunk(&out, "IEND", nil)
+	chunk(out, "IDAT", idat.Bytes())
+	chunk(out, "IEND", nil)
 	return out.Bytes()
 }
 
 // PNG16 is a PNG header for a w×h 16-bit RGBA image (8 bytes a pixel once
 // decoded) with a token IDAT: enough for the header check.
 func PNG16(w, h int) []byte {
-	var out bytes.Buffer
+	out := pngHeader(w, h, 16, 6) // 16-bit RGBA
+	chunk(out, "IDAT", []byte{0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01})
+	chunk(out, "IEND", nil)
+	return out.Bytes()
+}
+
+// pngHeader is the signature and IHDR of a w×h PNG.
+func pngHeader(w, h int, depth, colorType byte) *bytes.Buffer {
+	out := &bytes.Buffer{}
 	out.WriteString("\x89PNG\r\n\x1a\n")
 	ihdr := make([]byte, 13)
 	binary.BigEndian.PutUint32(ihdr[0:], uint32(w))
 	binary.BigEndian.PutUint32(ihdr[4:], uint32(h))
-	ihdr[8], ihdr[9] = 16, 6 // bit depth 16, RGBA
-	chunk(&out, "IHDR", ihdr)
-	chunk(&out, "IDAT", []byte{0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01})
-	chunk(&out, "IEND", nil)
-	return out.Bytes()
+	ihdr[8], ihdr[9] = depth, colorType
+	chunk(out, "IHDR", ihdr)
+	return out
 }
 
 func chunk(out *bytes.Buffer, typ string, data []byte) {
