@@ -264,7 +264,17 @@ func (a *Agent) inferCommand(ctx context.Context, c mqtt.Command) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	a.usage.record(req.Model, a.opts.Now())
+	// Demand is recorded for models, never family ids (the planner and the
+	// schedule rank models): for the variant that answered, and for the
+	// family's precise variant when a faster one stood in for it, since
+	// that is the one the next wake should have warm.
+	now := a.opts.Now()
+	a.usage.record(model, now)
+	if family != "" {
+		if f, ok := a.config().family(family); ok && f.Variants[len(f.Variants)-1] != model {
+			a.usage.record(f.Variants[len(f.Variants)-1], now)
+		}
+	}
 	a.firstRequest(req.Model, l.Warm)
 	rep := InferReply{Model: model, Warm: l.Warm, InvokeMs: ms(invoke)}
 	if family != "" {

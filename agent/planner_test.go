@@ -309,4 +309,25 @@ func TestTieredServingWhilePreciseWarms(t *testing.T) {
 	if strings.Join(plan, ",") != "v1,v2" {
 		t.Fatalf("start plan order %v: the fast variant must warm first", plan)
 	}
+	// Requests to the family count as demand for its variants (the planner
+	// and the schedule rank variants, never the family id).
+	a.Close()
+	st, _, err := storage.Open(cfg.StateDir, storage.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	usage, err := st.Usage()
+	if err != nil {
+		t.Fatal(err)
+	}
+	total := func(id string) (n float64) {
+		for _, c := range usage[id].Counts {
+			n += c
+		}
+		return n
+	}
+	if _, ok := usage["classifier"]; ok || total("v1") == 0 || total("v2") == 0 {
+		t.Fatalf("usage recorded %+v, want the variants' and not the family id's", usage)
+	}
 }
