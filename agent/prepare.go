@@ -57,12 +57,13 @@ type modelState struct {
 	failed, loadErr *ErrorReport
 }
 
-// register makes model m servable at once (called with prepMu held): it
-// hashes the file (cached by identity), restores what the state knows
-// (delegate outcomes, calibration) and registers the model with the pool,
-// with safe defaults when nothing is known: CPU, min(cores, max_threads)
-// threads, like a naive loader. Whatever needs measuring is queued for
-// the background calibrator; nothing here loads a model.
+// register settles how model m is served from now on (called with prepMu
+// held): it maps and verifies the file, hashes it (cached by identity) and
+// restores what the state knows (delegate outcomes, calibration), with
+// safe defaults when nothing is known: CPU, min(cores, max_threads)
+// threads, like a naive loader. admitModel then puts it in the pool.
+// Whatever needs measuring is queued for the background calibrator;
+// nothing here loads an interpreter.
 func (a *Agent) register(m ModelConfig) *modelState {
 	st := &modelState{cfg: m, path: m.Path}
 	st.report = ModelReport{ID: m.ID, Path: m.Path, Pinned: m.Pinned, Delegate: DelegateReport{Chosen: "cpu", Tried: []DelegateTry{}}}

@@ -29,12 +29,9 @@ type Model struct {
 	m    *tfl.Model
 	live atomic.Int32 // interpreters created on m and not yet closed
 
-	// scanOnce reads what the runtime does not tell (custom ops, variable
-	// tensors) from the file, once.
-	scanOnce sync.Once
-	ops      []string
-	opsErr   error
-	vars     bool
+	opsOnce sync.Once
+	ops     []string
+	opsErr  error
 }
 
 // LoadModel maps the model at path. Files the runtime would refuse are
@@ -111,28 +108,16 @@ func classifyLoadFailure(path string, size int64) error {
 
 // CustomOps lists the custom operators the model uses, read from the file.
 func (m *Model) CustomOps() ([]string, error) {
-	m.scanOnce.Do(m.scan)
+	m.opsOnce.Do(func() {
+		f, err := os.Open(m.Path)
+		if err != nil {
+			m.opsErr = err
+			return
+		}
+		defer f.Close()
+		m.ops, m.opsErr = fbReader{r: f, size: m.Size}.customOps()
+	})
 	return m.ops, m.opsErr
-}
-
-// HasVariables reports whether the model keeps state between invokes in
-// variable tensors (an LSTM does): then a shared interpreter answers
-// differently depending on what it ran before unless they are reset.
-func (m *Model) HasVariables() bool {
-	m.scanOnce.Do(m.scan)
-	return m.vars
-}
-
-func (m *Model) scan() {
-	f, err := os.Open(m.Path)
-	if err != nil {
-		m.opsErr = err
-		return
-	}
-	defer f.Close()
-	r := fbReader{r: f, size: m.Size}
-	m.ops, m.opsErr = r.customOps()
-	m.vars, _ = r.hasVariableTensors() // unreadable: the runtime refused it already
 }
 
 // NeedsEdgeTPU reports whether the model was compiled for the Edge TPU.

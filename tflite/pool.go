@@ -159,9 +159,10 @@ type entry struct {
 	perModel int
 	opts     Options
 	fileSize int64 // at registration, for admission before mapping
-	// resetVars: the model has variable tensors and is not Stateful, so
-	// Lease.Invoke resets them. Set at registration, read without mu.
-	resetVars bool
+	// vars: the model has variable tensors (read from the file once, at
+	// registration). Unless it is Stateful, Lease.Invoke resets them.
+	// Immutable: read without mu.
+	vars, resetVars bool
 
 	model *Model         // nil while cold
 	idle  []*Interpreter // warm and free
@@ -253,7 +254,7 @@ func (p *Pool) newEntry(s ModelSpec) (*entry, error) {
 		return nil, fmt.Errorf("register model %q: %w", s.ID, perr)
 	}
 	vars := fileHasVariables(s.Path, fi.Size())
-	e := &entry{spec: s, perModel: p.opts.PerModel, opts: p.opts.Interpreter, fileSize: fi.Size(), resetVars: vars && !s.Stateful,
+	e := &entry{spec: s, perModel: p.opts.PerModel, opts: p.opts.Interpreter, fileSize: fi.Size(), vars: vars, resetVars: vars && !s.Stateful,
 		knownHeap: s.KnownHeap, heaps: map[*Interpreter]int64{}, gens: map[*Interpreter]int{}, unmeasured: map[*Interpreter]int64{}, changed: make(chan struct{})}
 	if s.PerModel > 0 {
 		e.perModel = s.PerModel
@@ -452,7 +453,7 @@ func (p *Pool) grow(ctx context.Context, e *entry, demand bool) (*Interpreter, e
 	}
 	ws.Map, ws.PageIn = st.Map, st.PageIn
 	skipped := ws.FirstInvoke == 0
-	if !skipped && model.HasVariables() {
+	if !skipped && e.vars {
 		// The warm-up's zeros must not become a stateful model's state.
 		if err := it.ResetVariables(); err != nil {
 			it.Close()

@@ -219,30 +219,23 @@ type answer struct {
 // naiveFirst runs one request per model concurrently, each loading its
 // model on the request, and returns when every one answered.
 func naiveFirst(models []fsModel) ([]answer, error) {
-	out := make([]answer, len(models))
-	errs := make([]error, len(models))
-	var wg sync.WaitGroup
-	for i, m := range models {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			n := tflite.NewNaive(m.path, runtime.NumCPU())
-			defer n.Close()
-			o, err := n.Infer(m.input, nil)
-			out[i], errs[i] = answer{at: time.Now(), out: o}, err
-		}()
-	}
-	wg.Wait()
-	for _, err := range errs {
-		if err != nil {
-			return nil, err
-		}
-	}
-	return out, nil
+	return concurrently(models, func(m fsModel) ([]byte, error) {
+		n := tflite.NewNaive(m.path, runtime.NumCPU())
+		defer n.Close()
+		return n.Infer(m.input, nil)
+	})
 }
 
 // agentFirst sends one request per model concurrently through the pool.
 func agentFirst(ctx context.Context, a *agent.Agent, models []fsModel) ([]answer, error) {
+	return concurrently(models, func(m fsModel) ([]byte, error) {
+		out, _, err := infer1(ctx, a, m.id, m.input)
+		return out, err
+	})
+}
+
+// concurrently runs f for every model at once and notes when each answered.
+func concurrently(models []fsModel, f func(fsModel) ([]byte, error)) ([]answer, error) {
 	out := make([]answer, len(models))
 	errs := make([]error, len(models))
 	var wg sync.WaitGroup
@@ -250,22 +243,7 @@ func agentFirst(ctx context.Context, a *agent.Agent, models []fsModel) ([]answer
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			l, err := a.Pool().Acquire(ctx, m.id)
-			if err != nil {
-				errs[i] = err
-				return
-			}
-			defer l.Release()
-			it := l.Interpreter()
-			if err := it.SetInput(0, m.input); err != nil {
-				errs[i] = err
-				return
-			}
-			if err := l.Invoke(); err != nil {
-				errs[i] = err
-				return
-			}
-			o, err := it.CopyOutput(0, nil)
+			o, err := f(m)
 			out[i], errs[i] = answer{at: time.Now(), out: o}, err
 		}()
 	}

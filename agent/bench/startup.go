@@ -87,25 +87,30 @@ func startAgent(ctx context.Context, cfg agent.Config) (*agent.Agent, error) {
 	return a, nil
 }
 
-// request is one inference through the pool, as the agent serves it.
+// request is one inference through the pool, as the agent serves it; it
+// returns the latency.
 func request(ctx context.Context, a *agent.Agent, model string, input []byte) (time.Duration, error) {
+	_, d, err := infer1(ctx, a, model, input)
+	return d, err
+}
+
+// infer1 is one inference through the pool: output 0 and the latency.
+func infer1(ctx context.Context, a *agent.Agent, model string, input []byte) ([]byte, time.Duration, error) {
 	t := time.Now()
 	l, err := a.Pool().Acquire(ctx, model)
 	if err != nil {
-		return 0, err
+		return nil, 0, err
 	}
 	defer l.Release()
 	it := l.Interpreter()
 	if err := it.SetInput(0, input); err != nil {
-		return 0, err
+		return nil, 0, err
 	}
 	if err := l.Invoke(); err != nil {
-		return 0, err
+		return nil, 0, err
 	}
-	if _, err := it.CopyOutput(0, nil); err != nil {
-		return 0, err
-	}
-	return time.Since(t), nil
+	out, err := it.CopyOutput(0, nil)
+	return out, time.Since(t), err
 }
 
 // dropCache evicts the file's pages from the page cache, as a resume or
