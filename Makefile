@@ -74,8 +74,11 @@ test: deps $(RUNTIME_STAMP) ## gofmt check, vet, and every test with -race (prov
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 30m -ldflags='$(LINKMODE)' ./...
 
-bench: deps build ## the benchmark report: naive vs agent, side by side (bench-report/)
-	./$(BIN) bench --out bench-report --models $(EDGE_AGENT_MODELS)
+BENCH_BIN := bin/edge-agent-bench
+
+bench: deps $(RUNTIME_STAMP) ## the benchmark report: naive vs agent, side by side (bench-report/)
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BENCH_BIN) ./agent/cmd/edge-agent-bench
+	./$(BENCH_BIN) --out bench-report --models $(EDGE_AGENT_MODELS)
 
 # Each fuzz target runs for FUZZTIME; what a target finds is written to the
 # package's testdata/fuzz and then runs as a regression seed in `make test`.

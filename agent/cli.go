@@ -29,7 +29,6 @@ Usage:
   edge-agent models inspect FILE [--json]
   edge-agent models gen --out FILE [--size N]
   edge-agent config check FILE
-  edge-agent bench [--out DIR] [--models DIR] [--reps N] [--quick]
 
 Exit status: 0 ok, 1 failure, 2 usage, 3 bad model file, 4 model cannot run
 here, 5 bad input, 6 bad config. Errors print "edge-agent: MESSAGE [code]";

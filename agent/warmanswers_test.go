@@ -24,6 +24,28 @@ func rawInfer(t *testing.T, a *agent.Agent, model string, input []byte) []byte {
 	return res.(agent.InferReply).Output
 }
 
+// freshInfer is what a new interpreter answers to its first request.
+func freshInfer(t *testing.T, path string, in []byte) []byte {
+	t.Helper()
+	m, it, _, err := tflite.LoadStaged(path, tflite.LoadOptions{Interpreter: tflite.Options{Threads: 2}, Warm: tflite.WarmOptions{SkipInvoke: true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	defer it.Close()
+	if err := it.SetInput(0, in); err != nil {
+		t.Fatal(err)
+	}
+	if err := it.Invoke(); err != nil {
+		t.Fatal(err)
+	}
+	out, err := it.CopyOutput(0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
 // Warm must not change answers: equal inputs get bit-identical outputs,
 // equal to a fresh interpreter's, whatever the shared interpreter ran
 // before (its warm-up, other requests). The LSTM keeps state in variable
@@ -51,12 +73,7 @@ func TestWarmAnswersEqualFreshAnswers(t *testing.T) {
 		if info.Inputs[0].Type == "float32" {
 			in = float32Input(0, 1)
 		}
-		fresh := tflite.NewNaive(tflitetest.Path(t, f), 2)
-		want, err := fresh.Infer(in, nil)
-		fresh.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
+		want := freshInfer(t, tflitetest.Path(t, f), in)
 		for i, x := range [][]byte{in, zeros, in, in, zeros, in} {
 			got := rawInfer(t, a, id, x)
 			if bytes.Equal(x, in) && !bytes.Equal(got, want) {

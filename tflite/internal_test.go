@@ -3,6 +3,7 @@ package tflite
 import (
 	"errors"
 	"fmt"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -142,19 +143,24 @@ func TestDelegateLibraryErrors(t *testing.T) {
 	}
 }
 
-func TestNaiveFreesItsHeapCopy(t *testing.T) {
+// Free releases what go-tflite made directly (the bench's naive baseline):
+// the interpreter, its options, the model and the C copy of its bytes.
+func TestFreeReleasesGoTFLiteObjects(t *testing.T) {
 	p := tflitetest.Path(t, "mobilenet_v1_0.25_128_quant.tflite")
+	data, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
 	run := func() {
-		n := NewNaive(p, 1)
-		if _, err := n.Infer(make([]byte, 128*128*3), nil); err != nil {
+		m := tfl.NewModel(data)
+		o := tfl.NewInterpreterOptions()
+		ip := tfl.NewInterpreter(m, o)
+		if m == nil || ip == nil || ip.AllocateTensors() != tfl.OK || ip.Invoke() != tfl.OK {
+			t.Fatal("go-tflite could not run the model")
+		}
+		if err := Free(ip, o, m); err != nil {
 			t.Fatal(err)
 		}
-		n.Close()
-		h, err := LoadIntoHeap(p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		h.Close()
 	}
 	run()
 	base := heapInUse()
@@ -162,10 +168,10 @@ func TestNaiveFreesItsHeapCopy(t *testing.T) {
 		run()
 	}
 	if grew := heapInUse() - base; grew > 256<<10 {
-		t.Fatalf("C heap grew %d bytes over 20 naive load/free cycles", grew)
+		t.Fatalf("C heap grew %d bytes over 20 load/free cycles", grew)
 	}
-	if _, _, err := bindingFields(&tfl.Model{}, "buf"); err != nil {
-		t.Fatal(err)
+	if err := Free("not a binding"); !errors.Is(err, ErrBinding) {
+		t.Fatalf("Free of a string: %v, want %s", err, ErrBinding.Code())
 	}
 }
 
@@ -200,16 +206,19 @@ func TestFailedDetachFreesNothingUnderALiveInterpreter(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// Free does the same for objects made by go-tflite directly: nothing
+	// after the interpreter is freed, and all three are counted leaked.
 	calls = nil
-	n := NewNaive(tflitetest.Path(t, "xor_model.tflite"), 1)
-	if _, err := n.Infer(make([]byte, 8), nil); err != nil {
-		t.Fatal(err)
+	gm := tfl.NewModelFromFile(tflitetest.Path(t, "xor_model.tflite"))
+	gopts := tfl.NewInterpreterOptions()
+	gip := tfl.NewInterpreter(gm, gopts)
+	if err := Free(gip, gopts, gm); !errors.Is(err, ErrBinding) {
+		t.Fatalf("Free after a failed detach: %v", err)
 	}
-	n.Close()
 	if !slices.Equal(calls, []string{"i"}) {
-		t.Fatalf("naive: after a failed interpreter detach, Close detached %v", calls)
+		t.Fatalf("Free: after a failed interpreter detach, detached %v", calls)
 	}
-	if got := Leaked() - before; got != 2 {
-		t.Fatalf("Leaked counted %d, want 2", got)
+	if got := Leaked() - before; got != 4 {
+		t.Fatalf("Leaked counted %d, want 4", got)
 	}
 }

@@ -1,6 +1,6 @@
-// Package bench is `edge-agent bench`: it measures, in one process run and
+// Package bench is `edge-agent-bench` (agent/cmd/edge-agent-bench): it measures, in one process run and
 // side by side, what the agent saves over a hand-rolled loop around
-// go-tflite (tflite.Naive), and writes a markdown report with SVG charts.
+// go-tflite (naive.go), and writes a markdown report with SVG charts.
 // Every comparison is interleaved in the same run (this machine is noisy)
 // and reported as the median with its spread.
 package bench

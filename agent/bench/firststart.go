@@ -220,7 +220,7 @@ type answer struct {
 // model on the request, and returns when every one answered.
 func naiveFirst(models []fsModel) ([]answer, error) {
 	return concurrently(models, func(m fsModel) ([]byte, error) {
-		n := tflite.NewNaive(m.path, runtime.NumCPU())
+		n := newNaive(m.path, runtime.NumCPU())
 		defer n.Close()
 		return n.Infer(m.input, nil)
 	})

@@ -77,14 +77,16 @@ func scaling(o Options, work string) (Scaling, error) {
 			settle()
 			before = anonBytes()
 			t = time.Now()
-			h, err := tflite.LoadIntoHeap(p)
+			h, err := loadIntoHeap(p)
 			if err != nil {
 				return out, err
 			}
 			heap = append(heap, msOf(time.Since(t)))
 			settle() // the Go copy is garbage now; the C copy stays
 			heapAnon = append(heapAnon, float64(anonBytes()-before)/(1<<20))
-			h.Close()
+			if err := tflite.Free(h); err != nil {
+				return out, err
+			}
 		}
 		out.Points = append(out.Points, ScalePoint{SizeMiB: float64(fi.Size()) / (1 << 20),
 			MappedMs: dist(mapped), HeapMs: dist(heap),

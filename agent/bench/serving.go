@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/edge-agent/edge-agent/agent"
-	"github.com/edge-agent/edge-agent/tflite"
 )
 
 // Serving compares latency under a bursty trace and throughput.
@@ -78,9 +77,9 @@ func serving(ctx context.Context, o Options, work string) (Serving, error) {
 	s := Serving{Latency: map[string]Dist{}, Samples: map[string][]float64{}, Throughput: map[string]float64{}}
 
 	// Naive: one lazily loaded interpreter per model.
-	naive := make([]*tflite.Naive, len(servingModels))
+	naive := make([]*naive, len(servingModels))
 	for i, m := range servingModels {
-		naive[i] = tflite.NewNaive(filepath.Join(o.Models, m), runtime.NumCPU())
+		naive[i] = newNaive(filepath.Join(o.Models, m), runtime.NumCPU())
 	}
 	defer func() {
 		for _, n := range naive {
@@ -122,7 +121,7 @@ func serving(ctx context.Context, o Options, work string) (Serving, error) {
 	if o.Quick {
 		dur = 500 * time.Millisecond
 	}
-	nv := tflite.NewNaive(filepath.Join(o.Models, servingModels[0]), runtime.NumCPU())
+	nv := newNaive(filepath.Join(o.Models, servingModels[0]), runtime.NumCPU())
 	s.Throughput["naive (1 interpreter, mutex)"] = closedLoop(dur, func() error {
 		_, err := nv.Infer(inputs[0], nil)
 		return err

@@ -161,7 +161,7 @@ func startup(ctx context.Context, o Options, work string) (Startup, error) {
 		// A hand-rolled loop with a sensible thread count: one per core.
 		// Every configuration starts with the model out of the page cache.
 		dropCache(path)
-		n := tflite.NewNaive(path, runtime.NumCPU())
+		n := newNaive(path, runtime.NumCPU())
 		t := time.Now()
 		if _, err := n.Infer(input, nil); err != nil {
 			return Startup{}, err
