@@ -471,7 +471,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, o Options, ro RunOpt
 		go watchdog(wdCtx, interval, a.hb, a.notify)
 	}
 	if err := a.Start(ctx); err != nil {
-		a.shutdown()
+		_ = a.shutdown()
 		if errors.Is(err, context.Canceled) {
 			return nil
 		}

@@ -122,7 +122,7 @@ func (c *calibration) measure(ctx context.Context, path string, o tflite.Options
 	}
 	// Later loads of this calibration reserve what this one measured.
 	c.HeapGuess = max(c.HeapGuess, rep.Footprint.Heap)
-	defer m.Close()
+	defer func() { _ = m.Close() }()
 	defer it.Close()
 	n := max(c.Steady, 1)
 	times := make([]time.Duration, n)

@@ -77,7 +77,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprint(stderr, "run 'edge-agent help' for usage\n")
 	}
 	if asJSON {
-		c.printJSON(map[string]any{"schema": SchemaVersion, "error": map[string]string{"code": code, "message": err.Error()}})
+		_ = c.printJSON(map[string]any{"schema": SchemaVersion, "error": map[string]string{"code": code, "message": err.Error()}})
 	}
 	return exitCode(err)
 }
@@ -212,7 +212,7 @@ func writeModel(path string, spec modelgen.Spec) error {
 	if err != nil {
 		return fmt.Errorf("write model: %w", err)
 	}
-	defer os.Remove(f.Name())
+	defer func() { _ = os.Remove(f.Name()) }()
 	if err := modelgen.Write(f, spec); err != nil {
 		f.Close()
 		return err
@@ -301,7 +301,7 @@ func (c cli) infer(args []string) (bool, error) {
 	if err != nil {
 		return *asJSON, err
 	}
-	defer m.Close()
+	defer func() { _ = m.Close() }()
 	defer it.Close()
 	// The steady invoke ran on the same input; read its output.
 	raw, err := it.CopyOutput(0, nil)

@@ -330,7 +330,7 @@ func (a *Agent) warmInBackground(model string) {
 			delete(a.warming, model)
 			a.warmMu.Unlock()
 		}()
-		a.prewarmOne(ctx, model, "family")
+		_, _ = a.prewarmOne(ctx, model, "family")
 	})
 }
 

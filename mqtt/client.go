@@ -270,7 +270,10 @@ func (c *Client) connectLoop(ctx context.Context) {
 	backoff := c.o.MinReconnect
 	authFailures := 0
 	for ctx.Err() == nil {
-		c.pubMu.Lock() // no batch half-handed to the previous connection
+		// Wait for any batch being handed to the previous connection to
+		// finish: the lock is the barrier, nothing is done under it.
+		c.pubMu.Lock()
+		//lint:ignore SA2001 an intentional barrier
 		c.pubMu.Unlock()
 		err := wait(ctx, c.pc.Connect(), c.o.ConnectTimeout+time.Second)
 		if err == nil {

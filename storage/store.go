@@ -158,14 +158,14 @@ func Open(dir string, o Options) (*Store, OpenReport, error) {
 	s := &Store{db: db, opts: o}
 	from, err := s.migrate()
 	if err != nil {
-		db.Close()
+		_ = db.Close()
 		return nil, rep, err
 	}
 	if from != SchemaVersion && !rep.Created {
 		rep.MigratedFrom = from
 	}
 	if rep.Crashed, err = s.markCrashedAttempts(); err != nil {
-		db.Close()
+		_ = db.Close()
 		return nil, rep, err
 	}
 	return s, rep, nil
@@ -211,7 +211,7 @@ func openVerified(path string, o Options) (*bolt.DB, error) {
 		return nil, fmt.Errorf("open state file: %w", err)
 	}
 	if err := verify(db); err != nil {
-		db.Close()
+		_ = db.Close()
 		return nil, err
 	}
 	return db, nil

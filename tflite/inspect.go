@@ -18,7 +18,7 @@ func Inspect(path string, cache DigestCache) (ModelInfo, error) {
 	if err != nil {
 		return ModelInfo{}, err
 	}
-	defer m.Close()
+	defer func() { _ = m.Close() }()
 	it, err := NewInterpreter(m, Options{Threads: 1})
 	if err != nil {
 		return ModelInfo{}, err

@@ -425,7 +425,7 @@ func (p *Pool) grow(ctx context.Context, e *entry, demand bool) (*Interpreter, e
 		if p.opts.PageIn {
 			t = time.Now()
 			if err := PageIn(e.spec.Path); err != nil {
-				m.Close()
+				_ = m.Close()
 				return fail(err, false)
 			}
 			st.PageIn = time.Since(t)
@@ -447,7 +447,7 @@ func (p *Pool) grow(ctx context.Context, e *entry, demand bool) (*Interpreter, e
 	it, ws, heap, err := Warm(model, opts, w)
 	if err != nil {
 		if newModel {
-			model.Close()
+			_ = model.Close()
 		}
 		return fail(err, false)
 	}
@@ -458,7 +458,7 @@ func (p *Pool) grow(ctx context.Context, e *entry, demand bool) (*Interpreter, e
 		if err := it.ResetVariables(); err != nil {
 			it.Close()
 			if newModel {
-				model.Close()
+				_ = model.Close()
 			}
 			return fail(err, false)
 		}
@@ -495,7 +495,7 @@ func (p *Pool) grow(ctx context.Context, e *entry, demand bool) (*Interpreter, e
 	discard := func() {
 		it.Close()
 		if newModel {
-			model.Close()
+			_ = model.Close()
 		}
 	}
 

@@ -232,14 +232,14 @@ func LoadStaged(path string, o LoadOptions) (*Model, *Interpreter, LoadReport, e
 	if o.PageIn {
 		t = time.Now()
 		if err := PageIn(path); err != nil {
-			m.Close()
+			_ = m.Close()
 			return nil, nil, rep, err
 		}
 		rep.Stages.PageIn = time.Since(t)
 	}
 	it, st, heap, err := Warm(m, o.Interpreter, o.Warm)
 	if err != nil {
-		m.Close()
+		_ = m.Close()
 		return nil, nil, rep, err
 	}
 	st.Map, st.PageIn = rep.Stages.Map, rep.Stages.PageIn

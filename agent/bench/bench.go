@@ -71,7 +71,7 @@ func Run(ctx context.Context, o Options) (Report, error) {
 	if err != nil {
 		return Report{}, err
 	}
-	defer os.RemoveAll(work)
+	defer func() { _ = os.RemoveAll(work) }()
 
 	start := time.Now()
 	r := Report{When: start.UTC(), Machine: machine(), Runtime: runtimeVersion()}

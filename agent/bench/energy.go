@@ -30,7 +30,7 @@ func energy(ctx context.Context, o Options, work string) (Energy, error) {
 		if err != nil {
 			return out, err
 		}
-		defer a.Close()
+		defer func() { _ = a.Close() }()
 		agents[p.name] = a
 	}
 	samples := map[string][]float64{}
@@ -38,10 +38,10 @@ func energy(ctx context.Context, o Options, work string) (Energy, error) {
 		for _, p := range policies {
 			a := agents[p.name]
 			for _, m := range a.Pool().Models() {
-				a.Pool().SetPinned(m.ID, false)
-				a.Pool().Evict(m.ID)
+				_ = a.Pool().SetPinned(m.ID, false)
+				_ = a.Pool().Evict(m.ID)
 			}
-			a.Pool().SetPinned(id(2), true)
+			_ = a.Pool().SetPinned(id(2), true)
 			res, err := a.Wake(ctx, "bench")
 			if err != nil {
 				return out, err

@@ -127,7 +127,7 @@ func firstStart(ctx context.Context, o Options, work string) (FirstStart, error)
 		}
 		answers, err := agentFirst(ctx, a, models)
 		if err != nil {
-			a.Close()
+			_ = a.Close()
 			return out, err
 		}
 		last = 0
@@ -141,7 +141,7 @@ func firstStart(ctx context.Context, o Options, work string) (FirstStart, error)
 		}
 		all[Cold] = append(all[Cold], last)
 		<-a.Settled()
-		a.Close()
+		_ = a.Close()
 
 		// A model added at run time: the agent serves the others, settled;
 		// the new file appears and a rescan registers it.
@@ -191,7 +191,7 @@ func addedAtRunTime(ctx context.Context, dir, work string, models []fsModel, add
 	if err != nil {
 		return 0, err
 	}
-	defer a.Close()
+	defer func() { _ = a.Close() }()
 	<-a.Settled()
 	if err := os.Symlink(added.path, filepath.Join(modelsDir, added.id+".tflite")); err != nil {
 		return 0, err

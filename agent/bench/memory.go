@@ -93,9 +93,12 @@ func memory(ctx context.Context, o Options, work string) (Memory, error) {
 	// Footprints, measured once, size the budget: about half of everything.
 	probe := tflite.NewPool(tflite.PoolOptions{})
 	for i, p := range paths {
-		probe.Register(tflite.ModelSpec{ID: id(i), Path: p})
+		if err := probe.Register(tflite.ModelSpec{ID: id(i), Path: p}); err != nil {
+			_ = probe.Close()
+			return Memory{}, err
+		}
 		if _, _, err := probe.Prewarm(ctx, id(i)); err != nil {
-			probe.Close()
+			_ = probe.Close()
 			return Memory{}, err
 		}
 	}
@@ -103,7 +106,7 @@ func memory(ctx context.Context, o Options, work string) (Memory, error) {
 	for _, m := range probe.Models() {
 		sum += m.Bytes
 	}
-	probe.Close()
+	_ = probe.Close()
 	out := Memory{SumBytes: sum, Budget: sum / 2, Policies: map[string]PolicyRun{}}
 
 	// The trace: a hot pair of small costly models and a stream over the
@@ -128,18 +131,26 @@ func memory(ctx context.Context, o Options, work string) (Memory, error) {
 		pool := tflite.NewPool(tflite.PoolOptions{Budget: out.Budget, Policy: policy, Interpreter: tflite.Options{Threads: 2},
 			OnLoad: func(e tflite.LoadEvent) { coldPaid += e.Report.Stages.Cold() }})
 		for i, p := range paths {
-			pool.Register(tflite.ModelSpec{ID: id(i), Path: p})
+			if err := pool.Register(tflite.ModelSpec{ID: id(i), Path: p}); err != nil {
+				_ = pool.Close()
+				return out, err
+			}
 		}
 		for _, m := range trace {
 			l, err := pool.Acquire(ctx, id(m))
 			if err != nil {
-				pool.Close()
+				_ = pool.Close()
 				return out, err
 			}
-			it := l.Interpreter()
-			it.SetInput(0, inputs[m])
-			l.Invoke()
+			err = l.Interpreter().SetInput(0, inputs[m])
+			if err == nil {
+				err = l.Invoke()
+			}
 			l.Release()
+			if err != nil {
+				_ = pool.Close()
+				return out, err
+			}
 			s := pool.Stats()
 			run.MaxAccounted = max(run.MaxAccounted, s.BytesInUse)
 			run.PeakRSS = max(run.PeakRSS, rssBytes())
@@ -150,7 +161,7 @@ func memory(ctx context.Context, o Options, work string) (Memory, error) {
 		run.ColdPaidMs = msOf(coldPaid)
 		run.ColdSavedMs = msOf(s.ColdSaved)
 		run.SteadyRSS = rssBytes()
-		pool.Close()
+		_ = pool.Close()
 		out.Policies[name] = run
 	}
 	return out, nil

@@ -72,7 +72,7 @@ func scaling(o Options, work string) (Scaling, error) {
 			mapped = append(mapped, msOf(time.Since(t)))
 			settle()
 			mappedAnon = append(mappedAnon, float64(anonBytes()-before)/(1<<20))
-			m.Close()
+			_ = m.Close()
 
 			settle()
 			before = anonBytes()
@@ -91,7 +91,7 @@ func scaling(o Options, work string) (Scaling, error) {
 		out.Points = append(out.Points, ScalePoint{SizeMiB: float64(fi.Size()) / (1 << 20),
 			MappedMs: dist(mapped), HeapMs: dist(heap),
 			MappedAnonMiB: quantile(mappedAnon, 0.5), HeapAnonMiB: quantile(heapAnon, 0.5)})
-		os.Remove(p)
+		_ = os.Remove(p)
 	}
 	return out, nil
 }

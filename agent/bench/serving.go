@@ -91,7 +91,7 @@ func serving(ctx context.Context, o Options, work string) (Serving, error) {
 	if err != nil {
 		return s, err
 	}
-	defer a.Close()
+	defer func() { _ = a.Close() }()
 
 	// Interleave: each burst runs on both, naive first.
 	var out []byte
@@ -143,7 +143,7 @@ func serving(ctx context.Context, o Options, work string) (Serving, error) {
 			_, err := request(ctx, ta, id(0), inputs[0])
 			return err
 		})
-		ta.Close()
+		_ = ta.Close()
 	}
 
 	// The pool's own overhead, on a warm hit.

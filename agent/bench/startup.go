@@ -58,13 +58,13 @@ func idle() power.System { return power.System{Load1: 0.1, Cores: runtime.NumCPU
 func fixtureRoot(dir string, batteryPercent int) string {
 	root := filepath.Join(dir, fmt.Sprintf("sysfs-%d", batteryPercent))
 	if batteryPercent <= 0 {
-		os.MkdirAll(filepath.Join(root, "sys/class/power_supply"), 0o755)
+		_ = os.MkdirAll(filepath.Join(root, "sys/class/power_supply"), 0o755)
 		return root
 	}
 	bat := filepath.Join(root, "sys/class/power_supply/BAT0")
-	os.MkdirAll(bat, 0o755)
+	_ = os.MkdirAll(bat, 0o755)
 	for k, v := range map[string]string{"type": "Battery", "status": "Discharging", "capacity": fmt.Sprint(batteryPercent), "present": "1"} {
-		os.WriteFile(filepath.Join(bat, k), []byte(v+"\n"), 0o644)
+		_ = os.WriteFile(filepath.Join(bat, k), []byte(v+"\n"), 0o644)
 	}
 	return root
 }
@@ -81,7 +81,7 @@ func agentConfig(stateDir, sysfs string, models ...agent.ModelConfig) agent.Conf
 func startAgent(ctx context.Context, cfg agent.Config) (*agent.Agent, error) {
 	a := agent.New(cfg, quiet(), agent.Options{System: idle})
 	if err := a.Start(ctx); err != nil {
-		a.Close()
+		_ = a.Close()
 		return nil, err
 	}
 	return a, nil
@@ -122,7 +122,7 @@ func dropCache(path string) {
 		return
 	}
 	defer f.Close()
-	unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED)
+	_ = unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED)
 }
 
 func inputFor(path string) ([]byte, error) {
@@ -174,7 +174,7 @@ func startup(ctx context.Context, o Options, work string) (Startup, error) {
 			{stInterp, msOf(fs.Interpreter)}, {stAlloc, msOf(fs.Allocate)}, {stInvoke, msOf(fs.FirstInvoke)}})
 		for range 3 {
 			t = time.Now()
-			n.Infer(input, nil)
+			_, _ = n.Infer(input, nil)
 			steady = append(steady, msOf(time.Since(t)))
 		}
 		n.Close()
@@ -190,7 +190,7 @@ func startup(ctx context.Context, o Options, work string) (Startup, error) {
 		started := time.Since(t)
 		req, err := request(ctx, a, "m", input)
 		if err != nil {
-			a.Close()
+			_ = a.Close()
 			return Startup{}, err
 		}
 		toFirst[Cold] = append(toFirst[Cold], msOf(started+req))
@@ -200,7 +200,7 @@ func startup(ctx context.Context, o Options, work string) (Startup, error) {
 		<-a.Settled()
 		rep0 := a.Report()
 		stages[Cold] = append(stages[Cold], agentStages(rep0, req))
-		a.Close()
+		_ = a.Close()
 
 		// (c) agent restored: the state from (b), nothing prewarmed (battery
 		// at 5%): the first request loads the model.
@@ -213,7 +213,7 @@ func startup(ctx context.Context, o Options, work string) (Startup, error) {
 		started = time.Since(t)
 		req, err = request(ctx, a, "m", input)
 		if err != nil {
-			a.Close()
+			_ = a.Close()
 			return Startup{}, err
 		}
 		toFirst[Restored] = append(toFirst[Restored], msOf(started+req))
@@ -223,7 +223,7 @@ func startup(ctx context.Context, o Options, work string) (Startup, error) {
 		st = append(st, Stage{stLoad, msOf(ls.Map + ls.PageIn)}, Stage{stInterp, msOf(ls.Interpreter)},
 			Stage{stAlloc, msOf(ls.Allocate)}, Stage{stInvoke, msOf(req - ls.Map - ls.PageIn - ls.Interpreter - ls.Allocate)})
 		stages[Restored] = append(stages[Restored], st)
-		a.Close()
+		_ = a.Close()
 
 		// (d) agent prewarmed: on mains, a wake warms the model before the
 		// request arrives.
@@ -231,17 +231,17 @@ func startup(ctx context.Context, o Options, work string) (Startup, error) {
 		if err != nil {
 			return Startup{}, err
 		}
-		a.Pool().Evict("m")
+		_ = a.Pool().Evict("m")
 		dropCache(path)
 		t = time.Now()
 		if _, err := a.Wake(ctx, "bench"); err != nil {
-			a.Close()
+			_ = a.Close()
 			return Startup{}, err
 		}
 		woke := time.Since(t)
 		req, err = request(ctx, a, "m", input)
 		if err != nil {
-			a.Close()
+			_ = a.Close()
 			return Startup{}, err
 		}
 		toFirst[Prewarmed] = append(toFirst[Prewarmed], msOf(woke+req))
@@ -249,7 +249,7 @@ func startup(ctx context.Context, o Options, work string) (Startup, error) {
 		for range 3 {
 			d, err := request(ctx, a, "m", input)
 			if err != nil {
-				a.Close()
+				_ = a.Close()
 				return Startup{}, err
 			}
 			agentSteady = append(agentSteady, msOf(d))
@@ -259,7 +259,7 @@ func startup(ctx context.Context, o Options, work string) (Startup, error) {
 		stages[Prewarmed] = append(stages[Prewarmed], []Stage{{stLoad, msOf(ls.Map + ls.PageIn)},
 			{stInterp, msOf(ls.Interpreter)}, {stAlloc, msOf(ls.Allocate)}, {stInvoke, msOf(ls.FirstInvoke)},
 			{stPlan, msOf(woke - ls.Cold())}, {stRequest, msOf(req)}})
-		a.Close()
+		_ = a.Close()
 	}
 	out := Startup{Model: model, ToFirst: map[string]Dist{}, FirstRequest: map[string]Dist{}, Steady: dist(steady),
 		AgentSteady: dist(agentSteady), Stages: map[string][]Stage{}}

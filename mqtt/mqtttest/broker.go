@@ -145,7 +145,7 @@ func (b *Broker) Restart() {
 	for {
 		c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", b.port), 200*time.Millisecond)
 		if err == nil {
-			c.Close()
+			_ = c.Close()
 			return
 		}
 		if time.Now().After(deadline) {
@@ -167,8 +167,8 @@ func (b *Broker) signal(sig syscall.Signal) {
 	if b.cmd == nil {
 		return
 	}
-	b.cmd.Process.Signal(sig)
-	b.cmd.Wait()
+	_ = b.cmd.Process.Signal(sig)
+	_ = b.cmd.Wait()
 	b.log.Close()
 	b.cmd, b.log = nil, nil
 }
@@ -201,7 +201,7 @@ func freePort(t testing.TB) int {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
+	defer func() { _ = l.Close() }()
 	return l.Addr().(*net.TCPAddr).Port
 }
 

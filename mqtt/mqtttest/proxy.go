@@ -33,7 +33,7 @@ func StartProxy(t testing.TB, b *Broker) *Proxy {
 	p.wg.Add(1)
 	go p.accept()
 	t.Cleanup(func() {
-		l.Close()
+		_ = l.Close()
 		p.Hold()
 		p.wg.Wait()
 	})
@@ -49,7 +49,7 @@ func (p *Proxy) Hold() {
 	defer p.mu.Unlock()
 	p.held = true
 	for c := range p.conns {
-		c.Close()
+		_ = c.Close()
 	}
 }
 
@@ -71,12 +71,12 @@ func (p *Proxy) accept() {
 		held := p.held
 		p.mu.Unlock()
 		if held {
-			c.Close()
+			_ = c.Close()
 			continue
 		}
 		up, err := net.Dial("tcp", p.upstream)
 		if err != nil {
-			c.Close()
+			_ = c.Close()
 			continue
 		}
 		p.mu.Lock()
@@ -85,9 +85,9 @@ func (p *Proxy) accept() {
 		p.wg.Add(2)
 		pipe := func(dst, src net.Conn) {
 			defer p.wg.Done()
-			io.Copy(dst, src)
-			dst.Close()
-			src.Close()
+			_, _ = io.Copy(dst, src)
+			_ = dst.Close()
+			_ = src.Close()
 			p.mu.Lock()
 			delete(p.conns, dst)
 			delete(p.conns, src)
