@@ -233,7 +233,7 @@ func TestCLIGenInspectAndInferRaw(t *testing.T) {
 	if r := cli(t, "infer", "--model", model, "--input", raw, "--top", "1"); r.code != 0 || !strings.Contains(r.stdout, "stages (ms)") {
 		t.Fatalf("infer raw: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
-	if r := cli(t, "version", "--json"); r.code != 0 || !strings.Contains(r.stdout, `"tflite": "2.14.1"`) {
+	if r := cli(t, "version", "--json"); r.code != 0 || !strings.Contains(r.stdout, `"tflite": "2.`) {
 		t.Fatalf("version: %s", r.stdout)
 	}
 }

@@ -1,15 +1,21 @@
 #!/usr/bin/env bash
-# Provision a TensorFlow Lite runtime prefix (C API, 2.14.1) from Debian's
-# archive for one architecture, without touching the system's apt state.
+# Provision a TensorFlow Lite runtime prefix (C API) from Debian's archive
+# for one architecture, without touching the system's apt state.
 #
 # Usage: scripts/provision-runtime.sh [--force] ARCH [PREFIX]
 #   ARCH    amd64 | arm64 | armhf
 #   PREFIX  where to unpack (default: <repo>/.runtime/ARCH, git-ignored)
 #
 # Environment:
-#   TFLITE_SUITE   Debian suite that carries libtensorflow-lite (default: sid)
+#   TFLITE_SUITE   Debian suites to look in, in order (default: "sid forky
+#                  experimental"); the first that has a libtensorflow-lite2.*
+#                  exporting the C API wins, newest version first
 #   TFLITE_MIRROR  archive URI; default: the first non-security URI in this
 #                  machine's own apt configuration (never hard-coded here)
+#
+# The runtime package is found by pattern, not by name, so the script keeps
+# working when Debian moves to a newer TFLite (scripts/runtime-resolve.sh);
+# the manifest records what was chosen.
 #
 # Bookworm has no TFLite package and sid's needs glibc >= 2.38, so the prefix
 # carries its own loader and libc; binaries are linked against it by the
@@ -24,7 +30,9 @@ if [[ ${1:-} == --force ]]; then force=1; shift; fi
 arch=${1:?usage: provision-runtime.sh [--force] ARCH [PREFIX]}
 repo=$(cd "$(dirname "$0")/.." && pwd)
 prefix=${2:-$repo/.runtime/$arch}
-suite=${TFLITE_SUITE:-sid}
+suites=${TFLITE_SUITE:-sid forky experimental}
+# shellcheck source=runtime-resolve.sh
+. "$repo/scripts/runtime-resolve.sh"
 
 case $arch in
   amd64) triplet=x86_64-linux-gnu ;;
@@ -33,9 +41,8 @@ case $arch in
   *) echo "provision-runtime: unsupported architecture '$arch' (amd64, arm64, armhf)" >&2; exit 2 ;;
 esac
 
-runtime_pkg=libtensorflow-lite2.14.1
 headers_pkg=libtensorflow-lite-dev
-request="arch=$arch suite=$suite runtime=$runtime_pkg headers=$headers_pkg"
+request="arch=$arch suites=$suites runtime=libtensorflow-lite2.* headers=$headers_pkg"
 
 manifest_ok() {
   local m=$prefix/MANIFEST
@@ -51,7 +58,7 @@ if [[ $force == 0 ]] && manifest_ok; then
   exit 0
 fi
 
-for tool in apt-get apt-cache dpkg-deb sha256sum; do
+for tool in apt-get apt-cache dpkg-deb sha256sum readelf; do
   command -v "$tool" >/dev/null || { echo "provision-runtime: '$tool' not found (Debian/Ubuntu host required)" >&2; exit 1; }
 done
 
@@ -83,7 +90,6 @@ rm -rf "$work" "$prefix"
 mkdir -p "$work/lists/partial" "$work/cache/archives/partial" "$work/debs"
 trap 'rm -rf "$work"' EXIT
 : >"$work/status"
-echo "deb [signed-by=$keyring] $mirror $suite main" >"$work/sources.list"
 
 # A private apt: own sources, lists, cache and an empty dpkg status, so the
 # whole dependency closure is resolved for the target architecture and the
@@ -94,9 +100,40 @@ apt_opts=(
   -o "Dir::Cache=$work/cache" -o Debug::NoLocking=1 -o APT::Sandbox::User=root
   -o "APT::Architecture=$arch" -o "APT::Architectures=$arch"
 )
-echo "provision-runtime: resolving $runtime_pkg for $arch from $suite"
-apt-get "${apt_opts[@]}" -qq update
-apt-get "${apt_opts[@]}" -qq -y --no-install-recommends install --download-only "$runtime_pkg" >/dev/null
+
+# suite_packages and try_runtime are what resolve_runtime asks of apt.
+suite_packages() {
+  local s=$1
+  echo "deb [signed-by=$keyring] $mirror $s main" >"$work/sources.list"
+  # experimental only carries what differs from unstable: resolve with both.
+  [[ $s == experimental ]] && echo "deb [signed-by=$keyring] $mirror sid main" >>"$work/sources.list"
+  echo "provision-runtime: looking in $s for libtensorflow-lite2.*" >&2
+  rm -rf "$work/lists" && mkdir -p "$work/lists/partial"
+  apt-get "${apt_opts[@]}" -qq update >&2 || return 0
+  apt-cache "${apt_opts[@]}" pkgnames libtensorflow-lite2. 2>/dev/null
+}
+try_runtime() {
+  local s=$1 pkg=$2 deb check
+  rm -f "$work"/cache/archives/*.deb
+  echo "provision-runtime: trying $pkg from $s for $arch" >&2
+  apt-get "${apt_opts[@]}" -qq -y --no-install-recommends install --download-only "$pkg" >/dev/null 2>&1 || return 1
+  deb=$(ls "$work"/cache/archives/"${pkg}"_*.deb 2>/dev/null | head -n1)
+  [[ -n $deb ]] || return 1
+  check=$work/check
+  rm -rf "$check" && mkdir -p "$check"
+  dpkg-deb -x "$deb" "$check"
+  local lib
+  for lib in "$check"/usr/lib/"$triplet"/libtensorflow-lite.so.2.*; do
+    [[ -f $lib ]] && exports_c_api "$lib" && { rm -rf "$check"; return 0; }
+  done
+  echo "provision-runtime: $pkg does not export the TFLite C API" >&2
+  rm -rf "$check"
+  return 1
+}
+
+read -r suite runtime_pkg < <(resolve_runtime $suites) || exit 1
+[[ -n ${runtime_pkg:-} ]] || exit 1
+echo "provision-runtime: chose $runtime_pkg from $suite"
 (cd "$work/debs" && apt-get "${apt_opts[@]}" -qq download "$headers_pkg:$arch")
 mv "$work"/cache/archives/*.deb "$work/debs/"
 
@@ -105,6 +142,7 @@ mkdir -p "$prefix"
   echo "# TFLite runtime prefix; written by scripts/provision-runtime.sh"
   echo "# request: $request"
   echo "# suite: $suite"
+  echo "# chosen: $runtime_pkg"
   echo "# package version architecture sha256 deb"
 } >"$work/MANIFEST"
 for deb in "$work"/debs/*.deb; do

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -170,5 +171,99 @@ func TestInstallIdempotentAndUninstall(t *testing.T) {
 	os.WriteFile(filepath.Join(bad, "bin/edge-agent"), []byte("tampered"), 0o755)
 	if out, err := exec.Command("bash", filepath.Join(bad, "install.sh"), "--root", t.TempDir()).CombinedOutput(); err == nil || !strings.Contains(string(out), "checksums") {
 		t.Fatalf("tampered bundle: %v %s", err, out)
+	}
+}
+
+// resolve runs resolve_runtime from runtime-resolve.sh with stand-in apt
+// functions: packages maps a suite to the names it carries, capi lists the
+// packages whose library exports the C API.
+func resolve(t *testing.T, suites string, packages map[string][]string, capi ...string) (string, string, error) {
+	t.Helper()
+	var script strings.Builder
+	script.WriteString(". ./runtime-resolve.sh\nsuite_packages() {\n  case $1 in\n")
+	for s, names := range packages {
+		fmt.Fprintf(&script, "  %s) printf '%%s\\n' %s ;;\n", s, strings.Join(names, " "))
+	}
+	script.WriteString("  esac\n}\ntry_runtime() {\n  echo \"try $1/$2\" >&2\n  case $2 in\n")
+	for _, p := range capi {
+		fmt.Fprintf(&script, "  %s) return 0 ;;\n", p)
+	}
+	script.WriteString("  esac\n  return 1\n}\nresolve_runtime " + suites + "\n")
+	cmd := exec.Command("bash", "-c", script.String())
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	return strings.TrimSpace(string(out)), stderr.String(), err
+}
+
+// The runtime is found by pattern, newest first, across suites in order,
+// skipping packages whose library lacks the C API; with none, the error
+// names the way to bring one's own.
+func TestRuntimeResolution(t *testing.T) {
+	all := []string{"libtensorflow-lite-dev", "libtensorflow-lite2.14.1", "libtensorflow-lite2.16.1-dbgsym", "libtensorflow-lite2.16.1", "libtensorflow-lite2.9.3"}
+	cases := []struct {
+		name     string
+		packages map[string][]string
+		capi     []string
+		want     string
+		tries    []string
+	}{
+		{"newest with the C API", map[string][]string{"sid": all}, []string{"libtensorflow-lite2.14.1", "libtensorflow-lite2.16.1"},
+			"sid libtensorflow-lite2.16.1", []string{"try sid/libtensorflow-lite2.16.1"}},
+		{"newer one without the C API is skipped", map[string][]string{"sid": all}, []string{"libtensorflow-lite2.14.1", "libtensorflow-lite2.9.3"},
+			"sid libtensorflow-lite2.14.1", []string{"try sid/libtensorflow-lite2.16.1", "try sid/libtensorflow-lite2.14.1"}},
+		{"sid has none: forky", map[string][]string{"sid": {"libtensorflow-lite-dev"}, "forky": {"libtensorflow-lite2.20.0"}}, []string{"libtensorflow-lite2.20.0"},
+			"forky libtensorflow-lite2.20.0", []string{"try forky/libtensorflow-lite2.20.0"}},
+		{"then experimental", map[string][]string{"forky": {"libtensorflow-lite2.12.0"}, "experimental": {"libtensorflow-lite2.21.1"}}, []string{"libtensorflow-lite2.21.1"},
+			"experimental libtensorflow-lite2.21.1", []string{"try forky/libtensorflow-lite2.12.0", "try experimental/libtensorflow-lite2.21.1"}},
+	}
+	for _, c := range cases {
+		got, stderr, err := resolve(t, "sid forky experimental", c.packages, c.capi...)
+		if err != nil || got != c.want {
+			t.Errorf("%s: got %q (%v), want %q\n%s", c.name, got, err, c.want, stderr)
+		}
+		if tries := strings.Split(strings.TrimSpace(stderr), "\n"); !slices.Equal(tries, c.tries) {
+			t.Errorf("%s: tried %q, want %q", c.name, stderr, c.tries)
+		}
+	}
+	got, stderr, err := resolve(t, "sid forky experimental", map[string][]string{"sid": {"libtensorflow-lite2.16.1"}})
+	if err == nil || got != "" {
+		t.Fatalf("nothing usable: got %q, %v", got, err)
+	}
+	for _, want := range []string{"TFLITE_LIB_DIR", "TFLITE_INCLUDE_DIR", "sid/libtensorflow-lite2.16.1", "sid forky experimental"} {
+		if !strings.Contains(stderr, want) {
+			t.Errorf("the error does not mention %s:\n%s", want, stderr)
+		}
+	}
+}
+
+// exports_c_api tells a library with the TFLite C API from one without,
+// on libraries built here.
+func TestExportsCAPI(t *testing.T) {
+	dir := t.TempDir()
+	build := func(name, src string) string {
+		c := filepath.Join(dir, name+".c")
+		so := filepath.Join(dir, name+".so")
+		if err := os.WriteFile(c, []byte(src), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if out, err := exec.Command("gcc", "-shared", "-fPIC", "-o", so, c).CombinedOutput(); err != nil {
+			t.Fatalf("gcc: %v\n%s", err, out)
+		}
+		return so
+	}
+	full := build("full", "void TfLiteModelCreate(void){}\nvoid TfLiteInterpreterCreate(void){}\nvoid TfLiteInterpreterInvoke(void){}\nvoid TfLiteInterpreterResetVariableTensors(void){}\n")
+	cxxOnly := build("cxx", "void TfLiteModelCreate(void){}\nvoid other(void){}\n")
+	check := func(lib string) error {
+		return exec.Command("bash", "-c", `. ./runtime-resolve.sh && exports_c_api "$1"`, "_", lib).Run()
+	}
+	if err := check(full); err != nil {
+		t.Errorf("a library with the C API: %v", err)
+	}
+	if err := check(cxxOnly); err == nil {
+		t.Error("a library without the C API passed")
+	}
+	if err := check(filepath.Join(dir, "missing.so")); err == nil {
+		t.Error("a missing library passed")
 	}
 }
