@@ -52,6 +52,10 @@ type Options struct {
 	ShutdownTimeout time.Duration
 	// ScheduleEvery is how often the schedule looks ahead. Default 1m.
 	ScheduleEvery time.Duration
+	// Ticks, when set and returning a channel for a loop ("schedule",
+	// "trim", "resume", "memory"), drives that loop instead of its ticker:
+	// a test sends a tick and knows the loop ran once it can send the next.
+	Ticks func(loop string) <-chan time.Time
 }
 
 // Agent is the running daemon: state, pool and what it learned at start.
@@ -104,6 +108,10 @@ type Agent struct {
 	runCtx context.Context
 	stop   func()
 	wg     sync.WaitGroup
+
+	// tunedMu guards tuned: the loops whose settings a reload may change.
+	tunedMu sync.Mutex
+	tuned   tunedLoops
 }
 
 // New prepares an agent; it does no I/O.
@@ -324,47 +332,6 @@ func (a *Agent) warmPinned(ctx context.Context) (PlanResult, error) {
 	a.report.Plan = &res
 	a.report.Timings.Prewarm = time.Since(t)
 	return res, nil
-}
-
-// startLoops starts the agent's own goroutines: the rest of the start's
-// plan and later wakes, calibration, metrics, usage, resume, schedule,
-// keep-alive.
-func (a *Agent) startLoops(runCtx context.Context, startPlan PlanResult) {
-	a.spawn(runCtx, func(ctx context.Context) {
-		loop(ctx, a.config().MQTT.MetricsInterval, func() {
-			if err := a.publish(topicMetrics, false, a.metrics()); err != nil {
-				a.log.Error("metrics not queued", "err", err)
-			}
-		})
-	})
-	a.spawn(runCtx, func(ctx context.Context) {
-		loop(ctx, time.Minute, func() {
-			if err := a.usage.flush(a.store); err != nil {
-				a.log.Error("usage not stored", "err", err)
-			}
-		})
-	})
-	var deferred time.Duration
-	if startPlan.Plan.Allowance.Mode == power.ModeDefer {
-		deferred = startPlan.Plan.Allowance.RetryIn
-	}
-	a.spawn(runCtx, func(ctx context.Context) { a.planner(ctx, deferred) })
-	a.spawn(runCtx, a.calibrator)
-	a.spawn(runCtx, a.finishStart)
-	a.spawn(runCtx, func(ctx context.Context) {
-		resumes := make(chan power.Wake, 1)
-		go func() {
-			for w := range resumes {
-				a.log.Info("resumed from suspend", "slept", w.Slept)
-				a.PostWake("resume")
-			}
-		}()
-		power.NewResumeDetector(a.opts.Clock, 0).Run(ctx, a.config().Prewarm.ResumeCheck, a.opts.Now, resumes)
-		close(resumes)
-	})
-	a.spawn(runCtx, a.scheduleLoop)
-	a.spawn(runCtx, a.trimLoop)
-	a.spawn(runCtx, a.memoryLoop)
 }
 
 // finishStart warms the rest of the start's plan through the planner (a

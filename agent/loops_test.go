@@ -15,6 +15,47 @@ import (
 	"github.com/edge-agent/edge-agent/tflite/tflitetest"
 )
 
+// stepper drives one loop by hand through Options.Ticks.
+type stepper struct {
+	t    *testing.T
+	name string
+	c    chan time.Time
+}
+
+func newStepper(t *testing.T, loop string) *stepper {
+	return &stepper{t: t, name: loop, c: make(chan time.Time)}
+}
+
+func (s *stepper) ticks(loop string) <-chan time.Time {
+	if loop == s.name {
+		return s.c
+	}
+	return nil
+}
+
+// step makes the loop check n times and returns once those checks have
+// finished: a tick is taken only when the loop is back waiting, so the
+// (n+1)th send proves the nth check done.
+func (s *stepper) step(n int) {
+	s.t.Helper()
+	for range n + 1 {
+		select {
+		case s.c <- time.Now():
+		case <-time.After(10 * time.Second):
+			s.t.Fatalf("the %s loop is not running", s.name)
+		}
+	}
+}
+
+// wakeBarrier returns once every wake posted before it has been planned
+// and recorded: wakes are planned in order.
+func wakeBarrier(t *testing.T, a *agent.Agent) {
+	t.Helper()
+	if _, err := a.Wake(context.Background(), "barrier"); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // A model with demand predicted for the next hour, not warm, is warmed
 // ahead of that hour by the schedule, once.
 func TestScheduleWakesAheadOfPredictedDemand(t *testing.T) {
@@ -23,7 +64,8 @@ func TestScheduleWakesAheadOfPredictedDemand(t *testing.T) {
 	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
 	cfg := testConfig(t, planModels(t)[:2]...) // xor (pinned), v1
 	cfg.Prewarm.ScheduleLead = 5 * time.Minute
-	a := start(t, cfg, agent.Options{Now: clock, ScheduleEvery: 10 * time.Millisecond})
+	sched := newStepper(t, "schedule")
+	a := start(t, cfg, agent.Options{Now: clock, Ticks: sched.ticks})
 	defer a.Close()
 	// Last week v1 was asked for at 09:xx, many times.
 	var ev []storage.UsageEvent
@@ -36,13 +78,18 @@ func TestScheduleWakesAheadOfPredictedDemand(t *testing.T) {
 	if err := a.Pool().Evict("v1"); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(100 * time.Millisecond) // 08:50: the hour is more than the lead away
-	if n := wakeEvents(t, a, "schedule"); n != 0 || a.Pool().IsWarm("v1") {
+	sched.step(3) // 08:50: the hour is more than the lead away
+	wakeBarrier(t, a)
+	if n := wakeEvents(t, a, "schedule"); n != 0 {
 		t.Fatalf("woke %d times too early", n)
+	}
+	if err := a.Pool().Evict("v1"); err != nil { // the barrier's own wake warmed it
+		t.Fatal(err)
 	}
 	mu.Lock()
 	now = now.Add(6 * time.Minute) // 08:56: within the lead of 09:00
 	mu.Unlock()
+	sched.step(1)
 	deadline := time.Now().Add(30 * time.Second)
 	for !a.Pool().IsWarm("v1") {
 		if time.Now().After(deadline) {
@@ -50,7 +97,11 @@ func TestScheduleWakesAheadOfPredictedDemand(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	time.Sleep(100 * time.Millisecond) // many more looks ahead
+	if err := a.Pool().Evict("v1"); err != nil {
+		t.Fatal(err)
+	}
+	sched.step(5) // many more looks ahead within the same hour
+	wakeBarrier(t, a)
 	if n := wakeEvents(t, a, "schedule"); n != 1 {
 		t.Fatalf("%d schedule wakes for one hour", n)
 	}
@@ -119,5 +170,54 @@ func TestReloadCommandRescansModelsDir(t *testing.T) {
 	}
 	if loadsOf(a)["xor"] != loads["xor"] {
 		t.Fatal("xor reloaded")
+	}
+}
+
+// A reload applies keep_alive, schedule_lead and resume_check: the loops
+// that read them start again (before, they kept the values read at start,
+// and a loop switched off at start never ran).
+func TestReloadRetunesLoops(t *testing.T) {
+	cfg := testConfig(t, planModels(t)[:2]...) // xor (pinned), v1
+	cfg.Prewarm.KeepAlive = time.Hour
+	cfg.Prewarm.ScheduleLead = 0
+	var mu sync.Mutex
+	started := map[string]int{}
+	ticks := func(loop string) <-chan time.Time {
+		mu.Lock()
+		defer mu.Unlock()
+		started[loop]++
+		return nil // the loops keep their own tickers
+	}
+	startedOf := func(loop string) int { mu.Lock(); defer mu.Unlock(); return started[loop] }
+	a := start(t, cfg, agent.Options{Ticks: ticks})
+	defer a.Close()
+	if !a.Pool().IsWarm("v1") {
+		t.Fatal("v1 not warm after start")
+	}
+	resumes := startedOf("resume")
+	if startedOf("schedule") != 0 {
+		t.Fatal("the schedule ran with schedule_lead = 0")
+	}
+
+	next := cfg
+	next.Prewarm.KeepAlive = 50 * time.Millisecond
+	next.Prewarm.ScheduleLead = 5 * time.Minute
+	next.Prewarm.ResumeCheck = 3 * time.Second
+	if _, err := a.Reload(context.Background(), next); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for (startedOf("schedule") != 1 || startedOf("resume") != resumes+1) && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if startedOf("schedule") != 1 || startedOf("resume") != resumes+1 {
+		t.Fatalf("after the reload: schedule started %d times, resume %d (was %d)", startedOf("schedule"), startedOf("resume"), resumes)
+	}
+	deadline = time.Now().Add(30 * time.Second)
+	for a.Pool().IsWarm("v1") {
+		if time.Now().After(deadline) {
+			t.Fatal("keep_alive reloaded to 50ms, but idle v1 was never trimmed")
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

@@ -58,7 +58,7 @@ func (a *Agent) memoryLoop(ctx context.Context) {
 	if every <= 0 {
 		return
 	}
-	loop(ctx, every, func() {
+	a.loop(ctx, "memory", every, func() {
 		if ctx.Err() == nil {
 			a.relievePressure()
 		}

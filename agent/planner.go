@@ -334,7 +334,7 @@ func (a *Agent) scheduleLoop(ctx context.Context) {
 		return
 	}
 	var woke time.Time // the hour last woken for
-	loop(ctx, a.opts.ScheduleEvery, func() {
+	a.loop(ctx, "schedule", a.opts.ScheduleEvery, func() {
 		if ctx.Err() != nil {
 			return
 		}
@@ -364,7 +364,7 @@ func (a *Agent) trimLoop(ctx context.Context) {
 		return
 	}
 	keep := a.config().Prewarm.KeepMapping == nil || *a.config().Prewarm.KeepMapping
-	loop(ctx, max(ka/4, time.Second), func() {
+	a.loop(ctx, "trim", max(ka/4, time.Second), func() {
 		if ctx.Err() != nil {
 			return
 		}

@@ -223,29 +223,25 @@ func wakeEvents(t *testing.T, a *agent.Agent, source string) int {
 func TestResumeFromSuspendEmitsOneWake(t *testing.T) {
 	cfg := testConfig(t, planModels(t)[:2]...)
 	cfg.Power.SysfsRoot = fixture("rpi")
-	cfg.Prewarm.ResumeCheck = 5 * time.Millisecond
 	clock := &fakeClock{boot: time.Hour, mono: time.Hour}
-	a := start(t, cfg, agent.Options{System: idleSystem, Clock: clock})
+	resume := newStepper(t, "resume")
+	a := start(t, cfg, agent.Options{System: idleSystem, Clock: clock, Ticks: resume.ticks})
 	defer a.Close()
-	for range 20 {
-		clock.tick(5*time.Millisecond, 0)
-		time.Sleep(5 * time.Millisecond)
+	awake := func(n int) {
+		for range n {
+			clock.tick(5*time.Millisecond, 0)
+			resume.step(1)
+		}
 	}
+	awake(20)
+	wakeBarrier(t, a)
 	if n := wakeEvents(t, a, "resume"); n != 0 {
 		t.Fatalf("%d resume wakes without a suspend", n)
 	}
 	clock.tick(time.Millisecond, 20*time.Minute) // the suspend
-	deadline := time.Now().Add(10 * time.Second)
-	for wakeEvents(t, a, "resume") == 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("no wake after resume")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	for range 40 { // many more checks, awake
-		clock.tick(5*time.Millisecond, 0)
-		time.Sleep(5 * time.Millisecond)
-	}
+	resume.step(1)
+	awake(40) // many more checks, awake
+	wakeBarrier(t, a)
 	if n := wakeEvents(t, a, "resume"); n != 1 {
 		t.Fatalf("%d wake events for one resume", n)
 	}

@@ -49,6 +49,9 @@ func (a *Agent) Reload(ctx context.Context, next Config) (ReloadResult, error) {
 			a.log.Warn("new budget smaller than what pinned models hold", "err", err)
 		}
 	}
+	if a.retuneLoops() {
+		a.log.Info("reload: keep-alive, schedule and resume loops restarted with the new settings")
+	}
 	res := a.syncModels()
 	res.NeedsRestart = nonNil(restart)
 	if len(res.Added)+len(res.Changed) > 0 {

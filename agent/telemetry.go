@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"context"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -138,21 +137,6 @@ func (a *Agent) metrics() Metrics {
 		m.MQTT = &s
 	}
 	return m
-}
-
-// loop runs f every interval until ctx ends, and once more at the end.
-func loop(ctx context.Context, interval time.Duration, f func()) {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			f()
-			return
-		case <-t.C:
-			f()
-		}
-	}
 }
 
 // usageBatch collects requests in memory; they are written to the state

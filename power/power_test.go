@@ -1,7 +1,6 @@
 package power_test
 
 import (
-	"context"
 	"os"
 	"path/filepath"
 	"sync"
@@ -117,19 +116,6 @@ func TestResumeDetectedOnce(t *testing.T) {
 		t.Fatal("second event for one resume")
 	}
 
-	// Through Run: one suspend, exactly one Wake.
-	ctx, cancel := context.WithCancel(context.Background())
-	out := make(chan power.Wake, 10)
-	done := make(chan struct{})
-	go func() { d.Run(ctx, time.Millisecond, time.Now, out); close(done) }()
-	c.advance(time.Second, 5*time.Minute)
-	w := <-out
-	time.Sleep(50 * time.Millisecond) // many more checks
-	cancel()
-	<-done
-	if w.Source != "resume" || w.Slept < 5*time.Minute || len(out) != 0 {
-		t.Fatalf("wake %+v, %d more", w, len(out))
-	}
 }
 
 func TestSystemClockGap(t *testing.T) {

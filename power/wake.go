@@ -1,7 +1,6 @@
 package power
 
 import (
-	"context"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -61,24 +60,4 @@ func (d *ResumeDetector) Check() (time.Duration, bool) {
 	slept := gap - d.gap
 	d.gap = gap
 	return slept, slept >= d.threshold
-}
-
-// Run checks every interval until ctx ends, sending one Wake per resume.
-// It never blocks on out: a wake nobody takes yet is merged with the next.
-func (d *ResumeDetector) Run(ctx context.Context, interval time.Duration, now func() time.Time, out chan<- Wake) {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			if slept, ok := d.Check(); ok {
-				select {
-				case out <- Wake{Source: "resume", At: now(), Slept: slept}:
-				default:
-				}
-			}
-		}
-	}
 }
