@@ -106,8 +106,13 @@ func TestSystemdNotifySequenceAndWatchdog(t *testing.T) {
 	cfg := testConfig(t, planModels(t)[:2]...) // xor (pinned), v1
 	var stall atomic.Bool
 	release := make(chan struct{})
+	stalled := make(chan struct{}, 1)
 	hook := func(_ context.Context, model string) {
 		if stall.Load() && model == "v1" {
+			select {
+			case stalled <- struct{}{}:
+			default:
+			}
 			<-release // ignores cancellation: a warm-up stuck in C
 		}
 	}
@@ -130,10 +135,16 @@ func TestSystemdNotifySequenceAndWatchdog(t *testing.T) {
 
 	// Stall the planner: a wake whose warm-up never returns, then a newer
 	// wake the planner must wait for.
+	// The second signal is sent once the first wake's warm-up is stuck, so
+	// the two cannot merge into one.
 	stall.Store(true)
-	syscall.Kill(os.Getpid(), syscall.SIGUSR1)
-	time.Sleep(100 * time.Millisecond)
-	syscall.Kill(os.Getpid(), syscall.SIGUSR1)
+	_ = syscall.Kill(os.Getpid(), syscall.SIGUSR1)
+	select {
+	case <-stalled:
+	case <-time.After(time.Minute):
+		t.Fatal("the first wake never reached v1's warm-up")
+	}
+	_ = syscall.Kill(os.Getpid(), syscall.SIGUSR1)
 	time.Sleep(watchdog) // the planner's last beat goes stale
 	before := n.count("WATCHDOG=1")
 	time.Sleep(3 * watchdog)

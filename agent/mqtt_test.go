@@ -188,11 +188,18 @@ func TestBrokerKilledWhileEventsAreProduced(t *testing.T) {
 	if err := <-produced; err != nil {
 		t.Fatal(err)
 	}
+	subs := sub.Subscribed()
 	time.Sleep(500 * time.Millisecond) // the pause
 	b.Restart()
-	// The test subscriber reconnects and subscribes before the agent may:
-	// a restarted broker delivers only to subscribers it knows.
-	time.Sleep(500 * time.Millisecond)
+	// The test subscriber resubscribes before the agent may reconnect: a
+	// restarted broker delivers only to subscribers it knows.
+	deadline := time.Now().Add(30 * time.Second)
+	for sub.Subscribed() == subs {
+		if time.Now().After(deadline) {
+			t.Fatal("the test subscriber did not resubscribe after the broker restart")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	proxy.Release()
 
 	ev := collect(t, sub, total, time.Minute)
@@ -296,7 +303,10 @@ func TestLastWillWhenAgentKilled(t *testing.T) {
 	killed := time.Now()
 	cmd.Process.Signal(syscall.SIGKILL)
 	<-done
-	waitStatus("offline", 3*keepalive/2)
+	// The socket closes with the process, so mosquitto sends the will at
+	// once (ms); at the latest it would after 1.5 × keepalive without
+	// traffic. The bound allows that plus a slow machine's margin.
+	waitStatus("offline", 3*keepalive/2+10*time.Second)
 	t.Logf("offline %v after SIGKILL (keepalive %v)", time.Since(killed), keepalive)
 	cmd2, logs2, done2 := startRun(t, dir, "--config", cfgPath)
 	waitStatus("online", 30*time.Second)

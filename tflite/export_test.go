@@ -14,3 +14,6 @@ func (l *LoadSlotForTest) Waiting() int {
 	defer l.s.mu.Unlock()
 	return len(l.s.waiters)
 }
+
+// RoomWaitersForTest is how many loads wait for room in p's budget.
+var RoomWaitersForTest = roomWaiters

@@ -7,23 +7,10 @@ import (
 	"io"
 	"log/slog"
 	"math"
-	"os"
 	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
-)
-
-// Policy chooses which warm model to evict when the budget is short.
-type Policy int
-
-const (
-	// CostAware evicts the model whose warmth is worth least: decayed
-	// demand × cold-start time saved, per byte held.
-	CostAware Policy = iota
-	// LRU evicts the least recently used model; kept as a baseline for
-	// benchmarks.
-	LRU
 )
 
 // PoolOptions configure a Pool. The zero value is an unbounded pool with one
@@ -131,8 +118,9 @@ type ModelStatus struct {
 // Pool keeps warm interpreters within a byte budget. Acquire leases one;
 // Release returns it. All methods are safe for concurrent use.
 type Pool struct {
-	opts PoolOptions
-	log  *slog.Logger
+	opts   PoolOptions
+	log    *slog.Logger
+	loader loader
 
 	// load is the one load slot (cheapest waiting load first): heap
 	// measurements must not mix, and two cold loads on a small board only
@@ -164,18 +152,18 @@ type entry struct {
 	// Immutable: read without mu.
 	vars, resetVars bool
 
-	model *Model         // nil while cold
-	idle  []*Interpreter // warm and free
-	heaps map[*Interpreter]int64
+	model mapping    // nil while cold
+	idle  []instance // warm and free
+	heaps map[instance]int64
 	// gen counts Updates that changed how interpreters are made; an
 	// interpreter of an older generation is freed when released.
 	gen  int
-	gens map[*Interpreter]int
+	gens map[instance]int
 	// unmeasured interpreters skipped the warm-up invoke of a model never
 	// measured: they are accounted at an estimate until their first invoke
 	// (Lease.Invoke) measures the rest. The value is the heap measured
 	// before any invoke.
-	unmeasured map[*Interpreter]int64
+	unmeasured map[instance]int64
 	leased     int
 	growing    int  // warm-ups requested, waiting or in flight (at most one)
 	loading    bool // the warm-up holds the load slot and uses model
@@ -202,12 +190,15 @@ type Lease struct {
 
 	p    *Pool
 	e    *entry
-	it   *Interpreter
+	it   instance
 	done atomic.Bool
 }
 
 // NewPool returns an empty pool.
-func NewPool(o PoolOptions) *Pool {
+func NewPool(o PoolOptions) *Pool { return newPool(o, runtimeLoader{}) }
+
+// newPool is NewPool with another loader (the unit tests' fake).
+func newPool(o PoolOptions, l loader) *Pool {
 	if o.PerModel <= 0 {
 		o.PerModel = 1
 	}
@@ -221,7 +212,7 @@ func NewPool(o PoolOptions) *Pool {
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	return &Pool{opts: o, log: log, entries: make(map[string]*entry), freed: make(chan struct{})}
+	return &Pool{opts: o, log: log, loader: l, entries: make(map[string]*entry), freed: make(chan struct{})}
 }
 
 // Register adds a model; it stays cold until acquired or prewarmed.
@@ -248,14 +239,12 @@ func (p *Pool) newEntry(s ModelSpec) (*entry, error) {
 	if s.ID == "" {
 		return nil, fmt.Errorf("register model: empty id")
 	}
-	fi, err := os.Stat(s.Path)
+	size, vars, err := p.loader.inspect(s.Path)
 	if err != nil {
-		_, perr := precheck(s.Path)
-		return nil, fmt.Errorf("register model %q: %w", s.ID, perr)
+		return nil, fmt.Errorf("register model %q: %w", s.ID, err)
 	}
-	vars := fileHasVariables(s.Path, fi.Size())
-	e := &entry{spec: s, perModel: p.opts.PerModel, opts: p.opts.Interpreter, fileSize: fi.Size(), vars: vars, resetVars: vars && !s.Stateful,
-		knownHeap: s.KnownHeap, heaps: map[*Interpreter]int64{}, gens: map[*Interpreter]int{}, unmeasured: map[*Interpreter]int64{}, changed: make(chan struct{})}
+	e := &entry{spec: s, perModel: p.opts.PerModel, opts: p.opts.Interpreter, fileSize: size, vars: vars, resetVars: vars && !s.Stateful,
+		knownHeap: s.KnownHeap, heaps: map[instance]int64{}, gens: map[instance]int{}, unmeasured: map[instance]int64{}, changed: make(chan struct{})}
 	if s.PerModel > 0 {
 		e.perModel = s.PerModel
 	}
@@ -291,18 +280,6 @@ func (p *Pool) Replace(s ModelSpec) error {
 	}
 	p.unlockAndNotify()
 	return nil
-}
-
-// fileHasVariables reports whether the model file at path has variable
-// tensors; an unreadable file has none (its load fails on its own).
-func fileHasVariables(path string, size int64) bool {
-	f, err := os.Open(path)
-	if err != nil {
-		return false
-	}
-	defer f.Close()
-	v, _ := fbReader{r: f, size: size}.hasVariableTensors()
-	return v
 }
 
 // Unregister removes a model, freeing it now if idle or when its last lease
@@ -398,8 +375,8 @@ func (p *Pool) acquire(ctx context.Context, id string, demand bool) (*Lease, err
 // (demand) whose footprint is already known it stops after allocation: the
 // request's own invoke is the first, so the request does not pay for a
 // warm-up and a measuring invoke too.
-func (p *Pool) grow(ctx context.Context, e *entry, demand bool) (*Interpreter, error) {
-	fail := func(err error, rejected bool) (*Interpreter, error) {
+func (p *Pool) grow(ctx context.Context, e *entry, demand bool) (instance, error) {
+	fail := func(err error, rejected bool) (instance, error) {
 		p.mu.Lock()
 		p.failGrowLocked(e, rejected)
 		p.unlockAndNotify()
@@ -416,20 +393,11 @@ func (p *Pool) grow(ctx context.Context, e *entry, demand bool) (*Interpreter, e
 	var st Stages
 	newModel := model == nil
 	if newModel {
-		t := time.Now()
-		m, err := LoadModel(e.spec.Path)
+		m, mapTime, pageInTime, err := p.loader.mapModel(e.spec.Path, p.opts.PageIn)
 		if err != nil {
 			return fail(err, false)
 		}
-		st.Map = time.Since(t)
-		if p.opts.PageIn {
-			t = time.Now()
-			if err := PageIn(e.spec.Path); err != nil {
-				_ = m.Close()
-				return fail(err, false)
-			}
-			st.PageIn = time.Since(t)
-		}
+		st.Map, st.PageIn = mapTime, pageInTime
 		model = m
 	}
 	// A request's own invoke is its first: it never pays for a warm-up
@@ -444,7 +412,7 @@ func (p *Pool) grow(ctx context.Context, e *entry, demand bool) (*Interpreter, e
 			defer p.mu.Unlock()
 			return e.waiters > 0
 		}}
-	it, ws, heap, err := Warm(model, opts, w)
+	it, ws, heap, err := p.loader.warm(model, opts, w)
 	if err != nil {
 		if newModel {
 			_ = model.Close()
@@ -480,7 +448,7 @@ func (p *Pool) grow(ctx context.Context, e *entry, demand bool) (*Interpreter, e
 		// that the estimate alone keeps a model out that fits.
 		heap = heap * unmeasuredFactor / 4
 		if b := p.opts.Budget; b > 0 && newModel {
-			heap = max(min(heap, b-model.Size), preInvoke)
+			heap = max(min(heap, b-model.mappedBytes()), preInvoke)
 		} else if b > 0 {
 			heap = max(min(heap, b-e.bytes), preInvoke)
 		}
@@ -489,8 +457,8 @@ func (p *Pool) grow(ctx context.Context, e *entry, demand bool) (*Interpreter, e
 	rep := LoadReport{Stages: ws, Footprint: Footprint{Heap: heap}, Threads: opts.Threads, Delegates: append([]string{}, it.Delegates()...)}
 	add := heap
 	if newModel {
-		add += model.Size
-		rep.Footprint.Mapped = model.Size
+		add += model.mappedBytes()
+		rep.Footprint.Mapped = model.mappedBytes()
 	}
 	discard := func() {
 		it.Close()
@@ -561,8 +529,8 @@ func (p *Pool) grow(ctx context.Context, e *entry, demand bool) (*Interpreter, e
 // admit takes the load load slot and makes room for what e is known to
 // need, waiting (without the load slot) while busy models hold the room.
 // It returns e's model (nil when cold) with the load slot held.
-func (p *Pool) admit(ctx context.Context, e *entry) (*Model, error) {
-	var model *Model
+func (p *Pool) admit(ctx context.Context, e *entry) (mapping, error) {
+	var model mapping
 	p.mu.Lock()
 	cost := e.fileSize + e.knownHeap // what the load reads and builds
 	p.mu.Unlock()
@@ -647,143 +615,6 @@ func (p *Pool) failGrowLocked(e *entry, rejected bool) {
 // deeplab 1.5×, the LSTM 1.3×).
 const unmeasuredFactor = 9
 
-// errWaitForRelease means the budget is short only while other models are
-// busy: room appears when a lease is released.
-var errWaitForRelease = errors.New("wait for a release")
-
-// makeRoomLocked evicts until need more bytes fit the budget.
-func (p *Pool) makeRoomLocked(need int64, except *entry) error {
-	budget := p.opts.Budget
-	if budget <= 0 {
-		return nil
-	}
-	op := "admit"
-	if except != nil {
-		op += " " + except.spec.ID
-	}
-	if need > budget {
-		return &Error{Op: op, Kind: ErrOverBudget,
-			Detail: fmt.Sprintf("needs %d bytes, budget is %d", need, budget)}
-	}
-	for p.bytes+need > budget {
-		v, busy := p.victimLocked(except)
-		if v == nil {
-			if busy || p.reserved > 0 {
-				return errWaitForRelease
-			}
-			return &Error{Op: op, Kind: ErrOverBudget,
-				Detail: fmt.Sprintf("needs %d bytes, %d of %d held by pinned models", need, p.bytes, budget)}
-		}
-		p.evictLocked(v, "budget")
-	}
-	return nil
-}
-
-// victimLocked picks the evictable warm model worth least. busy reports
-// whether an unpinned warm model was passed over because it is in use.
-func (p *Pool) victimLocked(except *entry) (victim *entry, busy bool) {
-	now := p.opts.Now()
-	var bestScore float64
-	for _, e := range p.entries {
-		if e == except || e.model == nil || e.spec.Pinned {
-			continue
-		}
-		// Only a lease or the load in flight pins a model in memory: a
-		// waiter or a warm-up still queued copes with finding it cold.
-		if e.leased > 0 || e.loading {
-			busy = true
-			continue
-		}
-		var score float64
-		switch p.opts.Policy {
-		case LRU:
-			score = float64(e.lastUsed.UnixNano())
-		default:
-			score = p.valueLocked(e, now)
-		}
-		if victim == nil || score < bestScore || (score == bestScore && e.lastUsed.Before(victim.lastUsed)) {
-			victim, bestScore = e, score
-		}
-	}
-	return victim, busy
-}
-
-// valueLocked is the cost-aware worth of keeping e warm: expected requests
-// (decayed count, with a floor so unrequested prewarms still rank by cost)
-// times the seconds each saves, per byte held.
-func (p *Pool) valueLocked(e *entry, now time.Time) float64 {
-	d := e.demand * p.decay(now.Sub(e.demandAt))
-	return (d + 0.05) * max(e.cold.Seconds(), 1e-6) / float64(max(e.bytes, 1))
-}
-
-func (p *Pool) decay(age time.Duration) float64 {
-	if age <= 0 {
-		return 1
-	}
-	return math.Exp2(-float64(age) / float64(p.opts.HalfLife))
-}
-
-func (p *Pool) noteDemandLocked(e *entry) {
-	now := p.opts.Now()
-	p.lastDemand = now
-	e.demand = e.demand*p.decay(now.Sub(e.demandAt)) + 1
-	e.demandAt = now
-}
-
-// evictLocked frees an idle warm model entirely.
-func (p *Pool) evictLocked(e *entry, reason string) {
-	freed := e.bytes
-	p.freeIdleLocked(e)
-	p.stats.Evictions++
-	p.log.Debug("model evicted", "model", e.spec.ID, "bytes", freed, "reason", reason)
-	if cb := p.opts.OnEvict; cb != nil {
-		ev := EvictEvent{ModelID: e.spec.ID, Bytes: freed, Reason: reason}
-		p.events = append(p.events, func() { cb(ev) })
-	}
-	p.broadcastLocked(e)
-}
-
-// freeIdleLocked frees e's idle interpreters, and its model once no
-// interpreter is left, returning their bytes to the budget.
-func (p *Pool) freeIdleLocked(e *entry) {
-	for _, it := range e.idle {
-		p.dropInterpreterLocked(e, it)
-	}
-	e.idle = nil
-	p.closeModelIfUnusedLocked(e)
-}
-
-// dropInterpreterLocked takes it out of the accounting; the C free runs
-// once mu is released (TfLiteInterpreterDelete can take milliseconds).
-func (p *Pool) dropInterpreterLocked(e *entry, it *Interpreter) {
-	h := e.heaps[it]
-	delete(e.heaps, it)
-	delete(e.gens, it)
-	delete(e.unmeasured, it)
-	e.bytes -= h
-	p.bytes -= h
-	p.events = append(p.events, it.Close)
-	p.freedC = true
-}
-
-// closeModelIfUnusedLocked unmaps e's model once nothing uses it; the
-// munmap runs once mu is released, after the interpreters queued before it.
-func (p *Pool) closeModelIfUnusedLocked(e *entry) {
-	if e.model == nil || e.leased > 0 || len(e.idle) > 0 || e.loading {
-		return
-	}
-	m, id := e.model, e.spec.ID
-	p.events = append(p.events, func() {
-		if err := m.Close(); err != nil {
-			p.log.Error("close model", "model", id, "err", err)
-		}
-	})
-	p.freedC = true
-	p.bytes -= e.bytes // the mapping
-	e.bytes = 0
-	e.model = nil
-}
-
 // broadcastLocked wakes those waiting on e and on the pool's room. Waiters
 // register under mu before they wait, so with none registered there is no
 // one to wake and the hot path allocates no channels.
@@ -808,12 +639,15 @@ func (p *Pool) unlockAndNotify() {
 		f()
 	}
 	if freed {
-		ReleaseHeap()
+		p.loader.releaseHeap()
 	}
 }
 
 // Interpreter is the leased interpreter; do not use it after Release.
-func (l *Lease) Interpreter() *Interpreter { return l.it }
+func (l *Lease) Interpreter() *Interpreter {
+	it, _ := l.it.(*Interpreter)
+	return it
+}
 
 // Invoke runs the leased interpreter. Use it rather than the
 // interpreter's own Invoke: the first invoke of an interpreter loaded for a
@@ -836,9 +670,9 @@ func (l *Lease) Invoke() error {
 	if !measure {
 		return l.it.Invoke()
 	}
-	before := heapInUse()
+	before := p.loader.heapInUse()
 	err := l.it.Invoke()
-	heap := pre + max(heapInUse()-before, 0)
+	heap := pre + max(p.loader.heapInUse()-before, 0)
 	p.mu.Lock()
 	if h, ok := e.heaps[l.it]; ok && err == nil {
 		if add := heap - h; add > 0 {
@@ -938,29 +772,6 @@ func (p *Pool) Prewarm(ctx context.Context, id string) (LoadReport, bool, error)
 	return rep, !l.Warm, nil
 }
 
-// Evict frees a warm model now. Pinned and leased models are refused.
-func (p *Pool) Evict(id string) error {
-	p.mu.Lock()
-	e, ok := p.entries[id]
-	switch {
-	case !ok:
-		p.mu.Unlock()
-		return &Error{Op: "evict " + id, Kind: ErrUnknownModel}
-	case e.spec.Pinned:
-		p.mu.Unlock()
-		return &Error{Op: "evict " + id, Kind: ErrPinned}
-	case e.leased > 0 || e.loading:
-		p.mu.Unlock()
-		return &Error{Op: "evict " + id, Kind: ErrBusy}
-	case e.model == nil:
-		p.mu.Unlock()
-		return nil
-	}
-	p.evictLocked(e, "requested")
-	p.unlockAndNotify()
-	return nil
-}
-
 // SetPinned pins or unpins a registered model.
 func (p *Pool) SetPinned(id string, pinned bool) error {
 	p.mu.Lock()
@@ -971,27 +782,6 @@ func (p *Pool) SetPinned(id string, pinned bool) error {
 	}
 	e.spec.Pinned = pinned
 	return nil
-}
-
-// SetBudget changes the budget, evicting what no longer fits. Pinned and
-// busy models stay; the error says so when they alone exceed it.
-func (p *Pool) SetBudget(budget int64) error {
-	p.mu.Lock()
-	p.opts.Budget = budget
-	var err error
-	if budget > 0 {
-		for p.bytes > budget {
-			v, _ := p.victimLocked(nil)
-			if v == nil {
-				err = &Error{Op: "set budget", Kind: ErrOverBudget,
-					Detail: fmt.Sprintf("%d bytes held by pinned or busy models exceed %d", p.bytes, budget)}
-				break
-			}
-			p.evictLocked(v, "budget")
-		}
-	}
-	p.unlockAndNotify()
-	return err
 }
 
 // Update applies new facts about a registered model (a calibration that
@@ -1125,24 +915,6 @@ func (r *Reservation) Release() {
 	p.load.release()
 }
 
-// ShrinkTo evicts idle unpinned models, least valuable first, until the
-// pool holds at most target bytes (memory pressure: the budget stays). It
-// returns how many models it evicted.
-func (p *Pool) ShrinkTo(target int64, reason string) int {
-	p.mu.Lock()
-	n := 0
-	for p.bytes > target {
-		v, _ := p.victimLocked(nil)
-		if v == nil {
-			break
-		}
-		p.evictLocked(v, reason)
-		n++
-	}
-	p.unlockAndNotify()
-	return n
-}
-
 // Stats returns the counters and current usage.
 func (p *Pool) Stats() Stats {
 	p.mu.Lock()
@@ -1192,33 +964,6 @@ func (p *Pool) IsWarm(id string) bool {
 	defer p.mu.Unlock()
 	e, ok := p.entries[id]
 	return ok && len(e.idle)+e.leased > 0
-}
-
-// Trim frees the idle interpreters of models unused for idleFor, pinned
-// models excepted, and returns how many it freed. With keepMapping the
-// model stays mapped (a later request skips the map stage) while that fits
-// the budget; otherwise the model is evicted whole.
-func (p *Pool) Trim(idleFor time.Duration, keepMapping bool) int {
-	p.mu.Lock()
-	now := p.opts.Now()
-	freed := 0
-	for _, e := range p.entries {
-		if e.spec.Pinned || e.model == nil || e.leased > 0 || e.loading || len(e.idle) == 0 || now.Sub(e.lastUsed) < idleFor {
-			continue
-		}
-		freed += len(e.idle)
-		if keepMapping {
-			for _, it := range e.idle {
-				p.dropInterpreterLocked(e, it)
-			}
-			e.idle = nil
-			p.broadcastLocked(e)
-			continue
-		}
-		p.evictLocked(e, "idle")
-	}
-	p.unlockAndNotify()
-	return freed
 }
 
 // Close frees every idle interpreter and model; interpreters still leased

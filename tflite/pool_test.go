@@ -337,7 +337,14 @@ func TestPoolWaitsForBusyModelToMakeRoom(t *testing.T) {
 		}
 		done <- err
 	}()
-	time.Sleep(20 * time.Millisecond)
+	// Release only once v2 waits for room, so the waiting path is what runs.
+	deadline := time.Now().Add(10 * time.Second)
+	for tflite.RoomWaitersForTest(p) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("v2 never waited for room")
+		}
+		time.Sleep(time.Millisecond)
+	}
 	l1.Release()
 	if err := <-done; err != nil {
 		t.Fatalf("v2 after v1 released: %v", err)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -21,8 +22,9 @@ type Received struct {
 
 // Subscriber is a test-side MQTT client that records what it receives.
 type Subscriber struct {
-	c  paho.Client
-	ch chan Received
+	c    paho.Client
+	ch   chan Received
+	subs atomic.Int64
 }
 
 // ClientOptions for test clients: the broker's URL, TLS with its CA, and
@@ -63,6 +65,9 @@ func (b *Broker) Subscribe(t testing.TB, id, filter string, creds ...string) *Su
 		})
 		go func() {
 			tok.Wait()
+			if tok.Error() == nil {
+				s.subs.Add(1)
+			}
 			once.Do(func() { subscribed <- tok.Error() })
 		}()
 	})
@@ -93,6 +98,10 @@ func (s *Subscriber) Next(t testing.TB, timeout time.Duration) Received {
 		return Received{}
 	}
 }
+
+// Subscribed is how many times the subscription was acknowledged: once
+// per connection, so it grows when the client is back after a restart.
+func (s *Subscriber) Subscribed() int64 { return s.subs.Load() }
 
 // Chan delivers received messages.
 func (s *Subscriber) Chan() <-chan Received { return s.ch }

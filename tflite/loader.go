@@ -1,0 +1,94 @@
+package tflite
+
+import (
+	"os"
+	"time"
+)
+
+// loader is what the pool needs from the runtime: read a model file's
+// facts, map it, warm an interpreter on it, and read the C heap. The real
+// one (runtimeLoader) is the staged load; the pool's unit tests use a fake,
+// so budget, leases, waits and eviction order are tested without the
+// runtime and at any size.
+type loader interface {
+	// inspect reads the file's size and whether it has variable tensors.
+	inspect(path string) (size int64, vars bool, err error)
+	// mapModel maps the model (reading it through first with pageIn).
+	mapModel(path string, pageIn bool) (m mapping, mapTime, pageInTime time.Duration, err error)
+	// warm creates, allocates and (unless w says otherwise) invokes an
+	// interpreter on m, returning the heap it holds.
+	warm(m mapping, o Options, w WarmOptions) (instance, Stages, int64, error)
+	// heapInUse is the C heap in use now; releaseHeap gives freed heap
+	// back to the kernel.
+	heapInUse() int64
+	releaseHeap()
+}
+
+// mapping is a mapped model: *Model.
+type mapping interface {
+	mappedBytes() int64
+	Close() error
+}
+
+// instance is a warm interpreter: *Interpreter.
+type instance interface {
+	Invoke() error
+	ResetVariables() error
+	Delegates() []string
+	Close()
+}
+
+func (m *Model) mappedBytes() int64 { return m.Size }
+
+// runtimeLoader loads through the TFLite runtime.
+type runtimeLoader struct{}
+
+func (runtimeLoader) inspect(path string) (int64, bool, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		_, perr := precheck(path)
+		return 0, false, perr
+	}
+	return fi.Size(), fileHasVariables(path, fi.Size()), nil
+}
+
+func (runtimeLoader) mapModel(path string, pageIn bool) (mapping, time.Duration, time.Duration, error) {
+	t := time.Now()
+	m, err := LoadModel(path)
+	if err != nil {
+		return nil, 0, 0, err
+	}
+	mapTime := time.Since(t)
+	if !pageIn {
+		return m, mapTime, 0, nil
+	}
+	t = time.Now()
+	if err := PageIn(path); err != nil {
+		_ = m.Close()
+		return nil, 0, 0, err
+	}
+	return m, mapTime, time.Since(t), nil
+}
+
+func (runtimeLoader) warm(m mapping, o Options, w WarmOptions) (instance, Stages, int64, error) {
+	it, st, heap, err := Warm(m.(*Model), o, w)
+	if err != nil {
+		return nil, st, 0, err // not a typed nil
+	}
+	return it, st, heap, nil
+}
+
+func (runtimeLoader) heapInUse() int64 { return heapInUse() }
+func (runtimeLoader) releaseHeap()     { ReleaseHeap() }
+
+// fileHasVariables reports whether the model file at path has variable
+// tensors; an unreadable file has none (its load fails on its own).
+func fileHasVariables(path string, size int64) bool {
+	f, err := os.Open(path)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	v, _ := fbReader{r: f, size: size}.hasVariableTensors()
+	return v
+}

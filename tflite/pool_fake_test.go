@@ -1,0 +1,364 @@
+package tflite
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+)
+
+// fakeModel is what the fake loader knows of one path.
+type fakeModel struct {
+	size int64         // mapped bytes
+	heap int64         // heap per interpreter
+	cold time.Duration // the interpreter stage: what a warm interpreter saves
+	fail error         // warm fails with it
+}
+
+// fakeLoader stands in for the runtime under the pool: no C, any size.
+type fakeLoader struct {
+	mu      sync.Mutex
+	models  map[string]*fakeModel
+	mapped  int // live mappings
+	live    int // live interpreters
+	warmups int
+}
+
+type fakeMapping struct {
+	l *fakeLoader
+	m *fakeModel
+}
+
+func (m *fakeMapping) mappedBytes() int64 { return m.m.size }
+func (m *fakeMapping) Close() error {
+	m.l.mu.Lock()
+	m.l.mapped--
+	m.l.mu.Unlock()
+	return nil
+}
+
+type fakeInstance struct{ l *fakeLoader }
+
+func (fakeInstance) Invoke() error         { return nil }
+func (fakeInstance) ResetVariables() error { return nil }
+func (fakeInstance) Delegates() []string   { return nil }
+func (i fakeInstance) Close() {
+	i.l.mu.Lock()
+	i.l.live--
+	i.l.mu.Unlock()
+}
+
+func newFakeLoader(models map[string]*fakeModel) *fakeLoader {
+	return &fakeLoader{models: models}
+}
+
+func (l *fakeLoader) model(path string) (*fakeModel, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	m, ok := l.models[path]
+	if !ok {
+		return nil, &Error{Op: "fake", Path: path, Kind: ErrModelNotFound}
+	}
+	return m, nil
+}
+
+func (l *fakeLoader) inspect(path string) (int64, bool, error) {
+	m, err := l.model(path)
+	if err != nil {
+		return 0, false, err
+	}
+	return m.size, false, nil
+}
+
+func (l *fakeLoader) mapModel(path string, _ bool) (mapping, time.Duration, time.Duration, error) {
+	m, err := l.model(path)
+	if err != nil {
+		return nil, 0, 0, err
+	}
+	l.mu.Lock()
+	l.mapped++
+	l.mu.Unlock()
+	return &fakeMapping{l: l, m: m}, 0, 0, nil
+}
+
+func (l *fakeLoader) warm(mp mapping, _ Options, _ WarmOptions) (instance, Stages, int64, error) {
+	m := mp.(*fakeMapping).m
+	l.mu.Lock()
+	l.warmups++
+	l.mu.Unlock()
+	if m.fail != nil {
+		return nil, Stages{}, 0, m.fail
+	}
+	l.mu.Lock()
+	l.live++
+	l.mu.Unlock()
+	return fakeInstance{l: l}, Stages{Interpreter: m.cold}, m.heap, nil
+}
+
+func (l *fakeLoader) heapInUse() int64 { return 0 }
+func (l *fakeLoader) releaseHeap()     {}
+
+func (l *fakeLoader) counts() (mapped, live int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.mapped, l.live
+}
+
+// fakePool is a pool over a fake loader; each model is registered with its
+// heap known (as after calibration), so the accounting is exact.
+func fakePool(t *testing.T, o PoolOptions, models map[string]*fakeModel, pinned ...string) (*Pool, *fakeLoader) {
+	t.Helper()
+	l := newFakeLoader(models)
+	p := newPool(o, l)
+	t.Cleanup(func() { _ = p.Close() })
+	for id, m := range models {
+		pin := false
+		for _, q := range pinned {
+			pin = pin || q == id
+		}
+		if err := p.Register(ModelSpec{ID: id, Path: id, Pinned: pin, KnownHeap: m.heap}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return p, l
+}
+
+func use(t *testing.T, p *Pool, id string) {
+	t.Helper()
+	l, err := p.Acquire(context.Background(), id)
+	if err != nil {
+		t.Fatalf("acquire %s: %v", id, err)
+	}
+	l.Release()
+}
+
+func warmIDs(p *Pool) map[string]bool {
+	out := map[string]bool{}
+	for _, m := range p.Models() {
+		if m.Warm {
+			out[m.ID] = true
+		}
+	}
+	return out
+}
+
+// The budget holds at every step: loads evict what no longer fits, a
+// model bigger than the budget is refused without loading, and what is
+// accounted matches what the loader holds.
+func TestFakePoolBudget(t *testing.T) {
+	models := map[string]*fakeModel{
+		"a": {size: 40, heap: 10}, "b": {size: 41, heap: 10}, "c": {size: 42, heap: 10}, "huge": {size: 500, heap: 1},
+	}
+	p, l := fakePool(t, PoolOptions{Budget: 110}, models)
+	for _, id := range []string{"a", "b", "c", "a", "c", "b"} {
+		use(t, p, id)
+		s := p.Stats()
+		if s.BytesInUse > s.Budget {
+			t.Fatalf("after %s: %d bytes accounted over the budget %d", id, s.BytesInUse, s.Budget)
+		}
+		var want int64
+		for _, m := range p.Models() {
+			want += m.Bytes
+		}
+		if s.BytesInUse != want {
+			t.Fatalf("after %s: pool accounts %d, models sum to %d", id, s.BytesInUse, want)
+		}
+	}
+	if w := warmIDs(p); len(w) != 2 {
+		t.Fatalf("warm %v: room for two", w)
+	}
+	before := l.warmups
+	if _, err := p.Acquire(context.Background(), "huge"); !errors.Is(err, ErrOverBudget) {
+		t.Fatalf("a model over the budget: %v", err)
+	}
+	if l.warmups != before || p.Stats().Rejected != 1 {
+		t.Fatalf("over-budget model was loaded (%d warm-ups) or not counted rejected (%+v)", l.warmups-before, p.Stats())
+	}
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if mapped, live := l.counts(); mapped != 0 || live != 0 {
+		t.Fatalf("after Close: %d mappings, %d interpreters left", mapped, live)
+	}
+}
+
+// roomWaiters is how many loads wait for room in the budget.
+func roomWaiters(p *Pool) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.roomWaiters
+}
+
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting until %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// A load that needs the room a leased model holds waits for the release,
+// within its ctx: the deadline ends the wait with the ctx's error and
+// leaves the pool usable; a release lets a waiting load through.
+func TestFakePoolWaitsWithCtx(t *testing.T) {
+	p, _ := fakePool(t, PoolOptions{Budget: 60}, map[string]*fakeModel{"a": {size: 40, heap: 10}, "b": {size: 41, heap: 10}})
+	held, err := p.Acquire(context.Background(), "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	short, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	if _, err := p.Acquire(short, "b"); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("b while a is leased: %v, want the deadline", err)
+	}
+	if s := p.Stats(); s.BytesInUse != 50 || s.Rejected != 0 {
+		t.Fatalf("after the timed-out wait: %+v", s)
+	}
+
+	done := make(chan error, 1)
+	go func() {
+		l, err := p.Acquire(context.Background(), "b")
+		if err == nil {
+			l.Release()
+		}
+		done <- err
+	}()
+	waitUntil(t, "b waits for room", func() bool { return roomWaiters(p) == 1 })
+	held.Release()
+	if err := <-done; err != nil {
+		t.Fatalf("b after a was released: %v", err)
+	}
+	if w := warmIDs(p); !w["b"] || w["a"] {
+		t.Fatalf("warm %v, want b (a evicted for it)", w)
+	}
+	if s := p.Stats(); s.Evictions != 1 {
+		t.Fatalf("stats %+v", s)
+	}
+}
+
+// A second request for a model whose one interpreter is leased waits for
+// it (counted as a wait, no second load); cancelling a waiter leaves it.
+func TestFakePoolWaitsForTheInterpreter(t *testing.T) {
+	p, l := fakePool(t, PoolOptions{}, map[string]*fakeModel{"a": {size: 40, heap: 10}})
+	held, err := p.Acquire(context.Background(), "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	gone := make(chan error, 1)
+	go func() { _, err := p.Acquire(ctx, "a"); gone <- err }()
+	got := make(chan error, 1)
+	go func() {
+		l, err := p.Acquire(context.Background(), "a")
+		if err == nil {
+			l.Release()
+		}
+		got <- err
+	}()
+	waitUntil(t, "two requests wait", func() bool { n, _ := p.Activity(); return n == 3 })
+	cancel()
+	if err := <-gone; !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled waiter: %v", err)
+	}
+	held.Release()
+	if err := <-got; err != nil {
+		t.Fatal(err)
+	}
+	if s := p.Stats(); s.Waits != 1 || s.Loads != 1 || l.warmups != 1 {
+		t.Fatalf("stats %+v, %d warm-ups: want one wait and one load", s, l.warmups)
+	}
+}
+
+// Pinned models are never evicted, whatever the policy; when pinned
+// models alone hold the budget, a load is refused and says so.
+func TestFakePoolPinning(t *testing.T) {
+	for _, policy := range []Policy{CostAware, LRU} {
+		models := map[string]*fakeModel{"pin": {size: 40, heap: 10}, "b": {size: 41, heap: 10, cold: time.Second}, "c": {size: 42, heap: 10, cold: time.Second}}
+		p, _ := fakePool(t, PoolOptions{Budget: 110, Policy: policy}, models, "pin")
+		for _, id := range []string{"pin", "b", "c", "b", "c"} {
+			use(t, p, id)
+			if !warmIDs(p)["pin"] {
+				t.Fatalf("policy %d: pinned model evicted after %s", policy, id)
+			}
+		}
+		if err := p.Evict("pin"); !errors.Is(err, ErrPinned) {
+			t.Fatalf("Evict of a pinned model: %v", err)
+		}
+		if n := p.ShrinkTo(0, "pressure"); !warmIDs(p)["pin"] || n != 1 {
+			t.Fatalf("ShrinkTo evicted %d and left %v: the pinned model must stay", n, warmIDs(p))
+		}
+	}
+	p, _ := fakePool(t, PoolOptions{Budget: 60}, map[string]*fakeModel{"pin": {size: 40, heap: 10}, "b": {size: 41, heap: 10}}, "pin")
+	use(t, p, "pin")
+	_, err := p.Acquire(context.Background(), "b")
+	var pe *Error
+	if !errors.Is(err, ErrOverBudget) || !errors.As(err, &pe) || pe.Detail == "" {
+		t.Fatalf("room held by a pinned model: %v", err)
+	}
+}
+
+// Each policy's order: which warm model leaves for a new one.
+func TestFakePoolEvictionOrder(t *testing.T) {
+	sec := time.Second
+	cases := []struct {
+		name   string
+		policy Policy
+		models map[string]*fakeModel
+		uses   []string // in order; the last one needs room
+		victim string
+	}{
+		{"lru: least recently used leaves", LRU,
+			map[string]*fakeModel{"a": {size: 40, heap: 10}, "b": {size: 41, heap: 10}, "c": {size: 15, heap: 10}},
+			[]string{"a", "b", "a", "c"}, "b"},
+		{"lru: cost does not matter", LRU,
+			map[string]*fakeModel{"a": {size: 40, heap: 10, cold: 10 * sec}, "b": {size: 41, heap: 10, cold: sec / 100}, "c": {size: 15, heap: 10}},
+			[]string{"a", "b", "c"}, "a"},
+		{"cost-aware: the cheap reload leaves, though used last", CostAware,
+			map[string]*fakeModel{"a": {size: 40, heap: 10, cold: 10 * sec}, "b": {size: 41, heap: 10, cold: sec / 100}, "c": {size: 15, heap: 10}},
+			[]string{"a", "b", "c"}, "b"},
+		{"cost-aware: demand outweighs cost", CostAware,
+			map[string]*fakeModel{"a": {size: 40, heap: 10, cold: sec}, "b": {size: 41, heap: 10, cold: 2 * sec}, "c": {size: 15, heap: 10}},
+			[]string{"a", "a", "a", "a", "a", "b", "c"}, "b"},
+		{"cost-aware: per byte held", CostAware,
+			map[string]*fakeModel{"a": {size: 20, heap: 10, cold: sec}, "b": {size: 60, heap: 10, cold: sec}, "c": {size: 15, heap: 10}},
+			[]string{"a", "b", "c"}, "b"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			now := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+			var budget int64
+			for id, m := range c.models {
+				if id != "c" {
+					budget += m.size + m.heap
+				}
+			}
+			p, _ := fakePool(t, PoolOptions{Budget: budget, Policy: c.policy, Now: func() time.Time { return now }}, c.models)
+			for _, id := range c.uses {
+				now = now.Add(time.Second)
+				use(t, p, id)
+			}
+			w := warmIDs(p)
+			if w[c.victim] || !w["c"] || len(w) != len(c.models)-1 {
+				t.Fatalf("warm %v: want %s evicted for c", w, c.victim)
+			}
+		})
+	}
+}
+
+// A load that fails frees what it mapped and counts a failure; the pool
+// goes on serving other models.
+func TestFakePoolLoadFailureFreesEverything(t *testing.T) {
+	boom := errors.New("boom")
+	p, l := fakePool(t, PoolOptions{Budget: 200}, map[string]*fakeModel{"bad": {size: 40, heap: 10, fail: boom}, "ok": {size: 41, heap: 10}})
+	if _, err := p.Acquire(context.Background(), "bad"); !errors.Is(err, boom) {
+		t.Fatalf("failed load: %v", err)
+	}
+	if mapped, live := l.counts(); mapped != 0 || live != 0 || p.Stats().BytesInUse != 0 || p.Stats().LoadFailures != 1 {
+		t.Fatalf("after a failed load: %d mapped, %d live, %+v", mapped, live, p.Stats())
+	}
+	use(t, p, "ok")
+}
