@@ -85,7 +85,8 @@ type Agent struct {
 	wakeMu sync.Mutex
 	seen   map[string]bool
 
-	wakes chan wakeRequest
+	wakes       chan wakeRequest
+	laterEvents chan queuedEvent // raised on hot paths, written by eventWriter
 
 	calKick    chan struct{} // the calibrator may have work (cap 1)
 	planning   atomic.Int32  // plans warming now: calibration waits for them
@@ -138,7 +139,7 @@ func New(cfg Config, log *slog.Logger, o Options) *Agent {
 		o.ScheduleEvery = time.Minute
 	}
 	a := &Agent{opts: o, log: log, models: map[string]*modelState{}, seen: map[string]bool{}, stop: func() {},
-		wakes: make(chan wakeRequest, 8), calKick: make(chan struct{}, 1), statusKick: make(chan struct{}, 1),
+		wakes: make(chan wakeRequest, 8), laterEvents: make(chan queuedEvent, 256), calKick: make(chan struct{}, 1), statusKick: make(chan struct{}, 1),
 		settled: make(chan struct{}), warming: map[string]bool{}, notify: notifier{log: log}, hb: newHeartbeats(time.Second)}
 	a.cfg.Store(&cfg)
 	return a
@@ -249,7 +250,7 @@ func (a *Agent) newPool() {
 		OnLoad:   func(tflite.LoadEvent) { a.statusChanged() },
 		OnEvict: func(e tflite.EvictEvent) {
 			a.statusChanged()
-			a.event("eviction", map[string]any{"model": e.ModelID, "bytes": e.Bytes, "reason": e.Reason})
+			a.eventLater("eviction", map[string]any{"model": e.ModelID, "bytes": e.Bytes, "reason": e.Reason})
 		},
 	})
 }
@@ -398,6 +399,7 @@ func (a *Agent) Close() error {
 	if a.pool != nil {
 		errs = append(errs, a.pool.Close())
 	}
+	a.drainEvents()
 	if a.store != nil {
 		errs = append(errs, a.store.Close())
 		a.store = nil

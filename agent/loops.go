@@ -34,6 +34,7 @@ func (a *Agent) startLoops(runCtx context.Context, startPlan PlanResult) {
 	a.spawn(runCtx, a.calibrator)
 	a.spawn(runCtx, a.finishStart)
 	a.spawn(runCtx, a.memoryLoop)
+	a.spawn(runCtx, a.eventWriter)
 	a.restartTunedLoops(runCtx)
 }
 

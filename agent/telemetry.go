@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"context"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -84,6 +85,50 @@ func (a *Agent) event(kind string, fields map[string]any) {
 	}
 	if err := a.Event(kind, fields); err != nil {
 		a.log.Error("event not queued", "kind", kind, "err", err)
+	}
+}
+
+// queuedEvent is an event raised on a hot path, waiting for the writer.
+type queuedEvent struct {
+	kind   string
+	fields map[string]any
+}
+
+// eventLater hands an event raised on a request's goroutine (a pool
+// eviction during Acquire) to the event writer, so the request never waits
+// for the state file's fsync. When the writer is that far behind, the
+// event is written here rather than lost.
+func (a *Agent) eventLater(kind string, fields map[string]any) {
+	fields["at"] = time.Now().UTC().Format(time.RFC3339Nano) // when it happened, not when written
+	select {
+	case a.laterEvents <- queuedEvent{kind: kind, fields: fields}:
+	default:
+		a.event(kind, fields)
+	}
+}
+
+// eventWriter writes queued events until ctx ends, then what is left.
+func (a *Agent) eventWriter(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			a.drainEvents()
+			return
+		case e := <-a.laterEvents:
+			a.event(e.kind, e.fields)
+		}
+	}
+}
+
+// drainEvents writes the queued events now.
+func (a *Agent) drainEvents() {
+	for {
+		select {
+		case e := <-a.laterEvents:
+			a.event(e.kind, e.fields)
+		default:
+			return
+		}
 	}
 }
 
