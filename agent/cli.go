@@ -287,28 +287,25 @@ func (c cli) infer(args []string) (bool, error) {
 			return *asJSON, err
 		}
 	}
-	norm := infer.Normalization{Mean: float32(*mean), Std: float32(*std)}
-	var in infer.Input
+	req, err := infer.ReadRequest(*input, *maxPixels)
+	if err != nil {
+		return *asJSON, err
+	}
+	req.Norm = infer.Normalization{Mean: float32(*mean), Std: float32(*std)}
+	req.Top, req.Labels = *top, lab
+	// The warm-up runs on the request's own input, so the staged timings
+	// are this input's; the pipeline then answers it once more.
 	m, it, rep, err := tflite.LoadStaged(*model, tflite.LoadOptions{
 		Interpreter: tflite.Options{Threads: *threads},
 		PageIn:      true,
-		Warm: tflite.WarmOptions{InputFunc: func(t tflite.TensorInfo) ([]byte, error) {
-			var err error
-			in, err = infer.FromFile(*input, t, norm, *maxPixels)
-			return in.Bytes, err
-		}},
+		Warm:        tflite.WarmOptions{InputFunc: req.Prepare},
 	})
 	if err != nil {
 		return *asJSON, err
 	}
 	defer func() { _ = m.Close() }()
 	defer it.Close()
-	// The steady invoke ran on the same input; read its output.
-	raw, err := it.CopyOutput(0, nil)
-	if err != nil {
-		return *asJSON, err
-	}
-	scores, err := tflite.Dequantize(it.Outputs()[0], raw, nil)
+	out, err := infer.Run(infer.Interpreter{It: it}, req)
 	if err != nil {
 		return *asJSON, err
 	}
@@ -319,8 +316,8 @@ func (c cli) infer(args []string) (bool, error) {
 	res := InferResult{
 		Schema:    SchemaVersion,
 		Model:     tflite.ModelInfo{Path: *model, Size: m.Size, SHA256: digest, Inputs: it.Inputs(), Outputs: it.Outputs(), CustomOps: []string{}},
-		Input:     InferInput{Path: *input, Kind: in.Kind},
-		Top:       infer.TopK(scores, *top, lab),
+		Input:     InferInput{Path: *input, Kind: req.Kind()},
+		Top:       out.Top,
 		Stages:    rep.Stages,
 		Footprint: rep.Footprint,
 		Threads:   *threads,

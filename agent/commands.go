@@ -6,7 +6,6 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
-	"image"
 	"io"
 	"time"
 
@@ -229,10 +228,10 @@ func (a *Agent) inferCommand(ctx context.Context, c mqtt.Command) (any, error) {
 	if req.Top == 0 {
 		req.Top = 5
 	}
-	var decoded image.Image
+	r := infer.Request{Tensor: input, Top: req.Top, Raw: req.Raw}
 	if len(img) > 0 {
 		var err error
-		if decoded, err = infer.DecodeImage(img, a.config().Infer.MaxImagePixels); err != nil {
+		if r.Image, err = infer.DecodeImage(img, a.config().Infer.MaxImagePixels); err != nil {
 			return nil, err
 		}
 	}
@@ -246,21 +245,10 @@ func (a *Agent) inferCommand(ctx context.Context, c mqtt.Command) (any, error) {
 	if !l.Warm {
 		a.noteLoad(model, nil)
 	}
-	it := l.Interpreter()
-	if decoded != nil {
-		if input, err = infer.FromImage(decoded, it.Inputs()[0], infer.DefaultNormalization); err != nil {
-			return nil, &commandError{infer.ErrNotImageModel, err.Error()}
-		}
+	if !r.Raw {
+		r.Labels = a.labelsFor(model)
 	}
-	if err := it.SetInput(0, input); err != nil {
-		return nil, err
-	}
-	t := time.Now()
-	if err := l.Invoke(); err != nil {
-		return nil, err
-	}
-	invoke := time.Since(t)
-	raw, err := it.CopyOutput(0, nil)
+	res, err := infer.Run(l, r)
 	if err != nil {
 		return nil, err
 	}
@@ -276,20 +264,13 @@ func (a *Agent) inferCommand(ctx context.Context, c mqtt.Command) (any, error) {
 		}
 	}
 	a.firstRequest(req.Model, l.Warm)
-	rep := InferReply{Model: model, Warm: l.Warm, InvokeMs: ms(invoke)}
+	rep := InferReply{Model: model, Warm: l.Warm, InvokeMs: ms(res.Invoke), Top: res.Top}
 	if family != "" {
 		rep.Family, rep.Variant = family, model
 	}
-	out := it.Outputs()[0]
 	if req.Raw {
-		rep.Output, rep.Tensor = raw, &out
-		return rep, nil
+		rep.Output, rep.Tensor = res.Raw, &res.Output
 	}
-	scores, err := tflite.Dequantize(out, raw, nil)
-	if err != nil {
-		return nil, err
-	}
-	rep.Top = infer.TopK(scores, req.Top, a.labelsFor(model))
 	return rep, nil
 }
 

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/edge-agent/edge-agent/agent/infer"
 	"github.com/edge-agent/edge-agent/tflite"
 	"github.com/edge-agent/edge-agent/tflite/modelgen"
 )
@@ -142,10 +143,7 @@ func memory(ctx context.Context, o Options, work string) (Memory, error) {
 				_ = pool.Close()
 				return out, err
 			}
-			err = l.Interpreter().SetInput(0, inputs[m])
-			if err == nil {
-				err = l.Invoke()
-			}
+			_, err = infer.Run(l, infer.Request{Tensor: inputs[m], Raw: true})
 			l.Release()
 			if err != nil {
 				_ = pool.Close()

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/edge-agent/edge-agent/agent"
+	"github.com/edge-agent/edge-agent/agent/infer"
 	"github.com/edge-agent/edge-agent/power"
 	"github.com/edge-agent/edge-agent/tflite"
 	"golang.org/x/sys/unix"
@@ -102,15 +103,8 @@ func infer1(ctx context.Context, a *agent.Agent, model string, input []byte) ([]
 		return nil, 0, err
 	}
 	defer l.Release()
-	it := l.Interpreter()
-	if err := it.SetInput(0, input); err != nil {
-		return nil, 0, err
-	}
-	if err := l.Invoke(); err != nil {
-		return nil, 0, err
-	}
-	out, err := it.CopyOutput(0, nil)
-	return out, time.Since(t), err
+	res, err := infer.Run(l, infer.Request{Tensor: input, Raw: true})
+	return res.Raw, time.Since(t), err
 }
 
 // dropCache evicts the file's pages from the page cache, as a resume or

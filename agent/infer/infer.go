@@ -21,7 +21,6 @@ import (
 	_ "image/png"  // registers the PNG decoder
 	"math"
 	"os"
-	"path/filepath"
 	"sort"
 	"strings"
 
@@ -61,7 +60,10 @@ type InputError struct {
 }
 
 func (e *InputError) Error() string {
-	s := fmt.Sprintf("input %q: %s", e.Path, e.Kind.Error())
+	s := "input: " + e.Kind.Error()
+	if e.Path != "" {
+		s = fmt.Sprintf("input %q: %s", e.Path, e.Kind.Error())
+	}
 	if e.Detail != "" {
 		s += ": " + e.Detail
 	}
@@ -188,33 +190,16 @@ func bytesPerPixel(m color.Model) int64 {
 // extension or content says so (at most maxPixels, 0 meaning
 // DefaultMaxPixels), otherwise raw bytes that must match t's size.
 func FromFile(path string, t tflite.TensorInfo, n Normalization, maxPixels int) (Input, error) {
-	data, err := os.ReadFile(path)
+	r, err := ReadRequest(path, maxPixels)
 	if err != nil {
-		return Input{}, &InputError{Path: path, Kind: ErrInputRead, Detail: err.Error(), Err: err}
+		return Input{}, err
 	}
-	format := sniff(data)
-	ext := strings.ToLower(filepath.Ext(path))
-	switch {
-	case format == "bmp" || format == "png" || format == "jpeg":
-		img, err := decodeBounded(data, path, maxPixels)
-		if err != nil {
-			return Input{}, err
-		}
-		b, err := FromImage(img, t, n)
-		if err != nil {
-			return Input{}, &InputError{Path: path, Kind: kindOf(err), Detail: err.Error(), Err: err}
-		}
-		return Input{Kind: "image", Bytes: b}, nil
-	case format != "":
-		return Input{}, &InputError{Path: path, Kind: ErrUnsupportedInput, Detail: format + " images are not supported (use BMP, PNG or JPEG)"}
-	case imageExts[ext]:
-		return Input{}, &InputError{Path: path, Kind: ErrImageDecode, Detail: fmt.Sprintf("named %s but the content is not that image format", ext)}
+	r.Norm = n
+	b, err := r.Prepare(t)
+	if err != nil {
+		return Input{}, err
 	}
-	if len(data) != t.Bytes {
-		return Input{}, &InputError{Path: path, Kind: tflite.ErrInputSize,
-			Detail: fmt.Sprintf("raw input has %d bytes, input %q (%s %v) takes %d", len(data), t.Name, t.Type, t.Shape, t.Bytes)}
-	}
-	return Input{Kind: "raw", Bytes: data}, nil
+	return Input{Kind: r.Kind(), Bytes: b}, nil
 }
 
 func kindOf(err error) *tflite.Kind {
@@ -330,21 +315,8 @@ func ReadLabels(path string) ([]string, error) {
 	return labels, nil
 }
 
-// Classify runs it on input and ranks output 0.
+// Classify runs it on a raw input tensor and ranks output 0's classes.
 func Classify(it *tflite.Interpreter, input []byte, k int, labels []string) ([]Class, error) {
-	if err := it.SetInput(0, input); err != nil {
-		return nil, err
-	}
-	if err := it.Invoke(); err != nil {
-		return nil, err
-	}
-	raw, err := it.CopyOutput(0, nil)
-	if err != nil {
-		return nil, err
-	}
-	scores, err := tflite.Dequantize(it.Outputs()[0], raw, nil)
-	if err != nil {
-		return nil, err
-	}
-	return TopK(scores, k, labels), nil
+	res, err := Run(Interpreter{It: it}, Request{Tensor: input, Top: k, Labels: labels})
+	return res.Top, err
 }

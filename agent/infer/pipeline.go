@@ -1,0 +1,139 @@
+package infer
+
+import (
+	"fmt"
+	"image"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/edge-agent/edge-agent/tflite"
+)
+
+// Request is one inference through the pipeline shared by the CLI's
+// `infer`, the MQTT `infer` command and the bench: decode → preprocess →
+// invoke → postprocess. Exactly one of Image and Tensor is set.
+type Request struct {
+	// Image is a decoded image, scaled into whichever model answers.
+	Image image.Image
+	// Tensor is a raw input tensor; it must match the input's byte size.
+	Tensor []byte
+	// Path names where the input came from, for errors ("" for commands).
+	Path string
+	// Norm maps pixels to float inputs; the zero value is the default.
+	Norm Normalization
+	// Top ranks that many classes of output 0 (labelled from Labels).
+	Top    int
+	Labels []string
+	// Raw keeps the raw output tensor instead of ranking classes.
+	Raw bool
+}
+
+// Kind is "image" or "raw".
+func (r Request) Kind() string {
+	if r.Image != nil {
+		return "image"
+	}
+	return "raw"
+}
+
+// ReadRequest decodes the input file at path: an image when its content
+// (or extension) says so, bounded by maxPixels (0: DefaultMaxPixels),
+// otherwise raw tensor bytes.
+func ReadRequest(path string, maxPixels int) (Request, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return Request{}, &InputError{Path: path, Kind: ErrInputRead, Detail: err.Error(), Err: err}
+	}
+	format := sniff(data)
+	switch {
+	case format == "bmp" || format == "png" || format == "jpeg":
+		img, err := decodeBounded(data, path, maxPixels)
+		if err != nil {
+			return Request{}, err
+		}
+		return Request{Image: img, Path: path}, nil
+	case format != "":
+		return Request{}, &InputError{Path: path, Kind: ErrUnsupportedInput, Detail: format + " images are not supported (use BMP, PNG or JPEG)"}
+	case imageExts[strings.ToLower(filepath.Ext(path))]:
+		return Request{}, &InputError{Path: path, Kind: ErrImageDecode,
+			Detail: fmt.Sprintf("named %s but the content is not that image format", filepath.Ext(path))}
+	}
+	return Request{Tensor: data, Path: path}, nil
+}
+
+// Prepare makes the bytes of input tensor t from r (preprocess).
+func (r Request) Prepare(t tflite.TensorInfo) ([]byte, error) {
+	if r.Image != nil {
+		b, err := FromImage(r.Image, t, r.Norm)
+		if err != nil {
+			return nil, &InputError{Path: r.Path, Kind: kindOf(err), Detail: err.Error(), Err: err}
+		}
+		return b, nil
+	}
+	if len(r.Tensor) != t.Bytes {
+		return nil, &InputError{Path: r.Path, Kind: tflite.ErrInputSize,
+			Detail: fmt.Sprintf("raw input has %d bytes, input %q (%s %v) takes %d", len(r.Tensor), t.Name, t.Type, t.Shape, t.Bytes)}
+	}
+	return r.Tensor, nil
+}
+
+// Invoker is what Run needs of a warm interpreter: its tensors and an
+// invoke. A pool lease is one (its Invoke measures a first invoke and
+// resets variable tensors); Interpreter wraps a bare interpreter.
+type Invoker interface {
+	Interpreter() *tflite.Interpreter
+	Invoke() error
+}
+
+// Interpreter makes a bare interpreter an Invoker.
+type Interpreter struct{ It *tflite.Interpreter }
+
+// Interpreter returns it.
+func (i Interpreter) Interpreter() *tflite.Interpreter { return i.It }
+
+// Invoke runs it.
+func (i Interpreter) Invoke() error { return i.It.Invoke() }
+
+// Result is what one run produced.
+type Result struct {
+	Top    []Class           // ranked classes of output 0 (unless Raw)
+	Raw    []byte            // output 0's bytes
+	Output tflite.TensorInfo // output 0
+	Invoke time.Duration     // the invoke alone
+}
+
+// Run is the pipeline: preprocess r for inv's input 0, invoke, read output
+// 0 and (unless r.Raw) rank its classes.
+func Run(inv Invoker, r Request) (Result, error) {
+	it := inv.Interpreter()
+	ins := it.Inputs()
+	if len(ins) == 0 {
+		return Result{}, &InputError{Path: r.Path, Kind: tflite.ErrTensorIndex, Detail: "the model has no input"}
+	}
+	input, err := r.Prepare(ins[0])
+	if err != nil {
+		return Result{}, err
+	}
+	if err := it.SetInput(0, input); err != nil {
+		return Result{}, err
+	}
+	t := time.Now()
+	if err := inv.Invoke(); err != nil {
+		return Result{}, err
+	}
+	res := Result{Invoke: time.Since(t), Output: it.Outputs()[0]}
+	if res.Raw, err = it.CopyOutput(0, nil); err != nil {
+		return Result{}, err
+	}
+	if r.Raw {
+		return res, nil
+	}
+	scores, err := tflite.Dequantize(res.Output, res.Raw, nil)
+	if err != nil {
+		return Result{}, err
+	}
+	res.Top = TopK(scores, max(r.Top, 1), r.Labels)
+	return res, nil
+}
