@@ -3,138 +3,31 @@ package agent
 import (
 	"context"
 	"errors"
-	"fmt"
-	"math"
-	"sort"
 	"time"
 
 	"github.com/edge-agent/edge-agent/power"
 	"github.com/edge-agent/edge-agent/tflite"
 )
 
-// PlanItem is one model in a plan: what warming it is worth and costs.
-//
-// Score = (demand + 0.01) × saved_ms / (MiB held × joules to warm):
-// expected requests (this hour and the next, from the usage history) times
-// the cold-start time a warm interpreter saves each, per byte held and per
-// joule spent warming it (calibrated cold time × threads × watts).
-type PlanItem struct {
-	Model   string  `json:"model"`
-	Pinned  bool    `json:"pinned"`
-	Demand  float64 `json:"demand"`
-	SavedMs float64 `json:"saved_ms"`
-	Bytes   int64   `json:"bytes"`
-	Joules  float64 `json:"joules"`
-	Score   float64 `json:"score"`
-	Reason  string  `json:"reason,omitempty"` // why it was skipped
-}
-
-// Plan is what a wake warms, and why.
-type Plan struct {
-	Wake      power.Wake      `json:"wake"`
-	Power     power.State     `json:"power"`
-	Allowance power.Allowance `json:"allowance"`
-	Chosen    []PlanItem      `json:"chosen"`
-	Skipped   []PlanItem      `json:"skipped"`
-}
-
-// PlanResult is what running a plan did.
-type PlanResult struct {
-	Plan      Plan         `json:"plan"`
-	Warmed    []string     `json:"warmed"`          // models warmed by this plan
-	Already   []string     `json:"already"`         // chosen but already warm
-	Failed    []string     `json:"failed"`          // warm-up failed
-	Later     []string     `json:"later,omitempty"` // chosen, warmed in the background after READY
-	Cancelled bool         `json:"cancelled"`       // a newer wake (or shutdown) cut it short
-	Energy    power.Energy `json:"energy"`          // of the whole plan
-}
-
-// makePlan ranks the registered models and fits them to the energy
-// allowance and the memory budget. At start, pinned models are chosen
-// whatever the allowance says: the agent is not ready without them.
+// makePlan gathers what a plan depends on (power, allowance, usage,
+// calibrations, the pool's models and budget) and plans (plan, pure).
 func (a *Agent) makePlan(w power.Wake) Plan {
 	st := a.powerReader().Read()
-	al := a.config().policy().Allow(st, a.opts.Rand)
-	p := Plan{Wake: w, Power: st, Allowance: al, Chosen: []PlanItem{}, Skipped: []PlanItem{}}
+	in := planInput{Wake: w, Power: st, Allowance: a.config().policy().Allow(st, a.opts.Rand),
+		Budget: a.pool.Stats().Budget, Watts: a.config().Power.WattsPerCPUSecond, Families: a.config().Families}
 	usage, err := a.store.Usage()
 	if err != nil {
 		a.log.Error("usage history unreadable; planning without it", "err", err)
 	}
-	now := a.opts.Now()
-	var items []PlanItem
+	now, half := a.opts.Now(), a.store.UsageHalfLife()
 	cals := a.calibrations()
 	for _, m := range a.pool.Models() {
-		cal := cals[m.ID]
-		u := usage[m.ID]
-		it := PlanItem{Model: m.ID, Pinned: m.Pinned,
-			Demand: u.Expected(now, now, a.store.UsageHalfLife()) + u.Expected(now.Add(time.Hour), now, a.store.UsageHalfLife())}
-		stages := tflite.Stages(cal.Stages)
-		cold := stages.Cold()
-		it.SavedMs = ms(stages.Saved())
-		it.Bytes = cal.HeapBytes + cal.MappedBytes
-		it.Joules = cold.Seconds() * float64(max(cal.Threads, 1)) * a.config().Power.WattsPerCPUSecond
-		it.Score = (it.Demand + 0.01) * it.SavedMs / (math.Max(float64(it.Bytes)/(1<<20), 0.01) * math.Max(it.Joules, 1e-3))
-		items = append(items, it)
+		cal, u := cals[m.ID], usage[m.ID]
+		in.Models = append(in.Models, planModel{ID: m.ID, Pinned: m.Pinned,
+			Demand: u.Expected(now, now, half) + u.Expected(now.Add(time.Hour), now, half),
+			Stages: tflite.Stages(cal.Stages), Bytes: cal.HeapBytes + cal.MappedBytes, Threads: cal.Threads})
 	}
-	sort.SliceStable(items, func(i, j int) bool {
-		if items[i].Pinned != items[j].Pinned {
-			return items[i].Pinned
-		}
-		if items[i].Score != items[j].Score {
-			return items[i].Score > items[j].Score
-		}
-		// Not calibrated yet (no saved time to score): by demand.
-		return items[i].Demand > items[j].Demand
-	})
-
-	budget := a.pool.Stats().Budget
-	var used int64
-	others := 0
-	for _, it := range items {
-		skip := ""
-		switch {
-		case it.Pinned && w.Source == "start":
-		case al.Mode == power.ModeDefer || al.Mode == power.ModeNone:
-			skip = fmt.Sprintf("policy %s: %s", al.Mode, al.Reason)
-		case it.Pinned:
-		case al.Mode == power.ModePinned:
-			skip = fmt.Sprintf("policy pinned only: %s", al.Reason)
-		case al.Mode == power.ModeTopK && others >= al.TopK:
-			skip = fmt.Sprintf("policy top %d: %s", al.TopK, al.Reason)
-		}
-		if skip == "" && !it.Pinned && budget > 0 && used+it.Bytes > budget {
-			skip = fmt.Sprintf("needs %d bytes, %d of %d budget already planned", it.Bytes, used, budget)
-		}
-		if skip != "" {
-			it.Reason = skip
-			p.Skipped = append(p.Skipped, it)
-			continue
-		}
-		used += it.Bytes
-		if !it.Pinned {
-			others++
-		}
-		p.Chosen = append(p.Chosen, it)
-	}
-	p.Chosen = fastFirst(p.Chosen, a.config().Families)
-	return p
-}
-
-// fastFirst moves each family's fast variants ahead of its precise one,
-// so requests have an answer while the precise one warms.
-func fastFirst(chosen []PlanItem, families []FamilyConfig) []PlanItem {
-	rank := map[string]int{}
-	for _, f := range families {
-		for i, v := range f.Variants {
-			rank[v] = i + 1
-		}
-	}
-	out := append([]PlanItem{}, chosen...)
-	sort.SliceStable(out, func(i, j int) bool {
-		ri, rj := rank[out[i].Model], rank[out[j].Model]
-		return ri != 0 && rj != 0 && ri < rj
-	})
-	return out
+	return plan(in)
 }
 
 // runPlan warms the chosen models in order, each in stages (page-in,

@@ -9,9 +9,10 @@ import (
 	"sync"
 	"time"
 
+	"github.com/shirou/gopsutil/v3/process"
+
 	"github.com/edge-agent/edge-agent/mqtt"
 	"github.com/edge-agent/edge-agent/storage"
-	"github.com/shirou/gopsutil/v3/process"
 )
 
 // Outbox topics, below <prefix>/<device>/.

@@ -1,0 +1,172 @@
+package agent
+
+import (
+	"context"
+	"encoding/base64"
+
+	"github.com/edge-agent/edge-agent/agent/infer"
+	"github.com/edge-agent/edge-agent/mqtt"
+	"github.com/edge-agent/edge-agent/tflite"
+)
+
+// Serving inference: the infer command, family routing, first requests.
+
+// InferReply is the reply to "infer".
+type InferReply struct {
+	Model string `json:"model"` // the model that answered
+	// Family and Variant are set when the request named a family: which
+	// variant answered (the fast one while the precise one warms).
+	Family   string             `json:"family,omitempty"`
+	Variant  string             `json:"variant,omitempty"`
+	Warm     bool               `json:"warm"` // served by an interpreter that was already warm
+	InvokeMs float64            `json:"invoke_ms"`
+	Top      []infer.Class      `json:"top,omitempty"`
+	Output   []byte             `json:"output,omitempty"` // raw output tensor (base64), when asked
+	Tensor   *tflite.TensorInfo `json:"output_tensor,omitempty"`
+}
+
+func (a *Agent) inferCommand(ctx context.Context, c mqtt.Command) (any, error) {
+	var req struct {
+		envelope
+		Model string `json:"model"`
+		Input string `json:"input"` // base64 of the raw input tensor
+		Image string `json:"image"` // base64 of a BMP/PNG/JPEG, prepared for the model that answers
+		Top   int    `json:"top"`
+		Raw   bool   `json:"raw"`
+	}
+	var input, img []byte
+	if c.Binary {
+		req.Model = c.Model
+		if infer.IsImage(c.Payload) {
+			img = c.Payload
+		} else {
+			input = c.Payload
+		}
+	} else {
+		if err := decodeStrict(c.Payload, &req); err != nil {
+			return nil, err
+		}
+		if c.Model != "" && req.Model != "" && c.Model != req.Model {
+			return nil, badCommand("model differs between topic and payload")
+		}
+		if req.Model == "" {
+			req.Model = c.Model
+		}
+		var err error
+		if input, err = base64.StdEncoding.DecodeString(req.Input); err != nil {
+			return nil, badCommand("input is not base64: %v", err)
+		}
+		if img, err = base64.StdEncoding.DecodeString(req.Image); err != nil {
+			return nil, badCommand("image is not base64: %v", err)
+		}
+	}
+	if err := checkModelID(req.Model); err != nil {
+		return nil, err
+	}
+	if (len(input) == 0) == (len(img) == 0) {
+		return nil, badCommand("give exactly one of input (raw tensor) or image")
+	}
+	if req.Top < 0 || req.Top > 100 {
+		return nil, badCommand("top must be 0..100")
+	}
+	if req.Top == 0 {
+		req.Top = 5
+	}
+	r := infer.Request{Tensor: input, Top: req.Top, Raw: req.Raw}
+	if len(img) > 0 {
+		var err error
+		if r.Image, err = infer.DecodeImage(img, a.config().Infer.MaxImagePixels); err != nil {
+			return nil, err
+		}
+	}
+	model, family := a.route(req.Model)
+	l, err := a.pool.Acquire(ctx, model)
+	if err != nil {
+		a.noteLoad(model, err)
+		return nil, a.modelError(model, err)
+	}
+	defer l.Release()
+	if !l.Warm {
+		a.noteLoad(model, nil)
+	}
+	if !r.Raw {
+		r.Labels = a.labelsFor(model)
+	}
+	res, err := infer.Run(l, r)
+	if err != nil {
+		return nil, err
+	}
+	// Demand is recorded for models, never family ids (the planner and the
+	// schedule rank models): for the variant that answered, and for the
+	// family's precise variant when a faster one stood in for it, since
+	// that is the one the next wake should have warm.
+	now := a.opts.Now()
+	a.usage.record(model, now)
+	if family != "" {
+		if f, ok := a.config().family(family); ok && f.Variants[len(f.Variants)-1] != model {
+			a.usage.record(f.Variants[len(f.Variants)-1], now)
+		}
+	}
+	a.firstRequest(req.Model, l.Warm)
+	rep := InferReply{Model: model, Warm: l.Warm, InvokeMs: ms(res.Invoke), Top: res.Top}
+	if family != "" {
+		rep.Family, rep.Variant = family, model
+	}
+	if req.Raw {
+		rep.Output, rep.Tensor = res.Raw, &res.Output
+	}
+	return rep, nil
+}
+
+// route resolves a family id to the variant that answers now: the precise
+// one once warm (from then on, unless it is evicted), otherwise the most
+// precise warm one, otherwise the fastest; the precise one is warmed in the
+// background meanwhile. A model id routes to itself.
+func (a *Agent) route(id string) (model, family string) {
+	f, ok := a.config().family(id)
+	if !ok {
+		return id, ""
+	}
+	precise := f.Variants[len(f.Variants)-1]
+	if a.pool.IsWarm(precise) {
+		return precise, f.ID
+	}
+	a.warmInBackground(precise)
+	for i := len(f.Variants) - 2; i >= 0; i-- {
+		if a.pool.IsWarm(f.Variants[i]) {
+			return f.Variants[i], f.ID
+		}
+	}
+	return f.Variants[0], f.ID
+}
+
+// warmInBackground warms model on an agent-owned goroutine, once at a time.
+func (a *Agent) warmInBackground(model string) {
+	a.warmMu.Lock()
+	if a.warming[model] || a.runCtx == nil {
+		a.warmMu.Unlock()
+		return
+	}
+	a.warming[model] = true
+	a.warmMu.Unlock()
+	a.spawn(a.runCtx, func(ctx context.Context) {
+		defer func() {
+			a.warmMu.Lock()
+			delete(a.warming, model)
+			a.warmMu.Unlock()
+		}()
+		_, _ = a.prewarmOne(ctx, model, "family")
+	})
+}
+
+// firstRequest reports the first request to each model after a wake, and
+// whether it found the model warm.
+func (a *Agent) firstRequest(model string, warm bool) {
+	a.wakeMu.Lock()
+	first := !a.seen[model]
+	a.seen[model] = true
+	a.wakeMu.Unlock()
+	if first {
+		a.event("first_request", map[string]any{"model": model, "warm": warm})
+	}
+}

@@ -1,0 +1,215 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/edge-agent/edge-agent/mqtt"
+	"github.com/edge-agent/edge-agent/power"
+	"github.com/edge-agent/edge-agent/storage"
+	"github.com/edge-agent/edge-agent/tflite"
+)
+
+// Start makes every configured model servable at once, then warms the
+// pinned ones; everything else (warming the rest, calibrating) goes on in
+// the background. Sinks start before sources: state, pool and models
+// exist before MQTT can deliver a command.
+func (a *Agent) Start(ctx context.Context) error {
+	if err := a.openState(); err != nil {
+		return err
+	}
+	models, err := resolveModels(*a.config(), a.log)
+	if err != nil {
+		return err
+	}
+	a.baseline = a.memory().RSSBytes
+	a.newPool()
+	if err := a.registerAll(ctx, models); err != nil {
+		return err
+	}
+	runCtx := a.newRunContext()
+	if err := a.startMQTT(ctx, runCtx); err != nil {
+		return err
+	}
+	a.spawn(runCtx, a.statusPublisher) // after a.mq is set: it reads it
+	startPlan, err := a.warmPinned(ctx)
+	if err != nil {
+		return err
+	}
+	a.publishStartReport()
+	a.startLoops(runCtx, startPlan)
+	return nil
+}
+
+// newRunContext is the context the agent's own goroutines run under until
+// Close.
+func (a *Agent) newRunContext() context.Context {
+	runCtx, stop := context.WithCancel(context.Background())
+	a.stop = stop
+	a.warmMu.Lock()
+	a.runCtx = runCtx
+	a.warmMu.Unlock()
+	return runCtx
+}
+
+// publishStartReport completes the startup report (the pinned models are
+// warm) and publishes it, retained.
+func (a *Agent) publishStartReport() {
+	a.report.Timings.Total = time.Since(a.opts.Started)
+	a.report.BootID = bootID(a.opts.HardwareRoot)
+	a.report.Process = processStats()
+	if err := a.publish(topicStartup, true, a.Report()); err != nil {
+		a.log.Error("startup report not queued", "err", err)
+	}
+}
+
+// openState opens the state file and reports what it found.
+func (a *Agent) openState() error {
+	t0 := time.Now()
+	a.notify.send("STATUS=opening state")
+	hw := ReadHardware(a.opts.HardwareRoot)
+	a.report = StartupReport{
+		Schema: SchemaVersion, Agent: Version, Runtime: a.opts.RuntimeVersion,
+		Hardware: hw, Fingerprint: hw.Fingerprint(), Models: []ModelReport{},
+	}
+	store, rep, err := storage.Open(a.config().StateDir, storage.Options{
+		LockTimeout:    a.config().State.LockTimeout,
+		OutboxMaxCount: a.config().State.OutboxMaxMessages,
+		OutboxMaxBytes: int64(a.config().State.OutboxMaxBytes),
+		Logger:         a.log,
+	})
+	if err != nil {
+		return fmt.Errorf("open state: %w", err)
+	}
+	a.store = store
+	a.report.State = rep
+	a.report.Timings.StateOpen = time.Since(t0)
+	if rep.Corruption != nil {
+		a.event("state_corrupted", map[string]any{"moved_to": rep.Corruption.MovedTo, "reason": rep.Corruption.Reason})
+	}
+	for _, c := range rep.Crashed {
+		a.log.Error("delegate crashed the process last time; not trying it again", "model", c.Model, "delegate", c.Delegate)
+		a.event("delegate_crashed", map[string]any{"model": c.Model, "delegate": c.Delegate})
+	}
+	return nil
+}
+
+// newPool creates the interpreter pool; its load and eviction callbacks
+// feed the retained status and telemetry.
+func (a *Agent) newPool() {
+	a.pool = tflite.NewPool(tflite.PoolOptions{
+		Budget:   a.poolBudget(),
+		PerModel: a.config().Pool.InterpretersPerModel,
+		PageIn:   a.config().pageIn(),
+		Logger:   a.log,
+		OnLoad:   func(tflite.LoadEvent) { a.statusChanged() },
+		OnEvict: func(e tflite.EvictEvent) {
+			a.statusChanged()
+			a.eventLater("eviction", map[string]any{"model": e.ModelID, "bytes": e.Bytes, "reason": e.Reason})
+		},
+	})
+}
+
+// registerAll registers every configured model (no model is loaded).
+func (a *Agent) registerAll(ctx context.Context, models []ModelConfig) error {
+	t := time.Now()
+	a.prepMu.Lock()
+	defer a.prepMu.Unlock()
+	for _, m := range models {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		a.notify.send("STATUS=registering " + m.ID)
+		a.setModel(a.admitModel(a.register(m), false))
+	}
+	a.report.Timings.Restore = time.Since(t)
+	return nil
+}
+
+// setModel makes st the state of its model (called with prepMu held).
+func (a *Agent) setModel(st *modelState) {
+	a.mapsMu.Lock()
+	if _, ok := a.models[st.cfg.ID]; !ok {
+		a.order = append(a.order, st.cfg.ID)
+	}
+	a.models[st.cfg.ID] = st
+	a.mapsMu.Unlock()
+	a.statusChanged()
+	if st.queued {
+		a.kickCalibrator()
+	}
+}
+
+// startMQTT connects to the brokers, waiting connect_wait for the first
+// connection so the start is reported live; the outbox keeps everything
+// if the broker is not there.
+func (a *Agent) startMQTT(ctx, runCtx context.Context) error {
+	if len(a.config().MQTT.Brokers) == 0 {
+		return nil
+	}
+	t := time.Now()
+	o := a.config().mqttOptions()
+	o.Logger = a.log
+	o.OnPanic = func(c mqtt.Command, v any, _ []byte) {
+		a.event("command_panic", map[string]any{"verb": c.Verb, "id": c.ID, "panic": fmt.Sprint(v)})
+	}
+	mq, err := mqtt.New(o, outbox{a.store}, a)
+	if err != nil {
+		return fmt.Errorf("mqtt: %w", err)
+	}
+	mq.SetStatus(a.statusFields())
+	a.mq = mq
+	a.spawn(runCtx, func(ctx context.Context) {
+		if err := mq.Run(ctx); err != nil {
+			a.log.Error("mqtt stopped", "err", err)
+		}
+	})
+	select {
+	case <-mq.Ready():
+		a.report.Timings.BrokerConnect = time.Since(t)
+		a.report.BrokerConnected = true
+	case <-time.After(a.config().MQTT.ConnectWait):
+		a.log.Warn("mqtt: broker not reachable yet; telemetry is queued", "brokers", a.config().MQTT.Brokers)
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return nil
+}
+
+// warmPinned runs the start's plan for the pinned models: the agent is not
+// ready (READY=1) without them. The rest of the plan runs after.
+func (a *Agent) warmPinned(ctx context.Context) (PlanResult, error) {
+	t := time.Now()
+	plan := a.makePlan(power.Wake{Source: "start", At: a.opts.Now()})
+	res := a.runPlan(ctx, plan, true)
+	if res.Cancelled {
+		return res, ctx.Err()
+	}
+	a.report.Plan = &res
+	a.report.Timings.Prewarm = time.Since(t)
+	return res, nil
+}
+
+// finishStart warms the rest of the start's plan through the planner (a
+// newer wake may replace it), then, once calibration is done too,
+// publishes the startup report again with everything the start learned.
+func (a *Agent) finishStart(ctx context.Context) {
+	if _, err := a.Wake(ctx, "start"); err != nil {
+		return
+	}
+	a.settleMu.Lock()
+	a.startPlanDone = true
+	a.settleMu.Unlock()
+	a.kickCalibrator()
+	select {
+	case <-ctx.Done():
+		return
+	case <-a.Settled():
+	}
+	rep := a.Report()
+	rep.Final = true
+	if err := a.publish(topicStartup, true, rep); err != nil {
+		a.log.Error("final startup report not queued", "err", err)
+	}
+}
