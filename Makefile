@@ -110,8 +110,9 @@ $(STATICCHECK) $(ERRCHECK) &:
 	mv $(TOOLS)/staticcheck $(STATICCHECK)
 	mv $(TOOLS)/errcheck $(ERRCHECK)
 
-lint: vet $(STATICCHECK) $(ERRCHECK) ## gofmt check, go vet, staticcheck and errcheck (pinned tools, installed on first use)
+lint: vet $(STATICCHECK) $(ERRCHECK) ## gofmt check, go vet, go mod tidy check, staticcheck and errcheck (pinned tools, installed on first use)
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi
+	$(GO) mod tidy -diff
 	$(STATICCHECK) ./...
 	$(ERRCHECK) -ignoretests -exclude .errcheck-excludes ./...
 
