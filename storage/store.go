@@ -29,6 +29,7 @@ var (
 	bucketUsage       = []byte("usage")
 	bucketOutbox      = []byte("outbox")
 	bucketDigests     = []byte("digests")
+	bucketVersions    = []byte("versions")
 
 	keySchema        = []byte("schema")
 	keyOutboxCount   = []byte("outbox_count")
@@ -47,6 +48,11 @@ var migrations = []func(tx *bolt.Tx) error{
 			}
 		}
 		return nil
+	},
+	// 1 → 2: model versions (current, previous, rejected updates).
+	func(tx *bolt.Tx) error {
+		_, err := tx.CreateBucketIfNotExists(bucketVersions)
+		return err
 	},
 }
 

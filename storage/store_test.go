@@ -383,3 +383,50 @@ func TestClosedStore(t *testing.T) {
 		t.Fatalf("append after close: %v", err)
 	}
 }
+
+// Model versions: current/previous and rejected updates survive a
+// reopen; rejections are bounded and forgiven by digest.
+func TestVersionsRecord(t *testing.T) {
+	dir := t.TempDir()
+	s, _, err := storage.Open(dir, storage.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range storage.MaxRejections + 3 {
+		if err := s.UpdateVersions("m", func(v *storage.Versions) {
+			v.Reject(storage.Rejection{SHA256: fmt.Sprint("bad-", i), Code: "model_truncated"})
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.UpdateVersions("m", func(v *storage.Versions) { v.Previous, v.Current = "old", "new"; v.Forgive("bad-10") }); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s, _, err = storage.Open(dir, storage.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	v, err := s.Versions("m")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v.Current != "new" || v.Previous != "old" || len(v.Rejected) != storage.MaxRejections-1 {
+		t.Fatalf("versions %+v", v)
+	}
+	if _, ok := v.RejectedAs("bad-9"); !ok {
+		t.Fatal("the latest rejection was forgotten")
+	}
+	if _, ok := v.RejectedAs("bad-0"); ok {
+		t.Fatal("rejections are not bounded")
+	}
+	if _, ok := v.RejectedAs("bad-10"); ok {
+		t.Fatal("a forgiven rejection is still there")
+	}
+	if none, err := s.Versions("other"); err != nil || none.Current != "" {
+		t.Fatalf("unknown model: %+v %v", none, err)
+	}
+}

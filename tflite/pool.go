@@ -282,6 +282,41 @@ func (p *Pool) Replace(s ModelSpec) error {
 	return nil
 }
 
+// Promote makes the model registered as staged serve as id, in one step:
+// a new version was registered under a staging id, warmed and checked
+// there while the old one served. New requests (and those waiting) go to
+// it; leases on the old version finish on it, which is freed once they are
+// released. The staged model keeps its warm interpreters and takes over
+// the old one's pinning and demand. Nothing may be leased or loading on
+// the staged id (ErrBusy).
+func (p *Pool) Promote(staged, id string) error {
+	p.mu.Lock()
+	e, ok := p.entries[staged]
+	switch {
+	case p.closed:
+		p.mu.Unlock()
+		return &Error{Op: "promote " + staged, Kind: ErrPoolClosed}
+	case !ok:
+		p.mu.Unlock()
+		return &Error{Op: "promote " + staged, Kind: ErrUnknownModel}
+	case e.leased > 0 || e.growing > 0 || e.waiters > 0:
+		p.mu.Unlock()
+		return &Error{Op: "promote " + staged, Kind: ErrBusy}
+	}
+	delete(p.entries, staged)
+	e.spec.ID = id
+	if old, ok := p.entries[id]; ok {
+		e.spec.Pinned = old.spec.Pinned
+		e.demand, e.demandAt = old.demand, old.demandAt
+		old.removed = true
+		p.freeIdleLocked(old)
+		p.broadcastLocked(old)
+	}
+	p.entries[id] = e
+	p.unlockAndNotify()
+	return nil
+}
+
 // Unregister removes a model, freeing it now if idle or when its last lease
 // is released.
 func (p *Pool) Unregister(id string) error {

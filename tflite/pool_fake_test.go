@@ -362,3 +362,51 @@ func TestFakePoolLoadFailureFreesEverything(t *testing.T) {
 	}
 	use(t, p, "ok")
 }
+
+// A staged version warmed beside the serving one takes over in one step:
+// requests in flight finish on the old one, which is freed after them;
+// the next request is served warm by the new one; no request fails.
+func TestFakePoolPromoteSwapsWarmWithoutAGap(t *testing.T) {
+	p, l := fakePool(t, PoolOptions{Budget: 200}, map[string]*fakeModel{"m": {size: 40, heap: 10}, "m@v2": {size: 60, heap: 10}}, "m")
+	use(t, p, "m")
+	held, err := p.Acquire(context.Background(), "m") // in flight across the swap
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := p.Prewarm(context.Background(), "m@v2"); err != nil {
+		t.Fatal(err)
+	}
+	if s := p.Stats(); s.BytesInUse != 120 {
+		t.Fatalf("both versions held: %d bytes accounted, want 120", s.BytesInUse)
+	}
+	busy, err := p.Acquire(context.Background(), "m@v2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Promote("m@v2", "m"); !errors.Is(err, ErrBusy) {
+		t.Fatalf("promote while the staged version is leased: %v", err)
+	}
+	busy.Release()
+	if err := p.Promote("m@v2", "m"); err != nil {
+		t.Fatal(err)
+	}
+	next, err := p.Acquire(context.Background(), "m")
+	if err != nil || !next.Warm {
+		t.Fatalf("first request after the swap: warm=%v err=%v", next != nil && next.Warm, err)
+	}
+	next.Release()
+	if mapped, _ := l.counts(); mapped != 2 {
+		t.Fatalf("%d mappings while the old version is still leased, want 2", mapped)
+	}
+	held.Release() // the old version drains
+	if mapped, live := l.counts(); mapped != 1 || live != 1 {
+		t.Fatalf("after the drain: %d mappings, %d interpreters, want 1 and 1", mapped, live)
+	}
+	ms := p.Models()
+	if len(ms) != 1 || ms[0].ID != "m" || !ms[0].Pinned || ms[0].Bytes != 70 || p.Stats().BytesInUse != 70 {
+		t.Fatalf("after the swap: %+v, %+v", ms, p.Stats())
+	}
+	if _, err := p.Acquire(context.Background(), "m@v2"); !errors.Is(err, ErrUnknownModel) {
+		t.Fatalf("the staging id after promotion: %v", err)
+	}
+}
