@@ -106,6 +106,14 @@ type Agent struct {
 	stop   func()
 	wg     sync.WaitGroup
 
+	// updMu guards updates (versions being staged), guards (updates whose
+	// first requests are watched) and outcomes (recent request results).
+	updMu    sync.Mutex
+	updates  map[string]*pendingUpdate
+	guards   map[string]*updateGuard
+	outcomes map[string]*outcomes
+	parity   *parityRing // recent requests per model, replayed through updates
+
 	// tunedMu guards tuned: the loops whose settings a reload may change.
 	tunedMu sync.Mutex
 	tuned   tunedLoops
@@ -137,6 +145,8 @@ func New(cfg Config, log *slog.Logger, o Options) *Agent {
 	a := &Agent{opts: o, log: log, models: map[string]*modelState{}, seen: map[string]bool{}, stop: func() {},
 		wakes: make(chan wakeRequest, 8), laterEvents: make(chan queuedEvent, 256), calKick: make(chan struct{}, 1), statusKick: make(chan struct{}, 1),
 		settled: make(chan struct{}), warming: map[string]bool{}, notify: notifier{log: log}, hb: newHeartbeats(time.Second)}
+	a.updates, a.guards, a.outcomes = map[string]*pendingUpdate{}, map[string]*updateGuard{}, map[string]*outcomes{}
+	a.parity = newParityRing(cfg.Updates.ParityRing, int64(cfg.Updates.ParityRingBytes))
 	a.cfg.Store(&cfg)
 	return a
 }

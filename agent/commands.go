@@ -36,7 +36,7 @@ func badCommand(format string, a ...any) error {
 // "rescan" looks at the models again (models_dir, changed files); "reload"
 // is its old name, kept as an alias (SIGHUP, not a command, reloads the
 // configuration).
-var Verbs = []string{"status", "prewarm", "evict", "pin", "unpin", "infer", "rescan", "reload", "set-budget", "wake"}
+var Verbs = []string{"status", "prewarm", "evict", "pin", "unpin", "infer", "rescan", "reload", "rollback", "set-budget", "wake"}
 
 // Command runs one MQTT command (mqtt.Commander).
 func (a *Agent) Command(ctx context.Context, c mqtt.Command) (any, error) {
@@ -63,6 +63,18 @@ func (a *Agent) Command(ctx context.Context, c mqtt.Command) (any, error) {
 		return a.modelCommand(ctx, c.Verb, req.Model)
 	case "infer":
 		return a.inferCommand(ctx, c)
+	case "rollback":
+		var req struct {
+			envelope
+			Model string `json:"model"`
+		}
+		if err := decodeStrict(c.Payload, &req); err != nil {
+			return nil, err
+		}
+		if err := checkModelID(req.Model); err != nil {
+			return nil, err
+		}
+		return a.Rollback(ctx, req.Model, "requested")
 	case "set-budget":
 		var req struct {
 			envelope

@@ -49,7 +49,41 @@ type Config struct {
 	Families []FamilyConfig `toml:"families"`
 	// Infer bounds what an infer request may make the agent allocate.
 	Infer InferConfig `toml:"infer"`
+	// Updates tunes how a model replaced on disk is picked up, checked,
+	// swapped in and rolled back.
+	Updates UpdatesConfig `toml:"updates"`
 }
+
+// UpdatesConfig tunes model updates.
+type UpdatesConfig struct {
+	// Watch models_dir and the configured models' folders for changes
+	// (fsnotify); without it a change is seen on `rescan` or SIGHUP.
+	// Default true.
+	Watch *bool `toml:"watch"`
+	// Debounce waits for a changed file to stay the same size this long
+	// before it is read (a copy still being written). Default "500ms".
+	Debounce time.Duration `toml:"debounce"`
+	// KeepPreviousBytes bounds the copy of each model version kept under
+	// the state dir (what rollback restores, and what is served, so a file
+	// rewritten in place cannot change a mapped model). Larger models are
+	// hard-linked when the state dir is on the same file system, otherwise
+	// served from their path without a copy (no rollback). Default 64MiB.
+	KeepPreviousBytes ByteSize `toml:"keep_previous_bytes"`
+	// AutoRollback rolls an update back when its first RollbackWindow
+	// requests fail more often than the previous version's did. Default true.
+	AutoRollback *bool `toml:"auto_rollback"`
+	// RollbackWindow is how many requests after an update are watched.
+	// Default 20.
+	RollbackWindow int `toml:"rollback_window"`
+	// ParityRing is how many recent requests per model are kept (in
+	// memory, never stored) to replay through an update; ParityRingBytes
+	// bounds their bytes. Defaults 16 and 4MiB.
+	ParityRing      int      `toml:"parity_ring"`
+	ParityRingBytes ByteSize `toml:"parity_ring_bytes"`
+}
+
+func (u UpdatesConfig) watch() bool        { return u.Watch == nil || *u.Watch }
+func (u UpdatesConfig) autoRollback() bool { return u.AutoRollback == nil || *u.AutoRollback }
 
 // InferConfig bounds inference requests.
 type InferConfig struct {
@@ -212,6 +246,19 @@ type ModelConfig struct {
 	// Otherwise (default) the state is reset before every request, so an
 	// answer never depends on what was asked before.
 	Stateful bool `toml:"stateful"`
+	// AllowSignatureChange lets an update change the input or output
+	// tensors (shape, type); otherwise such an update is rejected, since
+	// clients send fixed-size tensors.
+	AllowSignatureChange bool `toml:"allow_signature_change"`
+	// GoldenInput and GoldenTop1: an update must answer GoldenInput (an
+	// image or raw tensor file) with class GoldenTop1, or it is rejected.
+	GoldenInput string `toml:"golden_input"`
+	GoldenTop1  *int   `toml:"golden_top1"`
+	// MinAgreement rejects an update whose answers to recent real requests
+	// (replayed through both versions) agree with the serving version's
+	// less often than this (top-1 for classifiers); 0 (default) only
+	// reports the agreement.
+	MinAgreement float64 `toml:"min_agreement"`
 }
 
 // DemoModelSize is the size of the model generated when none is configured.
@@ -241,6 +288,8 @@ func DefaultConfig() Config {
 		Prewarm: PrewarmConfig{KeepAlive: 10 * time.Minute, ScheduleLead: 5 * time.Minute, ScheduleMinDemand: 0.5,
 			ResumeCheck: 2 * time.Second},
 		Infer: InferConfig{MaxImagePixels: infer.DefaultMaxPixels},
+		Updates: UpdatesConfig{Debounce: 500 * time.Millisecond, KeepPreviousBytes: 64 << 20, RollbackWindow: 20,
+			ParityRing: 16, ParityRingBytes: 4 << 20},
 	}
 }
 
@@ -385,6 +434,17 @@ func (c Config) Validate() error {
 	}
 	if c.Infer.MaxImagePixels < 1 {
 		errs = append(errs, errors.New("infer.max_image_pixels: must be at least 1"))
+	}
+	if u := c.Updates; u.Debounce < 0 || u.KeepPreviousBytes < 0 || u.RollbackWindow < 1 || u.ParityRing < 0 || u.ParityRingBytes < 0 {
+		errs = append(errs, errors.New("updates: debounce, keep_previous_bytes, parity_ring and parity_ring_bytes ≥ 0, rollback_window ≥ 1"))
+	}
+	for i, m := range c.Models {
+		if m.MinAgreement < 0 || m.MinAgreement > 1 {
+			errs = append(errs, fmt.Errorf("models[%d].min_agreement: want 0..1", i))
+		}
+		if (m.GoldenInput == "") != (m.GoldenTop1 == nil) {
+			errs = append(errs, fmt.Errorf("models[%d]: golden_input and golden_top1 go together", i))
+		}
 	}
 	if c.MQTT.MaxPayload < 1024 {
 		errs = append(errs, errors.New("mqtt.max_payload: must be at least 1KiB"))

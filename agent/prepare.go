@@ -38,7 +38,10 @@ type modelState struct {
 	cfg    ModelConfig
 	report ModelReport
 	labels []string
-	// path is what the pool serves: the model, or its CPU twin.
+	// source is the file this version is served from: its kept copy
+	// under the state dir (versions.go), or the configured path.
+	source string
+	// path is what the pool serves: source, or the model's CPU twin.
 	path   string
 	digest string
 	chosen []tflite.DelegateSpec
@@ -64,8 +67,12 @@ type modelState struct {
 // threads, like a naive loader. admitModel then puts it in the pool.
 // Whatever needs measuring is queued for the background calibrator;
 // nothing here loads an interpreter.
-func (a *Agent) register(m ModelConfig) *modelState {
-	st := &modelState{cfg: m, path: m.Path}
+func (a *Agent) register(m ModelConfig) *modelState { return a.registerFrom(m, m.Path) }
+
+// registerFrom is register with the bytes read from src: the configured
+// path, or a kept version (a rollback).
+func (a *Agent) registerFrom(m ModelConfig, src string) *modelState {
+	st := &modelState{cfg: m, path: src, source: src}
 	st.report = ModelReport{ID: m.ID, Path: m.Path, Pinned: m.Pinned, Delegate: DelegateReport{Chosen: "cpu", Tried: []DelegateTry{}}}
 	if m.Labels != "" {
 		labels, err := infer.ReadLabels(m.Labels)
@@ -77,7 +84,7 @@ func (a *Agent) register(m ModelConfig) *modelState {
 	// Mapping verifies the flatbuffer (a truncated or foreign file fails
 	// here with its own code, not at the first request) and costs about
 	// what hashing a file whose digest is not cached does.
-	model, err := tflite.LoadModel(m.Path)
+	model, err := tflite.LoadModel(src)
 	if err != nil {
 		return a.failModel(st, err)
 	}
@@ -85,11 +92,14 @@ func (a *Agent) register(m ModelConfig) *modelState {
 	if err := model.Close(); err != nil {
 		return a.failModel(st, err)
 	}
-	digest, cached, err := tflite.Digest(m.Path, digestCache{a.store})
+	digest, cached, err := tflite.Digest(src, digestCache{a.store})
 	if err != nil {
 		return a.failModel(st, err)
 	}
 	st.digest, st.report.SHA256, st.report.DigestCached = digest, digest, cached
+	if src == m.Path {
+		st.source = a.pinVersion(m.ID, m.Path, digest)
+	}
 	st.needsAccel = needsAccel
 	a.settleDelegates(st, false)
 	if err := a.restoreCalibration(st); err != nil {
@@ -165,7 +175,7 @@ func (a *Agent) settleDelegates(st *modelState, attempt bool) {
 			break
 		}
 	}
-	st.path, st.report.Delegate.Fallback = m.Path, ""
+	st.path, st.report.Delegate.Fallback = st.source, ""
 	// Only a configured twin makes the question worth a mapping: without
 	// one, an accelerator model fails with model_needs_delegate.
 	if len(st.chosen) == 0 && m.CPUTwin != "" && st.needsAccel {
@@ -179,7 +189,7 @@ func (a *Agent) settleDelegates(st *modelState, attempt bool) {
 // restoreCalibration looks up the calibration valid for how st runs now.
 func (a *Agent) restoreCalibration(st *modelState) error {
 	digest := st.digest
-	if st.path != st.cfg.Path {
+	if st.path != st.source {
 		d, cached, err := tflite.Digest(st.path, digestCache{a.store})
 		if err != nil {
 			return err

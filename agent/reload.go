@@ -5,6 +5,8 @@ import (
 	"reflect"
 	"slices"
 	"sort"
+
+	"github.com/edge-agent/edge-agent/tflite"
 )
 
 // ReloadResult says what a reload changed.
@@ -88,19 +90,37 @@ func (a *Agent) syncModels() ReloadResult {
 	a.mapsMu.Unlock()
 	for id := range known {
 		if _, ok := want[id]; !ok {
+			a.cancelUpdate(id)
 			if err := a.pool.Unregister(id); err == nil {
 				res.Removed = append(res.Removed, id)
 			}
 			a.removeModel(id)
+			a.parity.forget(id)
 		}
 	}
 	for _, m := range models {
 		old, isKnown := known[m.ID]
 		// A model that could not be served is tried again like a new one.
 		isKnown = isKnown && old.servable
-		if isKnown && reflect.DeepEqual(old.cfg, m) && !a.fileChanged(old) {
-			res.Unchanged = append(res.Unchanged, m.ID)
-			continue
+		sameCfg := isKnown && reflect.DeepEqual(old.cfg, m)
+		var d string
+		if sameCfg {
+			var err error
+			d, err = a.fileDigest(m.Path)
+			switch {
+			case err == nil && d == old.digest:
+				a.cancelUpdate(m.ID) // back to what serves (a touch, or a revert)
+				res.Unchanged = append(res.Unchanged, m.ID)
+				continue
+			case err == nil && a.staging(m.ID, d):
+				res.Changed = append(res.Changed, m.ID) // already on its way
+				continue
+			case err == nil && a.refused(m.ID, d):
+				// Refused before (or rolled back): not tried again until
+				// other bytes are deployed.
+				res.Unchanged = append(res.Unchanged, m.ID)
+				continue
+			}
 		}
 		st := a.register(m)
 		switch {
@@ -108,16 +128,20 @@ func (a *Agent) syncModels() ReloadResult {
 			// A bad update (truncated, half-written, not a model, gone):
 			// the version serving keeps serving.
 			res.Failed = append(res.Failed, m.ID)
-			a.log.Error("model update rejected; the previous version keeps serving", "model", m.ID, "code", st.failed.Code)
-			a.event("model_update_rejected", map[string]any{"model": m.ID, "sha256": st.report.SHA256,
-				"code": st.failed.Code, "reason": st.failed.Message})
+			if st.digest == "" {
+				st.digest = d // recorded, so the same bytes are not tried again
+			}
+			_ = a.rejectUpdate(old, st, &modelFailure{id: m.ID, r: st.failed})
+			continue
+		case sameCfg && old.digest != st.digest && a.runCtx != nil:
+			// New content: staged beside the serving version, checked,
+			// then swapped in (update.go).
+			a.startUpdate(old, st)
+			res.Changed = append(res.Changed, m.ID)
 			continue
 		case isKnown:
 			a.setModel(a.admitModel(st, true))
 			res.Changed = append(res.Changed, m.ID)
-			if old.digest != st.digest {
-				a.event("model_updated", map[string]any{"model": m.ID, "old_sha256": old.digest, "new_sha256": st.digest})
-			}
 		default:
 			a.setModel(a.admitModel(st, false))
 			if st.servable {
@@ -149,4 +173,21 @@ func nilSafe(r ReloadResult) ReloadResult {
 		sort.Strings(*s)
 	}
 	return r
+}
+
+// fileDigest is the digest of the file at path (cached by identity).
+func (a *Agent) fileDigest(path string) (string, error) {
+	d, _, err := tflite.Digest(path, digestCache{a.store})
+	return d, err
+}
+
+// refused reports whether version digest of model id was rejected (or
+// rolled back) before.
+func (a *Agent) refused(id, digest string) bool {
+	v, err := a.store.Versions(id)
+	if err != nil {
+		return false
+	}
+	_, ok := v.RejectedAs(digest)
+	return ok
 }

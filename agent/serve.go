@@ -93,9 +93,11 @@ func (a *Agent) inferCommand(ctx context.Context, c mqtt.Command) (any, error) {
 		r.Labels = a.labelsFor(model)
 	}
 	res, err := infer.Run(l, r)
+	a.noteOutcome(model, err != nil)
 	if err != nil {
 		return nil, err
 	}
+	a.parity.add(model, img, input)
 	// Demand is recorded for models, never family ids (the planner and the
 	// schedule rank models): for the variant that answered, and for the
 	// family's precise variant when a faster one stood in for it, since

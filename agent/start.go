@@ -121,7 +121,11 @@ func (a *Agent) registerAll(ctx context.Context, models []ModelConfig) error {
 			return err
 		}
 		a.notify.send("STATUS=registering " + m.ID)
-		a.setModel(a.admitModel(a.register(m), false))
+		st := a.admitModel(a.register(m), false)
+		a.setModel(st)
+		if st.servable {
+			a.noteServing(st)
+		}
 	}
 	a.report.Timings.Restore = time.Since(t)
 	return nil

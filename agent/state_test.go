@@ -20,7 +20,13 @@ import (
 	"github.com/edge-agent/edge-agent/tflite/tflitetest"
 )
 
-func quietLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+// quietLog discards the agent's log; EDGE_AGENT_TEST_LOG=1 shows it.
+func quietLog() *slog.Logger {
+	if os.Getenv("EDGE_AGENT_TEST_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
 
 // testConfig is a configuration over a fresh state dir with a quick
 // calibration.

@@ -2,6 +2,7 @@ package agent_test
 
 import (
 	"context"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"slices"
@@ -28,6 +29,39 @@ func replaceFile(t *testing.T, path string, b []byte) {
 	}
 }
 
+// eventsOf returns the events of kind the agent queued so far.
+func eventsOf(t *testing.T, a *agent.Agent, kind string) []map[string]any {
+	t.Helper()
+	msgs, err := a.Store().Pending(0, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []map[string]any
+	for _, m := range msgs {
+		var e map[string]any
+		if json.Unmarshal(m.Payload, &e) == nil && e["event"] == kind {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// waitEvents waits until the agent has queued at least n events of kind.
+func waitEvents(t *testing.T, a *agent.Agent, kind string, n int) []map[string]any {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		ev := eventsOf(t, a, kind)
+		if len(ev) >= n {
+			return ev
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d %s events within a minute, want %d", len(ev), kind, n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 // A model file replaced on disk is picked up by a rescan: the new version
 // answers from then on, with no failed request meanwhile; a bad file
 // (truncated, not a model) is rejected and the version serving keeps
@@ -48,8 +82,8 @@ func TestRescanPicksUpAReplacedModel(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "cls.tflite")
 	replaceFile(t, path, v1)
-	cfg := testConfig(t)
-	cfg.ModelsDir = dir
+	// The bird model takes 224×224 images: a new signature, allowed here.
+	cfg := testConfig(t, agent.ModelConfig{ID: "cls", Path: path, AllowSignatureChange: true})
 	a := start(t, cfg, agent.Options{})
 	defer a.Close()
 	ctx := context.Background()
@@ -104,6 +138,7 @@ func TestRescanPicksUpAReplacedModel(t *testing.T) {
 	if r := rescan(); !slices.Equal(r.Changed, []string{"cls"}) {
 		t.Fatalf("update: %+v", r)
 	}
+	waitEvents(t, a, "model_updated", 1)
 	after, err := ask()
 	if err != nil || after == before {
 		t.Fatalf("after the update the old version answered: %d %v", after, err)

@@ -1,0 +1,156 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"sync"
+
+	"github.com/edge-agent/edge-agent/agent/infer"
+	"github.com/edge-agent/edge-agent/tflite"
+)
+
+// Parity is how an update answered recent real requests next to the
+// serving version.
+type Parity struct {
+	Replayed  int     `json:"replayed"`
+	Agreed    int     `json:"agreed"`    // same top-1 class
+	Agreement float64 `json:"agreement"` // Agreed / Replayed
+	// MaxAbsDiff is the largest difference between the two versions'
+	// dequantized outputs, over requests whose outputs have the same size
+	// (for models that are not classifiers); -1 when none had.
+	MaxAbsDiff float64 `json:"max_abs_diff"`
+	Skipped    int     `json:"skipped"` // raw tensors the new signature cannot take, or failures
+}
+
+// paritySample is one recent request as sent: the image (so it can be
+// prepared for either version) or the raw tensor.
+type paritySample struct {
+	image, tensor []byte
+}
+
+// parityRing keeps the last requests per model, bounded in count and
+// bytes, in memory only (requests are never stored).
+type parityRing struct {
+	mu       sync.Mutex
+	max      int
+	maxBytes int64
+	samples  map[string][]paritySample
+	bytes    map[string]int64
+}
+
+func newParityRing(n int, maxBytes int64) *parityRing {
+	return &parityRing{max: n, maxBytes: maxBytes, samples: map[string][]paritySample{}, bytes: map[string]int64{}}
+}
+
+// add keeps a copy of one request to model.
+func (r *parityRing) add(model string, image, tensor []byte) {
+	size := int64(len(image) + len(tensor))
+	if r.max == 0 || size > r.maxBytes {
+		return
+	}
+	s := paritySample{image: append([]byte(nil), image...), tensor: append([]byte(nil), tensor...)}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	list := append(r.samples[model], s)
+	r.bytes[model] += size
+	for len(list) > r.max || r.bytes[model] > r.maxBytes {
+		r.bytes[model] -= int64(len(list[0].image) + len(list[0].tensor))
+		list = list[1:]
+	}
+	r.samples[model] = list
+}
+
+func (r *parityRing) snapshot(model string) []paritySample {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]paritySample(nil), r.samples[model]...)
+}
+
+func (r *parityRing) forget(model string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.samples, model)
+	delete(r.bytes, model)
+}
+
+// replayParity runs model id's recent requests through the serving
+// version and the staged one and compares their answers. Raw tensors are
+// replayed only when the signature is unchanged; images always are.
+func (a *Agent) replayParity(ctx context.Context, id, staged string, sameSig bool) Parity {
+	p := Parity{MaxAbsDiff: -1}
+	for _, s := range a.parity.snapshot(id) {
+		if ctx.Err() != nil {
+			break
+		}
+		req := infer.Request{Tensor: s.tensor, Raw: true}
+		if s.image != nil {
+			img, err := infer.DecodeImage(s.image, a.config().Infer.MaxImagePixels)
+			if err != nil {
+				p.Skipped++
+				continue
+			}
+			req = infer.Request{Image: img, Raw: true}
+		} else if !sameSig {
+			p.Skipped++
+			continue
+		}
+		old, err1 := a.runOn(ctx, id, req)
+		neu, err2 := a.runOn(ctx, staged, req)
+		if err1 != nil || err2 != nil {
+			p.Skipped++
+			continue
+		}
+		agree, diff, err := compareOutputs(old, neu)
+		if err != nil {
+			p.Skipped++
+			continue
+		}
+		p.Replayed++
+		if agree {
+			p.Agreed++
+		}
+		if diff >= 0 {
+			p.MaxAbsDiff = math.Max(p.MaxAbsDiff, diff)
+		}
+	}
+	if p.Replayed > 0 {
+		p.Agreement = float64(p.Agreed) / float64(p.Replayed)
+	}
+	return p
+}
+
+// compareOutputs reports whether two answers have the same top-1 class and
+// their largest difference (-1 when the outputs differ in size).
+func compareOutputs(x, y infer.Result) (bool, float64, error) {
+	a, err := tflite.Dequantize(x.Output, x.Raw, nil)
+	if err != nil {
+		return false, 0, err
+	}
+	b, err := tflite.Dequantize(y.Output, y.Raw, nil)
+	if err != nil {
+		return false, 0, err
+	}
+	if len(a) == 0 || len(b) == 0 {
+		return false, 0, fmt.Errorf("empty output")
+	}
+	agree := argmax(a) == argmax(b)
+	if len(a) != len(b) {
+		return agree, -1, nil
+	}
+	d := 0.0
+	for i := range a {
+		d = math.Max(d, math.Abs(float64(a[i]-b[i])))
+	}
+	return agree, d, nil
+}
+
+func argmax(v []float32) int {
+	best := 0
+	for i, x := range v {
+		if x > v[best] {
+			best = i
+		}
+	}
+	return best
+}
