@@ -2,6 +2,9 @@ package agent
 
 import (
 	"context"
+	"fmt"
+	"maps"
+	"slices"
 	"sync"
 	"time"
 
@@ -38,9 +41,9 @@ func (a *Agent) startLoops(runCtx context.Context, startPlan PlanResult) {
 	a.restartTunedLoops(runCtx)
 }
 
-// tunedLoops are the loops that read prewarm settings (keep_alive,
-// keep_mapping, schedule_lead, schedule_min_demand, resume_check) when
-// they start: a reload that changes one restarts them all.
+// tunedLoops are the loops that read settings when they start (keep_alive,
+// keep_mapping, schedule_lead, schedule_min_demand, resume_check, the
+// model watch): a reload that changes one restarts them all.
 type tunedLoops struct {
 	cancel   context.CancelFunc
 	wg       *sync.WaitGroup
@@ -51,12 +54,18 @@ type tunedSettings struct {
 	keepAlive, scheduleLead, resumeCheck time.Duration
 	keepMapping                          bool
 	scheduleMinDemand                    float64
+	watch                                bool
+	debounce                             time.Duration
+	watched                              string // the watched folders and files
 }
 
 func (c *Config) tunedSettings() tunedSettings {
 	p := c.Prewarm
+	dirs, files := watchTargets(c)
 	return tunedSettings{keepAlive: p.KeepAlive, scheduleLead: p.ScheduleLead, resumeCheck: p.ResumeCheck,
-		keepMapping: p.KeepMapping == nil || *p.KeepMapping, scheduleMinDemand: p.ScheduleMinDemand}
+		keepMapping: p.KeepMapping == nil || *p.KeepMapping, scheduleMinDemand: p.ScheduleMinDemand,
+		watch: c.Updates.watch(), debounce: c.Updates.Debounce,
+		watched: fmt.Sprint(dirs, slices.Sorted(maps.Keys(files)))}
 }
 
 // restartTunedLoops stops the tuned loops (waiting until they have) and
@@ -70,7 +79,7 @@ func (a *Agent) restartTunedLoops(runCtx context.Context) {
 	}
 	ctx, cancel := context.WithCancel(runCtx)
 	wg := &sync.WaitGroup{}
-	for _, f := range []func(context.Context){a.resumeLoop, a.scheduleLoop, a.trimLoop} {
+	for _, f := range []func(context.Context){a.resumeLoop, a.scheduleLoop, a.trimLoop, a.watchModels} {
 		wg.Add(1)
 		a.spawn(ctx, func(ctx context.Context) {
 			defer wg.Done()

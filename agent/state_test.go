@@ -29,10 +29,13 @@ func quietLog() *slog.Logger {
 }
 
 // testConfig is a configuration over a fresh state dir with a quick
-// calibration.
+// calibration. The model watch is off: tests that change files rescan
+// when they mean to (the watch tests switch it on).
 func testConfig(t *testing.T, models ...agent.ModelConfig) agent.Config {
 	t.Helper()
 	cfg := agent.DefaultConfig()
+	off := false
+	cfg.Updates.Watch = &off
 	cfg.StateDir = filepath.Join(t.TempDir(), "state")
 	cfg.Calibration = agent.CalibrationConfig{Runs: 3, SteadyInvokes: 3, MaxThreads: 2, IdleAfter: 10 * time.Millisecond}
 	cfg.Models = models
