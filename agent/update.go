@@ -169,6 +169,9 @@ func (a *Agent) applyUpdate(ctx context.Context, old, st *modelState, rollback s
 		return rep, a.rejectUpdate(old, st, err)
 	}
 	promoted = true
+	if rollback == "" {
+		a.guardUpdate(id, old.digest, st.digest) // from the first request it serves
+	}
 	a.setModel(st)
 	a.unsettle()
 	a.prepMu.Unlock()
@@ -190,7 +193,6 @@ func (a *Agent) applyUpdate(ctx context.Context, old, st *modelState, rollback s
 		a.log.Info("model updated", "model", id, "old", old.digest, "new", st.digest, "staged", rep.Staged, "took_ms", rep.TookMs)
 		a.event("model_updated", map[string]any{"model": id, "old_sha256": old.digest, "new_sha256": st.digest,
 			"staged": rep.Staged, "stages": rep.Stages, "parity": rep.Parity, "checks": rep.Checks, "took_ms": rep.TookMs})
-		a.guardUpdate(id, old.digest, st.digest)
 	}
 	return rep, nil
 }
