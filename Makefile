@@ -71,6 +71,9 @@ run: build ## run the agent on its embedded defaults (no config, no broker)
 
 test: deps $(RUNTIME_STAMP) lint ## make lint, then every test with -race (provisions first)
 	$(GO) test -race -count=1 -timeout 30m -ldflags='$(LINKMODE)' ./...
+	@# Load tests excluded under -race (//go:build !race): the detector, not
+	@# the agent, would set their rate.
+	$(GO) test -count=1 -timeout 10m -ldflags='$(LINKMODE)' -run 'UnderLoad' ./agent
 
 BENCH_BIN := bin/edge-agent-bench
 

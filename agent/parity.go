@@ -20,7 +20,10 @@ type Parity struct {
 	// dequantized outputs, over requests whose outputs have the same size
 	// (for models that are not classifiers); -1 when none had.
 	MaxAbsDiff float64 `json:"max_abs_diff"`
-	Skipped    int     `json:"skipped"` // raw tensors the new signature cannot take, or failures
+	// NewFailed counts requests the serving version answered and the new
+	// one could not (an image for a model whose input is no image...).
+	NewFailed int `json:"new_failed"`
+	Skipped   int `json:"skipped"` // the serving version failed them too
 }
 
 // paritySample is one recent request as sent: the image (so it can be
@@ -74,10 +77,12 @@ func (r *parityRing) forget(model string) {
 	delete(r.bytes, model)
 }
 
-// replayParity runs model id's recent requests through the serving
-// version and the staged one and compares their answers. Raw tensors are
-// replayed only when the signature is unchanged; images always are.
-func (a *Agent) replayParity(ctx context.Context, id, staged string, sameSig bool) Parity {
+// replayParity runs model id's recent requests, as they were sent, through
+// the serving version and the staged one and compares their answers. A
+// request the new version cannot take (a raw tensor of the old input size,
+// an image for a model whose input is no image) counts in NewFailed: even
+// with allow_signature_change, what clients send must still be answered.
+func (a *Agent) replayParity(ctx context.Context, id, staged string) Parity {
 	p := Parity{MaxAbsDiff: -1}
 	for _, s := range a.parity.snapshot(id) {
 		if ctx.Err() != nil {
@@ -91,14 +96,17 @@ func (a *Agent) replayParity(ctx context.Context, id, staged string, sameSig boo
 				continue
 			}
 			req = infer.Request{Image: img, Raw: true}
-		} else if !sameSig {
+		}
+		old, err := a.runOn(ctx, id, req)
+		if err != nil {
 			p.Skipped++
 			continue
 		}
-		old, err1 := a.runOn(ctx, id, req)
-		neu, err2 := a.runOn(ctx, staged, req)
-		if err1 != nil || err2 != nil {
-			p.Skipped++
+		neu, err := a.runOn(ctx, staged, req)
+		if err != nil {
+			if ctx.Err() == nil {
+				p.NewFailed++
+			}
 			continue
 		}
 		agree, diff, err := compareOutputs(old, neu)

@@ -29,6 +29,9 @@ var (
 	// ErrDisagrees: the update agrees with the serving version on recent
 	// requests less often than min_agreement.
 	ErrDisagrees = tflite.NewKind("update_disagrees", "the update disagrees with the serving version on recent requests")
+	// ErrFailsRequests: the update cannot answer recent requests the
+	// serving version answered.
+	ErrFailsRequests = tflite.NewKind("update_fails_requests", "the update fails requests the serving version answers")
 	// ErrNoPrevious: rollback without a kept previous version.
 	ErrNoPrevious = tflite.NewKind("no_previous_version", "no previous version is kept for this model")
 )
@@ -157,12 +160,13 @@ func (a *Agent) applyUpdate(ctx context.Context, old, st *modelState, rollback s
 		a.prepMu.Unlock()
 		return rep, fmt.Errorf("update of %q superseded", id)
 	}
+	var swapped time.Time
 	if rep.Staged {
-		err = a.promote(ctx, staged, id)
+		swapped, err = a.promote(ctx, staged, id)
 	} else {
 		_ = a.pool.Unregister(staged)
 		spec.ID, spec.Pinned = id, st.cfg.Pinned
-		err = a.pool.Replace(spec)
+		swapped, err = a.opts.Now(), a.pool.Replace(spec)
 	}
 	if err != nil {
 		a.prepMu.Unlock()
@@ -188,26 +192,27 @@ func (a *Agent) applyUpdate(ctx context.Context, old, st *modelState, rollback s
 	if rollback != "" {
 		a.log.Warn("model rolled back", "model", id, "from", old.digest, "to", st.digest, "reason", rollback)
 		a.event("model_rolled_back", map[string]any{"model": id, "from_sha256": old.digest, "to_sha256": st.digest,
-			"reason": rollback, "took_ms": rep.TookMs})
+			"reason": rollback, "took_ms": rep.TookMs, "swapped_at": swapped.UTC().Format(time.RFC3339Nano)})
 	} else {
 		a.log.Info("model updated", "model", id, "old", old.digest, "new", st.digest, "staged", rep.Staged, "took_ms", rep.TookMs)
 		a.event("model_updated", map[string]any{"model": id, "old_sha256": old.digest, "new_sha256": st.digest,
-			"staged": rep.Staged, "stages": rep.Stages, "parity": rep.Parity, "checks": rep.Checks, "took_ms": rep.TookMs})
+			"staged": rep.Staged, "stages": rep.Stages, "parity": rep.Parity, "checks": rep.Checks, "took_ms": rep.TookMs,
+			"swapped_at": swapped.UTC().Format(time.RFC3339Nano)})
 	}
 	return rep, nil
 }
 
 // promote swaps the staged version in, retrying while a check's lease on
-// it is still being released.
-func (a *Agent) promote(ctx context.Context, staged, id string) error {
+// it is still being released; it returns when the swap happened.
+func (a *Agent) promote(ctx context.Context, staged, id string) (time.Time, error) {
 	for {
-		err := a.pool.Promote(staged, id)
+		at, err := a.pool.Promote(staged, id)
 		if !errors.Is(err, tflite.ErrBusy) {
-			return err
+			return at, err
 		}
 		select {
 		case <-ctx.Done():
-			return ctx.Err()
+			return time.Time{}, ctx.Err()
 		case <-time.After(time.Millisecond):
 		}
 	}
@@ -258,7 +263,10 @@ func (a *Agent) checkUpdate(ctx context.Context, old, st *modelState, staged str
 		}
 		rep.Checks = append(rep.Checks, "golden")
 	}
-	p := a.replayParity(ctx, st.cfg.ID, staged, sameSig)
+	p := a.replayParity(ctx, st.cfg.ID, staged)
+	if p.NewFailed > 0 {
+		return fmt.Errorf("%w: %d of the last %d requests", ErrFailsRequests, p.NewFailed, p.NewFailed+p.Replayed)
+	}
 	if p.Replayed > 0 {
 		rep.Parity = &p
 		rep.Checks = append(rep.Checks, "parity")

@@ -178,7 +178,14 @@ func TestRollbackRestoresThePreviousVersionWarm(t *testing.T) {
 // is rolled back on its own, and requests succeed again.
 func TestAutomaticRollbackOnFailingRequests(t *testing.T) {
 	v1, v2 := readShared(t, "mobilenet_v1_0.25_128_quant.tflite"), readShared(t, "mobilenet_v2_1.0_224_quant.tflite")
-	a, path := updateAgent(t, v1, agent.ModelConfig{AllowSignatureChange: true})
+	// Without recent requests to replay (parity_ring = 0) nothing shows
+	// before the swap that clients' 128×128 tensors no longer fit.
+	path := filepath.Join(t.TempDir(), "cls.tflite")
+	replaceFile(t, path, v1)
+	cfg := testConfig(t, agent.ModelConfig{ID: "cls", Path: path, AllowSignatureChange: true})
+	cfg.Updates.ParityRing = 0
+	a := start(t, cfg, agent.Options{})
+	defer a.Close()
 	in := make([]byte, 128*128*3)
 	ask := func() error {
 		_, err := a.Command(context.Background(), mqtt.Command{Verb: "infer", Binary: true, Model: "cls", Payload: in})

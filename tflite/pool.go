@@ -288,20 +288,22 @@ func (p *Pool) Replace(s ModelSpec) error {
 // it; leases on the old version finish on it, which is freed once they are
 // released. The staged model keeps its warm interpreters and takes over
 // the old one's pinning and demand. Nothing may be leased or loading on
-// the staged id (ErrBusy).
-func (p *Pool) Promote(staged, id string) error {
+// the staged id (ErrBusy). It returns when the swap happened (taken under
+// the pool's lock: requests before it were served by the old version,
+// requests after by the new).
+func (p *Pool) Promote(staged, id string) (time.Time, error) {
 	p.mu.Lock()
 	e, ok := p.entries[staged]
 	switch {
 	case p.closed:
 		p.mu.Unlock()
-		return &Error{Op: "promote " + staged, Kind: ErrPoolClosed}
+		return time.Time{}, &Error{Op: "promote " + staged, Kind: ErrPoolClosed}
 	case !ok:
 		p.mu.Unlock()
-		return &Error{Op: "promote " + staged, Kind: ErrUnknownModel}
+		return time.Time{}, &Error{Op: "promote " + staged, Kind: ErrUnknownModel}
 	case e.leased > 0 || e.growing > 0 || e.waiters > 0:
 		p.mu.Unlock()
-		return &Error{Op: "promote " + staged, Kind: ErrBusy}
+		return time.Time{}, &Error{Op: "promote " + staged, Kind: ErrBusy}
 	}
 	delete(p.entries, staged)
 	e.spec.ID = id
@@ -313,8 +315,9 @@ func (p *Pool) Promote(staged, id string) error {
 		p.broadcastLocked(old)
 	}
 	p.entries[id] = e
+	at := p.opts.Now()
 	p.unlockAndNotify()
-	return nil
+	return at, nil
 }
 
 // Unregister removes a model, freeing it now if idle or when its last lease

@@ -383,11 +383,11 @@ func TestFakePoolPromoteSwapsWarmWithoutAGap(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := p.Promote("m@v2", "m"); !errors.Is(err, ErrBusy) {
+	if _, err := p.Promote("m@v2", "m"); !errors.Is(err, ErrBusy) {
 		t.Fatalf("promote while the staged version is leased: %v", err)
 	}
 	busy.Release()
-	if err := p.Promote("m@v2", "m"); err != nil {
+	if _, err := p.Promote("m@v2", "m"); err != nil {
 		t.Fatal(err)
 	}
 	next, err := p.Acquire(context.Background(), "m")
