@@ -133,14 +133,6 @@ func (a *Agent) admitModel(st *modelState, replace bool) *modelState {
 	return st
 }
 
-// fileChanged reports whether the file of a registered model no longer has
-// the content it was registered with (replaced, rewritten or gone). The
-// digest is cached by file identity: an unchanged file is not read again.
-func (a *Agent) fileChanged(st *modelState) bool {
-	d, _, err := tflite.Digest(st.cfg.Path, digestCache{a.store})
-	return err != nil || d != st.digest
-}
-
 // failModel records err as st's failure; requests for the model get its code.
 func (a *Agent) failModel(st *modelState, err error) *modelState {
 	st.failed = errorReport(err)

@@ -29,7 +29,7 @@ func (a *Agent) watchModels(ctx context.Context) {
 		a.log.Warn("model files not watched (rescan or SIGHUP picks up changes)", "err", err)
 		return
 	}
-	defer w.Close()
+	defer func() { _ = w.Close() }()
 	dirs, files := watchTargets(cfg)
 	for _, d := range dirs {
 		if err := w.Add(d); err != nil {
