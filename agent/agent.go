@@ -113,6 +113,7 @@ type Agent struct {
 	guards   map[string]*updateGuard
 	outcomes map[string]*outcomes
 	parity   *parityRing // recent requests per model, replayed through updates
+	tiers    *tiers      // fast-path agreement of families
 
 	// tunedMu guards tuned: the loops whose settings a reload may change.
 	tunedMu sync.Mutex
@@ -147,6 +148,7 @@ func New(cfg Config, log *slog.Logger, o Options) *Agent {
 		settled: make(chan struct{}), warming: map[string]bool{}, notify: notifier{log: log}, hb: newHeartbeats(time.Second)}
 	a.updates, a.guards, a.outcomes = map[string]*pendingUpdate{}, map[string]*updateGuard{}, map[string]*outcomes{}
 	a.parity = newParityRing(cfg.Updates.ParityRing, int64(cfg.Updates.ParityRingBytes))
+	a.tiers = newTiers()
 	a.cfg.Store(&cfg)
 	return a
 }

@@ -133,6 +133,36 @@ type PrewarmConfig struct {
 type FamilyConfig struct {
 	ID       string   `toml:"id"`
 	Variants []string `toml:"variants"`
+	// SampleFraction of the requests a fast variant answers are kept and,
+	// once the precise variant is warm, run through it in the background,
+	// to measure how often the fast answer agrees (metrics "tiers").
+	// Default 0.1.
+	SampleFraction *float64 `toml:"sample_fraction"`
+	// MinFastAgreement: once at least 10 samples were compared, requests
+	// wait for the precise variant (up to EscalateWait) while the fast
+	// one agrees with it less often than this. 0 (default): never.
+	MinFastAgreement float64 `toml:"min_fast_agreement"`
+	// EscalateBelow: a fast answer whose top score is below this waits for
+	// the precise variant (up to EscalateWait). 0 (default): never.
+	EscalateBelow float64 `toml:"escalate_below"`
+	// EscalateWait bounds an escalated request's wait for the precise
+	// variant; past it the fast answer is given, and the reply says so.
+	// Default "2s".
+	EscalateWait time.Duration `toml:"escalate_wait"`
+}
+
+func (f FamilyConfig) sampleFraction() float64 {
+	if f.SampleFraction == nil {
+		return 0.1
+	}
+	return *f.SampleFraction
+}
+
+func (f FamilyConfig) escalateWait() time.Duration {
+	if f.EscalateWait <= 0 {
+		return 2 * time.Second
+	}
+	return f.EscalateWait
 }
 
 // MQTTConfig is the broker connection and what goes over it.
@@ -475,6 +505,9 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("families[%d].id: %q is also a model id", i, f.ID))
 		case len(f.Variants) < 2:
 			errs = append(errs, fmt.Errorf("families[%d].variants: want at least two, fast to precise", i))
+		case f.sampleFraction() < 0 || f.sampleFraction() > 1 || f.MinFastAgreement < 0 || f.MinFastAgreement > 1 ||
+			f.EscalateBelow < 0 || f.EscalateBelow > 1 || f.EscalateWait < 0:
+			errs = append(errs, fmt.Errorf("families[%d]: sample_fraction, min_fast_agreement and escalate_below are 0..1, escalate_wait ≥ 0", i))
 		}
 		for _, v := range f.Variants {
 			if !modelIDs[v] && c.ModelsDir == "" {

@@ -16,13 +16,16 @@ type InferReply struct {
 	Model string `json:"model"` // the model that answered
 	// Family and Variant are set when the request named a family: which
 	// variant answered (the fast one while the precise one warms).
-	Family   string             `json:"family,omitempty"`
-	Variant  string             `json:"variant,omitempty"`
-	Warm     bool               `json:"warm"` // served by an interpreter that was already warm
-	InvokeMs float64            `json:"invoke_ms"`
-	Top      []infer.Class      `json:"top,omitempty"`
-	Output   []byte             `json:"output,omitempty"` // raw output tensor (base64), when asked
-	Tensor   *tflite.TensorInfo `json:"output_tensor,omitempty"`
+	Family  string `json:"family,omitempty"`
+	Variant string `json:"variant,omitempty"`
+	Warm    bool   `json:"warm"` // served by an interpreter that was already warm
+	// Escalated says why a family request waited for the precise variant
+	// (a low-score fast answer, or low fast-path agreement).
+	Escalated string             `json:"escalated,omitempty"`
+	InvokeMs  float64            `json:"invoke_ms"`
+	Top       []infer.Class      `json:"top,omitempty"`
+	Output    []byte             `json:"output,omitempty"` // raw output tensor (base64), when asked
+	Tensor    *tflite.TensorInfo `json:"output_tensor,omitempty"`
 }
 
 func (a *Agent) inferCommand(ctx context.Context, c mqtt.Command) (any, error) {
@@ -93,11 +96,31 @@ func (a *Agent) inferCommand(ctx context.Context, c mqtt.Command) (any, error) {
 		r.Labels = a.labelsFor(model)
 	}
 	res, err := infer.Run(l, r)
+	l.Release() // not held while an escalation waits
 	a.noteOutcome(model, err != nil)
 	if err != nil {
 		return nil, err
 	}
 	a.parity.add(model, img, input)
+	warm, answered, escalated := l.Warm, model, ""
+	if f, ok := a.config().family(family); ok {
+		if precise := f.Variants[len(f.Variants)-1]; model == precise {
+			a.checkSamples(f) // fast answers kept while it warmed
+		} else {
+			a.sampleFast(f, img, input, res)
+			if why := a.escalation(f, &res); why != "" {
+				pres, ok, pwarm, err := a.escalate(ctx, f, r)
+				switch {
+				case err != nil:
+					return nil, err
+				case ok:
+					res, answered, warm, escalated = pres, precise, pwarm, "escalated: "+why
+				default:
+					escalated = "escalated: " + why + "; the precise variant was not ready within escalate_wait, so the fast one answered"
+				}
+			}
+		}
+	}
 	// Demand is recorded for models, never family ids (the planner and the
 	// schedule rank models): for the variant that answered, and for the
 	// family's precise variant when a faster one stood in for it, since
@@ -110,9 +133,9 @@ func (a *Agent) inferCommand(ctx context.Context, c mqtt.Command) (any, error) {
 		}
 	}
 	a.firstRequest(req.Model, l.Warm)
-	rep := InferReply{Model: model, Warm: l.Warm, InvokeMs: ms(res.Invoke), Top: res.Top}
+	rep := InferReply{Model: answered, Warm: warm, InvokeMs: ms(res.Invoke), Top: res.Top, Escalated: escalated}
 	if family != "" {
-		rep.Family, rep.Variant = family, model
+		rep.Family, rep.Variant = family, answered
 	}
 	if req.Raw {
 		rep.Output, rep.Tensor = res.Raw, &res.Output
@@ -157,7 +180,9 @@ func (a *Agent) warmInBackground(model string) {
 			delete(a.warming, model)
 			a.warmMu.Unlock()
 		}()
-		_, _ = a.prewarmOne(ctx, model, "family")
+		if _, err := a.prewarmOne(ctx, model, "family"); err == nil {
+			a.checkSamplesFor(model)
+		}
 	})
 }
 

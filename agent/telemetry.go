@@ -151,6 +151,8 @@ type Metrics struct {
 	Outbox     storage.OutboxStats `json:"outbox"`
 	MQTT       *mqtt.Stats         `json:"mqtt,omitempty"`
 	UsageSaved int                 `json:"usage_events_pending"`
+	// Tiers is each family's fast-path agreement with its precise variant.
+	Tiers map[string]TierStats `json:"tiers,omitempty"`
 }
 
 // ProcessStats is the agent process's memory and CPU.
@@ -178,6 +180,9 @@ func (a *Agent) metrics() Metrics {
 	m := Metrics{At: time.Now().UTC().Format(time.RFC3339Nano), UptimeS: time.Since(a.opts.Started).Seconds(),
 		Pool: a.pool.Stats(), Process: processStats(), Memory: a.memoryReport(), UsageSaved: a.usage.pending()}
 	m.Outbox, _ = a.store.OutboxStats()
+	if t := a.tiers.snapshot(); len(t) > 0 {
+		m.Tiers = t
+	}
 	if a.mq != nil {
 		s := a.mq.Stats()
 		m.MQTT = &s

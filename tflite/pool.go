@@ -341,10 +341,18 @@ func (p *Pool) Unregister(id string) error {
 // free and the model has room for another; otherwise it waits for a
 // release until ctx is done.
 func (p *Pool) Acquire(ctx context.Context, id string) (*Lease, error) {
-	return p.acquire(ctx, id, true)
+	return p.acquire(ctx, id, true, true)
 }
 
-func (p *Pool) acquire(ctx context.Context, id string, demand bool) (*Lease, error) {
+// AcquireWarm is Acquire without loading: it waits, until ctx is done, for
+// an interpreter someone else warms (a prewarm) or releases. A caller with
+// a deadline uses it when a load, which cannot be interrupted, could run
+// past that deadline.
+func (p *Pool) AcquireWarm(ctx context.Context, id string) (*Lease, error) {
+	return p.acquire(ctx, id, true, false)
+}
+
+func (p *Pool) acquire(ctx context.Context, id string, demand, mayLoad bool) (*Lease, error) {
 	p.mu.Lock()
 	e, ok := p.entries[id]
 	if !ok {
@@ -382,7 +390,7 @@ func (p *Pool) acquire(ctx context.Context, id string, demand bool) (*Lease, err
 			p.mu.Unlock()
 			return &Lease{Warm: true, p: p, e: e, it: it}, nil
 		}
-		if e.growing == 0 && len(e.idle)+e.leased < e.perModel {
+		if mayLoad && e.growing == 0 && len(e.idle)+e.leased < e.perModel {
 			e.growing++
 			p.mu.Unlock()
 			it, err := p.grow(ctx, e, demand)
@@ -799,7 +807,7 @@ func (p *Pool) Refresh(ctx context.Context, id string) (bool, error) {
 // Prewarm warms one interpreter for id unless one is already warm, without
 // counting as demand. It reports whether it loaded anything.
 func (p *Pool) Prewarm(ctx context.Context, id string) (LoadReport, bool, error) {
-	l, err := p.acquire(ctx, id, false)
+	l, err := p.acquire(ctx, id, false, true)
 	if err != nil {
 		return LoadReport{}, false, err
 	}
