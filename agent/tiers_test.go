@@ -110,7 +110,7 @@ func TestTierGuardEscalatesOnLowAgreement(t *testing.T) {
 	g.armed.Store(false)
 	close(g.release)
 	grace := readShared(t, "grace_hopper.bmp") // v1 and v2 disagree on it
-	evict := func() { // once the background warm-up a request started is done
+	evict := func() {                          // once the background warm-up a request started is done
 		waitFor(t, "v2 can be evicted", func() bool { return a.Pool().Evict("v2") == nil })
 	}
 	for range 10 {
