@@ -77,7 +77,7 @@ type UpdatesConfig struct {
 	RollbackWindow int `toml:"rollback_window"`
 	// ParityRing is how many recent requests per model are kept (in
 	// memory, never stored) to replay through an update; ParityRingBytes
-	// bounds their bytes. Defaults 16 and 4MiB.
+	// bounds their bytes over all models. Defaults 16 and 4MiB.
 	ParityRing      int      `toml:"parity_ring"`
 	ParityRingBytes ByteSize `toml:"parity_ring_bytes"`
 }

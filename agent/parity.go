@@ -32,12 +32,14 @@ type paritySample struct {
 	image, tensor []byte
 }
 
-// parityRing keeps the last requests per model, bounded in count and
-// bytes, in memory only (requests are never stored).
+// parityRing keeps the last requests per model (at most max each) and at
+// most maxBytes in all, in memory only (requests are never stored). When
+// the bytes run out, the model holding the most gives up its oldest.
 type parityRing struct {
 	mu       sync.Mutex
 	max      int
 	maxBytes int64
+	total    int64
 	samples  map[string][]paritySample
 	bytes    map[string]int64
 }
@@ -46,22 +48,46 @@ func newParityRing(n int, maxBytes int64) *parityRing {
 	return &parityRing{max: n, maxBytes: maxBytes, samples: map[string][]paritySample{}, bytes: map[string]int64{}}
 }
 
-// add keeps a copy of one request to model.
+// add keeps one request to model. The slices are kept as they are, not
+// copied: a command's payload is its own allocation, never reused.
 func (r *parityRing) add(model string, image, tensor []byte) {
 	size := int64(len(image) + len(tensor))
 	if r.max == 0 || size > r.maxBytes {
 		return
 	}
-	s := paritySample{image: append([]byte(nil), image...), tensor: append([]byte(nil), tensor...)}
+	s := paritySample{image: image, tensor: tensor}
+	if len(image) == 0 {
+		s.image = nil
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	list := append(r.samples[model], s)
+	r.samples[model] = append(r.samples[model], s)
 	r.bytes[model] += size
-	for len(list) > r.max || r.bytes[model] > r.maxBytes {
-		r.bytes[model] -= int64(len(list[0].image) + len(list[0].tensor))
-		list = list[1:]
+	r.total += size
+	if len(r.samples[model]) > r.max {
+		r.dropOldest(model)
 	}
-	r.samples[model] = list
+	for r.total > r.maxBytes {
+		r.dropOldest(r.largest())
+	}
+}
+
+func (r *parityRing) dropOldest(model string) {
+	list := r.samples[model]
+	size := int64(len(list[0].image) + len(list[0].tensor))
+	r.samples[model] = list[1:]
+	r.bytes[model] -= size
+	r.total -= size
+}
+
+func (r *parityRing) largest() string {
+	best := ""
+	for m, b := range r.bytes {
+		if best == "" || b > r.bytes[best] {
+			best = m
+		}
+	}
+	return best
 }
 
 func (r *parityRing) snapshot(model string) []paritySample {
@@ -73,6 +99,7 @@ func (r *parityRing) snapshot(model string) []paritySample {
 func (r *parityRing) forget(model string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.total -= r.bytes[model]
 	delete(r.samples, model)
 	delete(r.bytes, model)
 }
