@@ -29,7 +29,9 @@ func TestParityRingBounds(t *testing.T) {
 	if r.total != 30 {
 		t.Fatalf("after forgetting b: %d bytes", r.total)
 	}
-	if s := newParityRing(0, 100); s.add("a", nil, []byte{1}); len(s.snapshot("a")) != 0 {
+	off := newParityRing(0, 100)
+	off.add("a", nil, []byte{1})
+	if len(off.snapshot("a")) != 0 {
 		t.Fatal("parity_ring = 0 keeps requests")
 	}
 }
