@@ -29,6 +29,9 @@ Usage:
   edge-agent models inspect FILE [--json]
   edge-agent models gen --out FILE [--size N]
   edge-agent config check FILE
+  edge-agent call VERB [--model ID] [--image FILE | --input FILE] [--top K] [--budget SIZE]
+                       [--config FILE] [--broker URL] [--device ID] [--timeout D] [--json]
+                       (VERB: status, prewarm, evict, pin, unpin, infer, rescan, rollback, set-budget, wake)
 
 Exit status: 0 ok, 1 failure, 2 usage, 3 bad model file, 4 model cannot run
 here, 5 bad input, 6 bad config. Errors print "edge-agent: MESSAGE [code]";
@@ -62,6 +65,8 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		asJSON, err = c.models(rest)
 	case "config":
 		err = c.config(rest)
+	case "call":
+		asJSON, err = c.call(ctx, rest)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return ExitOK

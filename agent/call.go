@@ -1,0 +1,131 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/edge-agent/edge-agent/mqtt"
+	"github.com/edge-agent/edge-agent/tflite"
+)
+
+// call is `edge-agent call VERB [flags]`: one command to a running agent
+// over its MQTT command topics, its reply printed.
+func (c cli) call(ctx context.Context, args []string) (bool, error) {
+	if len(args) == 0 {
+		return false, usageErr("call: want a verb (%v)", Verbs)
+	}
+	verb := args[0]
+	fs := c.newFlags("call " + verb)
+	config := fs.String("config", "", "take broker, device and credentials from this configuration file")
+	broker := fs.String("broker", "", "broker URL (default: the configuration's first broker)")
+	device := fs.String("device", "", "the agent's device id (default: the configuration's, or this machine's)")
+	model := fs.String("model", "", "model or family id (prewarm, evict, pin, unpin, rollback, infer)")
+	image := fs.String("image", "", "infer: a BMP, PNG or JPEG file, sent as it is")
+	input := fs.String("input", "", "infer: a raw input tensor file")
+	top := fs.Int("top", 5, "infer: how many classes")
+	budget := fs.String("budget", "", `set-budget: bytes or a size like "256MiB"`)
+	timeout := fs.Duration("timeout", 30*time.Second, "how long to wait for the reply")
+	asJSON := fs.Bool("json", false, "print the reply as JSON")
+	if err := parse(fs, args[1:]); err != nil {
+		return *asJSON, err
+	}
+	if fs.NArg() != 0 {
+		return *asJSON, usageErr("call: unexpected argument %q", fs.Arg(0))
+	}
+	cfg := DefaultConfig()
+	if *config != "" {
+		var err error
+		if cfg, err = LoadConfig(*config); err != nil {
+			return *asJSON, err
+		}
+	}
+	o := cfg.mqttOptions()
+	if *broker != "" {
+		o.Brokers = []string{*broker}
+	}
+	if *device != "" {
+		o.Device = *device
+	}
+	if len(o.Brokers) == 0 {
+		return *asJSON, usageErr("call: no broker (--broker URL, or --config with [mqtt] brokers)")
+	}
+	payload, binary, err := callPayload(verb, *model, *image, *input, *budget, *top)
+	if err != nil {
+		return *asJSON, err
+	}
+	cctx, cancel := context.WithTimeout(ctx, *timeout)
+	defer cancel()
+	r, err := mqtt.Call(cctx, o, verb, *model, payload, binary)
+	if err != nil {
+		return *asJSON, err
+	}
+	if *asJSON {
+		if err := c.printJSON(r); err != nil {
+			return true, err
+		}
+	} else if r.OK {
+		var v any
+		if err := json.Unmarshal(r.Result, &v); err == nil {
+			b, _ := json.MarshalIndent(v, "", "  ")
+			fmt.Fprintf(c.stdout, "%s\n", b)
+		}
+	}
+	if !r.OK && r.Error != nil {
+		// The agent's code, so the exit status is the CLI table's.
+		return *asJSON, tflite.NewKind(r.Error.Code, r.Error.Message)
+	}
+	return *asJSON, nil
+}
+
+// callPayload builds the command's payload: JSON, or for infer the file's
+// bytes as a binary payload (no base64).
+func callPayload(verb, model, image, input, budget string, top int) ([]byte, bool, error) {
+	need := func(flag, v string) error {
+		if v == "" {
+			return usageErr("call %s: --%s is required", verb, flag)
+		}
+		return nil
+	}
+	switch verb {
+	case "prewarm", "evict", "pin", "unpin", "rollback":
+		if err := need("model", model); err != nil {
+			return nil, false, err
+		}
+		b, err := json.Marshal(map[string]any{"model": model})
+		return b, false, err
+	case "set-budget":
+		if err := need("budget", budget); err != nil {
+			return nil, false, err
+		}
+		b, err := json.Marshal(map[string]any{"budget": budget})
+		return b, false, err
+	case "infer":
+		if err := need("model", model); err != nil {
+			return nil, false, err
+		}
+		if (image == "") == (input == "") {
+			return nil, false, usageErr("call infer: give exactly one of --image and --input")
+		}
+		path := image + input
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return nil, false, fmt.Errorf("call infer: %w", err)
+		}
+		if top != 5 {
+			// The binary form has no room for options: send JSON instead.
+			field := "input"
+			if image != "" {
+				field = "image"
+			}
+			j, err := json.Marshal(map[string]any{"model": model, field: b, "top": top})
+			return j, false, err
+		}
+		return b, true, nil
+	case "status", "rescan", "reload", "wake":
+		return []byte("{}"), false, nil
+	}
+	return nil, false, usageErr("call: unknown verb %q (known: %v)", verb, Verbs)
+}
