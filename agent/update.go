@@ -52,7 +52,9 @@ type UpdateReport struct {
 	Stages    tflite.Stages `json:"stages"` // the new version's warm-up
 	Parity    *Parity       `json:"parity,omitempty"`
 	Checks    []string      `json:"checks"` // which checks ran and passed
-	TookMs    float64       `json:"took_ms"`
+	WarmMs    float64       `json:"warm_ms"`   // registering and warming the new version
+	CheckMs   float64       `json:"checks_ms"` // the checks (signature, golden, parity replays)
+	TookMs    float64       `json:"took_ms"`   // from staging to the swap
 	Rollback  bool          `json:"rollback,omitempty"`
 	Reason    string        `json:"reason,omitempty"` // of a rollback
 }
@@ -142,7 +144,9 @@ func (a *Agent) applyUpdate(ctx context.Context, old, st *modelState, rollback s
 		return rep, a.rejectUpdate(old, st, err)
 	}
 	rep.Stages = load.Stages
+	rep.WarmMs = ms(time.Since(t0))
 
+	tc := time.Now()
 	if rollback == "" {
 		if err := a.checkUpdate(ctx, old, st, staged, rep.Staged, &rep); err != nil {
 			if ctx.Err() != nil {
@@ -152,6 +156,7 @@ func (a *Agent) applyUpdate(ctx context.Context, old, st *modelState, rollback s
 		}
 	}
 
+	rep.CheckMs = ms(time.Since(tc))
 	a.prepMu.Lock()
 	a.mapsMu.Lock()
 	current := a.models[id] == old
@@ -196,7 +201,8 @@ func (a *Agent) applyUpdate(ctx context.Context, old, st *modelState, rollback s
 	} else {
 		a.log.Info("model updated", "model", id, "old", old.digest, "new", st.digest, "staged", rep.Staged, "took_ms", rep.TookMs)
 		a.event("model_updated", map[string]any{"model": id, "old_sha256": old.digest, "new_sha256": st.digest,
-			"staged": rep.Staged, "stages": rep.Stages, "parity": rep.Parity, "checks": rep.Checks, "took_ms": rep.TookMs,
+			"staged": rep.Staged, "stages": rep.Stages, "parity": rep.Parity, "checks": rep.Checks,
+			"warm_ms": rep.WarmMs, "checks_ms": rep.CheckMs, "took_ms": rep.TookMs,
 			"swapped_at": swapped.UTC().Format(time.RFC3339Nano)})
 	}
 	return rep, nil

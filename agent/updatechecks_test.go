@@ -94,6 +94,32 @@ func TestUpdateParityAgreement(t *testing.T) {
 	}
 }
 
+// How long from a replaced file to the first answer from the new version,
+// next to the new model's cold time, and the pool's bytes during the swap:
+// figures for the README, logged (no wall-clock assertion).
+func TestUpdateFirstAnswerFigures(t *testing.T) {
+	v1, v2 := readShared(t, "mobilenet_v1_0.25_128_quant.tflite"), readShared(t, "mobilenet_v2_1.0_224_quant.tflite")
+	grace := readShared(t, "grace_hopper.bmp")
+	a, path := updateAgent(t, v1, agent.ModelConfig{AllowSignatureChange: true})
+	old := top1(t, a, "cls", grace)
+	t0 := time.Now()
+	replaceFile(t, path, v2)
+	rescanNow(t, a)
+	for top1(t, a, "cls", grace) == old { // asked every 5 ms until v2 answers
+		time.Sleep(5 * time.Millisecond)
+	}
+	first := time.Since(t0)
+	ev := waitEvents(t, a, "model_updated", 1)[0]
+	st := field[tflite.Stages](t, ev, "stages")
+	var after int64
+	for _, m := range a.Pool().Models() {
+		after += m.Bytes
+	}
+	t.Logf("file replaced → first answer from v2: %.0f ms (staging %v ms: warm %v, checks %v); v2's cold time %.0f ms; pool peak %.1f MiB during the swap, %.1f MiB after",
+		float64(first.Microseconds())/1e3, ev["took_ms"], ev["warm_ms"], ev["checks_ms"], float64(st.Cold().Microseconds())/1e3,
+		float64(a.Pool().Stats().PeakBytes)/(1<<20), float64(after)/(1<<20))
+}
+
 // Updates that cannot serve what the old version served are refused with
 // their code while the old version keeps serving: a new signature not
 // allowed, a wrong golden answer, a custom op the runtime lacks, an Edge
