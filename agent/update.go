@@ -51,7 +51,7 @@ type UpdateReport struct {
 	Staged    bool          `json:"staged"` // warmed beside the old one (false: no room for both)
 	Stages    tflite.Stages `json:"stages"` // the new version's warm-up
 	Parity    *Parity       `json:"parity,omitempty"`
-	Checks    []string      `json:"checks"` // which checks ran and passed
+	Checks    []string      `json:"checks"`    // which checks ran and passed
 	WarmMs    float64       `json:"warm_ms"`   // registering and warming the new version
 	CheckMs   float64       `json:"checks_ms"` // the checks (signature, golden, parity replays)
 	TookMs    float64       `json:"took_ms"`   // from staging to the swap
