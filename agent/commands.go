@@ -49,7 +49,7 @@ func (a *Agent) Command(ctx context.Context, c mqtt.Command) (any, error) {
 			return nil, err
 		}
 		return a.Status(), nil
-	case "prewarm", "evict", "pin", "unpin":
+	case "prewarm", "evict", "pin", "unpin", "rollback":
 		var req struct {
 			envelope
 			Model string `json:"model"`
@@ -63,18 +63,7 @@ func (a *Agent) Command(ctx context.Context, c mqtt.Command) (any, error) {
 		return a.modelCommand(ctx, c.Verb, req.Model)
 	case "infer":
 		return a.inferCommand(ctx, c)
-	case "rollback":
-		var req struct {
-			envelope
-			Model string `json:"model"`
-		}
-		if err := decodeStrict(c.Payload, &req); err != nil {
-			return nil, err
-		}
-		if err := checkModelID(req.Model); err != nil {
-			return nil, err
-		}
-		return a.Rollback(ctx, req.Model, "requested")
+
 	case "set-budget":
 		var req struct {
 			envelope
@@ -172,6 +161,8 @@ func (a *Agent) modelCommand(ctx context.Context, verb, id string) (any, error) 
 		return map[string]any{"model": id, "loaded": loaded, "load": rep}, nil
 	case "evict":
 		return map[string]any{"model": id}, a.pool.Evict(id)
+	case "rollback":
+		return a.Rollback(ctx, id, "requested")
 	default: // pin, unpin
 		return map[string]any{"model": id, "pinned": verb == "pin"}, a.pool.SetPinned(id, verb == "pin")
 	}
