@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"os"
 	"path/filepath"
 	"slices"
 	"testing"
@@ -239,4 +240,27 @@ func TestAutomaticRollbackOnFailingRequests(t *testing.T) {
 	ev := waitEvents(t, a, "model_rolled_back", 1)[0]
 	waitFor(t, "requests succeed again", func() bool { return ask() == nil })
 	t.Logf("rolled back after %d failed requests: %v", failed, ev["reason"])
+}
+
+// A directory where the model file was is refused (model_not_regular) and
+// the version serving keeps serving.
+func TestUpdateRefusesADirectory(t *testing.T) {
+	a, path := updateAgent(t, readShared(t, "mobilenet_v1_0.25_128_quant.tflite"), agent.ModelConfig{})
+	cat := readShared(t, "cat.bmp")
+	want := top1(t, a, "cls", cat)
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(path, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if r := rescanNow(t, a); !slices.Equal(r.Failed, []string{"cls"}) {
+		t.Fatalf("rescan %+v", r)
+	}
+	if ev := waitEvents(t, a, "model_update_rejected", 1)[0]; ev["code"] != tflite.ErrModelNotRegular.Code() {
+		t.Fatalf("rejected with %v, want %s", ev["code"], tflite.ErrModelNotRegular.Code())
+	}
+	if got := top1(t, a, "cls", cat); got != want {
+		t.Fatalf("after the file became a directory: %d, want %d", got, want)
+	}
 }
