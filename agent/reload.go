@@ -41,6 +41,10 @@ func (a *Agent) Reload(ctx context.Context, next Config) (ReloadResult, error) {
 		restart = append(restart, "state")
 		next.State = old.State
 	}
+	if next.Updates.ParityRing != old.Updates.ParityRing || next.Updates.ParityRingBytes != old.Updates.ParityRingBytes {
+		restart = append(restart, "updates (parity_ring, parity_ring_bytes)")
+		next.Updates.ParityRing, next.Updates.ParityRingBytes = old.Updates.ParityRing, old.Updates.ParityRingBytes
+	}
 	if next.Pool.InterpretersPerModel != old.Pool.InterpretersPerModel || next.Pool.Threads != old.Pool.Threads ||
 		next.pageIn() != old.pageIn() {
 		restart = append(restart, "pool (interpreters_per_model, threads, page_in)")
