@@ -267,7 +267,7 @@ func (c *Client) Run(ctx context.Context) error {
 // connectLoop keeps a connection until ctx ends, backing off between
 // attempts and giving up after MaxAuthFailures refused logins in a row.
 func (c *Client) connectLoop(ctx context.Context) {
-	backoff := c.o.MinReconnect
+	retry := backoff{min: c.o.MinReconnect, max: c.o.MaxReconnect, rand: c.o.Rand}
 	authFailures := 0
 	for ctx.Err() == nil {
 		// Wait for any batch being handed to the previous connection to
@@ -277,7 +277,8 @@ func (c *Client) connectLoop(ctx context.Context) {
 		c.pubMu.Unlock()
 		err := wait(ctx, c.pc.Connect(), c.o.ConnectTimeout+time.Second)
 		if err == nil {
-			backoff, authFailures = c.o.MinReconnect, 0
+			retry.reset()
+			authFailures = 0
 			if err := c.online(ctx); err != nil {
 				c.log.Warn("mqtt: after connect", "err", err)
 			}
@@ -287,8 +288,16 @@ func (c *Client) connectLoop(ctx context.Context) {
 				return
 			case err := <-c.lost:
 				c.down()
-				c.log.Warn("mqtt: connection lost", "err", err)
 				c.count(func(s *Stats) { s.LastError = err.Error() })
+				// Everyone connected to that broker lost it at once: the
+				// first retry is spread over [0, min_reconnect) too.
+				wait := retry.next()
+				c.log.Warn("mqtt: connection lost", "err", err, "retry_in", wait)
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(wait):
+				}
 			}
 			continue
 		}
@@ -312,13 +321,13 @@ func (c *Client) connectLoop(ctx context.Context) {
 				return
 			}
 		}
-		c.log.Warn("mqtt: connect failed", "broker", c.o.Brokers, "err", err, "retry_in", backoff)
+		wait := retry.next()
+		c.log.Warn("mqtt: connect failed", "broker", c.o.Brokers, "err", err, "retry_in", wait)
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(backoff):
+		case <-time.After(wait):
 		}
-		backoff = min(backoff*2, c.o.MaxReconnect)
 	}
 }
 

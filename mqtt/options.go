@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net/url"
 	"os"
 	"regexp"
@@ -37,9 +38,12 @@ type Options struct {
 	KeepAlive time.Duration
 	// ConnectTimeout bounds one connection attempt. Default 10s.
 	ConnectTimeout time.Duration
-	// MinReconnect and MaxReconnect bound the exponential backoff between
-	// attempts. Defaults 1s and 60s.
+	// MinReconnect and MaxReconnect bound the full-jitter exponential
+	// backoff between attempts (backoff.go), also after a lost connection.
+	// Defaults 1s and 60s.
 	MinReconnect, MaxReconnect time.Duration
+	// Rand draws the backoff's jitter, in [0,1); nil means math/rand.
+	Rand func() float64
 	// MaxAuthFailures ends retrying after this many refused logins in a
 	// row: a wrong password does not get better by hammering. Default 5.
 	MaxAuthFailures int
@@ -94,6 +98,9 @@ func (o *Options) defaults() {
 	set(&o.ConnectTimeout, 10*time.Second)
 	set(&o.MinReconnect, time.Second)
 	set(&o.MaxReconnect, time.Minute)
+	if o.Rand == nil {
+		o.Rand = rand.Float64
+	}
 	set(&o.AckTimeout, 30*time.Second)
 	set(&o.CommandTimeout, 30*time.Second)
 	seti(&o.MaxAuthFailures, 5)
