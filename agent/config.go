@@ -14,6 +14,7 @@ import (
 	"github.com/edge-agent/edge-agent/agent/infer"
 	"github.com/edge-agent/edge-agent/mqtt"
 	"github.com/edge-agent/edge-agent/power"
+	"github.com/edge-agent/edge-agent/tflite"
 )
 
 // Config is the agent's configuration file (TOML). Every field has a
@@ -254,6 +255,10 @@ type PoolConfig struct {
 	Threads int `toml:"threads"`
 	// PageIn reads a model's file before warming it. Default true.
 	PageIn *bool `toml:"page_in"`
+	// Eviction picks which warm model leaves when the budget is short:
+	// "cost" (default: decayed demand × cold time saved per byte), "gdsf"
+	// (the same with an aging clock, Greedy-Dual-Size-Frequency) or "lru".
+	Eviction string `toml:"eviction"`
 }
 
 // ModelConfig is one model.
@@ -461,6 +466,9 @@ func (c Config) Validate() error {
 	}
 	if c.MQTT.CommandQueue < 1 || c.MQTT.CommandWorkers < 1 {
 		errs = append(errs, errors.New("mqtt.command_queue and mqtt.command_workers: must be at least 1"))
+	}
+	if _, err := tflite.ParsePolicy(c.Pool.Eviction); err != nil {
+		errs = append(errs, fmt.Errorf("pool.eviction: %w", err))
 	}
 	if c.Infer.MaxImagePixels < 1 {
 		errs = append(errs, errors.New("infer.max_image_pixels: must be at least 1"))

@@ -46,8 +46,8 @@ func (a *Agent) Reload(ctx context.Context, next Config) (ReloadResult, error) {
 		next.Updates.ParityRing, next.Updates.ParityRingBytes = old.Updates.ParityRing, old.Updates.ParityRingBytes
 	}
 	if next.Pool.InterpretersPerModel != old.Pool.InterpretersPerModel || next.Pool.Threads != old.Pool.Threads ||
-		next.pageIn() != old.pageIn() {
-		restart = append(restart, "pool (interpreters_per_model, threads, page_in)")
+		next.pageIn() != old.pageIn() || next.Pool.Eviction != old.Pool.Eviction {
+		restart = append(restart, "pool (interpreters_per_model, threads, page_in, eviction)")
 	}
 	a.cfg.Store(&next)
 	if next.Pool.Budget != old.Pool.Budget {

@@ -98,7 +98,9 @@ func (a *Agent) openState() error {
 // newPool creates the interpreter pool; its load and eviction callbacks
 // feed the retained status and telemetry.
 func (a *Agent) newPool() {
+	policy, _ := tflite.ParsePolicy(a.config().Pool.Eviction) // validated
 	a.pool = tflite.NewPool(tflite.PoolOptions{
+		Policy:   policy,
 		Budget:   a.poolBudget(),
 		PerModel: a.config().Pool.InterpretersPerModel,
 		PageIn:   a.config().pageIn(),

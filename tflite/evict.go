@@ -21,7 +21,26 @@ const (
 	// LRU evicts the least recently used model; kept as a baseline for
 	// benchmarks.
 	LRU
+	// GDSF is Greedy-Dual-Size-Frequency (as in FaasCache, ASPLOS'21): a
+	// model's priority is the pool's clock when it was last requested plus
+	// decayed demand × cold-start time saved per byte; the lowest leaves,
+	// and the clock rises to each evicted priority, so popularity that
+	// stopped ages out instead of holding memory for ever.
+	GDSF
 )
+
+// ParsePolicy reads a policy name: "cost" (CostAware), "lru" or "gdsf".
+func ParsePolicy(s string) (Policy, error) {
+	switch s {
+	case "", "cost":
+		return CostAware, nil
+	case "lru":
+		return LRU, nil
+	case "gdsf":
+		return GDSF, nil
+	}
+	return 0, fmt.Errorf("eviction policy %q: want cost, lru or gdsf", s)
+}
 
 // errWaitForRelease means the budget is short only while other models are
 // busy: room appears when a lease is released.
@@ -74,6 +93,8 @@ func (p *Pool) victimLocked(except *entry) (victim *entry, busy bool) {
 		switch p.opts.Policy {
 		case LRU:
 			score = float64(e.lastUsed.UnixNano())
+		case GDSF:
+			score = e.clockAt + p.worthLocked(e, now)
 		default:
 			score = p.valueLocked(e, now)
 		}
@@ -92,6 +113,14 @@ func (p *Pool) valueLocked(e *entry, now time.Time) float64 {
 	return (d + 0.05) * max(e.cold.Seconds(), 1e-6) / float64(max(e.bytes, 1))
 }
 
+// worthLocked is GDSF's frequency × cost / size term, in seconds saved
+// per MiB held (the unit only matters against the clock, which is made
+// of the same terms).
+func (p *Pool) worthLocked(e *entry, now time.Time) float64 {
+	d := e.demand * p.decay(now.Sub(e.demandAt))
+	return d * max(e.cold.Seconds(), 1e-6) / (float64(max(e.bytes, 1)) / (1 << 20))
+}
+
 func (p *Pool) decay(age time.Duration) float64 {
 	if age <= 0 {
 		return 1
@@ -103,11 +132,15 @@ func (p *Pool) noteDemandLocked(e *entry) {
 	now := p.opts.Now()
 	p.lastDemand = now
 	e.demand = e.demand*p.decay(now.Sub(e.demandAt)) + 1
+	e.clockAt = p.clock
 	e.demandAt = now
 }
 
 // evictLocked frees an idle warm model entirely.
 func (p *Pool) evictLocked(e *entry, reason string) {
+	if p.opts.Policy == GDSF && reason == "budget" {
+		p.clock = max(p.clock, e.clockAt+p.worthLocked(e, p.opts.Now()))
+	}
 	freed := e.bytes
 	p.freeIdleLocked(e)
 	p.stats.Evictions++

@@ -26,7 +26,7 @@ type PoolOptions struct {
 	// PageIn reads a model's file when it is mapped, so the warm-up invoke
 	// does not fault it in page by page.
 	PageIn bool
-	// Policy for eviction; the zero value is CostAware.
+	// Policy for eviction; the zero value is CostAware (see ParsePolicy).
 	Policy Policy
 	// HalfLife of the demand estimate; 0 means 10 minutes.
 	HalfLife time.Duration
@@ -134,6 +134,7 @@ type Pool struct {
 	peak        int64     // the most bytes ever accounted at once
 	reserved    int64     // bytes held by reservations (part of bytes)
 	lastDemand  time.Time // the latest request (Acquire)
+	clock       float64   // GDSF's aging clock: the priority of the last model evicted
 	stats       Stats
 	closed      bool
 	events      []func()      // callbacks and C frees to run once mu is released
@@ -177,6 +178,7 @@ type entry struct {
 
 	demand   float64 // decayed request count at demandAt
 	demandAt time.Time
+	clockAt  float64 // the pool's GDSF clock at the latest request
 	lastUsed time.Time
 	loads    uint64
 
@@ -309,7 +311,7 @@ func (p *Pool) Promote(staged, id string) (time.Time, error) {
 	e.spec.ID = id
 	if old, ok := p.entries[id]; ok {
 		e.spec.Pinned = old.spec.Pinned
-		e.demand, e.demandAt = old.demand, old.demandAt
+		e.demand, e.demandAt, e.clockAt = old.demand, old.demandAt, old.clockAt
 		old.removed = true
 		p.freeIdleLocked(old)
 		p.broadcastLocked(old)

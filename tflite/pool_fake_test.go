@@ -323,6 +323,12 @@ func TestFakePoolEvictionOrder(t *testing.T) {
 		{"cost-aware: demand outweighs cost", CostAware,
 			map[string]*fakeModel{"a": {size: 40, heap: 10, cold: sec}, "b": {size: 41, heap: 10, cold: 2 * sec}, "c": {size: 15, heap: 10}},
 			[]string{"a", "a", "a", "a", "a", "b", "c"}, "b"},
+		{"gdsf: the cheap reload leaves, though used last", GDSF,
+			map[string]*fakeModel{"a": {size: 40, heap: 10, cold: 10 * sec}, "b": {size: 41, heap: 10, cold: sec / 100}, "c": {size: 15, heap: 10}},
+			[]string{"a", "b", "c"}, "b"},
+		{"gdsf: demand outweighs cost", GDSF,
+			map[string]*fakeModel{"a": {size: 40, heap: 10, cold: sec}, "b": {size: 41, heap: 10, cold: 2 * sec}, "c": {size: 15, heap: 10}},
+			[]string{"a", "a", "a", "a", "a", "b", "c"}, "b"},
 		{"cost-aware: per byte held", CostAware,
 			map[string]*fakeModel{"a": {size: 20, heap: 10, cold: sec}, "b": {size: 60, heap: 10, cold: sec}, "c": {size: 15, heap: 10}},
 			[]string{"a", "b", "c"}, "b"},
@@ -408,5 +414,42 @@ func TestFakePoolPromoteSwapsWarmWithoutAGap(t *testing.T) {
 	}
 	if _, err := p.Acquire(context.Background(), "m@v2"); !errors.Is(err, ErrUnknownModel) {
 		t.Fatalf("the staging id after promotion: %v", err)
+	}
+}
+
+// GDSF's clock ages out popularity that stopped: a model asked for often,
+// early, is evicted once the clock has risen past its priority, while
+// cost-aware eviction (without decay in this short run) keeps it for ever.
+func TestFakePoolGDSFAgesOutOldPopularity(t *testing.T) {
+	models := func() map[string]*fakeModel {
+		return map[string]*fakeModel{"old": {size: 40, heap: 10, cold: time.Second}, "b": {size: 41, heap: 10, cold: time.Second},
+			"c": {size: 42, heap: 10, cold: time.Second}, "d": {size: 43, heap: 10, cold: time.Second}}
+	}
+	for _, c := range []struct {
+		policy  Policy
+		oldWarm bool
+	}{{CostAware, true}, {GDSF, false}} {
+		now := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+		p, _ := fakePool(t, PoolOptions{Budget: 110, Policy: c.policy, Now: func() time.Time { return now }}, models())
+		for range 10 {
+			use(t, p, "old")
+		}
+		for range 6 { // the stream moves on: b, c, d in turn, one slot for them
+			for _, id := range []string{"b", "c", "d"} {
+				now = now.Add(time.Second)
+				use(t, p, id)
+			}
+		}
+		if got := warmIDs(p)["old"]; got != c.oldWarm {
+			t.Fatalf("policy %d: the once-popular model warm = %v, want %v (warm: %v)", c.policy, got, c.oldWarm, warmIDs(p))
+		}
+	}
+	for _, name := range []string{"cost", "lru", "gdsf", ""} {
+		if _, err := ParsePolicy(name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := ParsePolicy("fifo"); err == nil {
+		t.Fatal("an unknown policy parsed")
 	}
 }

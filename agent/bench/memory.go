@@ -18,7 +18,7 @@ import (
 )
 
 // Memory runs one request trace over more models than fit the budget,
-// with cost-aware eviction and with plain LRU.
+// with cost-aware eviction, GDSF and plain LRU.
 type Memory struct {
 	Budget   int64
 	SumBytes int64 // what all models would hold together
@@ -126,7 +126,7 @@ func memory(ctx context.Context, o Options, work string) (Memory, error) {
 		}
 	}
 	out.Requests = n
-	for name, policy := range map[string]tflite.Policy{"cost-aware": tflite.CostAware, "LRU": tflite.LRU} {
+	for name, policy := range map[string]tflite.Policy{"cost-aware": tflite.CostAware, "LRU": tflite.LRU, "GDSF": tflite.GDSF} {
 		run := PolicyRun{}
 		var coldPaid time.Duration
 		pool := tflite.NewPool(tflite.PoolOptions{Budget: out.Budget, Policy: policy, Interpreter: tflite.Options{Threads: 2},

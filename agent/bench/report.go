@@ -136,7 +136,7 @@ func write(dir string, r Report) error {
 	fmt.Fprintf(&b, "## Memory under a budget\n\n%d requests over 6 models (4 real, 2 generated of 16 and 24 MiB) that together hold %.1f MiB, with a budget of %.1f MiB; the same trace with each eviction policy.\n\n",
 		m.Requests, float64(m.SumBytes)/(1<<20), float64(m.Budget)/(1<<20))
 	b.WriteString("| policy | hit rate | misses | evictions | cold time paid, ms | cold time saved, ms | max accounted MiB | peak RSS MiB |\n|---|---|---|---|---|---|---|---|\n")
-	for _, name := range []string{"cost-aware", "LRU"} {
+	for _, name := range []string{"cost-aware", "GDSF", "LRU"} {
 		p := m.Policies[name]
 		fmt.Fprintf(&b, "| %s | %.0f%% | %d | %d | %s | %s | %.1f | %.1f |\n", name, 100*p.HitRate, p.Misses, p.Evictions, f2(p.ColdPaidMs), f2(p.ColdSavedMs),
 			float64(p.MaxAccounted)/(1<<20), float64(p.PeakRSS)/(1<<20))
