@@ -573,3 +573,50 @@ func waitFor(t *testing.T, cond func() bool) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+// With real models under a budget that forces evictions, a pinned model
+// stays warm under every policy, and the budget holds.
+func TestPinnedModelsSurviveEveryPolicy(t *testing.T) {
+	cases := realCases()
+	fp := footprints(t, cases)
+	in := prepared(t, cases)
+	for _, policy := range []tflite.Policy{tflite.CostAware, tflite.LRU, tflite.GDSF} {
+		// Room for the pinned LSTM and one of the others at a time.
+		budget := fp["lstm"] + max(fp["v1"], fp["v2"], fp["bird"]) + fp["v1"]/2
+		p := tflite.NewPool(tflite.PoolOptions{Budget: budget, Policy: policy})
+		for _, c := range cases {
+			if err := p.Register(tflite.ModelSpec{ID: c.id, Path: tflitetest.Path(t, c.model), Pinned: c.id == "lstm"}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, _, err := p.Prewarm(context.Background(), "lstm"); err != nil {
+			t.Fatal(err)
+		}
+		for i := range 24 {
+			c := cases[i%len(cases)]
+			l, err := p.Acquire(context.Background(), c.id)
+			if err != nil {
+				t.Fatalf("policy %d, %s: %v", policy, c.id, err)
+			}
+			if err := l.Interpreter().SetInput(0, in[c.id]); err != nil {
+				t.Fatal(err)
+			}
+			if err := l.Invoke(); err != nil {
+				t.Fatal(err)
+			}
+			l.Release()
+			if !p.IsWarm("lstm") {
+				t.Fatalf("policy %d: the pinned model was evicted at request %d", policy, i)
+			}
+			if s := p.Stats(); s.BytesInUse > s.Budget {
+				t.Fatalf("policy %d: %d bytes over the budget %d", policy, s.BytesInUse, s.Budget)
+			}
+		}
+		if s := p.Stats(); s.Evictions == 0 {
+			t.Fatalf("policy %d: the budget forced no eviction: %+v", policy, s)
+		}
+		if err := p.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
