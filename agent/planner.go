@@ -22,6 +22,9 @@ func (a *Agent) makePlan(w power.Wake) Plan {
 	now, half := a.opts.Now(), a.store.UsageHalfLife()
 	cals := a.calibrations()
 	for _, m := range a.pool.Models() {
+		if isStaging(m.ID) {
+			continue // a new version being checked: the update warms it
+		}
 		cal, u := cals[m.ID], usage[m.ID]
 		in.Models = append(in.Models, planModel{ID: m.ID, Pinned: m.Pinned,
 			Demand: u.Expected(now, now, half) + u.Expected(now.Add(time.Hour), now, half),

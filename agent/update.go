@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/edge-agent/edge-agent/agent/infer"
@@ -58,6 +59,10 @@ type UpdateReport struct {
 	Rollback  bool          `json:"rollback,omitempty"`
 	Reason    string        `json:"reason,omitempty"` // of a rollback
 }
+
+// isStaging reports whether a pool id is a version being staged ("id@sha"):
+// '@' is never in a model id.
+func isStaging(id string) bool { return strings.Contains(id, "@") }
 
 // startUpdate stages st, a new version of the serving old, in the
 // background. A newer version of the same model supersedes one still
