@@ -118,6 +118,12 @@ func (a *Agent) pruneVersions(id string, keep ...string) {
 // other than it and the one before.
 func (a *Agent) noteServing(st *modelState) {
 	id := st.cfg.ID
+	v, err := a.store.Versions(id)
+	if err == nil && v.Current == st.digest {
+		// The usual start: nothing new to write (no fsync per model).
+		a.pruneVersions(id, v.Current, v.Previous)
+		return
+	}
 	var keep []string
 	a.recordVersions(id, func(v *storage.Versions) {
 		if v.Current != st.digest {
