@@ -467,7 +467,7 @@ func (c Config) Validate() error {
 	if c.MQTT.CommandQueue < 1 || c.MQTT.CommandWorkers < 1 {
 		errs = append(errs, errors.New("mqtt.command_queue and mqtt.command_workers: must be at least 1"))
 	}
-	if _, err := tflite.ParsePolicy(c.Pool.Eviction); err != nil {
+	if err := tflite.ParsePolicy(c.Pool.Eviction); err != nil {
 		errs = append(errs, fmt.Errorf("pool.eviction: %w", err))
 	}
 	if c.Infer.MaxImagePixels < 1 {

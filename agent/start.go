@@ -98,7 +98,7 @@ func (a *Agent) openState() error {
 // newPool creates the interpreter pool; its load and eviction callbacks
 // feed the retained status and telemetry.
 func (a *Agent) newPool() {
-	policy, _ := tflite.ParsePolicy(a.config().Pool.Eviction) // validated
+	policy, _ := tflite.NewPolicy(a.config().Pool.Eviction, tflite.PolicyOptions{}) // validated
 	a.pool = tflite.NewPool(tflite.PoolOptions{
 		Policy:   policy,
 		Budget:   a.poolBudget(),

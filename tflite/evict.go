@@ -1,46 +1,18 @@
 package tflite
 
-// Eviction: which warm model leaves when the budget is short, and the
-// frees that follow. Everything here runs under Pool.mu; the C frees and
-// munmaps it queues run once mu is released (unlockAndNotify).
+// Eviction: which warm model leaves when the budget is short (the Policy
+// decides), keep-alive expiry, and the frees that follow. Everything here
+// runs under Pool.mu; the C frees and munmaps it queues run on the pool's
+// reaper once mu is released.
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"math"
+	"sort"
 	"time"
 )
-
-// Policy chooses which warm model to evict when the budget is short.
-type Policy int
-
-const (
-	// CostAware evicts the model whose warmth is worth least: decayed
-	// demand × cold-start time saved, per byte held.
-	CostAware Policy = iota
-	// LRU evicts the least recently used model; kept as a baseline for
-	// benchmarks.
-	LRU
-	// GDSF is Greedy-Dual-Size-Frequency (as in FaasCache, ASPLOS'21): a
-	// model's priority is the pool's clock when it was last requested plus
-	// decayed demand × cold-start time saved per byte; the lowest leaves,
-	// and the clock rises to each evicted priority, so popularity that
-	// stopped ages out instead of holding memory for ever.
-	GDSF
-)
-
-// ParsePolicy reads a policy name: "cost" (CostAware), "lru" or "gdsf".
-func ParsePolicy(s string) (Policy, error) {
-	switch s {
-	case "", "cost":
-		return CostAware, nil
-	case "lru":
-		return LRU, nil
-	case "gdsf":
-		return GDSF, nil
-	}
-	return 0, fmt.Errorf("eviction policy %q: want cost, lru or gdsf", s)
-}
 
 // errWaitForRelease means the budget is short only while other models are
 // busy: room appears when a lease is released.
@@ -63,6 +35,9 @@ func (p *Pool) makeRoomLocked(need int64, except *entry) error {
 	for p.bytes+need > budget {
 		v, busy := p.victimLocked(except)
 		if v == nil {
+			if except != nil && except.expected {
+				return errNoRoomWorthIt
+			}
 			if busy || p.reserved > 0 {
 				return errWaitForRelease
 			}
@@ -89,14 +64,9 @@ func (p *Pool) victimLocked(except *entry) (victim *entry, busy bool) {
 			busy = true
 			continue
 		}
-		var score float64
-		switch p.opts.Policy {
-		case LRU:
-			score = float64(e.lastUsed.UnixNano())
-		case GDSF:
-			score = e.clockAt + p.worthLocked(e, now)
-		default:
-			score = p.valueLocked(e, now)
+		score := p.opts.Policy.Priority(p.useLocked(e, now))
+		if except != nil && except.expected && score >= except.floor {
+			continue // a due prewarm displaces only what is worth less
 		}
 		if victim == nil || score < bestScore || (score == bestScore && e.lastUsed.Before(victim.lastUsed)) {
 			victim, bestScore = e, score
@@ -105,20 +75,12 @@ func (p *Pool) victimLocked(except *entry) (victim *entry, busy bool) {
 	return victim, busy
 }
 
-// valueLocked is the cost-aware worth of keeping e warm: expected requests
-// (decayed count, with a floor so unrequested prewarms still rank by cost)
-// times the seconds each saves, per byte held.
-func (p *Pool) valueLocked(e *entry, now time.Time) float64 {
-	d := e.demand * p.decay(now.Sub(e.demandAt))
-	return (d + 0.05) * max(e.cold.Seconds(), 1e-6) / float64(max(e.bytes, 1))
-}
-
-// worthLocked is GDSF's frequency × cost / size term, in seconds saved
-// per MiB held (the unit only matters against the clock, which is made
-// of the same terms).
-func (p *Pool) worthLocked(e *entry, now time.Time) float64 {
-	d := e.demand * p.decay(now.Sub(e.demandAt))
-	return d * max(e.cold.Seconds(), 1e-6) / (float64(max(e.bytes, 1)) / (1 << 20))
+// useLocked is e's use as the policy sees it, as of now.
+func (p *Pool) useLocked(e *entry, now time.Time) *Use {
+	u := &e.use
+	u.ID, u.Bytes, u.Cold, u.LastUsed, u.LastRequest, u.Now = e.spec.ID, e.bytes, e.cold, e.lastUsed, e.demandAt, now
+	u.Demand = e.demand * p.decay(now.Sub(e.demandAt))
+	return u
 }
 
 func (p *Pool) decay(age time.Duration) float64 {
@@ -132,14 +94,14 @@ func (p *Pool) noteDemandLocked(e *entry) {
 	now := p.opts.Now()
 	p.lastDemand = now
 	e.demand = e.demand*p.decay(now.Sub(e.demandAt)) + 1
-	e.clockAt = p.clock
 	e.demandAt = now
+	p.opts.Policy.Requested(p.useLocked(e, now))
 }
 
 // evictLocked frees an idle warm model entirely.
 func (p *Pool) evictLocked(e *entry, reason string) {
-	if p.opts.Policy == GDSF && reason == "budget" {
-		p.clock = max(p.clock, e.clockAt+p.worthLocked(e, p.opts.Now()))
+	if reason == "budget" {
+		p.opts.Policy.Evicted(p.useLocked(e, p.opts.Now()))
 	}
 	freed := e.bytes
 	p.freeIdleLocked(e)
@@ -162,8 +124,8 @@ func (p *Pool) freeIdleLocked(e *entry) {
 	p.closeModelIfUnusedLocked(e)
 }
 
-// dropInterpreterLocked takes it out of the accounting; the C free runs
-// once mu is released (TfLiteInterpreterDelete can take milliseconds).
+// dropInterpreterLocked takes it out of the accounting; the C free runs on
+// the reaper (TfLiteInterpreterDelete can take milliseconds).
 func (p *Pool) dropInterpreterLocked(e *entry, it instance) {
 	h := e.heaps[it]
 	delete(e.heaps, it)
@@ -171,18 +133,18 @@ func (p *Pool) dropInterpreterLocked(e *entry, it instance) {
 	delete(e.unmeasured, it)
 	e.bytes -= h
 	p.bytes -= h
-	p.events = append(p.events, it.Close)
+	p.frees = append(p.frees, it.Close)
 	p.freedC = true
 }
 
 // closeModelIfUnusedLocked unmaps e's model once nothing uses it; the
-// munmap runs once mu is released, after the interpreters queued before it.
+// munmap runs on the reaper, after the interpreters queued before it.
 func (p *Pool) closeModelIfUnusedLocked(e *entry) {
 	if e.model == nil || e.leased > 0 || len(e.idle) > 0 || e.loading {
 		return
 	}
 	m, id := e.model, e.spec.ID
-	p.events = append(p.events, func() {
+	p.frees = append(p.frees, func() {
 		if err := m.Close(); err != nil {
 			p.log.Error("close model", "model", id, "err", err)
 		}
@@ -280,4 +242,114 @@ func (p *Pool) Trim(idleFor time.Duration, keepMapping bool) int {
 	}
 	p.unlockAndNotify()
 	return freed
+}
+
+// Expire frees the idle, unpinned models the policy no longer keeps warm:
+// past their keep-alive, or in the gap before their pre-warm window (the
+// model is not expected yet: its memory serves others meanwhile). It
+// returns how many it freed. Call it every second or so (the agent's
+// keep-alive loop, the bench's replay).
+func (p *Pool) Expire() int {
+	p.mu.Lock()
+	now := p.opts.Now()
+	n := 0
+	for _, e := range p.entries {
+		if e.spec.Pinned || e.model == nil || e.leased > 0 || e.loading {
+			continue
+		}
+		u := p.useLocked(e, now)
+		w := p.opts.Policy.Window(u)
+		since := now.Sub(lastRequestOrUse(u))
+		switch {
+		case w.KeepAlive > 0 && since >= w.KeepAlive:
+			p.evictLocked(e, "keep-alive")
+		case w.Rewarm && w.Prewarm > 0 && since < w.Prewarm && !e.demandAt.IsZero():
+			p.evictLocked(e, "pre-warm gap")
+		default:
+			continue
+		}
+		n++
+	}
+	p.unlockAndNotify()
+	return n
+}
+
+// DuePrewarms lists the cold models the policy wants warm now (their
+// pre-warm window is open and no prewarm was tried since their last
+// request), most valuable first. Warm them with PrewarmDue.
+func (p *Pool) DuePrewarms() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	now := p.opts.Now()
+	type due struct {
+		id  string
+		pri float64
+	}
+	var ds []due
+	for _, e := range p.entries {
+		if e.model != nil || e.growing > 0 || e.removed || e.demandAt.IsZero() || !e.prewarmedAt.Before(e.demandAt) {
+			continue
+		}
+		u := p.expectedUseLocked(e, now)
+		w := p.opts.Policy.Window(u)
+		since := now.Sub(e.demandAt)
+		if w.Rewarm && since >= w.Prewarm && (w.KeepAlive == 0 || since < w.KeepAlive) {
+			ds = append(ds, due{e.spec.ID, p.opts.Policy.Priority(u)})
+		}
+	}
+	sort.Slice(ds, func(i, j int) bool { return ds[i].pri > ds[j].pri || (ds[i].pri == ds[j].pri && ds[i].id < ds[j].id) })
+	ids := make([]string, len(ds))
+	for i, d := range ds {
+		ids[i] = d.id
+	}
+	return ids
+}
+
+// PrewarmDue prewarms a model DuePrewarms listed, evicting only models the
+// policy ranks below it: a guess about the future never displaces what is
+// worth more. loaded is false when it was warm already or there was no
+// such room (then it is not tried again before its next request).
+func (p *Pool) PrewarmDue(ctx context.Context, id string) (rep LoadReport, loaded bool, err error) {
+	p.mu.Lock()
+	e, ok := p.entries[id]
+	if !ok {
+		p.mu.Unlock()
+		return LoadReport{}, false, &Error{Op: "prewarm " + id, Kind: ErrUnknownModel}
+	}
+	e.prewarmedAt = p.opts.Now()
+	e.floor = p.opts.Policy.Priority(p.expectedUseLocked(e, e.prewarmedAt))
+	e.expected = true
+	p.mu.Unlock()
+	defer func() {
+		p.mu.Lock()
+		e.expected = false
+		p.mu.Unlock()
+	}()
+	rep, loaded, err = p.Prewarm(ctx, id)
+	if errors.Is(err, errNoRoomWorthIt) {
+		return LoadReport{}, false, nil
+	}
+	return rep, loaded, err
+}
+
+// errNoRoomWorthIt: a due prewarm found no room held by models worth less.
+var errNoRoomWorthIt = &Error{Op: "prewarm", Kind: ErrOverBudget, Detail: "the room is held by models worth more"}
+
+// expectedUseLocked is a cold model's use as if warm: the bytes it would
+// hold are what it is known to need.
+func (p *Pool) expectedUseLocked(e *entry, now time.Time) *Use {
+	u := p.useLocked(e, now)
+	if u.Bytes == 0 {
+		u.Bytes = e.fileSize + e.knownHeap
+	}
+	return u
+}
+
+// lastRequestOrUse is when keep-alive counts from: the latest request, or
+// for a model never requested (a prewarm) its latest use.
+func lastRequestOrUse(u *Use) time.Time {
+	if u.LastRequest.IsZero() {
+		return u.LastUsed
+	}
+	return u.LastRequest
 }

@@ -86,14 +86,14 @@ func TestCostAwareVictim(t *testing.T) {
 		"big":   mk("big", 300*time.Millisecond, 64<<20, 3, 2*time.Minute),
 	}
 	for _, c := range []struct {
-		policy Policy
+		policy string
 		want   string
-	}{{CostAware, "cheap"}, {LRU, "slow"}} {
-		p := NewPool(PoolOptions{Policy: c.policy, Now: func() time.Time { return now }})
+	}{{"cost", "cheap"}, {"lru", "slow"}} {
+		p := NewPool(PoolOptions{Policy: mustPolicy(t, c.policy), Now: func() time.Time { return now }})
 		p.entries = entries
 		v, _ := p.victimLocked(nil)
 		if v == nil || v.spec.ID != c.want {
-			t.Errorf("policy %d evicts %v, want %s", c.policy, v, c.want)
+			t.Errorf("policy %s evicts %v, want %s", c.policy, v, c.want)
 		}
 	}
 	// Pinned, leased and loading models are never chosen.

@@ -26,7 +26,8 @@ type PoolOptions struct {
 	// PageIn reads a model's file when it is mapped, so the warm-up invoke
 	// does not fault it in page by page.
 	PageIn bool
-	// Policy for eviction; the zero value is CostAware (see ParsePolicy).
+	// Policy for eviction and keep-alive; nil means NewPolicy(DefaultPolicy).
+	// It must not be shared with another pool.
 	Policy Policy
 	// HalfLife of the demand estimate; 0 means 10 minutes.
 	HalfLife time.Duration
@@ -134,11 +135,12 @@ type Pool struct {
 	peak        int64     // the most bytes ever accounted at once
 	reserved    int64     // bytes held by reservations (part of bytes)
 	lastDemand  time.Time // the latest request (Acquire)
-	clock       float64   // GDSF's aging clock: the priority of the last model evicted
 	stats       Stats
 	closed      bool
-	events      []func()      // callbacks and C frees to run once mu is released
-	freedC      bool          // events free C memory: give the heap back after
+	events      []func()      // callbacks to run once mu is released
+	frees       []func()      // C frees and munmaps for the reaper, once mu is released
+	freedC      bool          // frees free C memory: give the heap back after
+	reaper      *reaper
 	freed       chan struct{} // closed and replaced whenever bytes or leases are given back
 	roomWaiters int           // goroutines waiting on freed
 }
@@ -176,11 +178,16 @@ type entry struct {
 	last      LoadReport    // latest warm-up
 	cold      time.Duration // cold start saved by staying warm (Stages.Saved)
 
-	demand   float64 // decayed request count at demandAt
-	demandAt time.Time
-	clockAt  float64 // the pool's GDSF clock at the latest request
-	lastUsed time.Time
-	loads    uint64
+	demand   float64   // decayed request count at demandAt
+	demandAt time.Time // the latest request
+	use      Use       // the policy's view (and its state), see useLocked
+	// prewarmedAt is the latest PrewarmDue; while expected, the load is
+	// one, and may only evict models whose priority is below floor.
+	prewarmedAt time.Time
+	expected    bool
+	floor       float64
+	lastUsed    time.Time
+	loads       uint64
 
 	changed chan struct{} // closed and replaced on every change waiters care about
 }
@@ -210,11 +217,14 @@ func newPool(o PoolOptions, l loader) *Pool {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
+	if o.Policy == nil {
+		o.Policy, _ = NewPolicy(DefaultPolicy, PolicyOptions{})
+	}
 	log := o.Logger
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	return &Pool{opts: o, log: log, loader: l, entries: make(map[string]*entry), freed: make(chan struct{})}
+	return &Pool{opts: o, log: log, loader: l, entries: make(map[string]*entry), freed: make(chan struct{}), reaper: newReaper(l.releaseHeap)}
 }
 
 // Register adds a model; it stays cold until acquired or prewarmed.
@@ -311,7 +321,7 @@ func (p *Pool) Promote(staged, id string) (time.Time, error) {
 	e.spec.ID = id
 	if old, ok := p.entries[id]; ok {
 		e.spec.Pinned = old.spec.Pinned
-		e.demand, e.demandAt, e.clockAt = old.demand, old.demandAt, old.clockAt
+		e.demand, e.demandAt, e.use = old.demand, old.demandAt, old.use
 		old.removed = true
 		p.freeIdleLocked(old)
 		p.broadcastLocked(old)
@@ -519,7 +529,7 @@ func (p *Pool) grow(ctx context.Context, e *entry, demand bool) (instance, error
 	for {
 		if p.closed || e.removed {
 			p.failGrowLocked(e, false)
-			p.events = append(p.events, discard) // before the model's own close
+			p.frees = append(p.frees, discard) // before the model's own close
 			p.closeModelIfUnusedLocked(e)
 			p.unlockAndNotify()
 			return nil, &Error{Op: "acquire " + e.spec.ID, Kind: ErrPoolClosed}
@@ -677,17 +687,16 @@ func (p *Pool) broadcastLocked(e *entry) {
 	}
 }
 
-// unlockAndNotify releases mu, then runs the frees and callbacks queued
-// under it, in order, and returns freed C heap to the kernel.
+// unlockAndNotify releases mu, hands the frees queued under it to the
+// reaper (which also returns freed C heap to the kernel), and runs the
+// callbacks queued under it, in order.
 func (p *Pool) unlockAndNotify() {
-	ev, freed := p.events, p.freedC
-	p.events, p.freedC = nil, false
+	ev, frees, trim := p.events, p.frees, p.freedC
+	p.events, p.frees, p.freedC = nil, nil, false
 	p.mu.Unlock()
+	p.reaper.add(frees, trim)
 	for _, f := range ev {
 		f()
-	}
-	if freed {
-		p.loader.releaseHeap()
 	}
 }
 
@@ -1014,8 +1023,9 @@ func (p *Pool) IsWarm(id string) bool {
 	return ok && len(e.idle)+e.leased > 0
 }
 
-// Close frees every idle interpreter and model; interpreters still leased
-// are freed on Release. Acquire fails afterwards.
+// Close frees every idle interpreter and model, and returns once they are
+// freed; interpreters still leased are freed after their Release. Acquire
+// fails afterwards.
 func (p *Pool) Close() error {
 	p.mu.Lock()
 	if p.closed {
@@ -1028,5 +1038,6 @@ func (p *Pool) Close() error {
 		p.broadcastLocked(e)
 	}
 	p.unlockAndNotify()
+	p.reaper.drain()
 	return nil
 }

@@ -14,6 +14,9 @@ type fakeModel struct {
 	heap int64         // heap per interpreter
 	cold time.Duration // the interpreter stage: what a warm interpreter saves
 	fail error         // warm fails with it
+	// closing, when set, receives each interpreter's Close, which then
+	// blocks until the test sends on it too (a slow C free).
+	closing chan struct{}
 }
 
 // fakeLoader stands in for the runtime under the pool: no C, any size.
@@ -38,12 +41,19 @@ func (m *fakeMapping) Close() error {
 	return nil
 }
 
-type fakeInstance struct{ l *fakeLoader }
+type fakeInstance struct {
+	l *fakeLoader
+	m *fakeModel
+}
 
 func (fakeInstance) Invoke() error         { return nil }
 func (fakeInstance) ResetVariables() error { return nil }
 func (fakeInstance) Delegates() []string   { return nil }
 func (i fakeInstance) Close() {
+	if c := i.m.closing; c != nil {
+		c <- struct{}{} // started
+		<-c             // let go
+	}
 	i.l.mu.Lock()
 	i.l.live--
 	i.l.mu.Unlock()
@@ -93,7 +103,7 @@ func (l *fakeLoader) warm(mp mapping, _ Options, _ WarmOptions) (instance, Stage
 	l.mu.Lock()
 	l.live++
 	l.mu.Unlock()
-	return fakeInstance{l: l}, Stages{Interpreter: m.cold}, m.heap, nil
+	return fakeInstance{l: l, m: m}, Stages{Interpreter: m.cold}, m.heap, nil
 }
 
 func (l *fakeLoader) heapInUse() int64 { return 0 }
@@ -276,13 +286,13 @@ func TestFakePoolWaitsForTheInterpreter(t *testing.T) {
 // Pinned models are never evicted, whatever the policy; when pinned
 // models alone hold the budget, a load is refused and says so.
 func TestFakePoolPinning(t *testing.T) {
-	for _, policy := range []Policy{CostAware, LRU} {
+	for _, policy := range Policies {
 		models := map[string]*fakeModel{"pin": {size: 40, heap: 10}, "b": {size: 41, heap: 10, cold: time.Second}, "c": {size: 42, heap: 10, cold: time.Second}}
-		p, _ := fakePool(t, PoolOptions{Budget: 110, Policy: policy}, models, "pin")
+		p, _ := fakePool(t, PoolOptions{Budget: 110, Policy: mustPolicy(t, policy)}, models, "pin")
 		for _, id := range []string{"pin", "b", "c", "b", "c"} {
 			use(t, p, id)
 			if !warmIDs(p)["pin"] {
-				t.Fatalf("policy %d: pinned model evicted after %s", policy, id)
+				t.Fatalf("policy %s: pinned model evicted after %s", policy, id)
 			}
 		}
 		if err := p.Evict("pin"); !errors.Is(err, ErrPinned) {
@@ -306,30 +316,30 @@ func TestFakePoolEvictionOrder(t *testing.T) {
 	sec := time.Second
 	cases := []struct {
 		name   string
-		policy Policy
+		policy string
 		models map[string]*fakeModel
 		uses   []string // in order; the last one needs room
 		victim string
 	}{
-		{"lru: least recently used leaves", LRU,
+		{"lru: least recently used leaves", "lru",
 			map[string]*fakeModel{"a": {size: 40, heap: 10}, "b": {size: 41, heap: 10}, "c": {size: 15, heap: 10}},
 			[]string{"a", "b", "a", "c"}, "b"},
-		{"lru: cost does not matter", LRU,
+		{"lru: cost does not matter", "lru",
 			map[string]*fakeModel{"a": {size: 40, heap: 10, cold: 10 * sec}, "b": {size: 41, heap: 10, cold: sec / 100}, "c": {size: 15, heap: 10}},
 			[]string{"a", "b", "c"}, "a"},
-		{"cost-aware: the cheap reload leaves, though used last", CostAware,
+		{"cost-aware: the cheap reload leaves, though used last", "cost",
 			map[string]*fakeModel{"a": {size: 40, heap: 10, cold: 10 * sec}, "b": {size: 41, heap: 10, cold: sec / 100}, "c": {size: 15, heap: 10}},
 			[]string{"a", "b", "c"}, "b"},
-		{"cost-aware: demand outweighs cost", CostAware,
+		{"cost-aware: demand outweighs cost", "cost",
 			map[string]*fakeModel{"a": {size: 40, heap: 10, cold: sec}, "b": {size: 41, heap: 10, cold: 2 * sec}, "c": {size: 15, heap: 10}},
 			[]string{"a", "a", "a", "a", "a", "b", "c"}, "b"},
-		{"gdsf: the cheap reload leaves, though used last", GDSF,
+		{"gdsf: the cheap reload leaves, though used last", "gdsf",
 			map[string]*fakeModel{"a": {size: 40, heap: 10, cold: 10 * sec}, "b": {size: 41, heap: 10, cold: sec / 100}, "c": {size: 15, heap: 10}},
 			[]string{"a", "b", "c"}, "b"},
-		{"gdsf: demand outweighs cost", GDSF,
+		{"gdsf: demand outweighs cost", "gdsf",
 			map[string]*fakeModel{"a": {size: 40, heap: 10, cold: sec}, "b": {size: 41, heap: 10, cold: 2 * sec}, "c": {size: 15, heap: 10}},
 			[]string{"a", "a", "a", "a", "a", "b", "c"}, "b"},
-		{"cost-aware: per byte held", CostAware,
+		{"cost-aware: per byte held", "cost",
 			map[string]*fakeModel{"a": {size: 20, heap: 10, cold: sec}, "b": {size: 60, heap: 10, cold: sec}, "c": {size: 15, heap: 10}},
 			[]string{"a", "b", "c"}, "b"},
 	}
@@ -342,7 +352,7 @@ func TestFakePoolEvictionOrder(t *testing.T) {
 					budget += m.size + m.heap
 				}
 			}
-			p, _ := fakePool(t, PoolOptions{Budget: budget, Policy: c.policy, Now: func() time.Time { return now }}, c.models)
+			p, _ := fakePool(t, PoolOptions{Budget: budget, Policy: mustPolicy(t, c.policy), Now: func() time.Time { return now }}, c.models)
 			for _, id := range c.uses {
 				now = now.Add(time.Second)
 				use(t, p, id)
@@ -363,6 +373,7 @@ func TestFakePoolLoadFailureFreesEverything(t *testing.T) {
 	if _, err := p.Acquire(context.Background(), "bad"); !errors.Is(err, boom) {
 		t.Fatalf("failed load: %v", err)
 	}
+	p.reaper.drain()
 	if mapped, live := l.counts(); mapped != 0 || live != 0 || p.Stats().BytesInUse != 0 || p.Stats().LoadFailures != 1 {
 		t.Fatalf("after a failed load: %d mapped, %d live, %+v", mapped, live, p.Stats())
 	}
@@ -401,10 +412,12 @@ func TestFakePoolPromoteSwapsWarmWithoutAGap(t *testing.T) {
 		t.Fatalf("first request after the swap: warm=%v err=%v", next != nil && next.Warm, err)
 	}
 	next.Release()
+	p.reaper.drain()
 	if mapped, _ := l.counts(); mapped != 2 {
 		t.Fatalf("%d mappings while the old version is still leased, want 2", mapped)
 	}
 	held.Release() // the old version drains
+	p.reaper.drain()
 	if mapped, live := l.counts(); mapped != 1 || live != 1 {
 		t.Fatalf("after the drain: %d mappings, %d interpreters, want 1 and 1", mapped, live)
 	}
@@ -426,11 +439,11 @@ func TestFakePoolGDSFAgesOutOldPopularity(t *testing.T) {
 			"c": {size: 42, heap: 10, cold: time.Second}, "d": {size: 43, heap: 10, cold: time.Second}}
 	}
 	for _, c := range []struct {
-		policy  Policy
+		policy  string
 		oldWarm bool
-	}{{CostAware, true}, {GDSF, false}} {
+	}{{"cost", true}, {"gdsf", false}} {
 		now := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
-		p, _ := fakePool(t, PoolOptions{Budget: 110, Policy: c.policy, Now: func() time.Time { return now }}, models())
+		p, _ := fakePool(t, PoolOptions{Budget: 110, Policy: mustPolicy(t, c.policy), Now: func() time.Time { return now }}, models())
 		for range 10 {
 			use(t, p, "old")
 		}
@@ -441,15 +454,24 @@ func TestFakePoolGDSFAgesOutOldPopularity(t *testing.T) {
 			}
 		}
 		if got := warmIDs(p)["old"]; got != c.oldWarm {
-			t.Fatalf("policy %d: the once-popular model warm = %v, want %v (warm: %v)", c.policy, got, c.oldWarm, warmIDs(p))
+			t.Fatalf("policy %s: the once-popular model warm = %v, want %v (warm: %v)", c.policy, got, c.oldWarm, warmIDs(p))
 		}
 	}
-	for _, name := range []string{"cost", "lru", "gdsf", ""} {
-		if _, err := ParsePolicy(name); err != nil {
+	for _, name := range append([]string{""}, Policies...) {
+		if err := ParsePolicy(name); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if _, err := ParsePolicy("fifo"); err == nil {
+	if err := ParsePolicy("fifo"); err == nil {
 		t.Fatal("an unknown policy parsed")
 	}
+}
+
+func mustPolicy(t *testing.T, name string) Policy {
+	t.Helper()
+	p, err := NewPolicy(name, PolicyOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
 }

@@ -580,7 +580,11 @@ func TestPinnedModelsSurviveEveryPolicy(t *testing.T) {
 	cases := realCases()
 	fp := footprints(t, cases)
 	in := prepared(t, cases)
-	for _, policy := range []tflite.Policy{tflite.CostAware, tflite.LRU, tflite.GDSF} {
+	for _, name := range tflite.Policies {
+		policy, err := tflite.NewPolicy(name, tflite.PolicyOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
 		// Room for the pinned LSTM and one of the others at a time.
 		budget := fp["lstm"] + max(fp["v1"], fp["v2"], fp["bird"]) + fp["v1"]/2
 		p := tflite.NewPool(tflite.PoolOptions{Budget: budget, Policy: policy})
@@ -596,7 +600,7 @@ func TestPinnedModelsSurviveEveryPolicy(t *testing.T) {
 			c := cases[i%len(cases)]
 			l, err := p.Acquire(context.Background(), c.id)
 			if err != nil {
-				t.Fatalf("policy %d, %s: %v", policy, c.id, err)
+				t.Fatalf("policy %s, %s: %v", name, c.id, err)
 			}
 			if err := l.Interpreter().SetInput(0, in[c.id]); err != nil {
 				t.Fatal(err)
@@ -605,15 +609,16 @@ func TestPinnedModelsSurviveEveryPolicy(t *testing.T) {
 				t.Fatal(err)
 			}
 			l.Release()
+			p.Expire() // keep-alive and pre-warm gaps never free a pinned model either
 			if !p.IsWarm("lstm") {
-				t.Fatalf("policy %d: the pinned model was evicted at request %d", policy, i)
+				t.Fatalf("policy %s: the pinned model was evicted at request %d", name, i)
 			}
 			if s := p.Stats(); s.BytesInUse > s.Budget {
-				t.Fatalf("policy %d: %d bytes over the budget %d", policy, s.BytesInUse, s.Budget)
+				t.Fatalf("policy %s: %d bytes over the budget %d", name, s.BytesInUse, s.Budget)
 			}
 		}
 		if s := p.Stats(); s.Evictions == 0 {
-			t.Fatalf("policy %d: the budget forced no eviction: %+v", policy, s)
+			t.Fatalf("policy %s: the budget forced no eviction: %+v", name, s)
 		}
 		if err := p.Close(); err != nil {
 			t.Fatal(err)

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -9,8 +10,26 @@ import (
 	"path/filepath"
 )
 
-// Main is `edge-agent-bench [--out DIR] [--models DIR] [--reps N] [--quick]`.
+// Main is `edge-agent-bench [--out DIR] [--models DIR] [--reps N]
+// [--quick]`, or one of its subcommands: `replay`, `trace`, `zoo`.
 func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 {
+		if cmd, ok := subcommands[args[0]]; ok {
+			err := cmd(ctx, args[1:], stdout, stderr)
+			var ue usageError
+			switch {
+			case errors.As(err, &ue) && errors.Is(err, flag.ErrHelp):
+				return 0
+			case errors.As(err, &ue):
+				fmt.Fprintf(stderr, "edge-agent-bench %s: %v\n", args[0], err)
+				return 2
+			case err != nil:
+				fmt.Fprintf(stderr, "edge-agent-bench %s: %v\n", args[0], err)
+				return 1
+			}
+			return 0
+		}
+	}
 	fs := flag.NewFlagSet("edge-agent-bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	out := fs.String("out", "bench-report", "folder for report.md and the SVG charts")

@@ -126,7 +126,8 @@ func memory(ctx context.Context, o Options, work string) (Memory, error) {
 		}
 	}
 	out.Requests = n
-	for name, policy := range map[string]tflite.Policy{"cost-aware": tflite.CostAware, "LRU": tflite.LRU, "GDSF": tflite.GDSF} {
+	for _, name := range tflite.Policies {
+		policy, _ := tflite.NewPolicy(name, tflite.PolicyOptions{})
 		run := PolicyRun{}
 		var coldPaid time.Duration
 		pool := tflite.NewPool(tflite.PoolOptions{Budget: out.Budget, Policy: policy, Interpreter: tflite.Options{Threads: 2},

@@ -1,0 +1,185 @@
+package bench
+
+// The bench's subcommands beside the full run: replay, trace and zoo.
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/edge-agent/edge-agent/agent"
+)
+
+// subcommands are run by Main when args[0] names one.
+var subcommands = map[string]func(ctx context.Context, args []string, stdout, stderr io.Writer) error{
+	"replay": replayCmd,
+	"trace":  traceCmd,
+	"zoo":    zooCmd,
+}
+
+// usageError is a bad command line: exit status 2.
+type usageError struct{ error }
+
+func flags(name string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet("edge-agent-bench "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	return fs
+}
+
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		return usageError{err}
+	}
+	if fs.NArg() != 0 {
+		return usageError{fmt.Errorf("unexpected argument %q", fs.Arg(0))}
+	}
+	return nil
+}
+
+// replayCmd is `replay --trace FILE --models DIR --budget B --policy P
+// [--json] [--simulate] [--read-rate R]`.
+func replayCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flags("replay", stderr)
+	trace := fs.String("trace", "", "the trace: CSV t_ms,model_id (required)")
+	models := fs.String("models", "", "the models folder; ids are file names without .tflite (required)")
+	budget := fs.String("budget", "50%", `pool budget: a size ("256MiB") or a share of the models' footprint ("50%")`)
+	policy := fs.String("policy", "", "eviction policy: histogram (default), gdsf, cost, lru, ttl")
+	asJSON := fs.Bool("json", false, "print one JSON object")
+	simulate := fs.Bool("simulate", false, "replay with the measured per-model costs instead of loading and invoking")
+	readRate := fs.String("read-rate", "", `with --simulate: storage read rate for a model not in the page cache, e.g. "25MB" (per second)`)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *trace == "" || *models == "" {
+		return usageError{errors.New("--trace and --models are required")}
+	}
+	f, err := os.Open(*trace)
+	if err != nil {
+		return err
+	}
+	t, err := ReadTrace(f)
+	_ = f.Close()
+	if err != nil {
+		return fmt.Errorf("%s: %w", *trace, err)
+	}
+	costs, err := zooCosts(ctx, *models, 3)
+	if err != nil {
+		return err
+	}
+	b, err := parseBudget(*budget, costs)
+	if err != nil {
+		return usageError{err}
+	}
+	var rate float64
+	if *readRate != "" {
+		r, err := agent.ParseByteSize(strings.TrimSuffix(*readRate, "/s"))
+		if err != nil || r <= 0 {
+			return usageError{fmt.Errorf("--read-rate %q: want a size per second, e.g. 25MB", *readRate)}
+		}
+		rate = float64(r)
+	}
+	res, err := Replay(ctx, ReplayOptions{Trace: t, Models: *models, Budget: b, Policy: *policy, Simulate: *simulate, ReadRate: rate, Costs: costs})
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		return json.NewEncoder(stdout).Encode(res)
+	}
+	fmt.Fprintf(stdout, "policy %s, budget %.1f MiB%s: %d requests, %d hits, %d cold starts paying %.1f ms, %d evictions, %d pre-warms (%.1f ms), %.3g byte·s; latency p50 %.2f p95 %.2f p99 %.2f ms\n",
+		res.Policy, float64(res.Budget)/(1<<20), map[bool]string{true: " (simulated)"}[res.Simulated], res.Requests, res.Hits, res.ColdStarts, res.ColdMs,
+		res.Evictions, res.Prewarms, res.PrewarmMs, res.ByteSeconds, res.P50Ms, res.P95Ms, res.P99Ms)
+	return nil
+}
+
+// parseBudget reads a size or a percentage of the zoo's footprint.
+func parseBudget(s string, costs map[string]Cost) (int64, error) {
+	if p, ok := strings.CutSuffix(strings.TrimSpace(s), "%"); ok {
+		v, err := strconv.ParseFloat(p, 64)
+		if err != nil || v <= 0 || v > 100 {
+			return 0, fmt.Errorf("--budget %q: want a share in (0, 100]%%", s)
+		}
+		return int64(v / 100 * float64(footprint(costs))), nil
+	}
+	b, err := agent.ParseByteSize(s)
+	if err != nil || b <= 0 {
+		return 0, fmt.Errorf("--budget %q: want a positive size or a share", s)
+	}
+	return int64(b), nil
+}
+
+func footprint(costs map[string]Cost) int64 {
+	var sum int64
+	for _, c := range costs {
+		sum += c.Footprint()
+	}
+	return sum
+}
+
+// traceCmd is `trace --shape S --models DIR [--seed N] [--duration D]
+// [--mean D] [--out FILE]`.
+func traceCmd(_ context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flags("trace", stderr)
+	shape := fs.String("shape", "heavy", "trace shape: "+strings.Join(TraceShapes, ", "))
+	models := fs.String("models", "", "the models folder whose ids the trace uses (required)")
+	seed := fs.Int64("seed", 1, "random seed (the same seed gives the same trace)")
+	dur := fs.Duration("duration", 0, "trace length (0: the shape's default)")
+	mean := fs.Duration("mean", 0, "mean time between requests (0: the shape's default)")
+	out := fs.String("out", "-", "file to write, - for stdout")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *models == "" {
+		return usageError{errors.New("--models is required")}
+	}
+	ids, _, err := zooModels(*models)
+	if err != nil {
+		return err
+	}
+	t, err := GenerateTrace(TraceOptions{Shape: *shape, Models: ids, Seed: *seed, Duration: *dur, Mean: *mean})
+	if err != nil {
+		return usageError{err}
+	}
+	if *out == "-" {
+		return WriteTrace(stdout, t)
+	}
+	f, err := os.Create(*out)
+	if err != nil {
+		return err
+	}
+	if err := WriteTrace(f, t); err != nil {
+		_ = f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// zooCmd is `zoo --out DIR [--models SHARED] [--quick]`.
+func zooCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flags("zoo", stderr)
+	out := fs.String("out", "", "folder to fill (required)")
+	shared := fs.String("models", "../shared/models", "the shared models folder")
+	quick := fs.Bool("quick", false, "small generated models only (1–16 MiB)")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *out == "" {
+		return usageError{errors.New("--out is required")}
+	}
+	t := time.Now()
+	if err := BuildZoo(*out, *shared, *quick); err != nil {
+		return err
+	}
+	costs, err := zooCosts(ctx, *out, 3)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "zoo %s: %d models, %.1f MiB warm in all, costs measured (took %s)\n", *out, len(costs), float64(footprint(costs))/(1<<20), time.Since(t).Round(time.Millisecond))
+	return nil
+}

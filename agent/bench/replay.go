@@ -1,0 +1,240 @@
+package bench
+
+// Trace replay: a trace against one pool and one policy, on a virtual
+// clock that jumps from request to request (stepping the keep-alive and
+// pre-warm maintenance every tick between them). Loads and invokes are
+// real, or with Simulate the measured costs stand in for them.
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/edge-agent/edge-agent/tflite"
+)
+
+// ReplayOptions configure one replay.
+type ReplayOptions struct {
+	Trace  []TraceRequest
+	Models string // the zoo folder: ids are file names without .tflite
+	Budget int64
+	Policy string
+	// Simulate replays with the measured costs, without the runtime.
+	Simulate bool
+	// ReadRate (bytes/s), when > 0, is the storage a cold model is read
+	// from: a model's first load and every load after its eviction pay
+	// its file size at this rate (the page cache is assumed to drop an
+	// evicted model, as on a board short of memory). Simulate only.
+	ReadRate float64
+	// Tick is how often the keep-alive and pre-warm maintenance runs
+	// (virtual time); 0 means 1 s, as the agent's loop.
+	Tick time.Duration
+	// Costs are the zoo's measured costs (zooCosts); nil measures them.
+	Costs map[string]Cost
+}
+
+// ReplayResult is what a replay paid. Latencies are per request: the
+// acquire (a load when cold) plus the invoke; no queueing (requests are
+// served one at a time).
+type ReplayResult struct {
+	Policy      string  `json:"policy"`
+	Budget      int64   `json:"budget"`
+	Simulated   bool    `json:"simulated"`
+	ReadRate    float64 `json:"read_rate,omitempty"`
+	Requests    int     `json:"requests"`
+	Hits        int     `json:"hits"`
+	ColdStarts  int     `json:"cold_starts"`
+	ColdMs      float64 `json:"cold_ms"` // cold time paid by requests: their latency over the model's steady invoke
+	Evictions   uint64  `json:"evictions"`
+	Prewarms    int     `json:"prewarms"`     // loads the policy's pre-warm windows asked for
+	PrewarmMs   float64 `json:"prewarm_ms"`   // what they cost, off the requests' path
+	ByteSeconds float64 `json:"byte_seconds"` // bytes held × virtual seconds
+	P50Ms       float64 `json:"p50_ms"`
+	P95Ms       float64 `json:"p95_ms"`
+	P99Ms       float64 `json:"p99_ms"`
+	TraceSecs   float64 `json:"trace_seconds"`
+	WallSecs    float64 `json:"wall_seconds"`
+}
+
+// Replay runs one trace against one policy.
+func Replay(ctx context.Context, o ReplayOptions) (ReplayResult, error) {
+	wall := time.Now()
+	ids, paths, err := zooModels(o.Models)
+	if err != nil {
+		return ReplayResult{}, err
+	}
+	for _, r := range o.Trace {
+		if _, ok := paths[r.Model]; !ok {
+			return ReplayResult{}, fmt.Errorf("trace model %q is not in %s (ids are file names without .tflite)", r.Model, o.Models)
+		}
+	}
+	if o.Costs == nil {
+		if o.Costs, err = zooCosts(ctx, o.Models, 3); err != nil {
+			return ReplayResult{}, err
+		}
+	}
+	if o.Tick <= 0 {
+		o.Tick = time.Second
+	}
+	policy, err := tflite.NewPolicy(o.Policy, tflite.PolicyOptions{})
+	if err != nil {
+		return ReplayResult{}, err
+	}
+	start := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	now := start
+	res := ReplayResult{Policy: policy.Name(), Budget: o.Budget, Simulated: o.Simulate, Requests: len(o.Trace)}
+	if o.Simulate {
+		res.ReadRate = o.ReadRate
+	}
+	// The page cache as the simulation sees it: a model is resident from
+	// its load until its eviction.
+	resident := map[string]bool{}
+	lastLoad := map[string]tflite.LoadReport{}
+	po := tflite.PoolOptions{Budget: o.Budget, Policy: policy, Now: func() time.Time { return now },
+		Interpreter: tflite.Options{Threads: 2},
+		OnLoad:      func(e tflite.LoadEvent) { lastLoad[e.ModelID] = e.Report },
+		OnEvict:     func(e tflite.EvictEvent) { delete(resident, paths[e.ModelID]) }}
+	var pool *tflite.Pool
+	if o.Simulate {
+		sims := map[string]tflite.SimModel{}
+		for id, c := range o.Costs {
+			sims[paths[id]] = tflite.SimModel{Size: c.Size, Heap: c.Heap, Stages: c.Stages()}
+		}
+		pool = tflite.NewSimulatedPool(po, sims, func(path string) time.Duration {
+			if o.ReadRate <= 0 || resident[path] {
+				return 0
+			}
+			return time.Duration(float64(sims[path].Size) / o.ReadRate * float64(time.Second))
+		})
+	} else {
+		pool = tflite.NewPool(po)
+	}
+	defer func() { _ = pool.Close() }()
+	inputs := map[string][]byte{}
+	for _, id := range ids {
+		c, ok := o.Costs[id]
+		if !ok {
+			return res, fmt.Errorf("no measured cost for %s", id)
+		}
+		if err := pool.Register(tflite.ModelSpec{ID: id, Path: paths[id], KnownHeap: c.Heap, KnownSteady: c.Steady, KnownSaved: c.Stages().Saved()}); err != nil {
+			return res, err
+		}
+		if !o.Simulate {
+			if inputs[id], err = inputFor(paths[id]); err != nil {
+				return res, err
+			}
+		}
+	}
+
+	var held float64 // bytes × seconds
+	advance := func(to time.Time) {
+		held += float64(pool.Stats().BytesInUse) * to.Sub(now).Seconds()
+		now = to
+	}
+	// The one load slot, in virtual time: a prewarm holds it for its load
+	// time, so a cold request (or one for the model being prewarmed)
+	// arriving meanwhile waits, and pays the wait as cold time.
+	var slotFree time.Time
+	readyAt := map[string]time.Time{}
+	maintain := func(from time.Time) error {
+		pool.Expire()
+		for _, id := range pool.DuePrewarms() {
+			rep, loaded, err := pool.PrewarmDue(ctx, id)
+			if err != nil {
+				return fmt.Errorf("prewarm %s: %w", id, err)
+			}
+			if loaded {
+				resident[paths[id]] = true
+				cold := rep.Stages.Cold()
+				slotFree = laterOf(slotFree, from).Add(cold)
+				readyAt[id] = slotFree
+				res.Prewarms++
+				res.PrewarmMs += msOf(cold)
+			}
+		}
+		return nil
+	}
+	lat := make([]float64, 0, len(o.Trace))
+	next := start.Add(o.Tick)
+	for _, r := range o.Trace {
+		if err := ctx.Err(); err != nil {
+			return res, err
+		}
+		at := start.Add(r.At)
+		for ; !next.After(at); next = next.Add(o.Tick) {
+			advance(next)
+			if err := maintain(now); err != nil {
+				return res, err
+			}
+		}
+		advance(at)
+		c := o.Costs[r.Model]
+		t := time.Now()
+		l, err := pool.Acquire(ctx, r.Model)
+		if err != nil {
+			return res, fmt.Errorf("request at %s for %s: %w", r.At, r.Model, err)
+		}
+		acquire := time.Since(t)
+		var latency, wait time.Duration
+		if o.Simulate {
+			latency = c.Steady
+			if !l.Warm {
+				st := lastLoad[r.Model]
+				latency = st.Stages.Map + st.Stages.PageIn + st.Stages.Interpreter + st.Stages.Allocate + c.FirstInvoke
+			}
+		} else {
+			if err := l.Interpreter().SetInput(0, inputs[r.Model]); err != nil {
+				l.Release()
+				return res, err
+			}
+			t = time.Now()
+			err = l.Invoke()
+			latency = acquire + time.Since(t)
+			if err != nil {
+				l.Release()
+				return res, err
+			}
+		}
+		switch {
+		case !l.Warm:
+			wait = max(slotFree.Sub(at), 0)
+		case readyAt[r.Model].After(at):
+			wait = readyAt[r.Model].Sub(at) // its prewarm is still loading
+		}
+		latency += wait
+		if !l.Warm {
+			slotFree = at.Add(latency - c.Steady)
+		}
+		delete(readyAt, r.Model)
+		if l.Warm && wait == 0 {
+			res.Hits++
+		} else {
+			res.ColdStarts++
+			res.ColdMs += msOf(max(latency-c.Steady, 0))
+			resident[paths[r.Model]] = true
+		}
+		l.Release()
+		lat = append(lat, msOf(latency))
+		// What the request evicted may be wanted back: the agent rewarms
+		// right after a request too, not only on its tick.
+		if err := maintain(at.Add(latency)); err != nil {
+			return res, err
+		}
+	}
+	s := pool.Stats()
+	res.Evictions = s.Evictions
+	res.ByteSeconds = held
+	sort.Float64s(lat)
+	res.P50Ms, res.P95Ms, res.P99Ms = quantile(lat, .5), quantile(lat, .95), quantile(lat, .99)
+	res.TraceSecs = now.Sub(start).Seconds()
+	res.WallSecs = time.Since(wall).Seconds()
+	return res, nil
+}
+
+func laterOf(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}

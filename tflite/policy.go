@@ -1,0 +1,287 @@
+package tflite
+
+// Eviction and keep-alive policies: which warm model leaves when the
+// budget is short, and how long an idle one stays warm. The pool calls a
+// Policy under its mutex, so a policy never blocks and its per-model state
+// (Use.State) is guarded by the pool.
+
+import (
+	"fmt"
+	"math"
+	"time"
+)
+
+// Policy ranks warm models for eviction and sets their keep-alive. A
+// Policy value belongs to one pool (it may keep state, such as GDSF's
+// clock); make one per pool with NewPolicy.
+type Policy interface {
+	// Name is the name NewPolicy takes.
+	Name() string
+	// Requested notes a request for u's model at u.Now.
+	Requested(u *Use)
+	// Priority ranks a warm, evictable model: the lowest leaves first.
+	Priority(u *Use) float64
+	// Evicted notes that u's model left because the budget was short.
+	Evicted(u *Use)
+	// Window is when u's model should be warm.
+	Window(u *Use) Window
+}
+
+// Window is when a model should be warm, counted from its last request.
+type Window struct {
+	// KeepAlive: an idle model is freed this long after its last request;
+	// 0 keeps it until the budget needs the room.
+	KeepAlive time.Duration
+	// Prewarm, with Rewarm, is when the model is wanted warm again: a cold
+	// model (freed in the gap before it, or evicted for the budget) is
+	// prewarmed from then until the keep-alive ends, if the room it needs
+	// is held by models worth less. A gap > 0 frees the model right after
+	// its request: it is not expected before.
+	Prewarm time.Duration
+	Rewarm  bool
+}
+
+// Use is what the pool knows of one model's use, as a Policy sees it.
+type Use struct {
+	ID       string
+	Bytes    int64         // held now (0 when cold)
+	Cold     time.Duration // what the next cold start is expected to cost
+	LastUsed time.Time     // the latest request, release or load
+	// LastRequest is the latest request (zero when never requested).
+	LastRequest time.Time
+	Now         time.Time
+	Demand      float64 // requests, decayed with the pool's half-life, as of Now
+	// State is the policy's own per-model state; the pool keeps it (and
+	// moves it with the model on Promote) but never reads it.
+	State any
+}
+
+// PolicyOptions tune NewPolicy.
+type PolicyOptions struct {
+	// TTL is the fixed keep-alive of "ttl", and of "histogram" for a model
+	// with too few idle times to trust; 0 means 10 minutes.
+	TTL time.Duration
+	// MinSamples is how many idle times "histogram" needs before it trusts
+	// a model's distribution; 0 means 5.
+	MinSamples int
+}
+
+// Policies are the names NewPolicy takes, the default first.
+var Policies = []string{"histogram", "gdsf", "cost", "lru", "ttl"}
+
+// DefaultPolicy is the policy of a pool given none (see the bench's
+// policies section for why).
+const DefaultPolicy = "histogram"
+
+// NewPolicy makes a fresh policy by name ("" is DefaultPolicy):
+//   - lru: the least recently used leaves first; no keep-alive.
+//   - ttl: LRU order, and an idle model is freed after TTL.
+//   - cost: decayed demand × cold time, per byte held; no aging.
+//   - gdsf: Greedy-Dual-Size-Frequency (FaasCache, ASPLOS'21): priority =
+//     clock + decayed demand × cold time / size; the clock rises to each
+//     evicted priority, so popularity that stopped ages out.
+//   - histogram: GDSF order, plus a keep-alive and pre-warm window per
+//     model from its idle-time distribution ("Serverless in the Wild",
+//     ATC'20); models too new to trust keep TTL.
+func NewPolicy(name string, o PolicyOptions) (Policy, error) {
+	if o.TTL <= 0 {
+		o.TTL = 10 * time.Minute
+	}
+	if o.MinSamples <= 0 {
+		o.MinSamples = 5
+	}
+	switch name {
+	case "", DefaultPolicy:
+		return &histogramPolicy{o: o}, nil
+	case "gdsf":
+		return &gdsfPolicy{}, nil
+	case "cost":
+		return costPolicy{}, nil
+	case "lru":
+		return lruPolicy{}, nil
+	case "ttl":
+		return ttlPolicy{ttl: o.TTL}, nil
+	}
+	return nil, fmt.Errorf("eviction policy %q: want one of %v", name, Policies)
+}
+
+// ParsePolicy checks a policy name.
+func ParsePolicy(name string) error {
+	_, err := NewPolicy(name, PolicyOptions{})
+	return err
+}
+
+type lruPolicy struct{}
+
+func (lruPolicy) Name() string            { return "lru" }
+func (lruPolicy) Requested(*Use)          {}
+func (lruPolicy) Evicted(*Use)            {}
+func (lruPolicy) Priority(u *Use) float64 { return float64(u.LastUsed.UnixNano()) }
+func (lruPolicy) Window(*Use) Window      { return Window{} }
+
+type ttlPolicy struct {
+	lruPolicy
+	ttl time.Duration
+}
+
+func (ttlPolicy) Name() string         { return "ttl" }
+func (p ttlPolicy) Window(*Use) Window { return Window{KeepAlive: p.ttl} }
+
+// costPolicy: expected requests (with a floor, so unrequested prewarms
+// still rank by cost) times the seconds each saves, per byte held.
+type costPolicy struct{}
+
+func (costPolicy) Name() string   { return "cost" }
+func (costPolicy) Requested(*Use) {}
+func (costPolicy) Evicted(*Use)   {}
+func (costPolicy) Priority(u *Use) float64 {
+	return (u.Demand + 0.05) * max(u.Cold.Seconds(), 1e-6) / float64(max(u.Bytes, 1))
+}
+func (costPolicy) Window(*Use) Window { return Window{} }
+
+// gdsfPolicy keeps the clock; each model's State is the clock at its
+// latest request (*float64).
+type gdsfPolicy struct{ clock float64 }
+
+func (*gdsfPolicy) Name() string { return "gdsf" }
+
+func (p *gdsfPolicy) Requested(u *Use) {
+	if c, ok := u.State.(*float64); ok {
+		*c = p.clock
+		return
+	}
+	c := p.clock
+	u.State = &c
+}
+
+func (p *gdsfPolicy) Priority(u *Use) float64 {
+	var at float64
+	if c, ok := u.State.(*float64); ok {
+		at = *c
+	}
+	return at + gdsfWorth(u)
+}
+
+func (p *gdsfPolicy) Evicted(u *Use) { p.clock = max(p.clock, p.Priority(u)) }
+
+func (*gdsfPolicy) Window(*Use) Window { return Window{} }
+
+// gdsfWorth is frequency × cost / size in seconds saved per MiB held (the
+// unit only matters against the clock, which is made of the same terms).
+func gdsfWorth(u *Use) float64 {
+	return u.Demand * max(u.Cold.Seconds(), 1e-6) / (float64(max(u.Bytes, 1)) / (1 << 20))
+}
+
+// histogramPolicy is cost-aware order with windows from each model's
+// idle-time histogram ("Serverless in the Wild", ATC'20): keep-alive to
+// the 99th percentile of idle times plus 10 % (never below TTL), pre-warm
+// at the 5th percentile less 10 %. An evicted model is rewarmed while its
+// window is open, when the room is held by models worth less; a model
+// whose idle times are tight (a timer) is freed in the gap before its
+// pre-warm and ranks below everything there: it is not expected yet.
+type histogramPolicy struct {
+	o PolicyOptions
+}
+
+// histState is a model's idle-time histogram.
+type histState struct {
+	last time.Time // the latest request
+	idle idleHistogram
+}
+
+func (*histogramPolicy) Name() string { return "histogram" }
+
+func (p *histogramPolicy) state(u *Use) *histState {
+	s, ok := u.State.(*histState)
+	if !ok {
+		s = &histState{}
+		u.State = s
+	}
+	return s
+}
+
+func (p *histogramPolicy) Requested(u *Use) {
+	s := p.state(u)
+	if !s.last.IsZero() {
+		s.idle.add(u.Now.Sub(s.last))
+	}
+	s.last = u.Now
+}
+
+func (p *histogramPolicy) Priority(u *Use) float64 {
+	s := p.state(u)
+	if w := p.Window(u); w.Prewarm > 0 && u.Now.Sub(s.last) < w.Prewarm {
+		return math.Inf(-1)
+	}
+	return costPolicy{}.Priority(u)
+}
+
+func (p *histogramPolicy) Evicted(*Use) {}
+
+func (p *histogramPolicy) Window(u *Use) Window {
+	s := p.state(u)
+	if s.idle.n < p.o.MinSamples {
+		return Window{KeepAlive: p.o.TTL}
+	}
+	p99 := time.Duration(float64(s.idle.quantile(0.99, true)) * 1.1)
+	w := Window{Rewarm: true, KeepAlive: max(p99, p.o.TTL),
+		Prewarm: time.Duration(float64(s.idle.quantile(0.05, false)) * 0.9)}
+	if w.Prewarm < minPrewarmGap || w.Prewarm < p99/2 {
+		// Too short a gap to be worth freeing and reloading, or idle times
+		// too spread (a random, not a timed, caller): the model stays warm
+		// after a request and is rewarmed at once if evicted.
+		w.Prewarm = 0
+	}
+	return w
+}
+
+// minPrewarmGap is the shortest gap worth freeing a model for: below it
+// the reload churn costs more than the memory is worth.
+const minPrewarmGap = 2 * time.Second
+
+// idleHistogram counts idle times in bins a factor √2 apart from 50 ms
+// (bin 0 holds everything shorter) to days.
+type idleHistogram struct {
+	bins [idleBins]uint32
+	n    int
+}
+
+const (
+	idleBins  = 56
+	idleFirst = 50 * time.Millisecond
+)
+
+// idleEdge is the lower edge of bin i (i ≥ 1).
+func idleEdge(i int) time.Duration {
+	return time.Duration(float64(idleFirst) * math.Pow(math.Sqrt2, float64(i-1)))
+}
+
+func (h *idleHistogram) add(d time.Duration) {
+	i := 0
+	if d >= idleFirst {
+		i = min(1+int(2*math.Log2(float64(d)/float64(idleFirst))), idleBins-1)
+	}
+	h.bins[i]++
+	h.n++
+}
+
+// quantile is the upper (or lower) edge of the bin holding quantile q.
+func (h *idleHistogram) quantile(q float64, upper bool) time.Duration {
+	want := max(1, int(math.Ceil(q*float64(h.n))))
+	seen := 0
+	for i, c := range h.bins {
+		seen += int(c)
+		if seen < want {
+			continue
+		}
+		switch {
+		case upper:
+			return idleEdge(i + 1)
+		case i == 0:
+			return 0
+		default:
+			return idleEdge(i)
+		}
+	}
+	return idleEdge(idleBins)
+}

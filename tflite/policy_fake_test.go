@@ -1,0 +1,171 @@
+package tflite
+
+import (
+	"context"
+	"slices"
+	"testing"
+	"time"
+)
+
+// ttl keeps LRU order and frees a model idle for its TTL, pinned ones
+// excepted; lru and cost never free an idle model on their own.
+func TestFakePoolTTLExpires(t *testing.T) {
+	for _, c := range []struct {
+		policy  string
+		expires bool
+	}{{"ttl", true}, {"lru", false}, {"cost", false}} {
+		now := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+		pol, err := NewPolicy(c.policy, PolicyOptions{TTL: time.Minute})
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, _ := fakePool(t, PoolOptions{Policy: pol, Now: func() time.Time { return now }},
+			map[string]*fakeModel{"a": {size: 40, heap: 10}, "pin": {size: 40, heap: 10}}, "pin")
+		use(t, p, "a")
+		use(t, p, "pin")
+		now = now.Add(59 * time.Second)
+		if n := p.Expire(); n != 0 {
+			t.Fatalf("%s: %d freed before the TTL", c.policy, n)
+		}
+		now = now.Add(2 * time.Second)
+		p.Expire()
+		if w := warmIDs(p); w["a"] == c.expires || !w["pin"] {
+			t.Fatalf("%s after the TTL: warm %v (a should expire: %v; pin never)", c.policy, w, c.expires)
+		}
+	}
+}
+
+// histogram learns a timer's period: after enough regular requests the
+// model is freed in the gap after each request (ranking below everything
+// there), listed as due when its pre-warm window opens, and warm again
+// before the next tick of the timer.
+func TestFakePoolHistogramPrewarmsATimer(t *testing.T) {
+	now := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+	p, _ := fakePool(t, PoolOptions{Policy: mustPolicy(t, "histogram"), Now: func() time.Time { return now }},
+		map[string]*fakeModel{"timer": {size: 40, heap: 10, cold: time.Second}})
+	for range 8 { // every 60 s
+		use(t, p, "timer")
+		now = now.Add(60 * time.Second)
+	}
+	use(t, p, "timer")
+	now = now.Add(time.Second)
+	if n := p.Expire(); n != 1 || warmIDs(p)["timer"] {
+		t.Fatalf("1 s after a timer's request: %d freed, warm %v; want it freed in the gap", n, warmIDs(p))
+	}
+	if due := p.DuePrewarms(); len(due) != 0 {
+		t.Fatalf("due %v in the gap", due)
+	}
+	now = now.Add(57 * time.Second) // the window opens at ~0.9 of the period
+	due := p.DuePrewarms()
+	if !slices.Equal(due, []string{"timer"}) {
+		t.Fatalf("due %v at 58 s, want the timer", due)
+	}
+	if _, loaded, err := p.PrewarmDue(context.Background(), "timer"); err != nil || !loaded {
+		t.Fatalf("PrewarmDue: loaded=%v err=%v", loaded, err)
+	}
+	if due := p.DuePrewarms(); len(due) != 0 {
+		t.Fatalf("due %v right after its prewarm: one prewarm per gap", due)
+	}
+	now = now.Add(2 * time.Second)
+	l, err := p.Acquire(context.Background(), "timer")
+	if err != nil || !l.Warm {
+		t.Fatalf("the timer's next request: warm=%v err=%v", l != nil && l.Warm, err)
+	}
+	l.Release()
+}
+
+// A model evicted for the budget while its window is open is due again,
+// but its prewarm only takes room from models worth less: it rewarms over
+// a cheap, rarely used model, never over a costlier or busier one.
+func TestFakePoolHistogramRewarmsOnlyOverLesserModels(t *testing.T) {
+	sec := time.Second
+	now := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+	models := map[string]*fakeModel{
+		"hot":   {size: 40, heap: 10, cold: sec},
+		"cheap": {size: 40, heap: 10, cold: sec / 100},
+		"dear":  {size: 40, heap: 10, cold: 10 * sec},
+		"busy":  {size: 40, heap: 10, cold: sec},
+	}
+	p, _ := fakePool(t, PoolOptions{Budget: 100, Policy: mustPolicy(t, "histogram"), Now: func() time.Time { return now }}, models)
+	for range 10 { // hot: every 200 ms, a random caller's spread
+		use(t, p, "hot")
+		now = now.Add(time.Duration(100+len(warmIDs(p))*50) * time.Millisecond)
+	}
+	for range 10 {
+		use(t, p, "dear")
+		now = now.Add(100 * time.Millisecond)
+	}
+	use(t, p, "cheap") // evicts hot (worth less than dear)
+	if w := warmIDs(p); w["hot"] || !w["cheap"] || !w["dear"] {
+		t.Fatalf("warm %v: want hot evicted for cheap", w)
+	}
+	now = now.Add(time.Second)
+	if due := p.DuePrewarms(); !slices.Equal(due, []string{"hot"}) {
+		t.Fatalf("due %v, want the evicted hot model", due)
+	}
+	if _, loaded, err := p.PrewarmDue(context.Background(), "hot"); err != nil || !loaded {
+		t.Fatalf("rewarm over the cheap model: loaded=%v err=%v", loaded, err)
+	}
+	if w := warmIDs(p); !w["hot"] || w["cheap"] || !w["dear"] {
+		t.Fatalf("after the rewarm: warm %v, want hot and dear", w)
+	}
+	// Now only models worth more hold the room: busy is asked for far
+	// more often than hot, dear costs ten times as much.
+	use(t, p, "busy") // evicts hot, the lesser of hot and dear
+	for range 40 {
+		use(t, p, "busy")
+		now = now.Add(100 * time.Millisecond)
+	}
+	if w := warmIDs(p); w["hot"] || !w["busy"] || !w["dear"] {
+		t.Fatalf("warm %v: want busy and dear", w)
+	}
+	if _, loaded, err := p.PrewarmDue(context.Background(), "hot"); err != nil || loaded {
+		t.Fatalf("rewarm over models worth more: loaded=%v err=%v, want neither", loaded, err)
+	}
+	if w := warmIDs(p); !w["dear"] || !w["busy"] {
+		t.Fatalf("a refused rewarm evicted something: warm %v", w)
+	}
+}
+
+// The C frees and munmaps of an eviction run on the pool's reaper: an
+// Acquire that evicts returns while the evicted interpreter's free is
+// still running, and Close waits for it.
+func TestFakePoolEvictionFreesOffTheRequest(t *testing.T) {
+	slow := make(chan struct{})
+	p, l := fakePool(t, PoolOptions{Budget: 60}, map[string]*fakeModel{"a": {size: 40, heap: 10, closing: slow}, "b": {size: 41, heap: 10}})
+	use(t, p, "a")
+	done := make(chan error, 1)
+	go func() {
+		lease, err := p.Acquire(context.Background(), "b") // evicts a
+		if err == nil {
+			lease.Release()
+		}
+		done <- err
+	}()
+	<-slow // a's free has started
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the Acquire that evicted waited for the evicted interpreter's free")
+	}
+	if _, live := l.counts(); live != 2 {
+		t.Fatalf("%d live interpreters while a's free runs, want 2", live)
+	}
+	closed := make(chan error, 1)
+	go func() { closed <- p.Close() }()
+	select {
+	case <-closed:
+		t.Fatal("Close returned before the free it waits for finished")
+	case <-time.After(50 * time.Millisecond):
+	}
+	slow <- struct{}{}
+	if err := <-closed; err != nil {
+		t.Fatal(err)
+	}
+	if mapped, live := l.counts(); mapped != 0 || live != 0 {
+		t.Fatalf("after Close: %d mappings, %d interpreters", mapped, live)
+	}
+}
