@@ -137,9 +137,9 @@ type Pool struct {
 	lastDemand  time.Time // the latest request (Acquire)
 	stats       Stats
 	closed      bool
-	events      []func()      // callbacks to run once mu is released
-	frees       []func()      // C frees and munmaps for the reaper, once mu is released
-	freedC      bool          // frees free C memory: give the heap back after
+	events      []func() // callbacks to run once mu is released
+	frees       []func() // C frees and munmaps for the reaper, once mu is released
+	freedC      bool     // frees free C memory: give the heap back after
 	reaper      *reaper
 	freed       chan struct{} // closed and replaced whenever bytes or leases are given back
 	roomWaiters int           // goroutines waiting on freed
