@@ -56,9 +56,11 @@ type Options struct {
 
 // Agent is the running daemon: state, pool and what it learned at start.
 type Agent struct {
-	cfg  atomic.Pointer[Config] // replaced whole by Reload; read with config()
-	opts Options
-	log  *slog.Logger
+	// readRateDevice is the models' storage device (see readrate.go).
+	readRateDevice string
+	cfg            atomic.Pointer[Config] // replaced whole by Reload; read with config()
+	opts           Options
+	log            *slog.Logger
 
 	store    *storage.Store
 	pool     *tflite.Pool

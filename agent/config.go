@@ -255,9 +255,13 @@ type PoolConfig struct {
 	Threads int `toml:"threads"`
 	// PageIn reads a model's file before warming it. Default true.
 	PageIn *bool `toml:"page_in"`
-	// Eviction picks which warm model leaves when the budget is short:
-	// "cost" (default: decayed demand × cold time saved per byte), "gdsf"
-	// (the same with an aging clock, Greedy-Dual-Size-Frequency) or "lru".
+	// Eviction is the policy for which warm model leaves when the budget
+	// is short, and when idle ones are freed or rewarmed: "histogram"
+	// (default: cost-aware order, keep-alive and pre-warm windows from
+	// each model's idle times), "cost" (decayed demand × cold time saved
+	// per byte), "gdsf" (Greedy-Dual-Size-Frequency, with an aging clock),
+	// "ttl" (LRU, freed after prewarm.keep_alive idle) or "lru". The
+	// bench's "Eviction policies on traces" section compares them.
 	Eviction string `toml:"eviction"`
 }
 

@@ -38,6 +38,7 @@ func (a *Agent) startLoops(runCtx context.Context, startPlan PlanResult) {
 	a.spawn(runCtx, a.finishStart)
 	a.spawn(runCtx, a.memoryLoop)
 	a.spawn(runCtx, a.eventWriter)
+	a.spawn(runCtx, a.measureReadRate)
 	a.restartTunedLoops(runCtx)
 }
 
@@ -79,7 +80,7 @@ func (a *Agent) restartTunedLoops(runCtx context.Context) {
 	}
 	ctx, cancel := context.WithCancel(runCtx)
 	wg := &sync.WaitGroup{}
-	for _, f := range []func(context.Context){a.resumeLoop, a.scheduleLoop, a.trimLoop, a.watchModels} {
+	for _, f := range []func(context.Context){a.resumeLoop, a.scheduleLoop, a.trimLoop, a.watchModels, a.keepAliveLoop} {
 		wg.Add(1)
 		a.spawn(ctx, func(ctx context.Context) {
 			defer wg.Done()

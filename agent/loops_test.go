@@ -221,3 +221,48 @@ func TestReloadRetunesLoops(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// A model evicted for one request to another, while requests for it are
+// still expected, is rewarmed by the keep-alive loop (histogram, the
+// default) over the model worth less, before its own next request.
+func TestRewarmAfterATransientEviction(t *testing.T) {
+	models := planModels(t)[1:3] // v1, v2: room for one at a time
+	cfg := testConfig(t, models...)
+	cfg.Pool.Budget = 8 << 20
+	a := start(t, cfg, agent.Options{})
+	defer a.Close()
+	v1 := make([]byte, 128*128*3)
+	v2 := make([]byte, 224*224*3)
+	for range 6 {
+		rawInfer(t, a, "v1", v1)
+		time.Sleep(20 * time.Millisecond)
+	}
+	before := loadsOf(a)["v1"]
+	rawInfer(t, a, "v2", v2) // evicts v1
+	if a.Pool().IsWarm("v1") && loadsOf(a)["v1"] == before {
+		t.Fatal("v1 stayed warm beside v2: the budget forced no eviction")
+	}
+	waitFor(t, "v1 rewarmed over v2", func() bool { return a.Pool().IsWarm("v1") && !a.Pool().IsWarm("v2") })
+	if n := loadsOf(a)["v1"]; n != before+1 {
+		t.Fatalf("v1 loaded %d times since, want one rewarm", n-before)
+	}
+}
+
+// The storage's read rate is measured once, from a model file nothing
+// maps, and kept: the next start restores it without reading anything.
+func TestStorageReadRateMeasuredOnce(t *testing.T) {
+	cfg := testConfig(t, planModels(t)[1:3]...) // v1, v2: room for one
+	cfg.Pool.Budget = 8 << 20
+	a := start(t, cfg, agent.Options{})
+	evs := waitEvents(t, a, "storage_read_rate", 1)
+	if r, _ := evs[0]["bytes_per_sec"].(float64); r <= 0 {
+		t.Fatalf("read rate event %v", evs[0])
+	}
+	measured := a.Pool().Stats().ReadRate
+	a.Close()
+	a = startNoWait(t, cfg, agent.Options{})
+	defer a.Close()
+	if r := a.Pool().Stats().ReadRate; r != measured {
+		t.Fatalf("the next start has read rate %.0f, want the %.0f measured before", r, measured)
+	}
+}

@@ -269,3 +269,35 @@ func (a *Agent) trimLoop(ctx context.Context) {
 		}
 	})
 }
+
+// keepAliveLoop applies the eviction policy's windows every second: it
+// frees what the policy no longer keeps warm and rewarms the models it
+// expects (histogram: a timer's pre-warm window, a model evicted while
+// requests for it are still expected), when the energy policy allows a
+// full prewarm. A rewarm only takes room from models worth less.
+func (a *Agent) keepAliveLoop(ctx context.Context) {
+	a.loop(ctx, "keep-alive", time.Second, func() {
+		if n := a.pool.Expire(); n > 0 {
+			a.log.Debug("keep-alive freed models", "freed", n)
+		}
+		due := a.pool.DuePrewarms()
+		if len(due) == 0 {
+			return
+		}
+		if al := a.config().policy().Allow(a.powerReader().Read(), nil); al.Mode != power.ModeAll && al.Mode != power.ModeTopK {
+			return
+		}
+		for _, id := range due {
+			if ctx.Err() != nil {
+				return
+			}
+			rep, loaded, err := a.pool.PrewarmDue(ctx, id)
+			switch {
+			case err != nil:
+				a.log.Warn("rewarm failed", "model", id, "err", err)
+			case loaded:
+				a.log.Info("rewarmed", "model", id, "cold_ms", ms(rep.Stages.Cold()))
+			}
+		}
+	})
+}

@@ -28,6 +28,7 @@ func (a *Agent) Start(ctx context.Context) error {
 	if err := a.registerAll(ctx, models); err != nil {
 		return err
 	}
+	a.readRateDevice, _ = a.restoreReadRate()
 	runCtx := a.newRunContext()
 	if err := a.startMQTT(ctx, runCtx); err != nil {
 		return err
@@ -98,7 +99,13 @@ func (a *Agent) openState() error {
 // newPool creates the interpreter pool; its load and eviction callbacks
 // feed the retained status and telemetry.
 func (a *Agent) newPool() {
-	policy, _ := tflite.NewPolicy(a.config().Pool.Eviction, tflite.PolicyOptions{}) // validated
+	// Idle interpreters are the trim loop's (prewarm.keep_alive, which
+	// keeps the mapping); the policy frees idle models only as "ttl".
+	ttl := time.Duration(-1)
+	if a.config().Pool.Eviction == "ttl" && a.config().Prewarm.KeepAlive > 0 {
+		ttl = a.config().Prewarm.KeepAlive
+	}
+	policy, _ := tflite.NewPolicy(a.config().Pool.Eviction, tflite.PolicyOptions{TTL: ttl}) // validated
 	a.pool = tflite.NewPool(tflite.PoolOptions{
 		Policy:   policy,
 		Budget:   a.poolBudget(),

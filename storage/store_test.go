@@ -430,3 +430,25 @@ func TestVersionsRecord(t *testing.T) {
 		t.Fatalf("unknown model: %+v %v", none, err)
 	}
 }
+
+// A device's read rate survives a reopen; another device has none.
+func TestReadRatePersists(t *testing.T) {
+	dir := t.TempDir()
+	s, _ := mustOpen(t, dir, storage.Options{})
+	if _, ok := s.ReadRate("8:1"); ok {
+		t.Fatal("a read rate before any was stored")
+	}
+	want := storage.ReadRate{BytesPerSec: 25e6, Bytes: 4 << 20, File: "m.tflite", Measured: time.Date(2026, 11, 28, 0, 0, 0, 0, time.UTC)}
+	if err := s.PutReadRate("8:1", want); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	s, _ = mustOpen(t, dir, storage.Options{})
+	defer s.Close()
+	if got, ok := s.ReadRate("8:1"); !ok || got != want {
+		t.Fatalf("after reopen: %+v %v, want %+v", got, ok, want)
+	}
+	if _, ok := s.ReadRate("179:2"); ok {
+		t.Fatal("another device has a read rate")
+	}
+}

@@ -326,8 +326,8 @@ func (p *Pool) PrewarmDue(ctx context.Context, id string) (rep LoadReport, loade
 		p.mu.Unlock()
 	}()
 	rep, loaded, err = p.Prewarm(ctx, id)
-	if errors.Is(err, errNoRoomWorthIt) {
-		return LoadReport{}, false, nil
+	if errors.Is(err, ErrOverBudget) {
+		return LoadReport{}, false, nil // no room worth taking, or bigger than the budget
 	}
 	return rep, loaded, err
 }

@@ -222,3 +222,23 @@ func TestFailedDetachFreesNothingUnderALiveInterpreter(t *testing.T) {
 		t.Fatalf("Leaked counted %d, want 4", got)
 	}
 }
+
+// A model's cold cost counts reading what was not in the page cache at the
+// storage's read rate when that is more than the page-in measured.
+func TestReloadCostCountsStorageReads(t *testing.T) {
+	ws := Stages{Map: time.Millisecond, PageIn: 2 * time.Millisecond, Interpreter: time.Millisecond, Allocate: time.Millisecond, FirstInvoke: 10 * time.Millisecond, Steady: 8 * time.Millisecond}
+	for _, c := range []struct {
+		nonResident int64
+		rate        float64
+		want        time.Duration
+	}{
+		{0, 25e6, 7 * time.Millisecond},                // all cached: as measured
+		{25e6, 0, 7 * time.Millisecond},                // rate unknown: as measured
+		{25e6, 25e6, time.Second + 5*time.Millisecond}, // 25 MB at 25 MB/s replaces the 2 ms page-in
+		{1000, 25e6, 7 * time.Millisecond},             // less than measured: as measured
+	} {
+		if got := reloadCost(ws, c.nonResident, c.rate); got != c.want {
+			t.Errorf("%d bytes at %.0f B/s: %s, want %s", c.nonResident, c.rate, got, c.want)
+		}
+	}
+}

@@ -13,6 +13,9 @@ import (
 type loader interface {
 	// inspect reads the file's size and whether it has variable tensors.
 	inspect(path string) (size int64, vars bool, err error)
+	// nonResident is how many bytes of the file are not in the page cache
+	// (a load reads them from storage).
+	nonResident(path string) int64
 	// mapModel maps the model (reading it through first with pageIn).
 	mapModel(path string, pageIn bool) (m mapping, mapTime, pageInTime time.Duration, err error)
 	// warm creates, allocates and (unless w says otherwise) invokes an
@@ -50,6 +53,14 @@ func (runtimeLoader) inspect(path string) (int64, bool, error) {
 		return 0, false, perr
 	}
 	return fi.Size(), fileHasVariables(path, fi.Size()), nil
+}
+
+func (runtimeLoader) nonResident(path string) int64 {
+	res, size, err := Residency(path)
+	if err != nil {
+		return 0 // the load reports what is wrong with the file
+	}
+	return size - res
 }
 
 func (runtimeLoader) mapModel(path string, pageIn bool) (mapping, time.Duration, time.Duration, error) {

@@ -58,8 +58,8 @@ type Use struct {
 
 // PolicyOptions tune NewPolicy.
 type PolicyOptions struct {
-	// TTL is the fixed keep-alive of "ttl", and of "histogram" for a model
-	// with too few idle times to trust; 0 means 10 minutes.
+	// TTL is the fixed keep-alive of "ttl", and the shortest of
+	// "histogram"; 0 means 10 minutes, < 0 never frees an idle model.
 	TTL time.Duration
 	// MinSamples is how many idle times "histogram" needs before it trusts
 	// a model's distribution; 0 means 5.
@@ -84,8 +84,11 @@ const DefaultPolicy = "histogram"
 //     model from its idle-time distribution ("Serverless in the Wild",
 //     ATC'20); models too new to trust keep TTL.
 func NewPolicy(name string, o PolicyOptions) (Policy, error) {
-	if o.TTL <= 0 {
+	switch {
+	case o.TTL == 0:
 		o.TTL = 10 * time.Minute
+	case o.TTL < 0:
+		o.TTL = 0 // Window.KeepAlive 0: until the budget needs the room
 	}
 	if o.MinSamples <= 0 {
 		o.MinSamples = 5
@@ -226,6 +229,9 @@ func (p *histogramPolicy) Window(u *Use) Window {
 	p99 := time.Duration(float64(s.idle.quantile(0.99, true)) * 1.1)
 	w := Window{Rewarm: true, KeepAlive: max(p99, p.o.TTL),
 		Prewarm: time.Duration(float64(s.idle.quantile(0.05, false)) * 0.9)}
+	if p.o.TTL == 0 {
+		w.KeepAlive = 0 // never freed for being idle
+	}
 	if w.Prewarm < minPrewarmGap || w.Prewarm < p99/2 {
 		// Too short a gap to be worth freeing and reloading, or idle times
 		// too spread (a random, not a timed, caller): the model stays warm

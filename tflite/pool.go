@@ -26,6 +26,11 @@ type PoolOptions struct {
 	// PageIn reads a model's file when it is mapped, so the warm-up invoke
 	// does not fault it in page by page.
 	PageIn bool
+	// ReadRate is the storage's cold read rate in bytes/s (MeasureReadRate):
+	// with it a model's cold cost counts reading the part of its file that
+	// was not in the page cache at its load, at this rate; 0 counts the
+	// page-in as measured.
+	ReadRate float64
 	// Policy for eviction and keep-alive; nil means NewPolicy(DefaultPolicy).
 	// It must not be shared with another pool.
 	Policy Policy
@@ -96,7 +101,8 @@ type Stats struct {
 	PeakBytes    int64         `json:"peak_bytes"`     // the most ever accounted at once
 	Reserved     int64         `json:"reserved_bytes"` // held by reservations (calibration), part of BytesInUse
 	Budget       int64         `json:"budget"`
-	WarmModels   int           `json:"warm_models"` // with an interpreter ready or in use
+	ReadRate     float64       `json:"read_rate_bytes_per_sec,omitempty"` // the storage's, see PoolOptions
+	WarmModels   int           `json:"warm_models"`                       // with an interpreter ready or in use
 	Interpreters int           `json:"interpreters"`
 	Leased       int           `json:"leased"`
 }
@@ -449,8 +455,10 @@ func (p *Pool) grow(ctx context.Context, e *entry, demand bool) (instance, error
 	defer p.load.release()
 
 	var st Stages
+	var nonResident int64
 	newModel := model == nil
 	if newModel {
+		nonResident = p.loader.nonResident(e.spec.Path)
 		m, mapTime, pageInTime, err := p.loader.mapModel(e.spec.Path, p.opts.PageIn)
 		if err != nil {
 			return fail(err, false)
@@ -512,7 +520,7 @@ func (p *Pool) grow(ctx context.Context, e *entry, demand bool) (instance, error
 		}
 	}
 	p.mu.Unlock()
-	rep := LoadReport{Stages: ws, Footprint: Footprint{Heap: heap}, Threads: opts.Threads, Delegates: append([]string{}, it.Delegates()...)}
+	rep := LoadReport{Stages: ws, Footprint: Footprint{Heap: heap}, Threads: opts.Threads, Delegates: append([]string{}, it.Delegates()...), FromStorage: nonResident}
 	add := heap
 	if newModel {
 		add += model.mappedBytes()
@@ -554,7 +562,7 @@ func (p *Pool) grow(ctx context.Context, e *entry, demand bool) (instance, error
 	}
 	if newModel {
 		e.model = model
-		e.cold = max(ws.Saved(), e.spec.KnownSaved)
+		e.cold = max(reloadCost(ws, nonResident, p.opts.ReadRate), e.spec.KnownSaved)
 	}
 	e.heaps[it] = heap
 	e.gens[it] = gen // older than e.gen if an Update came meanwhile: freed on release
@@ -829,6 +837,28 @@ func (p *Pool) Prewarm(ctx context.Context, id string) (LoadReport, bool, error)
 	return rep, !l.Warm, nil
 }
 
+// SetReadRate sets PoolOptions.ReadRate (measured after the pool was made).
+func (p *Pool) SetReadRate(bytesPerSec float64) {
+	p.mu.Lock()
+	p.opts.ReadRate = bytesPerSec
+	p.mu.Unlock()
+}
+
+// reloadCost is what the next cold start of a model is expected to cost:
+// the stages measured at its load, with the page-in counted as reading
+// the part of the file that was not in the page cache then at the
+// storage's read rate, when that is more than measured (the page cache
+// dropped the model before, and will again: on a board short of memory,
+// from an SD card at tens of MB/s).
+func reloadCost(ws Stages, nonResident int64, rate float64) time.Duration {
+	saved := ws.Saved()
+	if rate <= 0 || nonResident <= 0 {
+		return saved
+	}
+	est := time.Duration(float64(nonResident) / rate * float64(time.Second))
+	return saved - ws.PageIn + max(ws.PageIn, est)
+}
+
 // SetPinned pins or unpins a registered model.
 func (p *Pool) SetPinned(id string, pinned bool) error {
 	p.mu.Lock()
@@ -981,6 +1011,7 @@ func (p *Pool) Stats() Stats {
 	s.PeakBytes = p.peak
 	s.Reserved = p.reserved
 	s.Budget = p.opts.Budget
+	s.ReadRate = p.opts.ReadRate
 	for _, e := range p.entries {
 		if len(e.idle)+e.leased > 0 {
 			s.WarmModels++

@@ -81,6 +81,8 @@ func (l *fakeLoader) inspect(path string) (int64, bool, error) {
 	return m.size, false, nil
 }
 
+func (l *fakeLoader) nonResident(string) int64 { return 0 }
+
 func (l *fakeLoader) mapModel(path string, _ bool) (mapping, time.Duration, time.Duration, error) {
 	m, err := l.model(path)
 	if err != nil {

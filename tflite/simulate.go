@@ -55,6 +55,13 @@ func (l *simLoader) inspect(path string) (int64, bool, error) {
 	return m.Size, false, err
 }
 
+func (l *simLoader) nonResident(path string) int64 {
+	if l.pageIn != nil && l.pageIn(path) > 0 {
+		return l.models[path].Size
+	}
+	return 0
+}
+
 func (l *simLoader) mapModel(path string, _ bool) (mapping, time.Duration, time.Duration, error) {
 	m, err := l.model(path)
 	if err != nil {

@@ -208,6 +208,9 @@ type LoadReport struct {
 	Footprint Footprint `json:"footprint"`
 	Threads   int       `json:"threads"`
 	Delegates []string  `json:"delegates"`
+	// FromStorage is how much of the file was not in the page cache when
+	// the pool mapped it (read from storage by this load).
+	FromStorage int64 `json:"from_storage_bytes,omitempty"`
 }
 
 // LoadOptions tune LoadStaged.

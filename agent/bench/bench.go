@@ -39,6 +39,7 @@ type Report struct {
 	FirstStart FirstStart
 	Serving    Serving
 	Memory     Memory
+	Policies   Policies
 	Scaling    Scaling
 	Energy     Energy
 	Duration   time.Duration
@@ -83,6 +84,7 @@ func Run(ctx context.Context, o Options) (Report, error) {
 		{"first start", func() (err error) { r.FirstStart, err = firstStart(ctx, o, work); return }},
 		{"serving", func() (err error) { r.Serving, err = serving(ctx, o, work); return }},
 		{"memory", func() (err error) { r.Memory, err = memory(ctx, o, work); return }},
+		{"policies", func() (err error) { r.Policies, err = policies(ctx, o, work); return }},
 		{"scaling", func() (err error) { r.Scaling, err = scaling(o, work); return }},
 		{"energy", func() (err error) { r.Energy, err = energy(ctx, o, work); return }},
 	}

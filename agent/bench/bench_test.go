@@ -26,12 +26,12 @@ func TestQuickBenchWritesReport(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"## Summary", "## Startup", "agent prewarmed", "## Serving", "## Memory under a budget", "cost-aware", "LRU", "## Scaling", "## Energy"} {
+	for _, want := range []string{"## Summary", "## Startup", "agent prewarmed", "## Serving", "## Memory under a budget", "histogram", "lru", "## Eviction policies on traces", "Simulator check", "## Scaling", "## Energy"} {
 		if !strings.Contains(string(report), want) {
 			t.Errorf("report lacks %q", want)
 		}
 	}
-	for _, svg := range []string{"startup.svg", "latency-cdf.svg", "scaling.svg"} {
+	for _, svg := range []string{"startup.svg", "latency-cdf.svg", "scaling.svg", "policies-1.svg", "policies-2.svg"} {
 		b, err := os.ReadFile(filepath.Join(out, svg))
 		if err != nil || !strings.HasPrefix(string(b), "<svg") || !strings.Contains(string(b), "</svg>") {
 			t.Errorf("%s: %v", svg, err)

@@ -7,6 +7,7 @@ package bench
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"time"
@@ -44,6 +45,7 @@ type ReplayResult struct {
 	ReadRate    float64 `json:"read_rate,omitempty"`
 	Requests    int     `json:"requests"`
 	Hits        int     `json:"hits"`
+	Refused     int     `json:"refused"` // the model alone exceeds the budget
 	ColdStarts  int     `json:"cold_starts"`
 	ColdMs      float64 `json:"cold_ms"` // cold time paid by requests: their latency over the model's steady invoke
 	Evictions   uint64  `json:"evictions"`
@@ -172,6 +174,10 @@ func Replay(ctx context.Context, o ReplayOptions) (ReplayResult, error) {
 		c := o.Costs[r.Model]
 		t := time.Now()
 		l, err := pool.Acquire(ctx, r.Model)
+		if errors.Is(err, tflite.ErrOverBudget) {
+			res.Refused++ // bigger than the budget: refused, as the agent would
+			continue
+		}
 		if err != nil {
 			return res, fmt.Errorf("request at %s for %s: %w", r.At, r.Model, err)
 		}

@@ -78,8 +78,15 @@ func Summary(r Report) string {
 		fmt.Fprintf(&b, "| load a %.0f MiB model (ms) | %s | %s | %s |\n", p.SizeMiB, f2(p.HeapMs.Median), f2(p.MappedMs.Median), ratio(p.HeapMs.Median, p.MappedMs.Median))
 		fmt.Fprintf(&b, "| anonymous memory for it (MiB) | %s | %s | |\n", f2(p.HeapAnonMiB), f2(p.MappedAnonMiB))
 	}
-	ca, lru := r.Memory.Policies["cost-aware"], r.Memory.Policies["LRU"]
-	fmt.Fprintf(&b, "| budget ½ of models: cold time paid, cost-aware vs LRU (ms) | %s (LRU) | %s | %s |\n", f2(lru.ColdPaidMs), f2(ca.ColdPaidMs), ratio(lru.ColdPaidMs, ca.ColdPaidMs))
+	ca, lru := r.Memory.Policies[tflite.DefaultPolicy], r.Memory.Policies["lru"]
+	fmt.Fprintf(&b, "| budget ½ of models: cold time paid, %s vs LRU (ms) | %s (LRU) | %s | %s |\n", tflite.DefaultPolicy, f2(lru.ColdPaidMs), f2(ca.ColdPaidMs), ratio(lru.ColdPaidMs, ca.ColdPaidMs))
+	if row := r.Policies.Cells[sdCard.Name]["heavy"][.5]; row != nil {
+		for _, st := range r.Policies.Storage {
+			row := r.Policies.Cells[st.Name]["heavy"][.5]
+			fmt.Fprintf(&b, "| heavy-tailed trace, budget ½, %s: cold time paid, %s vs LRU (ms) | %s (LRU) | %s | %s |\n", st.Name, tflite.DefaultPolicy,
+				f2(row["lru"].ColdMs), f2(row[tflite.DefaultPolicy].ColdMs), ratio(row["lru"].ColdMs, row[tflite.DefaultPolicy].ColdMs))
+		}
+	}
 	e := r.Energy.CPUSecond
 	fmt.Fprintf(&b, "| wake CPU-seconds, AC vs 15%% battery | %s (AC) | %s | %s |\n", f2(e["AC"].Median), f2(e["battery 15% (pinned only)"].Median),
 		ratio(e["AC"].Median, e["battery 15% (pinned only)"].Median))
@@ -136,12 +143,14 @@ func write(dir string, r Report) error {
 	fmt.Fprintf(&b, "## Memory under a budget\n\n%d requests over 6 models (4 real, 2 generated of 16 and 24 MiB) that together hold %.1f MiB, with a budget of %.1f MiB; the same trace with each eviction policy.\n\n",
 		m.Requests, float64(m.SumBytes)/(1<<20), float64(m.Budget)/(1<<20))
 	b.WriteString("| policy | hit rate | misses | evictions | cold time paid, ms | cold time saved, ms | max accounted MiB | peak RSS MiB |\n|---|---|---|---|---|---|---|---|\n")
-	for _, name := range []string{"cost-aware", "GDSF", "LRU"} {
+	for _, name := range tflite.Policies {
 		p := m.Policies[name]
 		fmt.Fprintf(&b, "| %s | %.0f%% | %d | %d | %s | %s | %.1f | %.1f |\n", name, 100*p.HitRate, p.Misses, p.Evictions, f2(p.ColdPaidMs), f2(p.ColdSavedMs),
 			float64(p.MaxAccounted)/(1<<20), float64(p.PeakRSS)/(1<<20))
 	}
 	b.WriteString("\nAccounted bytes never exceeded the budget; RSS also holds the Go runtime, the TFLite library and this benchmark's own buffers.\n\n")
+
+	writePolicies(&b, r.Policies)
 
 	b.WriteString("## Scaling: mapped vs read into the heap\n\n| model MiB | mapped load, ms | heap load, ms | heap ÷ mapped | anonymous MiB, mapped | anonymous MiB, heap |\n|---|---|---|---|---|---|\n")
 	for _, p := range r.Scaling.Points {
@@ -157,7 +166,11 @@ func write(dir string, r Report) error {
 	if err := os.WriteFile(filepath.Join(dir, "report.md"), []byte(b.String()), 0o644); err != nil {
 		return err
 	}
-	for name, svg := range map[string]string{"startup.svg": waterfall(r.Startup), "latency-cdf.svg": cdf(r.Serving), "scaling.svg": scalingChart(r.Scaling)} {
+	charts := map[string]string{"startup.svg": waterfall(r.Startup), "latency-cdf.svg": cdf(r.Serving), "scaling.svg": scalingChart(r.Scaling)}
+	for i, st := range r.Policies.Storage {
+		charts[chartName(i)] = policiesChart(r.Policies, st)
+	}
+	for name, svg := range charts {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(svg), 0o644); err != nil {
 			return err
 		}

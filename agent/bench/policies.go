@@ -1,0 +1,244 @@
+package bench
+
+// The policies section: every eviction policy replayed over generated
+// traces of every shape, at a quarter, half and three quarters of the
+// zoo's footprint, with the measured costs (simulated replay) on this
+// machine's page cache and on an emulated SD card; and one trace replayed
+// for real beside its simulation, to say how far the simulator is off.
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/edge-agent/edge-agent/tflite"
+)
+
+// Policies is what the section measured.
+type Policies struct {
+	Models    int
+	Footprint int64
+	Shares    []float64
+	Storage   []Storage
+	// Cells[storage][shape][share][policy]
+	Cells      map[string]map[string]map[float64]map[string]ReplayResult
+	Requests   map[string]int // per shape
+	Validation Validation
+}
+
+// Storage is where a cold model is read from.
+type Storage struct {
+	Name     string
+	ReadRate float64 // bytes/s; 0: the page cache keeps every model
+}
+
+// Validation is one trace replayed for real and simulated.
+type Validation struct {
+	Shape     string
+	Share     float64
+	Real, Sim map[string]ReplayResult // by policy
+}
+
+// sdCard is a class-10 card's sequential read, as on a Pi.
+var sdCard = Storage{"SD card, 25 MB/s (simulated)", 25e6}
+
+func policies(ctx context.Context, o Options, work string) (Policies, error) {
+	dir := filepath.Join(work, "zoo")
+	if err := BuildZoo(dir, o.Models, o.Quick); err != nil {
+		return Policies{}, err
+	}
+	reps := 5
+	if o.Quick {
+		reps = 2
+	}
+	costs, err := zooCosts(ctx, dir, reps)
+	if err != nil {
+		return Policies{}, err
+	}
+	ids, _, err := zooModels(dir)
+	if err != nil {
+		return Policies{}, err
+	}
+	out := Policies{Models: len(ids), Footprint: footprint(costs), Shares: []float64{.25, .5, .75},
+		Storage:  []Storage{{"page cache (this machine)", 0}, sdCard},
+		Cells:    map[string]map[string]map[float64]map[string]ReplayResult{},
+		Requests: map[string]int{}}
+	var dur time.Duration // the shapes' defaults
+	if o.Quick {
+		dur = 10 * time.Minute
+	}
+	traces := map[string][]TraceRequest{}
+	for _, shape := range TraceShapes {
+		t, err := GenerateTrace(TraceOptions{Shape: shape, Models: ids, Seed: 1, Duration: dur})
+		if err != nil {
+			return out, err
+		}
+		traces[shape] = t
+		out.Requests[shape] = len(t)
+	}
+	for _, st := range out.Storage {
+		out.Cells[st.Name] = map[string]map[float64]map[string]ReplayResult{}
+		for _, shape := range TraceShapes {
+			out.Cells[st.Name][shape] = map[float64]map[string]ReplayResult{}
+			for _, share := range out.Shares {
+				row := map[string]ReplayResult{}
+				for _, pol := range tflite.Policies {
+					r, err := Replay(ctx, ReplayOptions{Trace: traces[shape], Models: dir, Budget: budgetShare(costs, share),
+						Policy: pol, Simulate: true, ReadRate: st.ReadRate, Costs: costs})
+					if err != nil {
+						return out, fmt.Errorf("%s %s %.0f%% %s: %w", st.Name, shape, 100*share, pol, err)
+					}
+					row[pol] = r
+				}
+				out.Cells[st.Name][shape][share] = row
+			}
+		}
+	}
+	// The simulator against the real thing: the heavy-tailed shape, 20
+	// minutes of it, at half the footprint, LRU and the default.
+	vt, err := GenerateTrace(TraceOptions{Shape: "heavy", Models: ids, Seed: 1, Duration: 20 * time.Minute})
+	if err != nil {
+		return out, err
+	}
+	if o.Quick {
+		vt = vt[:min(len(vt), 120)]
+	}
+	out.Validation = Validation{Shape: "heavy", Share: .5, Real: map[string]ReplayResult{}, Sim: map[string]ReplayResult{}}
+	for _, pol := range []string{"lru", tflite.DefaultPolicy} {
+		for _, sim := range []bool{false, true} {
+			r, err := Replay(ctx, ReplayOptions{Trace: vt, Models: dir, Budget: budgetShare(costs, .5), Policy: pol, Simulate: sim, Costs: costs})
+			if err != nil {
+				return out, fmt.Errorf("validation %s: %w", pol, err)
+			}
+			if sim {
+				out.Validation.Sim[pol] = r
+			} else {
+				out.Validation.Real[pol] = r
+			}
+		}
+	}
+	return out, nil
+}
+
+func budgetShare(costs map[string]Cost, share float64) int64 {
+	return int64(share * float64(footprint(costs)))
+}
+
+// relErr is (sim - real) / real, in percent.
+func relErr(sim, real float64) string {
+	if real == 0 {
+		return "—"
+	}
+	return fmt.Sprintf("%+.0f%%", 100*(sim-real)/real)
+}
+
+func writePolicies(b *strings.Builder, p Policies) {
+	if len(p.Cells) == 0 {
+		return
+	}
+	fmt.Fprintf(b, "## Eviction policies on traces\n\n%d models (the shared ones that run on a CPU and generated ones of 1–256 MiB) holding %.0f MiB warm in all; traces from `edge-agent-bench trace` (seed 1): ", p.Models, float64(p.Footprint)/(1<<20))
+	var shapes []string
+	for _, s := range TraceShapes {
+		shapes = append(shapes, fmt.Sprintf("%s %d requests", s, p.Requests[s]))
+	}
+	b.WriteString(strings.Join(shapes, ", ") + ". Each cell is a simulated replay (`edge-agent-bench replay --simulate`) with the costs measured here; the cold time a policy saves over LRU is LRU's cold time ÷ the policy's (higher is better), the hit ratio in parentheses. Pre-warm loads (histogram) run off the requests' path and are reported separately; a request that arrives while one holds the load slot pays the wait as cold time.\n\n")
+	for i, st := range p.Storage {
+		fmt.Fprintf(b, "### %s\n\n| trace | budget | LRU cold ms |", st.Name)
+		for _, pol := range tflite.Policies {
+			fmt.Fprintf(b, " %s |", pol)
+		}
+		b.WriteString(" histogram pre-warm ms |\n|---|---|---|")
+		for range tflite.Policies {
+			b.WriteString("---|")
+		}
+		b.WriteString("---|\n")
+		for _, shape := range TraceShapes {
+			for _, share := range p.Shares {
+				row := p.Cells[st.Name][shape][share]
+				lru := row["lru"]
+				fmt.Fprintf(b, "| %s | %.0f%% | %s |", shape, 100*share, f2(lru.ColdMs))
+				for _, pol := range tflite.Policies {
+					r := row[pol]
+					fmt.Fprintf(b, " %s (%.0f%%) |", ratio(lru.ColdMs, r.ColdMs), 100*float64(r.Hits)/float64(max(r.Requests, 1)))
+				}
+				fmt.Fprintf(b, " %s |\n", f2(row["histogram"].PrewarmMs))
+			}
+		}
+		fmt.Fprintf(b, "\n![cold time saved over LRU, %s](%s)\n\n", st.Name, chartName(i))
+	}
+	v := p.Validation
+	fmt.Fprintf(b, "**Simulator check**: the %s trace (%d requests) at %.0f%% of the footprint, replayed for real (loads and invokes) and simulated:\n\n", v.Shape, v.Real["lru"].Requests, 100*v.Share)
+	b.WriteString("| policy | cold starts real / sim | cold ms real / sim (error) | evictions real / sim | p50 ms real / sim |\n|---|---|---|---|---|\n")
+	for _, pol := range []string{"lru", tflite.DefaultPolicy} {
+		r, s := v.Real[pol], v.Sim[pol]
+		fmt.Fprintf(b, "| %s | %d / %d | %s / %s (%s) | %d / %d | %s / %s |\n", pol, r.ColdStarts, s.ColdStarts, f2(r.ColdMs), f2(s.ColdMs), relErr(s.ColdMs, r.ColdMs), r.Evictions, s.Evictions, f2(r.P50Ms), f2(s.P50Ms))
+	}
+	rr, sr := v.Real["lru"].ColdMs/math.Max(v.Real[tflite.DefaultPolicy].ColdMs, 1e-9), v.Sim["lru"].ColdMs/math.Max(v.Sim[tflite.DefaultPolicy].ColdMs, 1e-9)
+	fmt.Fprintf(b, "\nLRU ÷ %s cold time: real %.2f×, simulated %.2f×. The simulator replays each model's median measured load; real loads under churn vary around it.\n\n", tflite.DefaultPolicy, rr, sr)
+}
+
+// policiesChart: for one storage, each policy's cold time saved over LRU
+// (LRU ÷ policy) at every shape and budget, as grouped bars; the line at
+// 1× is LRU.
+func policiesChart(p Policies, st Storage) string {
+	var b strings.Builder
+	pols := []string{}
+	for _, pol := range tflite.Policies {
+		if pol != "lru" {
+			pols = append(pols, pol)
+		}
+	}
+	groups := len(TraceShapes) * len(p.Shares)
+	w, h, l, r, t, bt := 980, 420, 60, 20, 60, 70
+	svgOpen(&b, w, h, "Cold time saved over LRU (LRU ÷ policy), "+st.Name)
+	maxY := 1.0
+	for _, shape := range TraceShapes {
+		for _, share := range p.Shares {
+			row := p.Cells[st.Name][shape][share]
+			for _, pol := range pols {
+				if c := row[pol].ColdMs; c > 0 {
+					maxY = math.Max(maxY, row["lru"].ColdMs/c)
+				}
+			}
+		}
+	}
+	maxY = math.Ceil(maxY*2) / 2
+	gw := float64(w-l-r) / float64(groups)
+	bw := gw * 0.8 / float64(len(pols))
+	py := func(v float64) float64 { return float64(h-bt) - v/maxY*float64(h-t-bt) }
+	for v := 0.0; v <= maxY+1e-9; v += 0.5 {
+		fmt.Fprintf(&b, `<line x1="%d" y1="%.1f" x2="%d" y2="%.1f" stroke="#ddd"/><text x="%d" y="%.1f" text-anchor="end">%.1f×</text>`+"\n", l, py(v), w-r, py(v), l-6, py(v)+4, v)
+	}
+	g := 0
+	for _, shape := range TraceShapes {
+		for _, share := range p.Shares {
+			row := p.Cells[st.Name][shape][share]
+			x0 := float64(l) + float64(g)*gw + gw*0.1
+			for i, pol := range pols {
+				v := 0.0
+				if c := row[pol].ColdMs; c > 0 {
+					v = row["lru"].ColdMs / c
+				}
+				fmt.Fprintf(&b, `<rect x="%.1f" y="%.1f" width="%.1f" height="%.1f" fill="%s"><title>%s %s %.0f%%: %.2f×</title></rect>`+"\n",
+					x0+float64(i)*bw, py(v), bw-1, py(0)-py(v), palette[i%len(palette)], pol, shape, 100*share, v)
+			}
+			fmt.Fprintf(&b, `<text x="%.1f" y="%d" text-anchor="middle">%.0f%%</text>`+"\n", x0+gw*0.4, h-bt+14, 100*share)
+			if share == p.Shares[len(p.Shares)/2] {
+				fmt.Fprintf(&b, `<text x="%.1f" y="%d" text-anchor="middle" font-weight="bold">%s</text>`+"\n", x0+gw*0.4, h-bt+30, shape)
+			}
+			g++
+		}
+	}
+	fmt.Fprintf(&b, `<line x1="%d" y1="%.1f" x2="%d" y2="%.1f" stroke="black" stroke-dasharray="4 3"/><text x="%d" y="%.1f">LRU</text>`+"\n", l, py(1), w-r, py(1), w-r-30, py(1)-4)
+	for i, pol := range pols {
+		fmt.Fprintf(&b, `<rect x="%d" y="%d" width="12" height="12" fill="%s"/><text x="%d" y="%d">%s</text>`+"\n", l+i*120, 32, palette[i%len(palette)], l+i*120+16, 42, pol)
+	}
+	b.WriteString("</svg>\n")
+	return b.String()
+}
+
+// chartName is the file of st's chart.
+func chartName(i int) string { return fmt.Sprintf("policies-%d.svg", i+1) }

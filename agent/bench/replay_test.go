@@ -1,0 +1,144 @@
+package bench_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/edge-agent/edge-agent/agent/bench"
+	"github.com/edge-agent/edge-agent/tflite"
+	"github.com/edge-agent/edge-agent/tflite/tflitetest"
+)
+
+func benchMain(t *testing.T, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	var o, e bytes.Buffer
+	code = bench.Main(context.Background(), args, &o, &e)
+	return code, o.String(), e.String()
+}
+
+// `replay --json` on a trace file: every policy, real and simulated,
+// prints one object with the documented keys, and its counts add up.
+func TestReplayCommand(t *testing.T) {
+	zoo := filepath.Join(t.TempDir(), "zoo")
+	if code, _, e := benchMain(t, "zoo", "--out", zoo, "--models", tflitetest.ModelsDir(t), "--quick"); code != 0 {
+		t.Fatalf("zoo: %d %s", code, e)
+	}
+	trace := filepath.Join(t.TempDir(), "trace.csv")
+	if code, _, e := benchMain(t, "trace", "--shape", "heavy", "--models", zoo, "--duration", "2m", "--out", trace); code != 0 {
+		t.Fatalf("trace: %d %s", code, e)
+	}
+	b, err := os.ReadFile(trace)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := strings.Count(string(b), "\n") - 1 // the header
+	keys := []string{"requests", "hits", "cold_starts", "cold_ms", "evictions", "byte_seconds", "p50_ms", "p95_ms", "p99_ms", "policy", "budget"}
+	for _, policy := range tflite.Policies {
+		for _, sim := range []bool{false, true} {
+			args := []string{"replay", "--trace", trace, "--models", zoo, "--budget", "40%", "--policy", policy, "--json"}
+			if sim {
+				args = append(args, "--simulate")
+			}
+			code, out, e := benchMain(t, args...)
+			if code != 0 {
+				t.Fatalf("%v: %d %s", args, code, e)
+			}
+			var m map[string]any
+			if err := json.Unmarshal([]byte(out), &m); err != nil {
+				t.Fatalf("%v: not one JSON object: %v\n%s", args, err, out)
+			}
+			for _, k := range keys {
+				if _, ok := m[k]; !ok {
+					t.Errorf("%v: no %q in %s", args, k, out)
+				}
+			}
+			var r bench.ReplayResult
+			_ = json.Unmarshal([]byte(out), &r)
+			if r.Requests != n || r.Hits+r.ColdStarts+r.Refused != n || r.Policy != policy || r.Budget <= 0 || r.ColdStarts == 0 || r.Evictions == 0 || r.ByteSeconds <= 0 || r.P99Ms < r.P50Ms {
+				t.Errorf("%v: %+v (trace of %d)", args, r, n)
+			}
+		}
+	}
+	// Clear errors, nothing replayed: a model not in the folder, a bad
+	// line, an unknown policy.
+	bad := filepath.Join(t.TempDir(), "bad.csv")
+	for _, c := range []struct {
+		trace, policy string
+		code          int
+		want          string
+	}{
+		{"t_ms,model_id\n0,nope\n", "lru", 1, `"nope" is not in`},
+		{"t_ms,model_id\n5,xor_model\n1,xor_model\n", "lru", 1, "goes backwards"},
+		{"t_ms,model_id\n0;xor_model\n", "lru", 1, "want t_ms,model_id"},
+		{"0,xor_model\n", "fifo", 1, "eviction policy"},
+	} {
+		if err := os.WriteFile(bad, []byte(c.trace), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		code, _, e := benchMain(t, "replay", "--trace", bad, "--models", zoo, "--policy", c.policy, "--simulate")
+		if code != c.code || !strings.Contains(e, c.want) {
+			t.Errorf("trace %q policy %s: exit %d %q, want %d mentioning %q", c.trace, c.policy, code, e, c.code, c.want)
+		}
+	}
+	if code, _, _ := benchMain(t, "replay", "--models", zoo); code != 2 {
+		t.Errorf("replay without --trace: exit %d, want 2", code)
+	}
+}
+
+// The generator is deterministic for a seed, and each shape has its
+// shape: a heavy tail, bursts, a day cycle, timers.
+func TestGenerateTraceShapes(t *testing.T) {
+	models := []string{"a", "b", "c", "d", "e", "f", "g", "h"}
+	for _, shape := range bench.TraceShapes {
+		o := bench.TraceOptions{Shape: shape, Models: models, Seed: 7}
+		t1, err := bench.GenerateTrace(o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t2, _ := bench.GenerateTrace(o)
+		o.Seed = 8
+		t3, _ := bench.GenerateTrace(o)
+		if !slices.Equal(t1, t2) || slices.Equal(t1, t3) || len(t1) < 100 {
+			t.Fatalf("%s: %d requests; same seed equal %v, other seed equal %v", shape, len(t1), slices.Equal(t1, t2), slices.Equal(t1, t3))
+		}
+		if !slices.IsSortedFunc(t1, func(a, b bench.TraceRequest) int { return int(a.At - b.At) }) {
+			t.Fatalf("%s: not in time order", shape)
+		}
+		count := map[string]int{}
+		for _, r := range t1 {
+			count[r.Model]++
+		}
+		top := 0
+		for _, c := range count {
+			top = max(top, c)
+		}
+		switch shape {
+		case "heavy":
+			if float64(top) < 0.25*float64(len(t1)) {
+				t.Errorf("heavy: the top model has %d of %d requests", top, len(t1))
+			}
+		case "diurnal":
+			// Day-peaking and night-peaking halves: the hours differ.
+			if t1[len(t1)-1].At < 23*time.Hour {
+				t.Errorf("diurnal: ends at %s, want a day", t1[len(t1)-1].At)
+			}
+		}
+	}
+	// A trace written and read back is the same trace.
+	tr, _ := bench.GenerateTrace(bench.TraceOptions{Shape: "periodic", Models: models, Seed: 1, Duration: time.Hour})
+	var buf bytes.Buffer
+	if err := bench.WriteTrace(&buf, tr); err != nil {
+		t.Fatal(err)
+	}
+	back, err := bench.ReadTrace(&buf)
+	if err != nil || len(back) != len(tr) || back[10].Model != tr[10].Model || (back[10].At-tr[10].At).Abs() > time.Microsecond {
+		t.Fatalf("read back: %d of %d, %v", len(back), len(tr), err)
+	}
+}

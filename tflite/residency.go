@@ -1,0 +1,93 @@
+package tflite
+
+// What a cold start reads from storage: how much of a model file is in
+// the page cache (mincore) and how fast this device reads what is not.
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// Residency reports how many bytes of the file at path are in the page
+// cache, from mincore on a fresh read-only mapping: nothing is read or
+// faulted in.
+func Residency(path string) (resident, size int64, err error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil || fi.Size() == 0 {
+		return 0, 0, err
+	}
+	size = fi.Size()
+	data, err := unix.Mmap(int(f.Fd()), 0, int(size), unix.PROT_READ, unix.MAP_SHARED)
+	if err != nil {
+		return 0, size, fmt.Errorf("residency of %s: %w", path, err)
+	}
+	defer func() { _ = unix.Munmap(data) }()
+	page := int64(os.Getpagesize())
+	vec := make([]byte, (size+page-1)/page)
+	if err := mincore(data, vec); err != nil {
+		return 0, size, fmt.Errorf("residency of %s: %w", path, err)
+	}
+	for i, v := range vec {
+		if v&1 != 0 {
+			resident += min(page, size-int64(i)*page)
+		}
+	}
+	return resident, size, nil
+}
+
+// ErrStillCached means the file's pages could not be dropped from the page
+// cache (something maps it), so a read would not measure the storage.
+var ErrStillCached = errors.New("the file stays in the page cache")
+
+// MeasureReadRate drops path from the page cache (fadvise DONTNEED), then
+// reads it through once and returns the rate in bytes per second: the
+// storage's cold read rate, what a model evicted and dropped costs to read
+// again. It fails with ErrStillCached when the drop did not take.
+func MeasureReadRate(path string) (float64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	// Dirty pages are not dropped: write them back first.
+	if err := unix.Fdatasync(int(f.Fd())); err != nil {
+		return 0, fmt.Errorf("drop %s from the page cache: %w", path, err)
+	}
+	if err := unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED); err != nil {
+		return 0, fmt.Errorf("drop %s from the page cache: %w", path, err)
+	}
+	resident, size, err := Residency(path)
+	if err != nil {
+		return 0, err
+	}
+	if size == 0 || resident > size/10 {
+		return 0, fmt.Errorf("%s: %d of %d bytes: %w", path, resident, size, ErrStillCached)
+	}
+	t := time.Now()
+	n, err := io.Copy(io.Discard, f)
+	if err != nil {
+		return 0, fmt.Errorf("read %s: %w", path, err)
+	}
+	return float64(n) / max(time.Since(t).Seconds(), 1e-9), nil
+}
+
+// mincore fills vec with one byte per page of b, bit 0 set when resident
+// (x/sys/unix has no wrapper for it).
+func mincore(b, vec []byte) error {
+	_, _, e := unix.Syscall(unix.SYS_MINCORE, uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)), uintptr(unsafe.Pointer(&vec[0])))
+	if e != 0 {
+		return e
+	}
+	return nil
+}

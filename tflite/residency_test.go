@@ -1,0 +1,59 @@
+package tflite_test
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/edge-agent/edge-agent/tflite"
+)
+
+// Residency sees a file read into the page cache; MeasureReadRate drops
+// it first, reads it from storage and says so when the drop does not take
+// (the file is mapped).
+func TestResidencyAndReadRate(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "f.bin")
+	if err := os.WriteFile(p, make([]byte, 4<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := tflite.PageIn(p); err != nil {
+		t.Fatal(err)
+	}
+	res, size, err := tflite.Residency(p)
+	if err != nil || size != 4<<20 || res != size {
+		t.Fatalf("after reading it: %d of %d resident, %v", res, size, err)
+	}
+	rate, err := tflite.MeasureReadRate(p)
+	if errors.Is(err, tflite.ErrStillCached) {
+		t.Skipf("this filesystem keeps the file cached after fadvise(DONTNEED): %v", err)
+	}
+	if err != nil || rate <= 0 {
+		t.Fatalf("read rate %.0f B/s, %v", rate, err)
+	}
+	t.Logf("cold read rate here: %.0f MB/s", rate/1e6)
+	if res, _, _ := tflite.Residency(p); res != size {
+		t.Fatalf("after the measuring read: %d of %d resident", res, size)
+	}
+	// Mapped and touched, the file cannot be dropped: a clear error, not
+	// the page cache's speed passed off as the storage's.
+	f, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	data, err := unix.Mmap(int(f.Fd()), 0, int(size), unix.PROT_READ, unix.MAP_SHARED)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = unix.Munmap(data) }()
+	sum := 0
+	for i := 0; i < len(data); i += 4096 {
+		sum += int(data[i])
+	}
+	if _, err := tflite.MeasureReadRate(p); !errors.Is(err, tflite.ErrStillCached) {
+		t.Fatalf("read rate of a mapped file: %v (sum %d), want ErrStillCached", err, sum)
+	}
+}
