@@ -114,8 +114,9 @@ func TestKeepAliveTrimsIdleModels(t *testing.T) {
 	cfg.Prewarm.KeepAlive = 50 * time.Millisecond
 	a := start(t, cfg, agent.Options{})
 	defer a.Close()
-	if !a.Pool().IsWarm("v1") {
-		t.Fatal("v1 not warm after start")
+	// Warmed by the start (the trim may already have run: 50 ms is short).
+	if loadsOf(a)["v1"] == 0 {
+		t.Fatal("v1 never warmed by the start")
 	}
 	deadline := time.Now().Add(30 * time.Second)
 	for a.Pool().IsWarm("v1") {

@@ -243,7 +243,7 @@ func (p *histogramPolicy) Window(u *Use) Window {
 
 // minPrewarmGap is the shortest gap worth freeing a model for: below it
 // the reload churn costs more than the memory is worth.
-const minPrewarmGap = 2 * time.Second
+const minPrewarmGap = time.Minute
 
 // idleHistogram counts idle times in bins a factor √2 apart from 50 ms
 // (bin 0 holds everything shorter) to days.

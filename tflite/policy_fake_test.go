@@ -43,22 +43,23 @@ func TestFakePoolHistogramPrewarmsATimer(t *testing.T) {
 	now := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
 	p, _ := fakePool(t, PoolOptions{Policy: mustPolicy(t, "histogram"), Now: func() time.Time { return now }},
 		map[string]*fakeModel{"timer": {size: 40, heap: 10, cold: time.Second}})
-	for range 8 { // every 60 s
+	for range 8 { // every 5 minutes
 		use(t, p, "timer")
-		now = now.Add(60 * time.Second)
+		now = now.Add(5 * time.Minute)
 	}
 	use(t, p, "timer")
 	now = now.Add(time.Second)
 	if n := p.Expire(); n != 1 || warmIDs(p)["timer"] {
 		t.Fatalf("1 s after a timer's request: %d freed, warm %v; want it freed in the gap", n, warmIDs(p))
 	}
+	now = now.Add(4 * time.Minute)
 	if due := p.DuePrewarms(); len(due) != 0 {
 		t.Fatalf("due %v in the gap", due)
 	}
-	now = now.Add(57 * time.Second) // the window opens at ~0.9 of the period
+	now = now.Add(30 * time.Second) // the window opens at ~0.87 of the period
 	due := p.DuePrewarms()
 	if !slices.Equal(due, []string{"timer"}) {
-		t.Fatalf("due %v at 58 s, want the timer", due)
+		t.Fatalf("due %v at 4.5 min, want the timer", due)
 	}
 	if _, loaded, err := p.PrewarmDue(context.Background(), "timer"); err != nil || !loaded {
 		t.Fatalf("PrewarmDue: loaded=%v err=%v", loaded, err)
@@ -66,7 +67,7 @@ func TestFakePoolHistogramPrewarmsATimer(t *testing.T) {
 	if due := p.DuePrewarms(); len(due) != 0 {
 		t.Fatalf("due %v right after its prewarm: one prewarm per gap", due)
 	}
-	now = now.Add(2 * time.Second)
+	now = now.Add(29 * time.Second)
 	l, err := p.Acquire(context.Background(), "timer")
 	if err != nil || !l.Warm {
 		t.Fatalf("the timer's next request: warm=%v err=%v", l != nil && l.Warm, err)
@@ -167,5 +168,26 @@ func TestFakePoolEvictionFreesOffTheRequest(t *testing.T) {
 	}
 	if mapped, live := l.counts(); mapped != 0 || live != 0 {
 		t.Fatalf("after Close: %d mappings, %d interpreters", mapped, live)
+	}
+}
+
+// Freeing in the gap costs a reload per request: histogram does it only
+// for a timer slow enough (a minute or more) and regular enough. A fast
+// timer and a random caller stay warm.
+func TestFakePoolHistogramKeepsFastAndRandomCallersWarm(t *testing.T) {
+	now := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+	p, _ := fakePool(t, PoolOptions{Policy: mustPolicy(t, "histogram"), Now: func() time.Time { return now }},
+		map[string]*fakeModel{"fast": {size: 40, heap: 10, cold: time.Second}, "random": {size: 40, heap: 10, cold: time.Second}})
+	gaps := []time.Duration{3, 40, 9, 200, 1, 70, 15, 120, 5, 30} // seconds, spread like a random caller's
+	for i := range 10 {
+		use(t, p, "fast")
+		use(t, p, "random")
+		now = now.Add(10 * time.Second)
+		use(t, p, "fast")
+		now = now.Add(gaps[i] * time.Second)
+	}
+	now = now.Add(2 * time.Second)
+	if n := p.Expire(); n != 0 {
+		t.Fatalf("%d freed, warm %v: want both kept", n, warmIDs(p))
 	}
 }
