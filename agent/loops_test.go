@@ -234,9 +234,9 @@ func TestRewarmAfterATransientEviction(t *testing.T) {
 	defer a.Close()
 	v1 := make([]byte, 128*128*3)
 	v2 := make([]byte, 224*224*3)
-	for range 6 {
+	for range 6 { // a caller about every 200 ms: v1's cold start is short against that
 		rawInfer(t, a, "v1", v1)
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(200 * time.Millisecond)
 	}
 	before := loadsOf(a)["v1"]
 	rawInfer(t, a, "v2", v2) // evicts v1

@@ -32,12 +32,12 @@ func (p *Pool) makeRoomLocked(need int64, except *entry) error {
 		return &Error{Op: op, Kind: ErrOverBudget,
 			Detail: fmt.Sprintf("needs %d bytes, budget is %d", need, budget)}
 	}
+	if except != nil && except.expected {
+		return p.makeRoomForGuessLocked(need, except)
+	}
 	for p.bytes+need > budget {
-		v, busy := p.victimLocked(except)
+		v, busy := p.victimLocked(except, nil)
 		if v == nil {
-			if except != nil && except.expected {
-				return errNoRoomWorthIt
-			}
 			if busy || p.reserved > 0 {
 				return errWaitForRelease
 			}
@@ -49,13 +49,48 @@ func (p *Pool) makeRoomLocked(need int64, except *entry) error {
 	return nil
 }
 
-// victimLocked picks the evictable warm model worth least. busy reports
-// whether an unpinned warm model was passed over because it is in use.
-func (p *Pool) victimLocked(except *entry) (victim *entry, busy bool) {
+// makeRoomForGuessLocked makes room for a due prewarm (a guess) only if
+// the models it would evict, in the policy's order, are together expected
+// to save under half the cold time the prewarmed model is: then they
+// leave; otherwise nothing does. On slow storage a large model's reload
+// takes seconds; a guess must not cost more than it can save.
+func (p *Pool) makeRoomForGuessLocked(need int64, e *entry) error {
+	now := p.opts.Now()
+	limit := expectedSaving(p.expectedUseLocked(e, now)) / 2
+	taken := map[*entry]bool{}
+	var victims []*entry
+	var freed int64
+	spent := 0.0
+	for p.bytes-freed+need > p.opts.Budget {
+		v, _ := p.victimLocked(e, taken)
+		if v == nil {
+			return errNoRoomWorthIt
+		}
+		if spent += expectedSaving(p.useLocked(v, now)); spent > limit {
+			return errNoRoomWorthIt
+		}
+		taken[v] = true
+		victims = append(victims, v)
+		freed += v.bytes
+	}
+	for _, v := range victims {
+		p.evictLocked(v, "budget")
+	}
+	return nil
+}
+
+// expectedSaving is the cold time a model's warmth is expected to save:
+// its decayed demand (with a floor) × its cold time.
+func expectedSaving(u *Use) float64 { return (u.Demand + 0.05) * u.Cold.Seconds() }
+
+// victimLocked picks the evictable warm model worth least, passing over
+// except and skip. busy reports whether an unpinned warm model was passed
+// over because it is in use.
+func (p *Pool) victimLocked(except *entry, skip map[*entry]bool) (victim *entry, busy bool) {
 	now := p.opts.Now()
 	var bestScore float64
 	for _, e := range p.entries {
-		if e == except || e.model == nil || e.spec.Pinned {
+		if e == except || e.model == nil || e.spec.Pinned || skip[e] {
 			continue
 		}
 		// Only a lease or the load in flight pins a model in memory: a
@@ -65,9 +100,6 @@ func (p *Pool) victimLocked(except *entry) (victim *entry, busy bool) {
 			continue
 		}
 		score := p.opts.Policy.Priority(p.useLocked(e, now))
-		if except != nil && except.expected && score >= except.floor {
-			continue // a due prewarm displaces only what is worth less
-		}
 		if victim == nil || score < bestScore || (score == bestScore && e.lastUsed.Before(victim.lastUsed)) {
 			victim, bestScore = e, score
 		}
@@ -95,6 +127,11 @@ func (p *Pool) noteDemandLocked(e *entry) {
 	p.lastDemand = now
 	e.demand = e.demand*p.decay(now.Sub(e.demandAt)) + 1
 	e.demandAt = now
+	if e.rewarmed {
+		e.rewarmed, e.wasted = false, 0
+	} else if e.wasted > 0 {
+		e.wasted--
+	}
 	p.opts.Policy.Requested(p.useLocked(e, now))
 }
 
@@ -102,6 +139,10 @@ func (p *Pool) noteDemandLocked(e *entry) {
 func (p *Pool) evictLocked(e *entry, reason string) {
 	if reason == "budget" {
 		p.opts.Policy.Evicted(p.useLocked(e, p.opts.Now()))
+	}
+	if e.rewarmed {
+		e.rewarmed = false
+		e.wasted++
 	}
 	freed := e.bytes
 	p.freeIdleLocked(e)
@@ -186,7 +227,7 @@ func (p *Pool) SetBudget(budget int64) error {
 	var err error
 	if budget > 0 {
 		for p.bytes > budget {
-			v, _ := p.victimLocked(nil)
+			v, _ := p.victimLocked(nil, nil)
 			if v == nil {
 				err = &Error{Op: "set budget", Kind: ErrOverBudget,
 					Detail: fmt.Sprintf("%d bytes held by pinned or busy models exceed %d", p.bytes, budget)}
@@ -206,7 +247,7 @@ func (p *Pool) ShrinkTo(target int64, reason string) int {
 	p.mu.Lock()
 	n := 0
 	for p.bytes > target {
-		v, _ := p.victimLocked(nil)
+		v, _ := p.victimLocked(nil, nil)
 		if v == nil {
 			break
 		}
@@ -287,7 +328,7 @@ func (p *Pool) DuePrewarms() []string {
 	}
 	var ds []due
 	for _, e := range p.entries {
-		if e.model != nil || e.growing > 0 || e.removed || e.demandAt.IsZero() || !e.prewarmedAt.Before(e.demandAt) {
+		if e.model != nil || e.growing > 0 || e.removed || e.demandAt.IsZero() || !e.prewarmedAt.Before(e.demandAt) || e.wasted >= 2 {
 			continue
 		}
 		u := p.expectedUseLocked(e, now)
@@ -305,10 +346,12 @@ func (p *Pool) DuePrewarms() []string {
 	return ids
 }
 
-// PrewarmDue prewarms a model DuePrewarms listed, evicting only models the
-// policy ranks below it: a guess about the future never displaces what is
-// worth more. loaded is false when it was warm already or there was no
-// such room (then it is not tried again before its next request).
+// PrewarmDue prewarms a model DuePrewarms listed, evicting only models
+// expected to save under half what it will (makeRoomForGuessLocked): a
+// guess about the future never displaces what is worth more, and two
+// models of about the same worth do not displace each other in turn. loaded is false when it was warm already,
+// when a load holds the slot (tried again later) or when there was no such
+// room (then it is not tried again before its next request).
 func (p *Pool) PrewarmDue(ctx context.Context, id string) (rep LoadReport, loaded bool, err error) {
 	p.mu.Lock()
 	e, ok := p.entries[id]
@@ -316,8 +359,23 @@ func (p *Pool) PrewarmDue(ctx context.Context, id string) (rep LoadReport, loade
 		p.mu.Unlock()
 		return LoadReport{}, false, &Error{Op: "prewarm " + id, Kind: ErrUnknownModel}
 	}
+	// A prewarm holds the load slot for the model's cold time, and the
+	// requests that load meanwhile wait for it: only when it takes under a
+	// tenth of the time between such loads (slow storage, a thrashing
+	// pool: no).
+	now := p.opts.Now()
+	missRate := p.misses * p.decay(now.Sub(p.missesAt)) * math.Ln2 / p.opts.HalfLife.Seconds()
+	if e.cold.Seconds()*missRate > 0.1 {
+		p.mu.Unlock()
+		return LoadReport{}, false, nil
+	}
+	if p.load.busy() {
+		// A guess never queues before a request's load: tried again on
+		// the next tick.
+		p.mu.Unlock()
+		return LoadReport{}, false, nil
+	}
 	e.prewarmedAt = p.opts.Now()
-	e.floor = p.opts.Policy.Priority(p.expectedUseLocked(e, e.prewarmedAt))
 	e.expected = true
 	p.mu.Unlock()
 	defer func() {
@@ -328,6 +386,11 @@ func (p *Pool) PrewarmDue(ctx context.Context, id string) (rep LoadReport, loade
 	rep, loaded, err = p.Prewarm(ctx, id)
 	if errors.Is(err, ErrOverBudget) {
 		return LoadReport{}, false, nil // no room worth taking, or bigger than the budget
+	}
+	if loaded {
+		p.mu.Lock()
+		e.rewarmed = e.model != nil && e.demandAt.Before(e.prewarmedAt)
+		p.mu.Unlock()
 	}
 	return rep, loaded, err
 }

@@ -91,7 +91,7 @@ func TestCostAwareVictim(t *testing.T) {
 	}{{"cost", "cheap"}, {"lru", "slow"}} {
 		p := NewPool(PoolOptions{Policy: mustPolicy(t, c.policy), Now: func() time.Time { return now }})
 		p.entries = entries
-		v, _ := p.victimLocked(nil)
+		v, _ := p.victimLocked(nil, nil)
 		if v == nil || v.spec.ID != c.want {
 			t.Errorf("policy %s evicts %v, want %s", c.policy, v, c.want)
 		}
@@ -102,13 +102,13 @@ func TestCostAwareVictim(t *testing.T) {
 	entries["slow"].loading = true
 	p0 := NewPool(PoolOptions{Now: func() time.Time { return now }})
 	p0.entries = entries
-	if v, busy := p0.victimLocked(nil); v != nil || !busy {
+	if v, busy := p0.victimLocked(nil, nil); v != nil || !busy {
 		t.Fatalf("victim %v busy=%v, want none and busy", v, busy)
 	}
 	entries["slow"].loading = false
 	p := NewPool(PoolOptions{Now: func() time.Time { return now }})
 	p.entries = entries
-	if v, busy := p.victimLocked(nil); v == nil || v.spec.ID != "slow" || !busy {
+	if v, busy := p.victimLocked(nil, nil); v == nil || v.spec.ID != "slow" || !busy {
 		t.Fatalf("victim %v busy=%v, want slow and busy", v, busy)
 	}
 }

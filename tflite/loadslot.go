@@ -70,3 +70,11 @@ func (s *loadSlot) release() {
 	s.waiters = slices.Delete(s.waiters, best, best+1)
 	close(w.ready)
 }
+
+// busy reports whether a load holds the slot now (advisory: it may change
+// right after).
+func (s *loadSlot) busy() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.held
+}

@@ -82,7 +82,8 @@ const DefaultPolicy = "histogram"
 //     evicted priority, so popularity that stopped ages out.
 //   - histogram: GDSF order, plus a keep-alive and pre-warm window per
 //     model from its idle-time distribution ("Serverless in the Wild",
-//     ATC'20); models too new to trust keep TTL.
+//     ATC'20), and rewarms of evicted models still expected; models too
+//     new to trust keep TTL and are not rewarmed.
 func NewPolicy(name string, o PolicyOptions) (Policy, error) {
 	switch {
 	case o.TTL == 0:
@@ -175,21 +176,23 @@ func gdsfWorth(u *Use) float64 {
 	return u.Demand * max(u.Cold.Seconds(), 1e-6) / (float64(max(u.Bytes, 1)) / (1 << 20))
 }
 
-// histogramPolicy is cost-aware order with windows from each model's
-// idle-time histogram ("Serverless in the Wild", ATC'20): keep-alive to
-// the 99th percentile of idle times plus 10 % (never below TTL), pre-warm
-// at the 5th percentile less 10 %. An evicted model is rewarmed while its
-// window is open, when the room is held by models worth less; a model
-// whose idle times are tight (a timer) is freed in the gap before its
-// pre-warm and ranks below everything there: it is not expected yet.
+// histogramPolicy is GDSF order with windows from each model's idle-time
+// histogram ("Serverless in the Wild", ATC'20): keep-alive to the 99th
+// percentile of idle times plus 10 % (never below TTL), pre-warm at the
+// 5th percentile less 10 %. An evicted model is rewarmed while its window
+// is open (see Pool.PrewarmDue for when that is worth it); a timer of a
+// minute or more is freed in the gap before its pre-warm and ranks below
+// everything there: it is not expected yet.
 type histogramPolicy struct {
-	o PolicyOptions
+	o     PolicyOptions
+	clock float64
 }
 
 // histState is a model's idle-time histogram.
 type histState struct {
-	last time.Time // the latest request
-	idle idleHistogram
+	last  time.Time // the latest request
+	clock float64
+	idle  idleHistogram
 }
 
 func (*histogramPolicy) Name() string { return "histogram" }
@@ -208,7 +211,7 @@ func (p *histogramPolicy) Requested(u *Use) {
 	if !s.last.IsZero() {
 		s.idle.add(u.Now.Sub(s.last))
 	}
-	s.last = u.Now
+	s.last, s.clock = u.Now, p.clock
 }
 
 func (p *histogramPolicy) Priority(u *Use) float64 {
@@ -216,10 +219,14 @@ func (p *histogramPolicy) Priority(u *Use) float64 {
 	if w := p.Window(u); w.Prewarm > 0 && u.Now.Sub(s.last) < w.Prewarm {
 		return math.Inf(-1)
 	}
-	return costPolicy{}.Priority(u)
+	return s.clock + gdsfWorth(u)
 }
 
-func (p *histogramPolicy) Evicted(*Use) {}
+func (p *histogramPolicy) Evicted(u *Use) {
+	if pr := p.Priority(u); !math.IsInf(pr, 0) {
+		p.clock = max(p.clock, pr)
+	}
+}
 
 func (p *histogramPolicy) Window(u *Use) Window {
 	s := p.state(u)
@@ -232,6 +239,11 @@ func (p *histogramPolicy) Window(u *Use) Window {
 	if p.o.TTL == 0 {
 		w.KeepAlive = 0 // never freed for being idle
 	}
+	// A rewarm holds the load slot for the model's cold time: worth it
+	// only when that is short against the model's usual idle time (on an
+	// SD card a large model's reload takes seconds, and requests for
+	// other models would wait behind it).
+	w.Rewarm = u.Cold <= s.idle.quantile(0.5, true)/4
 	if w.Prewarm < minPrewarmGap || w.Prewarm < p99/2 {
 		// Too short a gap to be worth freeing and reloading, or idle times
 		// too spread (a random, not a timed, caller): the model stays warm

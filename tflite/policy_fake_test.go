@@ -76,27 +76,26 @@ func TestFakePoolHistogramPrewarmsATimer(t *testing.T) {
 }
 
 // A model evicted for the budget while its window is open is due again,
-// but its prewarm only takes room from models worth less: it rewarms over
-// a cheap, rarely used model, never over a costlier or busier one.
+// but its prewarm only takes room held by models expected to save under
+// half what it will: it rewarms over a cheap, rarely used model, never
+// over a busier one; and not at all while loads come too often for one
+// more to be worth its time in the load slot.
 func TestFakePoolHistogramRewarmsOnlyOverLesserModels(t *testing.T) {
-	sec := time.Second
+	ms := time.Millisecond
 	now := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
 	models := map[string]*fakeModel{
-		"hot":   {size: 40, heap: 10, cold: sec},
-		"cheap": {size: 40, heap: 10, cold: sec / 100},
-		"dear":  {size: 40, heap: 10, cold: 10 * sec},
-		"busy":  {size: 40, heap: 10, cold: sec},
+		"hot":   {size: 40, heap: 10, cold: 20 * ms},
+		"cheap": {size: 40, heap: 10, cold: ms},
+		"dear":  {size: 40, heap: 10, cold: 10 * time.Second},
+		"busy":  {size: 40, heap: 10, cold: 20 * ms},
 	}
 	p, _ := fakePool(t, PoolOptions{Budget: 100, Policy: mustPolicy(t, "histogram"), Now: func() time.Time { return now }}, models)
-	for range 10 { // hot: every 200 ms, a random caller's spread
+	for i := range 10 { // hot: a random caller, about every 200 ms
 		use(t, p, "hot")
-		now = now.Add(time.Duration(100+len(warmIDs(p))*50) * time.Millisecond)
-	}
-	for range 10 {
 		use(t, p, "dear")
-		now = now.Add(100 * time.Millisecond)
+		now = now.Add(time.Duration(150+i*10) * ms)
 	}
-	use(t, p, "cheap") // evicts hot (worth less than dear)
+	use(t, p, "cheap") // evicts hot, worth less than dear
 	if w := warmIDs(p); w["hot"] || !w["cheap"] || !w["dear"] {
 		t.Fatalf("warm %v: want hot evicted for cheap", w)
 	}
@@ -110,12 +109,11 @@ func TestFakePoolHistogramRewarmsOnlyOverLesserModels(t *testing.T) {
 	if w := warmIDs(p); !w["hot"] || w["cheap"] || !w["dear"] {
 		t.Fatalf("after the rewarm: warm %v, want hot and dear", w)
 	}
-	// Now only models worth more hold the room: busy is asked for far
-	// more often than hot, dear costs ten times as much.
-	use(t, p, "busy") // evicts hot, the lesser of hot and dear
+	// Now models worth more hold the room: busy is asked for far more
+	// often than hot.
 	for range 40 {
 		use(t, p, "busy")
-		now = now.Add(100 * time.Millisecond)
+		now = now.Add(100 * ms)
 	}
 	if w := warmIDs(p); w["hot"] || !w["busy"] || !w["dear"] {
 		t.Fatalf("warm %v: want busy and dear", w)
@@ -125,6 +123,23 @@ func TestFakePoolHistogramRewarmsOnlyOverLesserModels(t *testing.T) {
 	}
 	if w := warmIDs(p); !w["dear"] || !w["busy"] {
 		t.Fatalf("a refused rewarm evicted something: warm %v", w)
+	}
+}
+
+// A rewarm holds the load slot for the model's cold time: while requests
+// load often (a thrashing pool, slow storage), it is not worth it.
+func TestFakePoolNoRewarmWhileLoadsComeOften(t *testing.T) {
+	now := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+	models := map[string]*fakeModel{"a": {size: 40, heap: 10, cold: time.Second}, "b": {size: 40, heap: 10, cold: time.Millisecond}}
+	p, _ := fakePool(t, PoolOptions{Budget: 60, HalfLife: time.Minute, Policy: mustPolicy(t, "histogram"), Now: func() time.Time { return now }}, models)
+	for range 25 { // room for one: every request loads
+		use(t, p, "a")
+		now = now.Add(time.Second)
+		use(t, p, "b")
+		now = now.Add(time.Second)
+	}
+	if _, loaded, err := p.PrewarmDue(context.Background(), "a"); err != nil || loaded {
+		t.Fatalf("rewarm while a request loads every second: loaded=%v err=%v", loaded, err)
 	}
 }
 

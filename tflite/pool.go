@@ -141,6 +141,8 @@ type Pool struct {
 	peak        int64     // the most bytes ever accounted at once
 	reserved    int64     // bytes held by reservations (part of bytes)
 	lastDemand  time.Time // the latest request (Acquire)
+	misses      float64   // requests that loaded, decayed with HalfLife, at missesAt
+	missesAt    time.Time
 	stats       Stats
 	closed      bool
 	events      []func() // callbacks to run once mu is released
@@ -188,10 +190,15 @@ type entry struct {
 	demandAt time.Time // the latest request
 	use      Use       // the policy's view (and its state), see useLocked
 	// prewarmedAt is the latest PrewarmDue; while expected, the load is
-	// one, and may only evict models whose priority is below floor.
+	// one (see makeRoomForGuessLocked).
 	prewarmedAt time.Time
 	expected    bool
-	floor       float64
+	// rewarmed: the latest load was a due prewarm no request has used
+	// yet; wasted counts such prewarms evicted unused (recent ones: each
+	// request takes one off). Two in a row stop rewarms of the model:
+	// the pool is thrashing, and a guess only adds loads.
+	rewarmed bool
+	wasted   int
 	lastUsed    time.Time
 	loads       uint64
 
@@ -582,6 +589,11 @@ func (p *Pool) grow(ctx context.Context, e *entry, demand bool) (instance, error
 	e.lastUsed = p.opts.Now()
 	e.loads++
 	p.stats.Misses++
+	if demand {
+		now := p.opts.Now()
+		p.misses = p.misses*p.decay(now.Sub(p.missesAt)) + 1
+		p.missesAt = now
+	}
 	p.stats.Loads++
 	if cb := p.opts.OnLoad; cb != nil {
 		ev := LoadEvent{ModelID: e.spec.ID, Report: rep, NewModel: newModel}

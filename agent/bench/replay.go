@@ -141,6 +141,9 @@ func Replay(ctx context.Context, o ReplayOptions) (ReplayResult, error) {
 	readyAt := map[string]time.Time{}
 	maintain := func(from time.Time) error {
 		pool.Expire()
+		if slotFree.After(from) {
+			return nil // a load holds the slot: a guess does not queue behind it
+		}
 		for _, id := range pool.DuePrewarms() {
 			rep, loaded, err := pool.PrewarmDue(ctx, id)
 			if err != nil {
