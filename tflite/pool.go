@@ -199,8 +199,8 @@ type entry struct {
 	// the pool is thrashing, and a guess only adds loads.
 	rewarmed bool
 	wasted   int
-	lastUsed    time.Time
-	loads       uint64
+	lastUsed time.Time
+	loads    uint64
 
 	changed chan struct{} // closed and replaced on every change waiters care about
 }
