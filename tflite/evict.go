@@ -127,11 +127,7 @@ func (p *Pool) noteDemandLocked(e *entry) {
 	p.lastDemand = now
 	e.demand = e.demand*p.decay(now.Sub(e.demandAt)) + 1
 	e.demandAt = now
-	if e.rewarmed {
-		e.rewarmed, e.wasted = false, 0
-	} else if e.wasted > 0 {
-		e.wasted--
-	}
+
 	p.opts.Policy.Requested(p.useLocked(e, now))
 }
 
@@ -140,10 +136,7 @@ func (p *Pool) evictLocked(e *entry, reason string) {
 	if reason == "budget" {
 		p.opts.Policy.Evicted(p.useLocked(e, p.opts.Now()))
 	}
-	if e.rewarmed {
-		e.rewarmed = false
-		e.wasted++
-	}
+
 	freed := e.bytes
 	p.freeIdleLocked(e)
 	p.stats.Evictions++
@@ -328,7 +321,7 @@ func (p *Pool) DuePrewarms() []string {
 	}
 	var ds []due
 	for _, e := range p.entries {
-		if e.model != nil || e.growing > 0 || e.removed || e.demandAt.IsZero() || !e.prewarmedAt.Before(e.demandAt) || e.wasted >= 2 {
+		if e.model != nil || e.growing > 0 || e.removed || e.demandAt.IsZero() || !e.prewarmedAt.Before(e.demandAt) {
 			continue
 		}
 		u := p.expectedUseLocked(e, now)
@@ -387,11 +380,7 @@ func (p *Pool) PrewarmDue(ctx context.Context, id string) (rep LoadReport, loade
 	if errors.Is(err, ErrOverBudget) {
 		return LoadReport{}, false, nil // no room worth taking, or bigger than the budget
 	}
-	if loaded {
-		p.mu.Lock()
-		e.rewarmed = e.model != nil && e.demandAt.Before(e.prewarmedAt)
-		p.mu.Unlock()
-	}
+
 	return rep, loaded, err
 }
 

@@ -193,12 +193,6 @@ type entry struct {
 	// one (see makeRoomForGuessLocked).
 	prewarmedAt time.Time
 	expected    bool
-	// rewarmed: the latest load was a due prewarm no request has used
-	// yet; wasted counts such prewarms evicted unused (recent ones: each
-	// request takes one off). Two in a row stop rewarms of the model:
-	// the pool is thrashing, and a guess only adds loads.
-	rewarmed bool
-	wasted   int
 	lastUsed time.Time
 	loads    uint64
 
