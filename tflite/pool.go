@@ -193,8 +193,8 @@ type entry struct {
 	// one (see makeRoomForGuessLocked).
 	prewarmedAt time.Time
 	expected    bool
-	lastUsed time.Time
-	loads    uint64
+	lastUsed    time.Time
+	loads       uint64
 
 	changed chan struct{} // closed and replaced on every change waiters care about
 }
