@@ -58,6 +58,8 @@ type Options struct {
 type Agent struct {
 	// readRateDevice is the models' storage device (see readrate.go).
 	readRateDevice string
+	// localBroker is the embedded broker when the agent serves MQTT itself.
+	localBroker *mqtt.LocalBroker
 	cfg            atomic.Pointer[Config] // replaced whole by Reload; read with config()
 	opts           Options
 	log            *slog.Logger
@@ -216,6 +218,10 @@ func (a *Agent) Close() error {
 	a.stop()
 	a.wg.Wait()
 	var errs []error
+	if a.localBroker != nil { // after the agent's own client has gone
+		errs = append(errs, a.localBroker.Close())
+		a.localBroker = nil
+	}
 	if a.pool != nil {
 		errs = append(errs, a.pool.Close())
 	}

@@ -89,6 +89,7 @@ func benchAgent(b *testing.B, fixtureName string, models []agent.ModelConfig) *a
 	b.Helper()
 	cfg := agent.DefaultConfig()
 	cfg.StateDir = b.TempDir()
+	cfg.MQTT.LocalListen = ""
 	cfg.Calibration = agent.CalibrationConfig{Runs: 1, SteadyInvokes: 1, MaxThreads: 2, IdleAfter: time.Millisecond}
 	cfg.Models = models
 	cfg.Power.SysfsRoot = fixture(fixtureName)

@@ -20,7 +20,7 @@ func (c cli) call(ctx context.Context, args []string) (bool, error) {
 	verb := args[0]
 	fs := c.newFlags("call " + verb)
 	config := fs.String("config", "", "take broker, device and credentials from this configuration file")
-	broker := fs.String("broker", "", "broker URL (default: the configuration's first broker)")
+	broker := fs.String("broker", "", "broker URL (default: the configuration's first broker, else the local broker on [mqtt] local_listen)")
 	device := fs.String("device", "", "the agent's device id (default: the configuration's, or this machine's)")
 	model := fs.String("model", "", "model or family id (prewarm, evict, pin, unpin, rollback, infer)")
 	image := fs.String("image", "", "infer: a BMP, PNG or JPEG file, sent as it is")
@@ -49,8 +49,11 @@ func (c cli) call(ctx context.Context, args []string) (bool, error) {
 	if *device != "" {
 		o.Device = *device
 	}
+	if len(o.Brokers) == 0 && cfg.MQTT.LocalListen != "" {
+		o.Brokers = []string{"tcp://" + cfg.MQTT.LocalListen} // the agent's own broker, or whoever serves there
+	}
 	if len(o.Brokers) == 0 {
-		return *asJSON, usageErr("call: no broker (--broker URL, or --config with [mqtt] brokers)")
+		return *asJSON, usageErr("call: no broker (--broker URL, or --config with [mqtt] brokers or local_listen)")
 	}
 	payload, binary, err := callPayload(verb, *model, *image, *input, *budget, *top)
 	if err != nil {

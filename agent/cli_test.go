@@ -35,6 +35,9 @@ func TestMain(m *testing.M) {
 	case os.Getenv("EDGE_AGENT_TEST_CRASH_CALIBRATION") != "":
 		os.Exit(childCrashCalibration(os.Getenv("EDGE_AGENT_TEST_CRASH_CALIBRATION")))
 	}
+	// No test agent serves a local broker on 127.0.0.1:1883 unless it asks
+	// for one (children inherit this): they would meet on it.
+	os.Setenv("EDGE_AGENT_MQTT_LOCAL_LISTEN", "off")
 	os.Exit(m.Run())
 }
 

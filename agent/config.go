@@ -170,6 +170,12 @@ func (f FamilyConfig) escalateWait() time.Duration {
 type MQTTConfig struct {
 	// Brokers, tried in order: "tcp://host:1883", "ssl://host:8883".
 	Brokers []string `toml:"brokers"`
+	// LocalListen: with no Brokers, the agent serves MQTT itself here (an
+	// embedded broker for local programs and `edge-agent call`); if
+	// something already listens there it connects to that as a client.
+	// Default "127.0.0.1:1883"; "" turns it off. It accepts any client:
+	// keep it on loopback unless the network is trusted.
+	LocalListen string `toml:"local_listen"`
 	// Prefix of all topics. Default "edge".
 	Prefix string `toml:"prefix"`
 	// Device id in topics. Default: the first 12 characters of
@@ -320,7 +326,7 @@ func DefaultConfig() Config {
 			PressureHigh: 0.9, PressureLow: 0.8, PressurePSI: 10},
 		State:       StateConfig{LockTimeout: 3 * time.Second, OutboxMaxMessages: 10000, OutboxMaxBytes: 8 << 20},
 		Calibration: CalibrationConfig{Runs: 3, SteadyInvokes: 5, MaxThreads: 4, IdleAfter: time.Second},
-		MQTT: MQTTConfig{Prefix: "edge", KeepAlive: 30 * time.Second, ConnectWait: 2 * time.Second,
+		MQTT: MQTTConfig{Prefix: "edge", LocalListen: DefaultLocalListen, KeepAlive: 30 * time.Second, ConnectWait: 2 * time.Second,
 			MetricsInterval: time.Minute, CommandQueue: 256, CommandWorkers: 2, MaxPayload: 1 << 20},
 		Power: PowerConfig{SysfsRoot: "/", CriticalPercent: 10, LowPercent: 20, BatteryTopK: 2, MinHeadroomC: 5,
 			MaxTempC: 80, BusyLoadPerCore: 0.9, DeferFor: 30 * time.Second, WattsPerCPUSecond: 2.5},
@@ -384,6 +390,14 @@ var envOverrides = []struct {
 		return nil
 	}},
 	{"EDGE_AGENT_DEVICE", func(c *Config, v string) error { c.MQTT.Device = v; return nil }},
+	// "off" turns the local broker off.
+	{"EDGE_AGENT_MQTT_LOCAL_LISTEN", func(c *Config, v string) error {
+		if v == "off" {
+			v = ""
+		}
+		c.MQTT.LocalListen = v
+		return nil
+	}},
 	// systemd: LoadCredential=mqtt-password:... and
 	// Environment=EDGE_AGENT_MQTT_PASSWORD_FILE=%d/mqtt-password
 	{"EDGE_AGENT_MQTT_PASSWORD_FILE", func(c *Config, v string) error { c.MQTT.PasswordFile = v; return nil }},
@@ -647,6 +661,9 @@ func (c Config) delegate(name string) (DelegateConfig, bool) {
 
 // demoModelPath is where the demo model lives when nothing is configured.
 func (c Config) demoModelPath() string { return filepath.Join(c.StateDir, "models", "demo.tflite") }
+
+// DefaultLocalListen is where the local broker listens by default.
+const DefaultLocalListen = "127.0.0.1:1883"
 
 // ByteSize is a number of bytes written as an integer or with a unit:
 // "512KiB", "256MiB", "1GiB" (powers of 1024) or "100MB" (powers of 1000).

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -158,11 +159,16 @@ func (a *Agent) setModel(st *modelState) {
 // connection so the start is reported live; the outbox keeps everything
 // if the broker is not there.
 func (a *Agent) startMQTT(ctx, runCtx context.Context) error {
-	if len(a.config().MQTT.Brokers) == 0 {
+	brokers := a.config().MQTT.Brokers
+	if len(brokers) == 0 {
+		brokers = a.startLocalBroker()
+	}
+	if len(brokers) == 0 {
 		return nil
 	}
 	t := time.Now()
 	o := a.config().mqttOptions()
+	o.Brokers = brokers
 	o.Logger = a.log
 	o.OnPanic = func(c mqtt.Command, v any, _ []byte) {
 		a.event("command_panic", map[string]any{"verb": c.Verb, "id": c.ID, "panic": fmt.Sprint(v)})
@@ -183,7 +189,7 @@ func (a *Agent) startMQTT(ctx, runCtx context.Context) error {
 		a.report.Timings.BrokerConnect = time.Since(t)
 		a.report.BrokerConnected = true
 	case <-time.After(a.config().MQTT.ConnectWait):
-		a.log.Warn("mqtt: broker not reachable yet; telemetry is queued", "brokers", a.config().MQTT.Brokers)
+		a.log.Warn("mqtt: broker not reachable yet; telemetry is queued", "brokers", brokers)
 	case <-ctx.Done():
 		return ctx.Err()
 	}
@@ -225,4 +231,30 @@ func (a *Agent) finishStart(ctx context.Context) {
 	if err := a.publish(topicStartup, true, rep); err != nil {
 		a.log.Error("final startup report not queued", "err", err)
 	}
+}
+
+// startLocalBroker serves MQTT on [mqtt] local_listen when no broker is
+// configured, and returns the broker to connect to: its own, or the one
+// already listening there. With local_listen off, or when it cannot
+// listen, the agent runs without MQTT (and says why).
+func (a *Agent) startLocalBroker() []string {
+	addr := a.config().MQTT.LocalListen
+	if addr == "" {
+		return nil
+	}
+	b, err := mqtt.ServeLocal(addr, a.log)
+	switch {
+	case errors.Is(err, mqtt.ErrAddrInUse):
+		a.log.Info("mqtt: something already listens on local_listen; connecting to it as a client", "addr", addr)
+		return []string{"tcp://" + addr}
+	case err != nil:
+		a.log.Error("mqtt: no local broker; running without MQTT", "addr", addr, "err", err)
+		return nil
+	}
+	if !mqtt.IsLoopback(addr) {
+		a.log.Warn("mqtt: the local broker accepts any client and listens beyond loopback", "addr", b.Addr())
+	}
+	a.log.Info("mqtt: serving a local broker", "addr", b.Addr())
+	a.localBroker = b
+	return []string{b.URL()}
 }

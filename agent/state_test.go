@@ -36,6 +36,7 @@ func testConfig(t *testing.T, models ...agent.ModelConfig) agent.Config {
 	cfg := agent.DefaultConfig()
 	off := false
 	cfg.Updates.Watch = &off
+	cfg.MQTT.LocalListen = "" // tests that want one ask for it
 	cfg.StateDir = filepath.Join(t.TempDir(), "state")
 	cfg.Calibration = agent.CalibrationConfig{Runs: 3, SteadyInvokes: 3, MaxThreads: 2, IdleAfter: 10 * time.Millisecond}
 	cfg.Models = models

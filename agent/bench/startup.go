@@ -76,6 +76,7 @@ func agentConfig(stateDir, sysfs string, models ...agent.ModelConfig) agent.Conf
 	cfg.Power.SysfsRoot = sysfs
 	cfg.Models = models
 	cfg.Prewarm.KeepAlive = 0
+	cfg.MQTT.LocalListen = "" // the bench measures the agent, not a broker
 	return cfg
 }
 
