@@ -60,9 +60,9 @@ type Agent struct {
 	readRateDevice string
 	// localBroker is the embedded broker when the agent serves MQTT itself.
 	localBroker *mqtt.LocalBroker
-	cfg            atomic.Pointer[Config] // replaced whole by Reload; read with config()
-	opts           Options
-	log            *slog.Logger
+	cfg         atomic.Pointer[Config] // replaced whole by Reload; read with config()
+	opts        Options
+	log         *slog.Logger
 
 	store    *storage.Store
 	pool     *tflite.Pool
