@@ -66,7 +66,7 @@ $(RUNTIME_DIR)/MANIFEST: scripts/provision-runtime.sh
 build: $(RUNTIME_STAMP) ## build bin/edge-agent against the runtime
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./agent/cmd/edge-agent
 
-run: build ## run the agent on its embedded defaults (no config, no broker)
+run: build ## run the agent on its embedded defaults, with its own MQTT broker on 127.0.0.1:1883
 	./$(BIN) run
 
 test: deps $(RUNTIME_STAMP) lint ## make lint, then every test with -race (provisions first)

@@ -32,6 +32,13 @@ func (c cli) call(ctx context.Context, args []string) (bool, error) {
 	if err := parse(fs, args[1:]); err != nil {
 		return *asJSON, err
 	}
+	if verb == "set-budget" && fs.NArg() > 0 && *budget == "" {
+		// `call set-budget 256MiB [flags]`: flags after the size too.
+		*budget = fs.Arg(0)
+		if err := parse(fs, fs.Args()[1:]); err != nil {
+			return *asJSON, err
+		}
+	}
 	if fs.NArg() != 0 {
 		return *asJSON, usageErr("call: unexpected argument %q", fs.Arg(0))
 	}

@@ -76,4 +76,7 @@ func TestCallCommand(t *testing.T) {
 	if r := call("fly"); r.code != agent.ExitUsage {
 		t.Fatalf("unknown verb: exit %d", r.code)
 	}
+	if r := call("set-budget", "96MiB"); r.code != 0 || a.Pool().Stats().Budget != 96<<20 {
+		t.Fatalf("call set-budget 96MiB: exit %d, budget %d\n%s", r.code, a.Pool().Stats().Budget, r.stderr)
+	}
 }
