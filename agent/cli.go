@@ -245,6 +245,7 @@ type InferResult struct {
 	Model     tflite.ModelInfo `json:"model"`
 	Input     InferInput       `json:"input"`
 	Top       []infer.Class    `json:"top"`
+	Outputs   []infer.Output   `json:"outputs,omitempty"` // not a classifier: every output tensor
 	Stages    tflite.Stages    `json:"stages"`
 	Footprint tflite.Footprint `json:"footprint"`
 	Threads   int              `json:"threads"`
@@ -323,6 +324,7 @@ func (c cli) infer(args []string) (bool, error) {
 		Model:     tflite.ModelInfo{Path: *model, Size: m.Size, SHA256: digest, Inputs: it.Inputs(), Outputs: it.Outputs(), CustomOps: []string{}},
 		Input:     InferInput{Path: *input, Kind: req.Kind()},
 		Top:       out.Top,
+		Outputs:   out.Outputs,
 		Stages:    rep.Stages,
 		Footprint: rep.Footprint,
 		Threads:   *threads,
@@ -333,6 +335,9 @@ func (c cli) infer(args []string) (bool, error) {
 	}
 	for i, cl := range res.Top {
 		fmt.Fprintf(c.stdout, "%d. %4d  %.4f  %s\n", i+1, cl.Index, cl.Score, cl.Label)
+	}
+	for _, o := range res.Outputs {
+		fmt.Fprintf(c.stdout, "output %s %s %v: %d bytes (--json for the data)\n", o.Name, o.Type, o.Shape, len(o.Data))
 	}
 	s := rep.Stages
 	fmt.Fprintf(c.stdout, "stages (ms): map %.3f, page-in %.3f, interpreter %.3f, allocate %.3f, first invoke %.3f, steady invoke %.3f; cold total %.3f\n",

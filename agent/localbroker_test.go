@@ -1,16 +1,20 @@
 package agent_test
 
 import (
+	"context"
+	"encoding/binary"
 	"encoding/json"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/edge-agent/edge-agent/agent"
+	"github.com/edge-agent/edge-agent/mqtt"
 	"github.com/edge-agent/edge-agent/mqtt/mqtttest"
 	"github.com/edge-agent/edge-agent/tflite/tflitetest"
 )
@@ -27,11 +31,13 @@ func freeAddr(t *testing.T) string {
 }
 
 // With no broker configured the agent serves MQTT itself on local_listen,
-// and `edge-agent call` finds it from the same configuration: status, and
-// the right class for cat.bmp.
+// and `edge-agent call` finds it from the same configuration: status, the
+// right class for cat.bmp from a classifier, and deeplab's segmentation
+// map (its output tensor, not a top-K of pixels) with the cat in it.
 func TestLocalBrokerByDefault(t *testing.T) {
 	addr := freeAddr(t)
-	cfg := testConfig(t, agent.ModelConfig{ID: "v2", Path: tflitetest.Path(t, "mobilenet_v2_1.0_224_quant.tflite"), Labels: tflitetest.Path(t, "imagenet_labels.txt")})
+	cfg := testConfig(t, agent.ModelConfig{ID: "v2", Path: tflitetest.Path(t, "mobilenet_v2_1.0_224_quant.tflite"), Labels: tflitetest.Path(t, "imagenet_labels.txt")},
+		agent.ModelConfig{ID: "deeplab", Path: tflitetest.Path(t, "deeplabv3_mnv2_pascal_quant.tflite")})
 	cfg.MQTT.LocalListen = addr
 	a := start(t, cfg, agent.Options{})
 	defer a.Close()
@@ -63,8 +69,62 @@ func TestLocalBrokerByDefault(t *testing.T) {
 	}
 	r = call("infer", "--model", "v2", "--image", tflitetest.Path(t, "cat.bmp"), "--top", "1")
 	var rep agent.InferReply
-	if err := json.Unmarshal([]byte(r.stdout), &rep); r.code != 0 || err != nil || len(rep.Top) != 1 || rep.Top[0].Index != 286 {
+	if err := json.Unmarshal([]byte(r.stdout), &rep); r.code != 0 || err != nil || len(rep.Top) != 1 || rep.Top[0].Index != 286 || len(rep.Outputs) != 0 {
 		t.Fatalf("call infer cat.bmp: exit %d %v\n%s%s", r.code, err, r.stdout, r.stderr)
+	}
+	r = call("infer", "--model", "deeplab", "--image", tflitetest.Path(t, "cat.bmp"))
+	rep = agent.InferReply{}
+	if err := json.Unmarshal([]byte(r.stdout), &rep); r.code != 0 || err != nil {
+		t.Fatalf("call infer deeplab: exit %d %v\n%.500s%s", r.code, err, r.stdout, r.stderr)
+	}
+	checkCatSegmentation(t, rep)
+}
+
+// checkCatSegmentation: deeplab's one output, int64 [1 513 513], PASCAL
+// VOC classes, with the cat (8) covering much of cat.bmp.
+func checkCatSegmentation(t *testing.T, rep agent.InferReply) {
+	t.Helper()
+	if len(rep.Top) != 0 || len(rep.Outputs) != 1 {
+		t.Fatalf("deeplab answered top %v and %d outputs, want its one output tensor", rep.Top, len(rep.Outputs))
+	}
+	o := rep.Outputs[0]
+	if o.Type != "int64" || !slices.Equal(o.Shape, []int{1, 513, 513}) || len(o.Data) != 8*513*513 {
+		t.Fatalf("deeplab output %s %s %v, %d bytes", o.Name, o.Type, o.Shape, len(o.Data))
+	}
+	cat := 0
+	for i := 0; i < len(o.Data); i += 8 {
+		v := int64(binary.LittleEndian.Uint64(o.Data[i:]))
+		if v < 0 || v > 20 {
+			t.Fatalf("pixel %d: class %d, not a PASCAL VOC class", i/8, v)
+		}
+		if v == 8 {
+			cat++
+		}
+	}
+	if cat < 513*513/10 {
+		t.Fatalf("cat (8) on %d of %d pixels of cat.bmp", cat, 513*513)
+	}
+}
+
+// Over the MQTT command itself, the same: deeplab's map, and top-K for a
+// classifier.
+func TestInferAnswersFitTheModel(t *testing.T) {
+	cfg := testConfig(t, agent.ModelConfig{ID: "deeplab", Path: tflitetest.Path(t, "deeplabv3_mnv2_pascal_quant.tflite")},
+		agent.ModelConfig{ID: "v1", Path: tflitetest.Path(t, "mobilenet_v1_0.25_128_quant.tflite")})
+	a := start(t, cfg, agent.Options{})
+	defer a.Close()
+	ask := func(model string) agent.InferReply {
+		t.Helper()
+		payload, _ := json.Marshal(map[string]any{"model": model, "image": readShared(t, "cat.bmp")})
+		res, err := a.Command(context.Background(), mqtt.Command{Verb: "infer", ID: "i", Payload: payload})
+		if err != nil {
+			t.Fatalf("%s: %v", model, err)
+		}
+		return res.(agent.InferReply)
+	}
+	checkCatSegmentation(t, ask("deeplab"))
+	if rep := ask("v1"); len(rep.Top) != 5 || rep.Top[0].Index != 286 || len(rep.Outputs) != 0 {
+		t.Fatalf("classifier: top %v, %d outputs", rep.Top, len(rep.Outputs))
 	}
 }
 

@@ -24,6 +24,9 @@ type InferReply struct {
 	Escalated string             `json:"escalated,omitempty"`
 	InvokeMs  float64            `json:"invoke_ms"`
 	Top       []infer.Class      `json:"top,omitempty"`
+	// Outputs are every output tensor when the model is not a classifier
+	// (data base64, in the tensor's type, little-endian).
+	Outputs []infer.Output `json:"outputs,omitempty"`
 	Output    []byte             `json:"output,omitempty"` // raw output tensor (base64), when asked
 	Tensor    *tflite.TensorInfo `json:"output_tensor,omitempty"`
 }
@@ -133,7 +136,7 @@ func (a *Agent) inferCommand(ctx context.Context, c mqtt.Command) (any, error) {
 		}
 	}
 	a.firstRequest(req.Model, l.Warm)
-	rep := InferReply{Model: answered, Warm: warm, InvokeMs: ms(res.Invoke), Top: res.Top, Escalated: escalated}
+	rep := InferReply{Model: answered, Warm: warm, InvokeMs: ms(res.Invoke), Top: res.Top, Outputs: res.Outputs, Escalated: escalated}
 	if family != "" {
 		rep.Family, rep.Variant = family, answered
 	}

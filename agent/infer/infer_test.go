@@ -239,3 +239,23 @@ func FuzzDecodeImage(f *testing.F) {
 		}
 	})
 }
+
+// Only a single score vector is a classifier's output.
+func TestIsScoreVector(t *testing.T) {
+	out := func(typ string, shape ...int) tflite.TensorInfo { return tflite.TensorInfo{Type: typ, Shape: shape} }
+	for _, c := range []struct {
+		outs []tflite.TensorInfo
+		want bool
+	}{
+		{[]tflite.TensorInfo{out("uint8", 1, 1001)}, true},
+		{[]tflite.TensorInfo{out("float32", 10)}, true},
+		{[]tflite.TensorInfo{out("int64", 1, 513, 513)}, false},                                                                 // a segmentation map
+		{[]tflite.TensorInfo{out("float32", 1, 1, 17, 3)}, false},                                                               // pose keypoints
+		{[]tflite.TensorInfo{out("float32", 1, 10, 4), out("float32", 1, 10), out("float32", 1, 10), out("float32", 1)}, false}, // SSD post-processing
+		{[]tflite.TensorInfo{out("float32", 1, 1)}, false},                                                                      // one value
+	} {
+		if got := infer.IsScoreVector(c.outs); got != c.want {
+			t.Errorf("%v: %v, want %v", c.outs, got, c.want)
+		}
+	}
+}

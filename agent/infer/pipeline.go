@@ -98,14 +98,51 @@ func (i Interpreter) Invoke() error { return i.It.Invoke() }
 
 // Result is what one run produced.
 type Result struct {
-	Top    []Class           // ranked classes of output 0 (unless Raw)
-	Raw    []byte            // output 0's bytes
-	Output tflite.TensorInfo // output 0
-	Invoke time.Duration     // the invoke alone
+	// Top ranks the classes of a classifier: a model whose only output is
+	// one score vector ([N] or [1,N], float or quantized), unless Raw.
+	Top []Class
+	// Outputs are every output tensor of any other model (a segmentation
+	// map, a detector's boxes, pose keypoints), unless Raw.
+	Outputs []Output
+	Raw     []byte            // output 0's bytes
+	Output  tflite.TensorInfo // output 0
+	Invoke  time.Duration     // the invoke alone
+}
+
+// Output is one output tensor as it came out: its data in the tensor's own
+// type, little-endian (base64 in JSON).
+type Output struct {
+	Name  string `json:"name"`
+	Type  string `json:"type"`
+	Shape []int  `json:"shape"`
+	Data  []byte `json:"data"`
+}
+
+// IsScoreVector says whether a model with these outputs is a classifier:
+// a single output holding one vector of at least two scores, of a type
+// that dequantizes.
+func IsScoreVector(outs []tflite.TensorInfo) bool {
+	if len(outs) != 1 {
+		return false
+	}
+	t := outs[0]
+	switch t.Type {
+	case "float32", "uint8", "int8":
+	default:
+		return false
+	}
+	long := 0
+	for _, d := range t.Shape {
+		if d > 1 {
+			long++
+		}
+	}
+	return long == 1 && t.Elements() >= 2
 }
 
 // Run is the pipeline: preprocess r for inv's input 0, invoke, read output
-// 0 and (unless r.Raw) rank its classes.
+// 0 and (unless r.Raw) rank its classes when the model is a classifier, or
+// return every output tensor when it is not.
 func Run(inv Invoker, r Request) (Result, error) {
 	it := inv.Interpreter()
 	ins := it.Inputs()
@@ -128,6 +165,18 @@ func Run(inv Invoker, r Request) (Result, error) {
 		return Result{}, err
 	}
 	if r.Raw {
+		return res, nil
+	}
+	if outs := it.Outputs(); !IsScoreVector(outs) {
+		for i, o := range outs {
+			data := res.Raw
+			if i > 0 {
+				if data, err = it.CopyOutput(i, nil); err != nil {
+					return Result{}, err
+				}
+			}
+			res.Outputs = append(res.Outputs, Output{Name: o.Name, Type: o.Type, Shape: o.Shape, Data: data})
+		}
 		return res, nil
 	}
 	scores, err := tflite.Dequantize(res.Output, res.Raw, nil)
