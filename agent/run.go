@@ -95,6 +95,10 @@ func resolveModels(cfg Config, log *slog.Logger) ([]ModelConfig, error) {
 	if len(models) > 0 {
 		return models, nil
 	}
+	if cfg.ModelsDir != "" {
+		log.Warn("models_dir has no .tflite models; serving the generated demo model until one is added there",
+			"models_dir", cfg.ModelsDir, "demo", cfg.demoModelPath())
+	}
 	path := cfg.demoModelPath()
 	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
 		spec, err := modelgen.ForSize(DemoModelSize)

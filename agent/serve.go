@@ -21,14 +21,14 @@ type InferReply struct {
 	Warm    bool   `json:"warm"` // served by an interpreter that was already warm
 	// Escalated says why a family request waited for the precise variant
 	// (a low-score fast answer, or low fast-path agreement).
-	Escalated string             `json:"escalated,omitempty"`
-	InvokeMs  float64            `json:"invoke_ms"`
-	Top       []infer.Class      `json:"top,omitempty"`
+	Escalated string        `json:"escalated,omitempty"`
+	InvokeMs  float64       `json:"invoke_ms"`
+	Top       []infer.Class `json:"top,omitempty"`
 	// Outputs are every output tensor when the model is not a classifier
 	// (data base64, in the tensor's type, little-endian).
-	Outputs []infer.Output `json:"outputs,omitempty"`
-	Output    []byte             `json:"output,omitempty"` // raw output tensor (base64), when asked
-	Tensor    *tflite.TensorInfo `json:"output_tensor,omitempty"`
+	Outputs []infer.Output     `json:"outputs,omitempty"`
+	Output  []byte             `json:"output,omitempty"` // raw output tensor (base64), when asked
+	Tensor  *tflite.TensorInfo `json:"output_tensor,omitempty"`
 }
 
 func (a *Agent) inferCommand(ctx context.Context, c mqtt.Command) (any, error) {

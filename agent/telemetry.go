@@ -1,10 +1,14 @@
 package agent
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -133,12 +137,47 @@ func (a *Agent) drainEvents() {
 	}
 }
 
+// flatten turns event fields into log attributes in a stable order:
+// scalars as they are, structs and maps as slog groups of their JSON
+// fields (footprint.mapped=… footprint.heap=…), never Go struct dumps.
 func flatten(m map[string]any) []any {
-	out := make([]any, 0, 2*len(m))
-	for k, v := range m {
-		out = append(out, k, v)
+	keys := slices.Sorted(maps.Keys(m))
+	out := make([]any, 0, len(keys))
+	for _, k := range keys {
+		out = append(out, logAttr(k, m[k]))
 	}
 	return out
+}
+
+func logAttr(k string, v any) slog.Attr {
+	switch v.(type) {
+	case nil, string, bool, int, int64, uint64, float64, time.Duration, time.Time, error:
+		return slog.Any(k, v)
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		return slog.Any(k, v)
+	}
+	var j any
+	d := json.NewDecoder(bytes.NewReader(b))
+	d.UseNumber() // integers stay integers
+	if err := d.Decode(&j); err != nil {
+		return slog.Any(k, v)
+	}
+	return jsonAttr(k, j)
+}
+
+// jsonAttr is a decoded JSON value as an attribute: objects become groups.
+func jsonAttr(k string, j any) slog.Attr {
+	obj, ok := j.(map[string]any)
+	if !ok {
+		return slog.Any(k, j)
+	}
+	attrs := make([]any, 0, len(obj))
+	for _, kk := range slices.Sorted(maps.Keys(obj)) {
+		attrs = append(attrs, jsonAttr(kk, obj[kk]))
+	}
+	return slog.Group(k, attrs...)
 }
 
 // Metrics is the periodic metrics message.
