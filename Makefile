@@ -46,7 +46,8 @@ export EDGE_AGENT_MODELS ?= $(abspath $(CURDIR)/../shared/models)
 
 CROSS_ARCHES := arm64 armv7
 CROSS_DEPS := gcc-aarch64-linux-gnu gcc-arm-linux-gnueabihf libc6-dev-arm64-cross libc6-dev-armhf-cross qemu-user-static
-TEST_DEPS := mosquitto systemd
+# prometheus: its promtool lints /metrics in the tests
+TEST_DEPS := mosquitto systemd prometheus
 
 .PHONY: help deps runtime build run test bench gobench fuzz fmt lint vet clean env bundle cross cross-check
 

@@ -60,9 +60,15 @@ type Agent struct {
 	readRateDevice string
 	// localBroker is the embedded broker when the agent serves MQTT itself.
 	localBroker *mqtt.LocalBroker
-	cfg         atomic.Pointer[Config] // replaced whole by Reload; read with config()
-	opts        Options
-	log         *slog.Logger
+	// lat records request latencies; prom exports metrics to Prometheus
+	// ([metrics] listen; nil when off); startups are the last starts'
+	// durations (ms), from the state file.
+	lat      *latencies
+	prom     *promMetrics
+	startups []float64
+	cfg      atomic.Pointer[Config] // replaced whole by Reload; read with config()
+	opts     Options
+	log      *slog.Logger
 
 	store    *storage.Store
 	pool     *tflite.Pool
@@ -153,6 +159,10 @@ func New(cfg Config, log *slog.Logger, o Options) *Agent {
 	a.updates, a.guards, a.outcomes = map[string]*pendingUpdate{}, map[string]*updateGuard{}, map[string]*outcomes{}
 	a.parity = newParityRing(cfg.Updates.ParityRing, int64(cfg.Updates.ParityRingBytes))
 	a.tiers = newTiers()
+	a.lat = newLatencies(o.Started)
+	if cfg.Metrics.Listen != "" {
+		a.prom = newPromMetrics(a)
+	}
 	a.cfg.Store(&cfg)
 	return a
 }

@@ -211,6 +211,9 @@ func (a *Agent) calibrate(ctx context.Context, st *modelState) {
 	work.report.Calibrated = &cal
 	a.log.Info("model calibrated", "model", id, "status", work.report.Calibration.Status, "reason", work.report.Calibration.Reason,
 		"threads", cal.Threads, "calibration_ms", ms(took))
+	if a.prom != nil {
+		a.prom.calibration.WithLabelValues(id).Add(took.Seconds())
+	}
 	a.event("calibrated", map[string]any{"model": id, "threads": cal.Threads, "calibration_ms": ms(took),
 		"heap_bytes": cal.HeapBytes, "steady_ms": ms(cal.Stages.Steady)})
 	a.apply(ctx, st, &work, nil)

@@ -146,7 +146,7 @@ type Status struct {
 // Status is what the agent is doing now.
 func (a *Agent) Status() Status {
 	return Status{Agent: Version, Device: a.config().device(), UptimeS: time.Since(a.opts.Started).Seconds(),
-		Models: a.pool.Models(), Readiness: a.readiness(), Metrics: a.metrics()}
+		Models: a.pool.Models(), Readiness: a.readiness(), Metrics: a.metrics(false)}
 }
 
 func (a *Agent) modelCommand(ctx context.Context, verb, id string) (any, error) {

@@ -50,6 +50,8 @@ type Config struct {
 	Families []FamilyConfig `toml:"families"`
 	// Infer bounds what an infer request may make the agent allocate.
 	Infer InferConfig `toml:"infer"`
+	// Metrics is the Prometheus endpoint.
+	Metrics MetricsConfig `toml:"metrics"`
 	// Updates tunes how a model replaced on disk is picked up, checked,
 	// swapped in and rolled back.
 	Updates UpdatesConfig `toml:"updates"`
@@ -164,6 +166,12 @@ func (f FamilyConfig) escalateWait() time.Duration {
 		return 2 * time.Second
 	}
 	return f.EscalateWait
+}
+
+// MetricsConfig is the Prometheus endpoint.
+type MetricsConfig struct {
+	// Listen serves /metrics here, e.g. "127.0.0.1:9464"; "" (default) is off.
+	Listen string `toml:"listen"`
 }
 
 // MQTTConfig is the broker connection and what goes over it.

@@ -17,7 +17,7 @@ import (
 func (a *Agent) startLoops(runCtx context.Context, startPlan PlanResult) {
 	a.spawn(runCtx, func(ctx context.Context) {
 		a.loop(ctx, "metrics", a.config().MQTT.MetricsInterval, func() {
-			if err := a.publish(topicMetrics, false, a.metrics()); err != nil {
+			if err := a.publish(topicMetrics, false, a.metrics(true)); err != nil {
 				a.log.Error("metrics not queued", "err", err)
 			}
 		})

@@ -52,6 +52,9 @@ func (a *Agent) runPlan(ctx context.Context, p Plan, pinnedOnly bool) (res PlanR
 	meter := a.meter()
 	whole := meter.Start()
 	defer func() { res.Energy = meter.Since(whole) }()
+	if a.prom != nil {
+		a.prom.wakes.WithLabelValues(p.Wake.Source).Inc()
+	}
 	a.log.Info("plan", "wake", p.Wake.Source, "mode", p.Allowance.Mode, "reason", p.Allowance.Reason,
 		"chosen", modelIDs(p.Chosen), "skipped", modelIDs(p.Skipped))
 	for _, s := range p.Skipped {

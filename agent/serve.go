@@ -1,6 +1,8 @@
 package agent
 
 import (
+	"time"
+
 	"context"
 	"encoding/base64"
 
@@ -32,6 +34,10 @@ type InferReply struct {
 }
 
 func (a *Agent) inferCommand(ctx context.Context, c mqtt.Command) (any, error) {
+	arrived := c.Received
+	if arrived.IsZero() {
+		arrived = time.Now()
+	}
 	var req struct {
 		envelope
 		Model string `json:"model"`
@@ -135,7 +141,8 @@ func (a *Agent) inferCommand(ctx context.Context, c mqtt.Command) (any, error) {
 			a.usage.record(f.Variants[len(f.Variants)-1], now)
 		}
 	}
-	a.firstRequest(req.Model, l.Warm)
+	first := a.firstRequest(req.Model, l.Warm)
+	a.observeRequest(answered, warm, first, time.Since(arrived), res.Invoke)
 	rep := InferReply{Model: answered, Warm: warm, InvokeMs: ms(res.Invoke), Top: res.Top, Outputs: res.Outputs, Escalated: escalated}
 	if family != "" {
 		rep.Family, rep.Variant = family, answered
@@ -191,12 +198,22 @@ func (a *Agent) warmInBackground(model string) {
 
 // firstRequest reports the first request to each model after a wake, and
 // whether it found the model warm.
-func (a *Agent) firstRequest(model string, warm bool) {
+func (a *Agent) firstRequest(model string, warm bool) bool {
 	a.wakeMu.Lock()
 	first := !a.seen[model]
 	a.seen[model] = true
 	a.wakeMu.Unlock()
 	if first {
 		a.event("first_request", map[string]any{"model": model, "warm": warm})
+	}
+	return first
+}
+
+// observeRequest records an answered request's latencies (MQTT metrics
+// and status, and Prometheus when it is on).
+func (a *Agent) observeRequest(model string, warm, first bool, e2e, invoke time.Duration) {
+	a.lat.observe(model, warm, first, e2e, invoke)
+	if p := a.prom; p != nil {
+		p.observe(model, warm, e2e, invoke)
 	}
 }

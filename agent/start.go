@@ -35,6 +35,9 @@ func (a *Agent) Start(ctx context.Context) error {
 		return err
 	}
 	a.spawn(runCtx, a.statusPublisher) // after a.mq is set: it reads it
+	if a.prom != nil {
+		a.startMetrics(runCtx)
+	}
 	startPlan, err := a.warmPinned(ctx)
 	if err != nil {
 		return err

@@ -182,11 +182,17 @@ func jsonAttr(k string, j any) slog.Attr {
 
 // Metrics is the periodic metrics message.
 type Metrics struct {
-	At         string              `json:"at"`
-	UptimeS    float64             `json:"uptime_s"`
-	Pool       any                 `json:"pool"`
-	Process    ProcessStats        `json:"process"`
-	Memory     MemoryReport        `json:"memory"` // RSS, baseline and accounted side by side
+	At      string       `json:"at"`
+	UptimeS float64      `json:"uptime_s"`
+	Pool    any          `json:"pool"`
+	Process ProcessStats `json:"process"`
+	Memory  MemoryReport `json:"memory"` // RSS, baseline and accounted side by side
+	// Latency per model: requests, warm and cold, p50/p95/p99 end to end
+	// and of the invoke (since start, and over the interval).
+	Latency map[string]LatencyReport `json:"latency"`
+	// Startups are the last starts' durations (process start → ready), ms,
+	// oldest first.
+	Startups   []float64           `json:"startups_ms,omitempty"`
 	Outbox     storage.OutboxStats `json:"outbox"`
 	MQTT       *mqtt.Stats         `json:"mqtt,omitempty"`
 	UsageSaved int                 `json:"usage_events_pending"`
@@ -215,9 +221,12 @@ func processStats() ProcessStats {
 	return ps
 }
 
-func (a *Agent) metrics() Metrics {
+// metrics is the metrics message; interval reports (and restarts) the
+// per-interval latencies: only the periodic message does.
+func (a *Agent) metrics(interval bool) Metrics {
 	m := Metrics{At: time.Now().UTC().Format(time.RFC3339Nano), UptimeS: time.Since(a.opts.Started).Seconds(),
-		Pool: a.pool.Stats(), Process: processStats(), Memory: a.memoryReport(), UsageSaved: a.usage.pending()}
+		Pool: a.pool.Stats(), Process: processStats(), Memory: a.memoryReport(), UsageSaved: a.usage.pending(),
+		Latency: a.lat.snapshot(time.Now(), interval), Startups: a.startups}
 	m.Outbox, _ = a.store.OutboxStats()
 	if t := a.tiers.snapshot(); len(t) > 0 {
 		m.Tiers = t

@@ -40,6 +40,9 @@ type Command struct {
 	Model   string // from the topic, for binary payloads
 	Payload []byte
 	Binary  bool // the payload is raw bytes, not JSON
+	// Received is when the message arrived (zero for commands that did not
+	// come over MQTT): latencies count the queue from it.
+	Received time.Time
 }
 
 // Commander runs commands. Its error's Code() (if any) is the reply's code.
@@ -488,7 +491,7 @@ func (c *Client) parse(topic string, payload []byte) (Command, error) {
 		return Command{}, ErrBadRequest
 	}
 	levels := strings.Split(rest, "/")
-	cmd := Command{Verb: levels[0]}
+	cmd := Command{Verb: levels[0], Received: time.Now()}
 	if len(levels) > 1 {
 		if !ValidID(levels[1]) {
 			return cmd, ErrBadRequestID
