@@ -65,7 +65,7 @@ type Agent struct {
 	// durations (ms), from the state file.
 	lat      *latencies
 	prom     *promMetrics
-	startups []float64
+	startups atomic.Pointer[[]float64]
 	cfg      atomic.Pointer[Config] // replaced whole by Reload; read with config()
 	opts     Options
 	log      *slog.Logger

@@ -92,6 +92,9 @@ func TestPrometheusAndLatencyMetrics(t *testing.T) {
 		t.Log("promtool not installed (Debian: prometheus): lint skipped; the text parser passed")
 	}
 
+	if st := a.Status().Metrics.Startups; len(st) != 1 || st[0] <= 0 {
+		t.Fatalf("startups %v, want this start's duration", st)
+	}
 	lat := a.Status().Metrics.Latency
 	v1, lstm := lat["v1"], lat["lstm"]
 	if v1.Requests != 5 || v1.Warm+v1.Cold != 5 || lstm.Requests != 3 || v1.E2EMs.P50 <= 0 || v1.InvokeMs.P99 < v1.InvokeMs.P50 || v1.E2EMs.P50 < v1.InvokeMs.P50 {

@@ -62,6 +62,15 @@ func (a *Agent) newRunContext() context.Context {
 // warm) and publishes it, retained.
 func (a *Agent) publishStartReport() {
 	a.report.Timings.Total = time.Since(a.opts.Started)
+	if kept, err := a.store.RecordStart(a.report.Timings.Total); err != nil {
+		a.log.Warn("start duration not stored", "err", err)
+	} else {
+		starts := make([]float64, len(kept))
+		for i, d := range kept {
+			starts[i] = ms(d)
+		}
+		a.startups.Store(&starts) // commands may read it already
+	}
 	a.report.BootID = bootID(a.opts.HardwareRoot)
 	a.report.Process = processStats()
 	if err := a.publish(topicStartup, true, a.Report()); err != nil {

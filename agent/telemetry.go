@@ -226,7 +226,10 @@ func processStats() ProcessStats {
 func (a *Agent) metrics(interval bool) Metrics {
 	m := Metrics{At: time.Now().UTC().Format(time.RFC3339Nano), UptimeS: time.Since(a.opts.Started).Seconds(),
 		Pool: a.pool.Stats(), Process: processStats(), Memory: a.memoryReport(), UsageSaved: a.usage.pending(),
-		Latency: a.lat.snapshot(time.Now(), interval), Startups: a.startups}
+		Latency: a.lat.snapshot(time.Now(), interval)}
+	if st := a.startups.Load(); st != nil {
+		m.Startups = *st
+	}
 	m.Outbox, _ = a.store.OutboxStats()
 	if t := a.tiers.snapshot(); len(t) > 0 {
 		m.Tiers = t

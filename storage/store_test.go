@@ -452,3 +452,19 @@ func TestReadRatePersists(t *testing.T) {
 		t.Fatal("another device has a read rate")
 	}
 }
+
+// The last MaxStarts start durations are kept across reopens, oldest first.
+func TestRecordStartKeepsTheLast(t *testing.T) {
+	dir := t.TempDir()
+	for i := range storage.MaxStarts + 5 {
+		s, _ := mustOpen(t, dir, storage.Options{})
+		kept, err := s.RecordStart(time.Duration(i+1) * time.Millisecond)
+		s.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := min(i+1, storage.MaxStarts); len(kept) != want || kept[len(kept)-1] != time.Duration(i+1)*time.Millisecond {
+			t.Fatalf("start %d: kept %v", i, kept)
+		}
+	}
+}
