@@ -65,6 +65,8 @@ type Agent struct {
 	// durations (ms), from the state file.
 	lat      *latencies
 	prom     *promMetrics
+	haKick   chan struct{} // publish the Home Assistant discovery configs
+	hw       Hardware      // read once, before any goroutine starts
 	startups atomic.Pointer[[]float64]
 	cfg      atomic.Pointer[Config] // replaced whole by Reload; read with config()
 	opts     Options
@@ -160,6 +162,7 @@ func New(cfg Config, log *slog.Logger, o Options) *Agent {
 	a.parity = newParityRing(cfg.Updates.ParityRing, int64(cfg.Updates.ParityRingBytes))
 	a.tiers = newTiers()
 	a.lat = newLatencies(o.Started)
+	a.haKick = make(chan struct{}, 1)
 	if cfg.Metrics.Listen != "" {
 		a.prom = newPromMetrics(a)
 	}

@@ -42,25 +42,9 @@ func (c cli) call(ctx context.Context, args []string) (bool, error) {
 	if fs.NArg() != 0 {
 		return *asJSON, usageErr("call: unexpected argument %q", fs.Arg(0))
 	}
-	cfg := DefaultConfig()
-	if *config != "" {
-		var err error
-		if cfg, err = LoadConfig(*config); err != nil {
-			return *asJSON, err
-		}
-	}
-	o := cfg.mqttOptions()
-	if *broker != "" {
-		o.Brokers = []string{*broker}
-	}
-	if *device != "" {
-		o.Device = *device
-	}
-	if len(o.Brokers) == 0 && cfg.MQTT.LocalListen != "" {
-		o.Brokers = []string{"tcp://" + cfg.MQTT.LocalListen} // the agent's own broker, or whoever serves there
-	}
-	if len(o.Brokers) == 0 {
-		return *asJSON, usageErr("call: no broker (--broker URL, or --config with [mqtt] brokers or local_listen)")
+	_, o, err := clientOptions("call", *config, *broker, *device)
+	if err != nil {
+		return *asJSON, err
 	}
 	payload, binary, err := callPayload(verb, *model, *image, *input, *budget, *top)
 	if err != nil {
@@ -138,4 +122,65 @@ func callPayload(verb, model, image, input, budget string, top int) ([]byte, boo
 		return []byte("{}"), false, nil
 	}
 	return nil, false, usageErr("call: unknown verb %q (known: %v)", verb, Verbs)
+}
+
+// clientOptions are the MQTT options of a command-line client: the
+// configuration file's (or the defaults), --broker and --device over them,
+// and with no broker at all the local one on [mqtt] local_listen.
+func clientOptions(cmd, config, broker, device string) (Config, mqtt.Options, error) {
+	cfg := DefaultConfig()
+	if config != "" {
+		var err error
+		if cfg, err = LoadConfig(config); err != nil {
+			return cfg, mqtt.Options{}, err
+		}
+	}
+	o := cfg.mqttOptions()
+	if broker != "" {
+		o.Brokers = []string{broker}
+	}
+	if device != "" {
+		o.Device, cfg.MQTT.Device = device, device
+	}
+	if len(o.Brokers) == 0 && cfg.MQTT.LocalListen != "" {
+		o.Brokers = []string{"tcp://" + cfg.MQTT.LocalListen} // the agent's own broker, or whoever serves there
+	}
+	if len(o.Brokers) == 0 {
+		return cfg, o, usageErr("%s: no broker (--broker URL, or --config with [mqtt] brokers or local_listen)", cmd)
+	}
+	return cfg, o, nil
+}
+
+// homeassistant is `edge-agent homeassistant remove`: clear the device's
+// discovery configs, so Home Assistant forgets it (uninstall.sh --purge).
+func (c cli) homeassistant(ctx context.Context, args []string) error {
+	if len(args) == 0 || args[0] != "remove" {
+		return usageErr("homeassistant: want remove")
+	}
+	fs := c.newFlags("homeassistant remove")
+	config := fs.String("config", "", "take broker, device, prefixes and credentials from this configuration file")
+	broker := fs.String("broker", "", "broker URL (default: the configuration's, else the local broker)")
+	device := fs.String("device", "", "the agent's device id (default: the configuration's, or this machine's)")
+	timeout := fs.Duration("timeout", 10*time.Second, "how long to try")
+	ifEnabled := fs.Bool("if-enabled", false, "do nothing unless the configuration enables [homeassistant] (uninstall.sh)")
+	if err := parse(fs, args[1:]); err != nil {
+		return err
+	}
+	if fs.NArg() != 0 {
+		return usageErr("homeassistant remove: unexpected argument %q", fs.Arg(0))
+	}
+	cfg, o, err := clientOptions("homeassistant remove", *config, *broker, *device)
+	if *ifEnabled && (err != nil || !cfg.HomeAssistant.Enabled) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	cctx, cancel := context.WithTimeout(ctx, *timeout)
+	defer cancel()
+	if err := RemoveHomeAssistant(cctx, cfg, o); err != nil {
+		return err
+	}
+	fmt.Fprintf(c.stdout, "Home Assistant discovery removed for device %s\n", cfg.device())
+	return nil
 }

@@ -32,6 +32,7 @@ Usage:
   edge-agent call VERB [--model ID] [--image FILE | --input FILE] [--top K] [--budget SIZE]
                        [--config FILE] [--broker URL] [--device ID] [--timeout D] [--json]
                        (VERB: status, prewarm, evict, pin, unpin, infer, rescan, rollback, set-budget, wake)
+  edge-agent homeassistant remove [--config FILE] [--broker URL] [--device ID] [--if-enabled]
 
 Exit status: 0 ok, 1 failure, 2 usage, 3 bad model file, 4 model cannot run
 here, 5 bad input, 6 bad config. Errors print "edge-agent: MESSAGE [code]";
@@ -67,6 +68,8 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = c.config(rest)
 	case "call":
 		asJSON, err = c.call(ctx, rest)
+	case "homeassistant":
+		err = c.homeassistant(ctx, rest)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return ExitOK

@@ -52,6 +52,8 @@ type Config struct {
 	Infer InferConfig `toml:"infer"`
 	// Metrics is the Prometheus endpoint.
 	Metrics MetricsConfig `toml:"metrics"`
+	// HomeAssistant is MQTT discovery for Home Assistant.
+	HomeAssistant HomeAssistantConfig `toml:"homeassistant"`
 	// Updates tunes how a model replaced on disk is picked up, checked,
 	// swapped in and rolled back.
 	Updates UpdatesConfig `toml:"updates"`
@@ -332,8 +334,9 @@ func DefaultConfig() Config {
 		LogLevel: "info",
 		Pool: PoolConfig{Budget: 256 << 20, InterpretersPerModel: 1, PageIn: &pageIn, MemoryCheck: 5 * time.Second,
 			PressureHigh: 0.9, PressureLow: 0.8, PressurePSI: 10},
-		State:       StateConfig{LockTimeout: 3 * time.Second, OutboxMaxMessages: 10000, OutboxMaxBytes: 8 << 20},
-		Calibration: CalibrationConfig{Runs: 3, SteadyInvokes: 5, MaxThreads: 4, IdleAfter: time.Second},
+		State:         StateConfig{LockTimeout: 3 * time.Second, OutboxMaxMessages: 10000, OutboxMaxBytes: 8 << 20},
+		Calibration:   CalibrationConfig{Runs: 3, SteadyInvokes: 5, MaxThreads: 4, IdleAfter: time.Second},
+		HomeAssistant: HomeAssistantConfig{DiscoveryPrefix: "homeassistant"},
 		MQTT: MQTTConfig{Prefix: "edge", LocalListen: DefaultLocalListen, KeepAlive: 30 * time.Second, ConnectWait: 2 * time.Second,
 			MetricsInterval: time.Minute, CommandQueue: 256, CommandWorkers: 2, MaxPayload: 1 << 20},
 		Power: PowerConfig{SysfsRoot: "/", CriticalPercent: 10, LowPercent: 20, BatteryTopK: 2, MinHeadroomC: 5,

@@ -13,9 +13,10 @@ import (
 
 // latencies is the agent's record; safe for concurrent use.
 type latencies struct {
-	mu      sync.Mutex
-	started time.Time
-	models  map[string]*modelLatency
+	mu          sync.Mutex
+	started     time.Time
+	models      map[string]*modelLatency
+	latestFirst time.Duration // the latest first request after a wake, any model
 }
 
 type modelLatency struct {
@@ -51,8 +52,15 @@ func (l *latencies) observe(model string, warm, firstAfterWake bool, e2e, invoke
 	m.ivE2E.add(e2e)
 	m.ivInvoke.add(invoke)
 	if firstAfterWake {
-		m.firstAfterWake = e2e
+		m.firstAfterWake, l.latestFirst = e2e, e2e
 	}
+}
+
+// lastFirst is the latest first-request-after-a-wake latency.
+func (l *latencies) lastFirst() time.Duration {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.latestFirst
 }
 
 // LatencyReport is one model's latencies.

@@ -35,15 +35,15 @@ func (a *Agent) Start(ctx context.Context) error {
 		return err
 	}
 	a.spawn(runCtx, a.statusPublisher) // after a.mq is set: it reads it
-	if a.prom != nil {
-		a.startMetrics(runCtx)
-	}
 	startPlan, err := a.warmPinned(ctx)
 	if err != nil {
 		return err
 	}
 	a.publishStartReport()
 	a.startLoops(runCtx, startPlan)
+	if a.prom != nil { // after the report's last write: its gauges read it
+		a.startMetrics(runCtx)
+	}
 	return nil
 }
 
@@ -83,6 +83,7 @@ func (a *Agent) openState() error {
 	t0 := time.Now()
 	a.notify.send("STATUS=opening state")
 	hw := ReadHardware(a.opts.HardwareRoot)
+	a.hw = hw
 	a.report = StartupReport{
 		Schema: SchemaVersion, Agent: Version, Runtime: a.opts.RuntimeVersion,
 		Hardware: hw, Fingerprint: hw.Fingerprint(), Models: []ModelReport{},
@@ -182,6 +183,7 @@ func (a *Agent) startMQTT(ctx, runCtx context.Context) error {
 	o := a.config().mqttOptions()
 	o.Brokers = brokers
 	o.Logger = a.log
+	a.haOptions(&o)
 	o.OnPanic = func(c mqtt.Command, v any, _ []byte) {
 		a.event("command_panic", map[string]any{"verb": c.Verb, "id": c.ID, "panic": fmt.Sprint(v)})
 	}
@@ -191,6 +193,9 @@ func (a *Agent) startMQTT(ctx, runCtx context.Context) error {
 	}
 	mq.SetStatus(a.statusFields())
 	a.mq = mq
+	if a.config().HomeAssistant.Enabled {
+		a.spawn(runCtx, a.haLoop)
+	}
 	a.spawn(runCtx, func(ctx context.Context) {
 		if err := mq.Run(ctx); err != nil {
 			a.log.Error("mqtt stopped", "err", err)

@@ -28,33 +28,11 @@ type CallReply struct {
 // takes over the agent's session.
 func Call(ctx context.Context, o Options, verb, model string, payload []byte, binary bool) (CallReply, error) {
 	o.defaults()
-	if len(o.Brokers) == 0 {
-		return CallReply{}, fmt.Errorf("call: no broker")
-	}
-	pw, err := o.password()
-	if err != nil {
-		return CallReply{}, err
-	}
-	tlsCfg, err := o.tlsConfig()
-	if err != nil {
-		return CallReply{}, err
-	}
 	id := callID()
 	replies := make(chan paho.Message, 1)
-	po := paho.NewClientOptions().SetClientID("edge-agent-call-" + id).SetCleanSession(true).
-		SetAutoReconnect(false).SetConnectTimeout(o.ConnectTimeout)
-	for _, b := range o.Brokers {
-		po.AddBroker(b)
-	}
-	if o.Username != "" {
-		po.SetUsername(o.Username).SetPassword(pw)
-	}
-	if tlsCfg != nil {
-		po.SetTLSConfig(tlsCfg)
-	}
-	c := paho.NewClient(po)
-	if err := wait(ctx, c.Connect(), o.ConnectTimeout+time.Second); err != nil {
-		return CallReply{}, fmt.Errorf("call: connect to %v: %w", o.Brokers, err)
+	c, err := dialOnce(ctx, o, "edge-agent-call-"+id)
+	if err != nil {
+		return CallReply{}, fmt.Errorf("call: %w", err)
 	}
 	defer c.Disconnect(100)
 	base := o.Prefix + "/" + o.Device + "/"
@@ -92,4 +70,54 @@ func callID() string {
 		return fmt.Sprintf("c%d", os.Getpid())
 	}
 	return "c" + hex.EncodeToString(b)
+}
+
+// dialOnce connects a short-lived client (clean session, no reconnects)
+// under its own id: the command-line side of the topics.
+func dialOnce(ctx context.Context, o Options, clientID string) (paho.Client, error) {
+	o.defaults()
+	if len(o.Brokers) == 0 {
+		return nil, ErrNotConfigured
+	}
+	pw, err := o.password()
+	if err != nil {
+		return nil, err
+	}
+	tlsCfg, err := o.tlsConfig()
+	if err != nil {
+		return nil, err
+	}
+	po := paho.NewClientOptions().SetClientID(clientID).SetCleanSession(true).
+		SetAutoReconnect(false).SetConnectTimeout(o.ConnectTimeout)
+	for _, b := range o.Brokers {
+		po.AddBroker(b)
+	}
+	if o.Username != "" {
+		po.SetUsername(o.Username).SetPassword(pw)
+	}
+	if tlsCfg != nil {
+		po.SetTLSConfig(tlsCfg)
+	}
+	c := paho.NewClient(po)
+	if err := wait(ctx, c.Connect(), o.ConnectTimeout+time.Second); err != nil {
+		return nil, fmt.Errorf("connect to %v: %w", o.Brokers, err)
+	}
+	return c, nil
+}
+
+// PublishOnce connects, publishes each message (retained when asked) and
+// waits for the broker's acknowledgements, then disconnects.
+func PublishOnce(ctx context.Context, o Options, retain bool, msgs map[string][]byte) error {
+	o.defaults()
+	c, err := dialOnce(ctx, o, "edge-agent-pub-"+callID())
+	if err != nil {
+		return err
+	}
+	defer c.Disconnect(100)
+	for topic, payload := range msgs {
+		if err := wait(ctx, c.Publish(topic, 1, retain, payload), o.ConnectTimeout); err != nil {
+			return fmt.Errorf("publish %s: %w", topic, err)
+		}
+	}
+	return nil
 }

@@ -351,7 +351,27 @@ func (c *Client) online(ctx context.Context) error {
 	if err := wait(ctx, c.publishStatus(), c.o.ConnectTimeout); err != nil {
 		return fmt.Errorf("publish online status: %w", err)
 	}
+	for topic, f := range c.o.Watch {
+		handler := func(_ paho.Client, m paho.Message) { f(m.Payload()) }
+		if err := wait(ctx, c.pc.Subscribe(topic, 1, handler), c.o.ConnectTimeout); err != nil {
+			return fmt.Errorf("subscribe to %s: %w", topic, err)
+		}
+	}
+	if c.o.OnConnect != nil {
+		c.o.OnConnect()
+	}
 	return nil
+}
+
+// PublishNow publishes payload to an absolute topic (outside the device's
+// own, e.g. Home Assistant's discovery) while connected, and waits for the
+// broker's acknowledgement until ctx ends. It does not go through the
+// outbox: use it for what is published again on every connection.
+func (c *Client) PublishNow(ctx context.Context, topic string, retain bool, payload []byte) error {
+	if !c.pc.IsConnectionOpen() {
+		return ErrNotConnected
+	}
+	return wait(ctx, c.pc.Publish(topic, 1, retain, payload), c.o.ConnectTimeout)
 }
 
 // down marks the current connection as ended for the flusher.

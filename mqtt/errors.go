@@ -25,6 +25,7 @@ var (
 	ErrTimeout       = &Error{"timeout", "command did not finish in time"}
 	ErrShuttingDown  = &Error{"shutting_down", "agent is shutting down"}
 	ErrNotConfigured = errors.New("mqtt: no broker configured")
+	ErrNotConnected  = errors.New("mqtt: not connected to the broker")
 	// ErrAuth: the broker refused the credentials; the client stops
 	// retrying after Options.MaxAuthFailures.
 	ErrAuth = errors.New("mqtt: broker refused the credentials")

@@ -67,6 +67,13 @@ type Options struct {
 	// OnPanic, when set, is told about a command that panicked (after the
 	// panic was turned into an "internal" reply), with the stack.
 	OnPanic func(c Command, v any, stack []byte)
+	// OnConnect runs after every (re)connection is online (subscribed,
+	// status published), on the connection loop: it must not block.
+	OnConnect func()
+	// Watch subscribes to these absolute topics on every connection; each
+	// message's payload goes to its function, on paho's goroutine: it must
+	// not block (hand it over).
+	Watch map[string]func(payload []byte)
 	// Logger; nil discards.
 	Logger *slog.Logger
 }

@@ -23,6 +23,15 @@ fi
 if [[ -z $root ]] && command -v systemctl >/dev/null && [[ -d /run/systemd/system ]]; then
   systemctl disable --now edge-agent.service 2>/dev/null || true
 fi
+# With --purge Home Assistant forgets the device too (empty retained
+# discovery configs), while the binary and its configuration are still here.
+# Best effort: a broker that cannot be reached only leaves stale entities.
+if [[ $purge == 1 && -x "$root$prefix/bin/edge-agent" ]]; then
+  conf=()
+  [[ -f "$root/etc/edge-agent/edge-agent.toml" ]] && conf=(--config "$root/etc/edge-agent/edge-agent.toml")
+  "$root$prefix/bin/edge-agent" homeassistant remove --if-enabled "${conf[@]}" --timeout 5s || \
+    echo "uninstall.sh: Home Assistant discovery not removed (broker unreachable?)" >&2
+fi
 rm -f "$root/etc/systemd/system/edge-agent.service"
 rm -rf "${root:?}$prefix"
 if [[ -z $root ]] && command -v systemctl >/dev/null && [[ -d /run/systemd/system ]]; then
