@@ -3,6 +3,7 @@ package agent
 import (
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -515,6 +516,14 @@ func (c Config) Validate() error {
 	}
 	if c.MQTT.MaxPayload < 1024 {
 		errs = append(errs, errors.New("mqtt.max_payload: must be at least 1KiB"))
+	}
+	for name, addr := range map[string]string{"mqtt.local_listen": c.MQTT.LocalListen, "metrics.listen": c.Metrics.Listen} {
+		if _, _, err := net.SplitHostPort(addr); addr != "" && err != nil {
+			errs = append(errs, fmt.Errorf("%s: want host:port, e.g. 127.0.0.1:1883 (%v)", name, err))
+		}
+	}
+	if p := c.HomeAssistant.DiscoveryPrefix; c.HomeAssistant.Enabled && (p == "" || strings.ContainsAny(p, "#+")) {
+		errs = append(errs, errors.New("homeassistant.discovery_prefix: a topic without wildcards"))
 	}
 	if len(c.MQTT.Brokers) > 0 {
 		if err := c.mqttOptions().Validate(); err != nil {

@@ -103,3 +103,21 @@ func TestExampleConfigIsValid(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// Listen addresses and the discovery prefix are checked at load.
+func TestEcosystemConfigChecked(t *testing.T) {
+	t.Setenv("EDGE_AGENT_MQTT_LOCAL_LISTEN", "") // not the test-wide "off"
+	for _, c := range []struct{ toml, want string }{
+		{"[mqtt]\nlocal_listen = \"1883\"\n", "mqtt.local_listen"},
+		{"[metrics]\nlisten = \"localhost\"\n", "metrics.listen"},
+		{"[homeassistant]\nenabled = true\ndiscovery_prefix = \"ha/#\"\n", "homeassistant.discovery_prefix"},
+	} {
+		p := filepath.Join(t.TempDir(), "c.toml")
+		if err := os.WriteFile(p, []byte(c.toml), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := agent.LoadConfig(p); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%q: %v, want an error naming %s", c.toml, err, c.want)
+		}
+	}
+}
