@@ -252,7 +252,7 @@ func TestIsScoreVector(t *testing.T) {
 		{[]tflite.TensorInfo{out("int64", 1, 513, 513)}, false},                                                                 // a segmentation map
 		{[]tflite.TensorInfo{out("float32", 1, 1, 17, 3)}, false},                                                               // pose keypoints
 		{[]tflite.TensorInfo{out("float32", 1, 10, 4), out("float32", 1, 10), out("float32", 1, 10), out("float32", 1)}, false}, // SSD post-processing
-		{[]tflite.TensorInfo{out("float32", 1, 1)}, false},                                                                      // one value
+		{[]tflite.TensorInfo{out("float32", 1, 1)}, true},                                                                       // one score (XOR's sigmoid)
 	} {
 		if got := infer.IsScoreVector(c.outs); got != c.want {
 			t.Errorf("%v: %v, want %v", c.outs, got, c.want)

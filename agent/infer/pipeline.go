@@ -119,8 +119,8 @@ type Output struct {
 }
 
 // IsScoreVector says whether a model with these outputs is a classifier:
-// a single output holding one vector of at least two scores, of a type
-// that dequantizes.
+// a single output holding one vector of scores (one score too: a sigmoid
+// like XOR's), of a type that dequantizes.
 func IsScoreVector(outs []tflite.TensorInfo) bool {
 	if len(outs) != 1 {
 		return false
@@ -137,7 +137,7 @@ func IsScoreVector(outs []tflite.TensorInfo) bool {
 			long++
 		}
 	}
-	return long == 1 && t.Elements() >= 2
+	return long <= 1 && t.Elements() >= 1
 }
 
 // Run is the pipeline: preprocess r for inv's input 0, invoke, read output
