@@ -230,13 +230,16 @@ func TestRewarmAfterATransientEviction(t *testing.T) {
 	models := planModels(t)[1:3] // v1, v2: room for one at a time
 	cfg := testConfig(t, models...)
 	cfg.Pool.Budget = 8 << 20
+	// The energy policy reads the real load average: a busy test machine
+	// must not defer the rewarm.
+	cfg.Power.BusyLoadPerCore = 1000
 	a := start(t, cfg, agent.Options{})
 	defer a.Close()
 	v1 := make([]byte, 128*128*3)
 	v2 := make([]byte, 224*224*3)
-	for range 6 { // a caller about every 200 ms: v1's cold start is short against that
+	for range 6 { // a caller about every 500 ms: v1's cold start is short against that
 		rawInfer(t, a, "v1", v1)
-		time.Sleep(200 * time.Millisecond)
+		time.Sleep(500 * time.Millisecond)
 	}
 	before := loadsOf(a)["v1"]
 	rawInfer(t, a, "v2", v2) // evicts v1
