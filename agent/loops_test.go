@@ -237,9 +237,12 @@ func TestRewarmAfterATransientEviction(t *testing.T) {
 	defer a.Close()
 	v1 := make([]byte, 128*128*3)
 	v2 := make([]byte, 224*224*3)
-	for range 6 { // a caller about every 500 ms: v1's cold start is short against that
+	// A caller about every 300 ms (v1's cold start is short against that),
+	// often enough that v1 is worth well over twice v2 (whose cold start
+	// is about three times v1's), so the rewarm may take v2's room.
+	for range 16 {
 		rawInfer(t, a, "v1", v1)
-		time.Sleep(500 * time.Millisecond)
+		time.Sleep(300 * time.Millisecond)
 	}
 	before := loadsOf(a)["v1"]
 	rawInfer(t, a, "v2", v2) // evicts v1
