@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/json"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,23 +18,12 @@ import (
 	"github.com/edge-agent/edge-agent/tflite/tflitetest"
 )
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
-}
-
 // With no broker configured the agent serves MQTT itself on local_listen,
 // and `edge-agent call` finds it from the same configuration: status, the
 // right class for cat.bmp from a classifier, and deeplab's segmentation
 // map (its output tensor, not a top-K of pixels) with the cat in it.
 func TestLocalBrokerByDefault(t *testing.T) {
-	addr := freeAddr(t)
+	addr := mqtttest.FreeAddr(t)
 	cfg := testConfig(t, agent.ModelConfig{ID: "v2", Path: tflitetest.Path(t, "mobilenet_v2_1.0_224_quant.tflite"), Labels: tflitetest.Path(t, "imagenet_labels.txt")},
 		agent.ModelConfig{ID: "deeplab", Path: tflitetest.Path(t, "deeplabv3_mnv2_pascal_quant.tflite")})
 	cfg.MQTT.LocalListen = addr

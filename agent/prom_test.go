@@ -16,6 +16,7 @@ import (
 
 	"github.com/edge-agent/edge-agent/agent"
 	"github.com/edge-agent/edge-agent/mqtt"
+	"github.com/edge-agent/edge-agent/mqtt/mqtttest"
 	"github.com/edge-agent/edge-agent/tflite/tflitetest"
 )
 
@@ -24,7 +25,7 @@ import (
 // carry the model label and count exactly the requests sent; the MQTT
 // metrics and status report the same requests with percentiles.
 func TestPrometheusAndLatencyMetrics(t *testing.T) {
-	addr := freeAddr(t)
+	addr := mqtttest.FreeAddr(t)
 	cfg := testConfig(t, agent.ModelConfig{ID: "v1", Path: tflitetest.Path(t, "mobilenet_v1_0.25_128_quant.tflite")},
 		agent.ModelConfig{ID: "lstm", Path: tflitetest.Path(t, "keras_lstm_mnist_ptq.tflite")})
 	cfg.Metrics.Listen = addr

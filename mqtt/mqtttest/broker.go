@@ -196,6 +196,12 @@ func (b *Broker) LogLines(s string) int {
 	return n
 }
 
+// FreeAddr is a loopback host:port nothing listens on now (a local
+// broker's or a metrics endpoint's address in tests).
+func FreeAddr(t testing.TB) string {
+	return fmt.Sprintf("127.0.0.1:%d", freePort(t))
+}
+
 func freePort(t testing.TB) int {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
