@@ -28,9 +28,13 @@ type InferReply struct {
 	Top       []infer.Class `json:"top,omitempty"`
 	// Outputs are every output tensor when the model is not a classifier
 	// (data base64, in the tensor's type, little-endian).
-	Outputs []infer.Output     `json:"outputs,omitempty"`
-	Output  []byte             `json:"output,omitempty"` // raw output tensor (base64), when asked
-	Tensor  *tflite.TensorInfo `json:"output_tensor,omitempty"`
+	Outputs []infer.Output `json:"outputs,omitempty"`
+	// Detections and Keypoints read a detector's or a pose model's outputs
+	// (TFLite_Detection_PostProcess; [1,1,K,3] keypoints).
+	Detections []infer.Detection  `json:"detections,omitempty"`
+	Keypoints  []infer.Keypoint   `json:"keypoints,omitempty"`
+	Output     []byte             `json:"output,omitempty"` // raw output tensor (base64), when asked
+	Tensor     *tflite.TensorInfo `json:"output_tensor,omitempty"`
 }
 
 func (a *Agent) inferCommand(ctx context.Context, c mqtt.Command) (any, error) {
@@ -143,7 +147,8 @@ func (a *Agent) inferCommand(ctx context.Context, c mqtt.Command) (any, error) {
 	}
 	first := a.firstRequest(req.Model, l.Warm)
 	a.observeRequest(answered, warm, first, time.Since(arrived), res.Invoke)
-	rep := InferReply{Model: answered, Warm: warm, InvokeMs: ms(res.Invoke), Top: res.Top, Outputs: res.Outputs, Escalated: escalated}
+	rep := InferReply{Model: answered, Warm: warm, InvokeMs: ms(res.Invoke), Top: res.Top, Outputs: res.Outputs,
+		Detections: res.Detections, Keypoints: res.Keypoints, Escalated: escalated}
 	if family != "" {
 		rep.Family, rep.Variant = family, answered
 	}

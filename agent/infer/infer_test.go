@@ -1,8 +1,10 @@
 package infer_test
 
 import (
+	"encoding/binary"
 	"errors"
 	"image"
+	"math"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -257,5 +259,40 @@ func TestIsScoreVector(t *testing.T) {
 		if got := infer.IsScoreVector(c.outs); got != c.want {
 			t.Errorf("%v: %v, want %v", c.outs, got, c.want)
 		}
+	}
+}
+
+func floatOutput(name string, shape []int, v ...float32) infer.Output {
+	b := make([]byte, 4*len(v))
+	for i, f := range v {
+		binary.LittleEndian.PutUint32(b[4*i:], math.Float32bits(f))
+	}
+	return infer.Output{Name: name, Type: "float32", Shape: shape, Data: b}
+}
+
+// The detector and pose heads are read by their documented layouts
+// (synthetic tensors: no shared model has such a head).
+func TestHeads(t *testing.T) {
+	outs := []infer.Output{
+		floatOutput("boxes", []int{1, 3, 4}, .1, .2, .3, .4, .5, .5, .9, .9, 0, 0, 0, 0),
+		floatOutput("classes", []int{1, 3}, 16, 0, 0),
+		floatOutput("scores", []int{1, 3}, .6, .9, 0),
+		floatOutput("count", []int{1}, 2),
+	}
+	labels := make([]string, 20)
+	labels[0], labels[16] = "person", "dog"
+	dets, ok := infer.Detections(outs, labels)
+	if !ok || len(dets) != 2 || dets[0].Label != "person" || dets[0].Score != .9 || dets[1].Class != 16 || dets[1].Box != [4]float32{.1, .2, .3, .4} {
+		t.Fatalf("detections %+v ok=%v", dets, ok)
+	}
+	if _, ok := infer.Detections(outs[:3], nil); ok {
+		t.Fatal("three outputs read as a detector")
+	}
+	kps, ok := infer.Keypoints([]infer.Output{floatOutput("kp", []int{1, 1, 2, 3}, .5, .25, .9, .1, .2, .3)})
+	if !ok || len(kps) != 2 || kps[0] != (infer.Keypoint{Y: .5, X: .25, Score: .9}) {
+		t.Fatalf("keypoints %+v ok=%v", kps, ok)
+	}
+	if _, ok := infer.Keypoints([]infer.Output{{Type: "int64", Shape: []int{1, 513, 513}}}); ok {
+		t.Fatal("a segmentation map read as keypoints")
 	}
 }

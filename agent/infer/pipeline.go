@@ -102,11 +102,14 @@ type Result struct {
 	// one score vector ([N] or [1,N], float or quantized), unless Raw.
 	Top []Class
 	// Outputs are every output tensor of any other model (a segmentation
-	// map, a detector's boxes, pose keypoints), unless Raw.
-	Outputs []Output
-	Raw     []byte            // output 0's bytes
-	Output  tflite.TensorInfo // output 0
-	Invoke  time.Duration     // the invoke alone
+	// map, a detector's boxes, pose keypoints), unless Raw; Detections and
+	// Keypoints read them when their layout is a known head (heads.go).
+	Outputs    []Output
+	Detections []Detection
+	Keypoints  []Keypoint
+	Raw        []byte            // output 0's bytes
+	Output     tflite.TensorInfo // output 0
+	Invoke     time.Duration     // the invoke alone
 }
 
 // Output is one output tensor as it came out: its data in the tensor's own
@@ -177,6 +180,8 @@ func Run(inv Invoker, r Request) (Result, error) {
 			}
 			res.Outputs = append(res.Outputs, Output{Name: o.Name, Type: o.Type, Shape: o.Shape, Data: data})
 		}
+		res.Detections, _ = Detections(res.Outputs, r.Labels)
+		res.Keypoints, _ = Keypoints(res.Outputs)
 		return res, nil
 	}
 	scores, err := tflite.Dequantize(res.Output, res.Raw, nil)
