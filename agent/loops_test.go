@@ -227,29 +227,30 @@ func TestReloadRetunesLoops(t *testing.T) {
 // still expected, is rewarmed by the keep-alive loop (histogram, the
 // default) over the model worth less, before its own next request.
 func TestRewarmAfterATransientEviction(t *testing.T) {
-	models := planModels(t)[1:3] // v1, v2: room for one at a time
-	cfg := testConfig(t, models...)
-	cfg.Pool.Budget = 8 << 20
+	// v1, and a generated 4 MiB model that is cheap to load (a few ms)
+	// but leaves no room for v1 under the budget: one request for it
+	// evicts v1, whose requests are expected and worth far more.
+	big, _ := tflitetest.Generate(t, t.TempDir(), 4<<20)
+	cfg := testConfig(t, planModels(t)[1], agent.ModelConfig{ID: "big", Path: big})
+	cfg.Pool.Budget = 5<<20 + 512<<10 // big (about 5 MiB warm) or v1 (1.2 MiB), not both
 	// The energy policy reads the real load average: a busy test machine
 	// must not defer the rewarm.
 	cfg.Power.BusyLoadPerCore = 1000
 	a := start(t, cfg, agent.Options{})
 	defer a.Close()
 	v1 := make([]byte, 128*128*3)
-	v2 := make([]byte, 224*224*3)
-	// A caller about every 300 ms (v1's cold start is short against that),
-	// often enough that v1 is worth well over twice v2 (whose cold start
-	// is about three times v1's), so the rewarm may take v2's room.
-	for range 16 {
+	// A caller about every 600 ms: v1's cold start (tens of ms, a hundred
+	// on a loaded machine under -race) stays under a quarter of that.
+	for range 10 {
 		rawInfer(t, a, "v1", v1)
-		time.Sleep(300 * time.Millisecond)
+		time.Sleep(600 * time.Millisecond)
 	}
 	before := loadsOf(a)["v1"]
-	rawInfer(t, a, "v2", v2) // evicts v1
+	rawInfer(t, a, "big", make([]byte, 4*512)) // evicts v1
 	if a.Pool().IsWarm("v1") && loadsOf(a)["v1"] == before {
-		t.Fatal("v1 stayed warm beside v2: the budget forced no eviction")
+		t.Fatal("v1 stayed warm beside big: the budget forced no eviction")
 	}
-	waitFor(t, "v1 rewarmed over v2", func() bool { return a.Pool().IsWarm("v1") && !a.Pool().IsWarm("v2") })
+	waitFor(t, "v1 rewarmed over big", func() bool { return a.Pool().IsWarm("v1") && !a.Pool().IsWarm("big") })
 	if n := loadsOf(a)["v1"]; n != before+1 {
 		t.Fatalf("v1 loaded %d times since, want one rewarm", n-before)
 	}
