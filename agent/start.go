@@ -41,6 +41,8 @@ func (a *Agent) Start(ctx context.Context) error {
 	}
 	a.publishStartReport()
 	a.startLoops(runCtx, startPlan)
+	total := a.report.Timings.Total
+	a.spawn(runCtx, func(context.Context) { a.recordStart(total) })
 	if a.prom != nil { // after the report's last write: its gauges read it
 		a.startMetrics(runCtx)
 	}
@@ -62,15 +64,6 @@ func (a *Agent) newRunContext() context.Context {
 // warm) and publishes it, retained.
 func (a *Agent) publishStartReport() {
 	a.report.Timings.Total = time.Since(a.opts.Started)
-	if kept, err := a.store.RecordStart(a.report.Timings.Total); err != nil {
-		a.log.Warn("start duration not stored", "err", err)
-	} else {
-		starts := make([]float64, len(kept))
-		for i, d := range kept {
-			starts[i] = ms(d)
-		}
-		a.startups.Store(&starts) // commands may read it already
-	}
 	a.report.BootID = bootID(a.opts.HardwareRoot)
 	a.report.Process = processStats()
 	if err := a.publish(topicStartup, true, a.Report()); err != nil {
@@ -274,4 +267,19 @@ func (a *Agent) startLocalBroker() []string {
 	a.log.Info("mqtt: serving a local broker", "addr", b.Addr())
 	a.localBroker = b
 	return []string{b.URL()}
+}
+
+// recordStart keeps this start's duration with the last ones (a state
+// write and its fsync: run after READY, not on the start's path).
+func (a *Agent) recordStart(total time.Duration) {
+	kept, err := a.store.RecordStart(total)
+	if err != nil {
+		a.log.Warn("start duration not stored", "err", err)
+		return
+	}
+	starts := make([]float64, len(kept))
+	for i, d := range kept {
+		starts[i] = ms(d)
+	}
+	a.startups.Store(&starts) // commands may read it meanwhile
 }
