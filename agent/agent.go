@@ -60,6 +60,8 @@ type Agent struct {
 	readRateDevice string
 	// localBroker is the embedded broker when the agent serves MQTT itself.
 	localBroker *mqtt.LocalBroker
+	// fleet shares calibrations with twins (nil unless a fleet member).
+	fleet *fleetState
 	// lat records request latencies; prom exports metrics to Prometheus
 	// ([metrics] listen; nil when off); startups are the last starts'
 	// durations (ms), from the state file.

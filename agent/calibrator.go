@@ -58,7 +58,7 @@ func (a *Agent) calibrator(ctx context.Context) {
 }
 
 // nextToCalibrate takes the queued model that matters most: pinned first,
-// then by demand.
+// then by demand; verifications of fleet records last.
 func (a *Agent) nextToCalibrate() *modelState {
 	usage, _ := a.store.Usage()
 	now := a.opts.Now()
@@ -77,6 +77,10 @@ func (a *Agent) nextToCalibrate() *modelState {
 		return usage[st.cfg.ID].Expected(now, now, a.store.UsageHalfLife())
 	}
 	sort.SliceStable(queued, func(i, j int) bool {
+		// Verifying a twin's record waits until every model has one.
+		if vi, vj := queued[i].needsVerifying(), queued[j].needsVerifying(); vi != vj {
+			return vj
+		}
 		if queued[i].cfg.Pinned != queued[j].cfg.Pinned {
 			return queued[i].cfg.Pinned
 		}
@@ -141,7 +145,6 @@ func (a *Agent) calibrate(ctx context.Context, st *modelState) {
 	a.mapsMu.Lock()
 	work := *st
 	a.mapsMu.Unlock()
-	id := work.cfg.ID
 
 	if work.delegatesPending {
 		if err := a.yieldToRequests(ctx); err != nil {
@@ -153,12 +156,45 @@ func (a *Agent) calibrate(ctx context.Context, st *modelState) {
 		a.apply(ctx, st, &work, err)
 		return
 	}
-	if work.cal.Threads > 0 || work.failed != nil {
+	switch {
+	case work.needsVerifying():
+		a.verifyFleet(ctx, st, &work)
+		return
+	case work.cal.Threads > 0 || work.failed != nil:
 		a.apply(ctx, st, &work, nil) // known after all (a delegate's key was restored)
 		return
 	}
-	digest := work.report.SHA256
-	v := a.calibrationKey(digest, work.report.Delegate.Chosen)
+	v := a.calibrationKey(work.report.SHA256, work.report.Delegate.Chosen)
+	if a.adoptFleet(ctx, &work, v) {
+		a.apply(ctx, st, &work, nil)
+		a.requeue(st) // to verify, once every model has what the fleet knows
+		return
+	}
+	a.measureHere(ctx, st, &work, v)
+}
+
+// calibrationRun is how the calibrator measures, from the configuration.
+func (a *Agent) calibrationRun() calibration {
+	cfg := a.config().Calibration
+	return calibration{Runs: cfg.Runs, Steady: cfg.SteadyInvokes, MaxThreads: cfg.MaxThreads, PageIn: a.config().pageIn(),
+		Budget: a.pool, Yield: a.yieldToRequests}
+}
+
+// requeue queues st for the calibrator again if it is still its model's
+// state.
+func (a *Agent) requeue(st *modelState) {
+	a.mapsMu.Lock()
+	if a.models[st.cfg.ID] == st && st.needsVerifying() {
+		st.queued = true
+	}
+	a.mapsMu.Unlock()
+	a.kickCalibrator()
+}
+
+// measureHere calibrates work on this device under key v, stores and
+// applies the result, and offers it to the fleet.
+func (a *Agent) measureHere(ctx context.Context, st, work *modelState, v storage.Validity) {
+	id := work.cfg.ID
 	// Mark the attempt first: if a kernel crashes the process inside it,
 	// the next start finds the mark and does not try again.
 	if err := a.store.PutCalibration(id, storage.Calibration{Validity: v, Pending: true}); err != nil {
@@ -168,12 +204,12 @@ func (a *Agent) calibrate(ctx context.Context, st *modelState) {
 	if a.opts.BeforeCalibrate != nil {
 		a.opts.BeforeCalibrate(ctx, id)
 	}
-	c := calibration{Runs: a.config().Calibration.Runs, Steady: a.config().Calibration.SteadyInvokes,
-		MaxThreads: a.config().Calibration.MaxThreads, PageIn: a.config().pageIn(),
-		Budget: a.pool, HeapGuess: a.knownHeap(id), Yield: a.yieldToRequests}
-	t := time.Now()
+	c := a.calibrationRun()
+	c.HeapGuess = a.knownHeap(id)
+	t, cpu := time.Now(), processCPU()
 	cal, err := c.run(ctx, work.path, a.config().Pool.Threads, work.chosen)
 	took := time.Since(t)
+	work.report.CalibrationCPU += processCPU() - cpu
 	switch {
 	case ctx.Err() != nil || errors.Is(err, context.Canceled):
 		// Shutdown: not a failure, measure again next time.
@@ -197,10 +233,11 @@ func (a *Agent) calibrate(ctx context.Context, st *modelState) {
 			a.log.Error("calibration failure not stored", "model", id, "err", perr)
 		}
 		a.event("calibration_failed", map[string]any{"model": id, "code": tflite.Code(err), "reason": err.Error()})
-		a.apply(ctx, st, &work, err)
+		a.apply(ctx, st, work, err)
 		return
 	}
 	cal.Validity = v
+	cal.At = a.opts.Now()
 	if err := a.store.PutCalibration(id, cal); err != nil {
 		// Not fatal: the model serves; the next start measures again.
 		a.log.Error("calibration not stored", "model", id, "err", err)
@@ -210,13 +247,14 @@ func (a *Agent) calibrate(ctx context.Context, st *modelState) {
 	work.report.Threads = cal.Threads
 	work.report.Calibrated = &cal
 	a.log.Info("model calibrated", "model", id, "status", work.report.Calibration.Status, "reason", work.report.Calibration.Reason,
-		"threads", cal.Threads, "calibration_ms", ms(took))
+		"threads", cal.Threads, "calibration_ms", ms(took), "cpu_ms", ms(work.report.CalibrationCPU))
 	if a.prom != nil {
 		a.prom.calibration.WithLabelValues(id).Add(took.Seconds())
 	}
 	a.event("calibrated", map[string]any{"model": id, "threads": cal.Threads, "calibration_ms": ms(took),
 		"heap_bytes": cal.HeapBytes, "steady_ms": ms(cal.Stages.Steady)})
-	a.apply(ctx, st, &work, nil)
+	a.fleetPublish(work, cal)
+	a.apply(ctx, st, work, nil)
 }
 
 // apply makes what the calibrator learned (work) the model's state, unless

@@ -55,6 +55,8 @@ type Config struct {
 	Metrics MetricsConfig `toml:"metrics"`
 	// HomeAssistant is MQTT discovery for Home Assistant.
 	HomeAssistant HomeAssistantConfig `toml:"homeassistant"`
+	// Fleet shares calibrations with twin devices over the broker.
+	Fleet FleetConfig `toml:"fleet"`
 	// Updates tunes how a model replaced on disk is picked up, checked,
 	// swapped in and rolled back.
 	Updates UpdatesConfig `toml:"updates"`
@@ -205,6 +207,12 @@ type MQTTConfig struct {
 	// ConnectWait is how long start waits for the broker before warming
 	// models anyway. Default "2s".
 	ConnectWait time.Duration `toml:"connect_wait"`
+	// ReconnectMin and ReconnectMax bound the full-jitter exponential
+	// backoff between connection attempts (the n-th wait is uniform in
+	// [0, min(max, min·2ⁿ))): a fleet whose broker restarts comes back
+	// spread out. Defaults 1s and 1m.
+	ReconnectMin time.Duration `toml:"reconnect_min"`
+	ReconnectMax time.Duration `toml:"reconnect_max"`
 	// MetricsInterval between metrics messages. Default "60s".
 	MetricsInterval time.Duration `toml:"metrics_interval"`
 	// CommandQueue bounds queued commands (beyond: "busy"). Default 256.
@@ -338,7 +346,10 @@ func DefaultConfig() Config {
 		State:         StateConfig{LockTimeout: 3 * time.Second, OutboxMaxMessages: 10000, OutboxMaxBytes: 8 << 20},
 		Calibration:   CalibrationConfig{Runs: 3, SteadyInvokes: 5, MaxThreads: 4, IdleAfter: time.Second},
 		HomeAssistant: HomeAssistantConfig{DiscoveryPrefix: "homeassistant"},
+		Fleet: FleetConfig{Enabled: true, Publish: true, Subscribe: true, LookupWait: time.Second, Tolerance: 1,
+			MaxRecords: 1024, Stagger: time.Second},
 		MQTT: MQTTConfig{Prefix: "edge", LocalListen: DefaultLocalListen, KeepAlive: 30 * time.Second, ConnectWait: 2 * time.Second,
+			ReconnectMin: time.Second, ReconnectMax: time.Minute,
 			MetricsInterval: time.Minute, CommandQueue: 256, CommandWorkers: 2, MaxPayload: 1 << 20},
 		Power: PowerConfig{SysfsRoot: "/", CriticalPercent: 10, LowPercent: 20, BatteryTopK: 2, MinHeadroomC: 5,
 			MaxTempC: 80, BusyLoadPerCore: 0.9, DeferFor: 30 * time.Second, WattsPerCPUSecond: 2.5},
@@ -522,6 +533,9 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("%s: want host:port, e.g. 127.0.0.1:1883 (%v)", name, err))
 		}
 	}
+	if f := c.Fleet; f.LookupWait < 0 || f.LookupWait > time.Minute || !(f.Tolerance > 0) || f.MaxRecords < 1 || f.Stagger < 0 {
+		errs = append(errs, errors.New("fleet: lookup_wait 0..1m, tolerance > 0, max_records ≥ 1, stagger ≥ 0"))
+	}
 	if p := c.HomeAssistant.DiscoveryPrefix; c.HomeAssistant.Enabled && (p == "" || strings.ContainsAny(p, "#+")) {
 		errs = append(errs, errors.New("homeassistant.discovery_prefix: a topic without wildcards"))
 	}
@@ -617,9 +631,13 @@ func checkIDs(field string, ids []string) (map[string]bool, []error) {
 // policy is the energy policy of the configuration.
 func (c Config) policy() power.Policy {
 	p := c.Power
-	return power.Policy{CriticalPercent: p.CriticalPercent, LowPercent: p.LowPercent, BatteryTopK: p.BatteryTopK,
+	pol := power.Policy{CriticalPercent: p.CriticalPercent, LowPercent: p.LowPercent, BatteryTopK: p.BatteryTopK,
 		MinHeadroomC: p.MinHeadroomC, MaxTempC: p.MaxTempC, BusyLoadPerCore: p.BusyLoadPerCore,
 		DeferFor: p.DeferFor, MaxStagger: p.MaxStagger}
+	if c.fleetMember() {
+		pol.MaxStagger = max(pol.MaxStagger, c.Fleet.Stagger)
+	}
+	return pol
 }
 
 // family returns the family with id.
@@ -641,7 +659,7 @@ func (c Config) mqttOptions() mqtt.Options {
 		Brokers: c.MQTT.Brokers, Prefix: c.MQTT.Prefix, Device: c.device(),
 		Username: c.MQTT.Username, PasswordFile: c.MQTT.PasswordFile,
 		CAFile: c.MQTT.CAFile, CertFile: c.MQTT.CertFile, KeyFile: c.MQTT.KeyFile,
-		KeepAlive: c.MQTT.KeepAlive, QueueSize: c.MQTT.CommandQueue, Workers: c.MQTT.CommandWorkers,
+		KeepAlive: c.MQTT.KeepAlive, MinReconnect: c.MQTT.ReconnectMin, MaxReconnect: c.MQTT.ReconnectMax, QueueSize: c.MQTT.CommandQueue, Workers: c.MQTT.CommandWorkers,
 		MaxPayload: int(c.MQTT.MaxPayload), Version: Version,
 	}
 }

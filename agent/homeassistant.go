@@ -156,12 +156,12 @@ func (a *Agent) haOptions(o *mqtt.Options) {
 	if !ha.Enabled {
 		return
 	}
-	o.OnConnect = a.kickHA
-	o.Watch = map[string]func([]byte){ha.DiscoveryPrefix + "/status": func(p []byte) {
+	o.OnConnect = chain(o.OnConnect, a.kickHA)
+	o.Watch[ha.DiscoveryPrefix+"/status"] = func(_ string, p []byte) {
 		if string(p) == "online" { // Home Assistant restarted: announce again
 			a.kickHA()
 		}
-	}}
+	}
 }
 
 // RemoveHomeAssistant clears the device's discovery configs (empty

@@ -35,6 +35,9 @@ func (a *Agent) startLoops(runCtx context.Context, startPlan PlanResult) {
 	}
 	a.spawn(runCtx, func(ctx context.Context) { a.planner(ctx, deferred) })
 	a.spawn(runCtx, a.calibrator)
+	if a.fleet != nil {
+		a.spawn(runCtx, a.fleetLoop)
+	}
 	a.spawn(runCtx, a.finishStart)
 	a.spawn(runCtx, a.memoryLoop)
 	a.spawn(runCtx, a.eventWriter)

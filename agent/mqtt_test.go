@@ -28,6 +28,7 @@ func mqttConfig(t *testing.T, broker string, models ...agent.ModelConfig) agent.
 	cfg.MQTT.Device = "dev1"
 	cfg.MQTT.KeepAlive = 2 * time.Second
 	cfg.MQTT.ConnectWait = 5 * time.Second
+	cfg.Fleet.Enabled = false // the fleet tests turn it on
 	return cfg
 }
 

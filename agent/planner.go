@@ -60,7 +60,8 @@ func (a *Agent) runPlan(ctx context.Context, p Plan, pinnedOnly bool) (res PlanR
 	for _, s := range p.Skipped {
 		a.log.Info("plan: skipped", "model", s.Model, "reason", s.Reason)
 	}
-	if d := p.Allowance.Stagger; d > 0 {
+	// The start's pinned models are not delayed: READY waits for them.
+	if d := p.Allowance.Stagger; d > 0 && !pinnedOnly {
 		select {
 		case <-time.After(d):
 		case <-ctx.Done():

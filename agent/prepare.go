@@ -108,7 +108,8 @@ func (a *Agent) registerFrom(m ModelConfig, src string) *modelState {
 	st.servable = true
 	// A model whose calibration failed (or crashed) for this key keeps its
 	// defaults: it is not measured again.
-	st.queued = st.failed == nil && (st.cal.Threads == 0 || st.delegatesPending)
+	// A twin's record not yet verified here is verified in the background.
+	st.queued = st.failed == nil && (st.cal.Threads == 0 || st.delegatesPending || st.needsVerifying())
 	return st
 }
 
@@ -215,10 +216,8 @@ func (a *Agent) restoreCalibration(st *modelState) error {
 		st.report.Threads = a.defaultThreads()
 		return nil
 	}
-	a.log.Info("calibration restored", "model", st.cfg.ID, "threads", cal.Threads)
-	st.cal = cal
-	st.report.Threads = cal.Threads
-	st.report.Calibrated = &cal
+	a.log.Info("calibration restored", "model", st.cfg.ID, "threads", cal.Threads, "source", cal.Source)
+	a.useCalibration(st, cal)
 	return nil
 }
 

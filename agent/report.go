@@ -73,21 +73,25 @@ type ModelReport struct {
 	// Calibration says whether the calibration was restored, invalidated
 	// (and why) or new; CalibrationTime is what measuring took (0 when
 	// restored).
-	Calibration     storage.Lookup       `json:"calibration"`
-	CalibrationTime time.Duration        `json:"-"`
-	Calibrated      *storage.Calibration `json:"calibrated,omitempty"`
-	Threads         int                  `json:"threads"`
-	Delegate        DelegateReport       `json:"delegate"`
-	Load            *tflite.LoadReport   `json:"load,omitempty"`
-	Error           *ErrorReport         `json:"error,omitempty"`
+	Calibration     storage.Lookup `json:"calibration"`
+	CalibrationTime time.Duration  `json:"-"`
+	// CalibrationCPU is the process CPU time calibrating (or verifying a
+	// fleet record) took.
+	CalibrationCPU time.Duration        `json:"-"`
+	Calibrated     *storage.Calibration `json:"calibrated,omitempty"`
+	Threads        int                  `json:"threads"`
+	Delegate       DelegateReport       `json:"delegate"`
+	Load           *tflite.LoadReport   `json:"load,omitempty"`
+	Error          *ErrorReport         `json:"error,omitempty"`
 }
 
 func (m ModelReport) MarshalJSON() ([]byte, error) {
 	type plain ModelReport
 	return json.Marshal(struct {
 		plain
-		CalibrationMs float64 `json:"calibration_ms"`
-	}{plain(m), ms(m.CalibrationTime)})
+		CalibrationMs    float64 `json:"calibration_ms"`
+		CalibrationCPUMs float64 `json:"calibration_cpu_ms"`
+	}{plain(m), ms(m.CalibrationTime), ms(m.CalibrationCPU)})
 }
 
 // DelegateReport says which delegate runs the model and what was tried.

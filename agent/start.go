@@ -176,7 +176,9 @@ func (a *Agent) startMQTT(ctx, runCtx context.Context) error {
 	o := a.config().mqttOptions()
 	o.Brokers = brokers
 	o.Logger = a.log
+	o.Watch = map[string]func(string, []byte){}
 	a.haOptions(&o)
+	a.fleetOptions(&o)
 	o.OnPanic = func(c mqtt.Command, v any, _ []byte) {
 		a.event("command_panic", map[string]any{"verb": c.Verb, "id": c.ID, "panic": fmt.Sprint(v)})
 	}
@@ -282,4 +284,13 @@ func (a *Agent) recordStart(total time.Duration) {
 		starts[i] = ms(d)
 	}
 	a.startups.Store(&starts) // commands may read it meanwhile
+}
+
+// chain runs f, then g (either may be nil): connection hooks of several
+// features share the client's one OnConnect.
+func chain(f, g func()) func() {
+	if f == nil {
+		return g
+	}
+	return func() { f(); g() }
 }

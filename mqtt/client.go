@@ -352,7 +352,7 @@ func (c *Client) online(ctx context.Context) error {
 		return fmt.Errorf("publish online status: %w", err)
 	}
 	for topic, f := range c.o.Watch {
-		handler := func(_ paho.Client, m paho.Message) { f(m.Payload()) }
+		handler := func(_ paho.Client, m paho.Message) { f(m.Topic(), m.Payload()) }
 		if err := wait(ctx, c.pc.Subscribe(topic, 1, handler), c.o.ConnectTimeout); err != nil {
 			return fmt.Errorf("subscribe to %s: %w", topic, err)
 		}

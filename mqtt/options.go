@@ -70,10 +70,10 @@ type Options struct {
 	// OnConnect runs after every (re)connection is online (subscribed,
 	// status published), on the connection loop: it must not block.
 	OnConnect func()
-	// Watch subscribes to these absolute topics on every connection; each
-	// message's payload goes to its function, on paho's goroutine: it must
-	// not block (hand it over).
-	Watch map[string]func(payload []byte)
+	// Watch subscribes to these absolute topic filters on every
+	// connection; each message's topic and payload go to its function, on
+	// paho's goroutine: it must not block (hand it over).
+	Watch map[string]func(topic string, payload []byte)
 	// Logger; nil discards.
 	Logger *slog.Logger
 }
@@ -146,6 +146,9 @@ func (o Options) Validate() error {
 	}
 	if (o.CertFile == "") != (o.KeyFile == "") {
 		errs = append(errs, errors.New("mqtt.cert_file and mqtt.key_file go together"))
+	}
+	if o.MinReconnect < 0 || o.MaxReconnect < o.MinReconnect {
+		errs = append(errs, errors.New("mqtt.reconnect_min ≥ 0 and reconnect_max ≥ reconnect_min"))
 	}
 	if o.PasswordFile != "" && o.Username == "" {
 		errs = append(errs, errors.New("mqtt.password_file needs mqtt.username"))

@@ -31,9 +31,18 @@ type Calibration struct {
 	// Threads; the pool admits with them before loading.
 	HeapBytes   int64 `json:"heap_bytes"`
 	MappedBytes int64 `json:"mapped_bytes"`
-	// Runs is how many staged loads the medians are over.
-	Runs int       `json:"runs"`
-	At   time.Time `json:"at"`
+	// Runs is how many staged loads the medians are over: the sample
+	// count fleet records are merged by.
+	Runs int `json:"runs"`
+	// Spread is the relative spread of the runs' cold starts, (max-min)/median.
+	Spread float64   `json:"spread"`
+	At     time.Time `json:"at"`
+	// Source is "" for what this device measured, SourceFleet for what a
+	// twin published (From names it); Verified says a local measurement
+	// has since agreed with it.
+	Source   string `json:"source,omitempty"`
+	From     string `json:"from,omitempty"`
+	Verified bool   `json:"verified,omitempty"`
 	// Pending marks a calibration begun and not finished: found at the
 	// next start, it means the process died inside it (a crashing kernel),
 	// and the model is not measured again for the same key.
@@ -43,6 +52,9 @@ type Calibration struct {
 	Failed        string `json:"failed,omitempty"`
 	FailedMessage string `json:"failed_message,omitempty"`
 }
+
+// SourceFleet marks a calibration taken from a twin's fleet record.
+const SourceFleet = "fleet"
 
 // ThreadResult is one thread count's steady latency (median).
 type ThreadResult struct {

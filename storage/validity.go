@@ -40,6 +40,9 @@ const (
 	Restored    Status = "restored"    // found, valid for the current key
 	Invalidated Status = "invalidated" // found for a different key: not used
 	New         Status = "new"         // nothing known yet
+	// Fleet: nothing known here, but a twin (same model, runtime, hardware
+	// and options) published its measurement, used until verified.
+	Fleet Status = "fleet"
 )
 
 // Lookup is the outcome of asking for a fact.

@@ -1,0 +1,319 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/edge-agent/edge-agent/agent/fleet"
+	"github.com/edge-agent/edge-agent/mqtt"
+	"github.com/edge-agent/edge-agent/storage"
+	"github.com/edge-agent/edge-agent/tflite"
+)
+
+// Fleet sharing: a device publishes what it measured about a model,
+// retained, under the model × runtime × hardware × options key; a twin
+// that knows nothing about the model looks the record up (briefly, in
+// the background calibrator, never in a request's way) and serves with it
+// at once, then checks it with one measuring load at low priority.
+
+// FleetConfig is [fleet].
+type FleetConfig struct {
+	// Enabled shares calibrations with twins over the broker. It needs
+	// [mqtt] brokers (the embedded local broker has no twins). Default true.
+	Enabled bool `toml:"enabled"`
+	// Publish this device's measurements; Subscribe to use the twins'.
+	// Both default true.
+	Publish   bool `toml:"publish"`
+	Subscribe bool `toml:"subscribe"`
+	// LookupWait is how long, after connecting, a model with nothing
+	// known waits for its record before it is measured here. Default 1s.
+	LookupWait time.Duration `toml:"lookup_wait"`
+	// Tolerance: a record's steady latency agrees with this device's when
+	// the ratio is within 1+tolerance either way (heap: within 25%).
+	// Default 1 (a factor of 2: timings of one load are noisy).
+	Tolerance float64 `toml:"tolerance"`
+	// MaxRecords bounds the records held from the broker. Default 1024.
+	MaxRecords int `toml:"max_records"`
+	// Stagger spreads a fleet member's prewarm after a wake over a random
+	// [0, stagger) (the larger of it and power.max_stagger), so twins
+	// woken together do not load in lockstep. The pinned models at start
+	// are never delayed. Default 1s.
+	Stagger time.Duration `toml:"stagger"`
+}
+
+// fleetMember says the device shares with twins: fleet on and a broker
+// configured (not only the local one).
+func (c Config) fleetMember() bool { return c.Fleet.Enabled && len(c.MQTT.Brokers) > 0 }
+
+// fleetState is the agent's side of sharing: the records seen and those
+// waiting for a connection to be published.
+type fleetState struct {
+	view      *fleet.View
+	connected atomic.Pointer[time.Time] // the first connection
+	kick      chan struct{}
+
+	mu      sync.Mutex
+	pending map[string][]byte // topic → record to publish, retained
+}
+
+// fleetOptions subscribes to the twins' records and arms publishing.
+func (a *Agent) fleetOptions(o *mqtt.Options) {
+	cfg := a.config()
+	if !cfg.fleetMember() {
+		return
+	}
+	f := &fleetState{view: fleet.NewView(cfg.MQTT.Prefix, cfg.Fleet.MaxRecords), kick: make(chan struct{}, 1), pending: map[string][]byte{}}
+	a.fleet = f
+	if cfg.Fleet.Subscribe {
+		o.Watch[fleet.Filter(cfg.MQTT.Prefix, a.report.Fingerprint, a.opts.RuntimeVersion)] = func(topic string, p []byte) {
+			switch err := f.view.Offer(topic, p); {
+			case errors.Is(err, fleet.ErrUnknownSchema):
+				a.log.Debug("fleet record of another version ignored", "topic", topic, "err", err)
+			case err != nil:
+				a.log.Warn("fleet record refused", "topic", topic, "err", err)
+			}
+		}
+	}
+	o.OnConnect = chain(o.OnConnect, func() {
+		now := time.Now()
+		f.connected.CompareAndSwap(nil, &now)
+		select {
+		case f.kick <- struct{}{}:
+		default:
+		}
+	})
+}
+
+// fleetHint is the twins' record for key k, waiting for it until
+// fleet.lookup_wait after the first connection (retained records arrive
+// just after subscribing); without a connection, until connect_wait plus
+// lookup_wait after the start.
+func (a *Agent) fleetHint(ctx context.Context, k storage.Validity) (fleet.Record, bool) {
+	f := a.fleet
+	cfg := a.config()
+	if f == nil || !cfg.Fleet.Subscribe {
+		return fleet.Record{}, false
+	}
+	for {
+		changed := f.view.Changed()
+		if r, ok := f.view.Get(k); ok {
+			return r, true
+		}
+		deadline := a.opts.Started.Add(cfg.MQTT.ConnectWait + cfg.Fleet.LookupWait)
+		if at := f.connected.Load(); at != nil {
+			deadline = at.Add(cfg.Fleet.LookupWait)
+		}
+		left := time.Until(deadline)
+		if left <= 0 {
+			return fleet.Record{}, false
+		}
+		select {
+		case <-ctx.Done():
+			return fleet.Record{}, false
+		case <-changed:
+		case <-time.After(left):
+		}
+	}
+}
+
+// fleetLocal is what a record for work under key k must fit here.
+func (a *Agent) fleetLocal(work *modelState, k storage.Validity) fleet.Local {
+	var size int64
+	if fi, err := os.Stat(work.path); err == nil {
+		size = fi.Size()
+	}
+	return fleet.Local{Key: k, Cores: runtime.NumCPU(), Mapped: size, Now: a.opts.Now()}
+}
+
+// adoptFleet serves work with the twins' record for key k when there is a
+// usable one; it is stored here as the fleet's, to be verified.
+func (a *Agent) adoptFleet(ctx context.Context, work *modelState, k storage.Validity) bool {
+	rec, ok := a.fleetHint(ctx, k)
+	if !ok {
+		return false
+	}
+	id := work.cfg.ID
+	if err := rec.Check(a.fleetLocal(work, k)); err != nil {
+		a.log.Warn("fleet record rejected; measuring here", "model", id, "err", err)
+		a.event("fleet_rejected", map[string]any{"model": id, "from": rec.Device, "reason": err.Error()})
+		return false
+	}
+	cal := rec.Calibration()
+	if err := a.store.PutCalibration(id, cal); err != nil {
+		a.log.Error("fleet calibration not stored; used for this run only", "model", id, "err", err)
+	}
+	a.useCalibration(work, cal)
+	a.log.Info("calibration from the fleet", "model", id, "status", storage.Fleet, "from", rec.Device,
+		"samples", rec.Samples, "threads", cal.Threads)
+	a.event("fleet_calibration", map[string]any{"model": id, "from": rec.Device, "samples": rec.Samples, "threads": cal.Threads})
+	return true
+}
+
+// useCalibration makes cal work's calibration, and says where it came from.
+func (a *Agent) useCalibration(work *modelState, cal storage.Calibration) {
+	work.cal = cal
+	work.report.Threads = cal.Threads
+	work.report.Calibrated = &cal
+	if cal.Source == storage.SourceFleet {
+		reason := "from " + cal.From
+		if cal.Verified {
+			reason += ", verified here"
+		}
+		work.report.Calibration = storage.Lookup{Status: storage.Fleet, Reason: reason}
+	}
+}
+
+// needsVerifying says st serves with a twin's record not yet checked here.
+func (st *modelState) needsVerifying() bool {
+	return st.cal.Source == storage.SourceFleet && !st.cal.Verified
+}
+
+// verifyFleet checks work's fleet calibration with one measuring load at
+// its thread count. Agreeing, it is marked verified; disagreeing, the
+// model is measured here in full and the local result kept (published
+// when it has more samples than the record).
+func (a *Agent) verifyFleet(ctx context.Context, st, work *modelState) {
+	id := work.cfg.ID
+	cal := work.cal
+	c := a.calibrationRun()
+	cpu := processCPU()
+	rep, steady, err := c.measure(ctx, work.path, tflite.Options{Threads: cal.Threads, Delegates: work.chosen})
+	work.report.CalibrationCPU += processCPU() - cpu
+	switch {
+	case ctx.Err() != nil || errors.Is(err, context.Canceled):
+		return // verified at the next start
+	case err != nil:
+		a.log.Warn("fleet calibration not verified: the measuring load failed; measuring here", "model", id, "err", err)
+		a.measureHere(ctx, st, work, cal.Validity)
+		return
+	}
+	if why := disagreement(cal, steady, rep.Footprint.Heap, a.config().Fleet.Tolerance); why != "" {
+		a.log.Warn("fleet calibration disagrees with this device; measuring here", "model", id, "from", cal.From, "why", why)
+		a.event("fleet_disagreed", map[string]any{"model": id, "from": cal.From, "why": why})
+		work.report.Calibration = storage.Lookup{Status: storage.New, Reason: "fleet record disagreed: " + why}
+		a.measureHere(ctx, st, work, cal.Validity)
+		return
+	}
+	cal.Verified = true
+	if err := a.store.PutCalibration(id, cal); err != nil {
+		a.log.Error("verified fleet calibration not stored", "model", id, "err", err)
+	}
+	a.useCalibration(work, cal)
+	a.log.Info("fleet calibration verified", "model", id, "from", cal.From, "steady_ms", ms(steady), "fleet_steady_ms", ms(cal.Stages.Steady))
+	a.apply(ctx, st, work, nil)
+}
+
+// disagreement says how one local load differs from cal beyond the
+// tolerance, or "".
+func disagreement(cal storage.Calibration, steady time.Duration, heap int64, tol float64) string {
+	// Sub-millisecond invokes jitter by more than their own length.
+	const floor = time.Millisecond
+	hi := max(time.Duration(float64(cal.Stages.Steady)*(1+tol)), cal.Stages.Steady+floor)
+	lo := min(time.Duration(float64(cal.Stages.Steady)/(1+tol)), cal.Stages.Steady-floor)
+	if steady > hi || steady < lo {
+		return fmt.Sprintf("steady invoke %.3f ms here, %.3f ms in the record", ms(steady), ms(cal.Stages.Steady))
+	}
+	const heapFloor = 64 << 10
+	d := heap - cal.HeapBytes
+	if d < 0 {
+		d = -d
+	}
+	if d > max(cal.HeapBytes/4, heapFloor) {
+		return fmt.Sprintf("heap %d bytes here, %d in the record", heap, cal.HeapBytes)
+	}
+	return ""
+}
+
+// fleetPublish queues this device's calibration of work for the twins,
+// unless the record they have is valid and has as many samples or more.
+func (a *Agent) fleetPublish(work *modelState, cal storage.Calibration) {
+	f := a.fleet
+	if f == nil || !a.config().Fleet.Publish {
+		return
+	}
+	id := work.cfg.ID
+	rec := fleet.FromCalibration(cal, a.config().device(), delegateOutcome(work.report.Delegate))
+	// Never overwrite a valid record with fewer samples, nor with as many:
+	// twins whose measurements differ by noise would take turns.
+	if held, ok := f.view.Get(cal.Validity); ok && held.Check(a.fleetLocal(work, cal.Validity)) == nil && held.Samples >= rec.Samples {
+		a.log.Info("calibration not published: the fleet's record has as many samples", "model", id,
+			"samples", rec.Samples, "fleet_samples", held.Samples, "from", held.Device)
+		return
+	}
+	b, err := rec.Encode()
+	if err != nil {
+		a.log.Error("fleet record not encoded", "model", id, "err", err)
+		return
+	}
+	topic := f.view.Topic(cal.Validity)
+	f.mu.Lock()
+	f.pending[topic] = b
+	f.mu.Unlock()
+	select {
+	case f.kick <- struct{}{}:
+	default:
+	}
+}
+
+// fleetLoop publishes queued records whenever connected. What the broker
+// did not take stays queued for the next connection.
+func (a *Agent) fleetLoop(ctx context.Context) {
+	f := a.fleet
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-f.kick:
+		}
+		f.mu.Lock()
+		batch := make(map[string][]byte, len(f.pending))
+		for t, b := range f.pending {
+			batch[t] = b
+		}
+		f.mu.Unlock()
+		for topic, b := range batch {
+			if err := a.mq.PublishNow(ctx, topic, true, b); err != nil {
+				if !errors.Is(err, mqtt.ErrNotConnected) && ctx.Err() == nil {
+					a.log.Warn("fleet record not published yet", "topic", topic, "err", err)
+				}
+				break
+			}
+			f.mu.Lock()
+			if string(f.pending[topic]) == string(b) {
+				delete(f.pending, topic)
+			}
+			f.mu.Unlock()
+			if err := f.view.Offer(topic, b); err != nil {
+				a.log.Warn("own fleet record not taken into the view", "topic", topic, "err", err)
+			}
+			a.log.Info("calibration published to the fleet", "topic", topic)
+		}
+	}
+}
+
+// delegateOutcome is the delegate part of a fleet record.
+func delegateOutcome(d DelegateReport) fleet.Delegate {
+	out := fleet.Delegate{Chosen: d.Chosen}
+	for _, t := range d.Tried {
+		out.Tried = append(out.Tried, t.Name+":"+string(t.State))
+	}
+	return out
+}
+
+// processCPU is the process's CPU time so far (user + system): the
+// calibrator runs alone when it measures, so its deltas are what
+// calibrating cost.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
