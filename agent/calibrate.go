@@ -29,6 +29,9 @@ type calibration struct {
 	// Yield, when set, runs before every measuring load: it waits while
 	// requests are served, so they preempt calibration between runs.
 	Yield func(context.Context) error
+	// CPU adds up the process CPU time of the measuring loads and invokes
+	// (not the waits between them, when the process may do other work).
+	CPU time.Duration
 }
 
 // reserver is the pool as calibration uses it.
@@ -54,27 +57,30 @@ func (c calibration) threadCandidates(threads int) []int {
 // then per-stage medians and the footprint at the best one.
 func (c *calibration) run(ctx context.Context, path string, threads int, delegates []tflite.DelegateSpec) (storage.Calibration, error) {
 	var cal storage.Calibration
-	best, bestSteady := 0, time.Duration(math.MaxInt64)
+	best, bestSteady := 0, steadyTimes{Wall: time.Duration(math.MaxInt64)}
 	var runs []tflite.LoadReport
 	for _, t := range c.threadCandidates(threads) {
 		rep, steady, err := c.measure(ctx, path, tflite.Options{Threads: t, Delegates: delegates})
 		if err != nil {
 			return cal, fmt.Errorf("calibrate %d threads: %w", t, err)
 		}
-		cal.Tried = append(cal.Tried, storage.ThreadResult{Threads: t, SteadyMs: ms(steady)})
-		if steady < bestSteady {
+		cal.Tried = append(cal.Tried, storage.ThreadResult{Threads: t, SteadyMs: ms(steady.Wall)})
+		if steady.Wall < bestSteady.Wall {
 			best, bestSteady, runs = t, steady, []tflite.LoadReport{rep}
 		}
 	}
+	cpus := []time.Duration{bestSteady.CPU}
 	for len(runs) < max(c.Runs, 1) {
-		rep, _, err := c.measure(ctx, path, tflite.Options{Threads: best, Delegates: delegates})
+		rep, steady, err := c.measure(ctx, path, tflite.Options{Threads: best, Delegates: delegates})
 		if err != nil {
 			return cal, fmt.Errorf("calibrate: %w", err)
 		}
 		runs = append(runs, rep)
+		cpus = append(cpus, steady.CPU)
 	}
 	st := medianStages(runs)
-	st.Steady = bestSteady
+	st.Steady = bestSteady.Wall
+	cal.SteadyCPU = median(cpus)
 	cal.Threads = best
 	cal.Stages = storage.Stages(st)
 	cal.Runs = len(runs)
@@ -88,15 +94,36 @@ func (c *calibration) run(ctx context.Context, path string, threads int, delegat
 	// The largest observed heap: admission should not undercount.
 	cal.HeapBytes = slices.Max(heaps)
 	cal.MappedBytes = runs[0].Footprint.Mapped
+	cal.Spread = coldSpread(runs)
 	return cal, nil
 }
 
-// measure is one staged load plus the median of several steady invokes,
-// within a reservation of the budget when there is one.
-func (c *calibration) measure(ctx context.Context, path string, o tflite.Options) (tflite.LoadReport, time.Duration, error) {
+// coldSpread is the relative spread of the runs' cold starts,
+// (max-min)/median: how much a twin should trust the medians.
+func coldSpread(runs []tflite.LoadReport) float64 {
+	cold := make([]time.Duration, len(runs))
+	for i, r := range runs {
+		s := r.Stages
+		cold[i] = s.Map + s.PageIn + s.Interpreter + s.Allocate + s.FirstInvoke
+	}
+	m := median(cold)
+	if m <= 0 {
+		return 0
+	}
+	return math.Round(float64(slices.Max(cold)-slices.Min(cold))/float64(m)*100) / 100
+}
+
+// steadyTimes is what one steady invoke takes: the median wall time, and
+// the process's CPU time per invoke (which another process's load on the
+// cores changes far less than the wall time).
+type steadyTimes struct{ Wall, CPU time.Duration }
+
+// measure is one staged load plus several steady invokes, within a
+// reservation of the budget when there is one.
+func (c *calibration) measure(ctx context.Context, path string, o tflite.Options) (tflite.LoadReport, steadyTimes, error) {
 	if c.Yield != nil {
 		if err := c.Yield(ctx); err != nil {
-			return tflite.LoadReport{}, 0, err
+			return tflite.LoadReport{}, steadyTimes{}, err
 		}
 	}
 	var r *tflite.Reservation
@@ -109,13 +136,15 @@ func (c *calibration) measure(ctx context.Context, path string, o tflite.Options
 		// shared models hold 0.1–6× their size); the measurement corrects it.
 		var err error
 		if r, err = c.Budget.Reserve(ctx, size+max(c.HeapGuess, size)); err != nil {
-			return tflite.LoadReport{}, 0, err
+			return tflite.LoadReport{}, steadyTimes{}, err
 		}
 		defer r.Release()
 	}
+	cpu0 := processCPU()
+	defer func() { c.CPU += processCPU() - cpu0 }()
 	m, it, rep, err := tflite.LoadStaged(path, tflite.LoadOptions{Interpreter: o, PageIn: c.PageIn, Warm: tflite.WarmOptions{SkipSteady: true}})
 	if err != nil {
-		return rep, 0, err
+		return rep, steadyTimes{}, err
 	}
 	if r != nil {
 		r.Grow(rep.Footprint.Total())
@@ -126,14 +155,15 @@ func (c *calibration) measure(ctx context.Context, path string, o tflite.Options
 	defer it.Close()
 	n := max(c.Steady, 1)
 	times := make([]time.Duration, n)
+	cpu := processCPU()
 	for i := range times {
 		t := time.Now()
 		if err := it.Invoke(); err != nil {
-			return rep, 0, err
+			return rep, steadyTimes{}, err
 		}
 		times[i] = time.Since(t)
 	}
-	return rep, median(times), nil
+	return rep, steadyTimes{Wall: median(times), CPU: (processCPU() - cpu) / time.Duration(n)}, nil
 }
 
 func median(d []time.Duration) time.Duration {

@@ -206,10 +206,10 @@ func (a *Agent) measureHere(ctx context.Context, st, work *modelState, v storage
 	}
 	c := a.calibrationRun()
 	c.HeapGuess = a.knownHeap(id)
-	t, cpu := time.Now(), processCPU()
+	t := time.Now()
 	cal, err := c.run(ctx, work.path, a.config().Pool.Threads, work.chosen)
 	took := time.Since(t)
-	work.report.CalibrationCPU += processCPU() - cpu
+	work.report.CalibrationCPU += c.CPU
 	switch {
 	case ctx.Err() != nil || errors.Is(err, context.Canceled):
 		// Shutdown: not a failure, measure again next time.

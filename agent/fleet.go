@@ -175,58 +175,144 @@ func (st *modelState) needsVerifying() bool {
 	return st.cal.Source == storage.SourceFleet && !st.cal.Verified
 }
 
-// verifyFleet checks work's fleet calibration with one measuring load at
-// its thread count. Agreeing, it is marked verified; disagreeing, the
-// model is measured here in full and the local result kept (published
-// when it has more samples than the record).
+// verifyAttempts is how many measuring loads must all disagree with a
+// fleet record before it is measured over: one load on a busy board (its
+// own work, a twin's start) can be several times slower than the truth.
+const verifyAttempts = 3
+
+// verifyFleet checks work's fleet calibration with a measuring load at its
+// thread count. Agreeing, it is marked verified; disagreeing on every
+// attempt (spaced out and jittered), the model is measured here in full
+// and the local result kept (published when it has more samples).
 func (a *Agent) verifyFleet(ctx context.Context, st, work *modelState) {
 	id := work.cfg.ID
 	cal := work.cal
-	c := a.calibrationRun()
-	cpu := processCPU()
-	rep, steady, err := c.measure(ctx, work.path, tflite.Options{Threads: cal.Threads, Delegates: work.chosen})
-	work.report.CalibrationCPU += processCPU() - cpu
-	switch {
-	case ctx.Err() != nil || errors.Is(err, context.Canceled):
+	if err := a.yieldToRequests(ctx); err != nil {
 		return // verified at the next start
-	case err != nil:
-		a.log.Warn("fleet calibration not verified: the measuring load failed; measuring here", "model", id, "err", err)
-		a.measureHere(ctx, st, work, cal.Validity)
+	}
+	// A load the pool made anyway (the start's prewarm, a request) is a
+	// free measurement: agreeing, no measuring load is needed.
+	if a.agreesWithLastLoad(work) {
+		a.verified(ctx, st, work, "the pool's load")
 		return
 	}
-	if why := disagreement(cal, steady, rep.Footprint.Heap, a.config().Fleet.Tolerance); why != "" {
+	c := a.calibrationRun()
+	// Checking needs fewer invokes than choosing among thread counts: a
+	// disagreement is measured again anyway before it is believed.
+	c.Steady = min(c.Steady, 2)
+	var why string
+	var steady steadyTimes
+	for attempt := 1; attempt <= verifyAttempts; attempt++ {
+		if attempt > 1 {
+			select {
+			case <-ctx.Done():
+				return // verified at the next start
+			case <-time.After(time.Second + time.Duration(a.opts.Rand()*float64(2*time.Second))):
+			}
+		}
+		rep, st2, err := c.measure(ctx, work.path, tflite.Options{Threads: cal.Threads, Delegates: work.chosen})
+		work.report.CalibrationCPU += c.CPU
+		c.CPU = 0
+		switch {
+		case ctx.Err() != nil || errors.Is(err, context.Canceled):
+			return // verified at the next start
+		case err != nil:
+			a.log.Warn("fleet calibration not verified: the measuring load failed; measuring here", "model", id, "err", err)
+			a.measureHere(ctx, st, work, cal.Validity)
+			return
+		}
+		steady = st2
+		if why = disagreement(cal, steady, rep.Footprint.Heap, a.config().Fleet.Tolerance); why == "" {
+			break
+		}
+		a.log.Info("fleet calibration: a measuring load disagrees", "model", id, "attempt", attempt, "of", verifyAttempts, "why", why)
+	}
+	if why != "" {
 		a.log.Warn("fleet calibration disagrees with this device; measuring here", "model", id, "from", cal.From, "why", why)
 		a.event("fleet_disagreed", map[string]any{"model": id, "from": cal.From, "why": why})
 		work.report.Calibration = storage.Lookup{Status: storage.New, Reason: "fleet record disagreed: " + why}
 		a.measureHere(ctx, st, work, cal.Validity)
 		return
 	}
+	a.log.Debug("fleet calibration measured", "model", id, "steady_ms", ms(steady.Wall), "fleet_steady_ms", ms(cal.Stages.Steady),
+		"steady_cpu_ms", ms(steady.CPU), "fleet_steady_cpu_ms", ms(cal.SteadyCPU))
+	a.verified(ctx, st, work, "a measuring load")
+}
+
+// agreesWithLastLoad says the pool's last load of work, at the record's
+// thread count, agrees with the record: heap, and first invoke.
+func (a *Agent) agreesWithLastLoad(work *modelState) bool {
+	cal := work.cal
+	for _, m := range a.pool.Models() {
+		if m.ID != work.cfg.ID || m.Loads == 0 {
+			continue
+		}
+		l := m.LastLoad
+		if l.Threads != cal.Threads || l.Stages.FirstInvoke <= 0 || l.Footprint.Heap <= 0 {
+			return false
+		}
+		why := compareTime("first invoke", l.Stages.FirstInvoke, cal.Stages.FirstInvoke, a.config().Fleet.Tolerance)
+		if why == "" {
+			why = compareHeap(l.Footprint.Heap, cal.HeapBytes)
+		}
+		if why != "" {
+			a.log.Info("fleet calibration: the pool's load disagrees; measuring", "model", work.cfg.ID, "why", why)
+		}
+		return why == ""
+	}
+	return false
+}
+
+// verified marks work's fleet calibration as checked here (by how).
+func (a *Agent) verified(ctx context.Context, st, work *modelState, how string) {
+	cal := work.cal
 	cal.Verified = true
-	if err := a.store.PutCalibration(id, cal); err != nil {
-		a.log.Error("verified fleet calibration not stored", "model", id, "err", err)
+	if err := a.store.PutCalibration(work.cfg.ID, cal); err != nil {
+		a.log.Error("verified fleet calibration not stored", "model", work.cfg.ID, "err", err)
 	}
 	a.useCalibration(work, cal)
-	a.log.Info("fleet calibration verified", "model", id, "from", cal.From, "steady_ms", ms(steady), "fleet_steady_ms", ms(cal.Stages.Steady))
+	a.log.Info("fleet calibration verified", "model", work.cfg.ID, "from", cal.From, "by", how)
 	a.apply(ctx, st, work, nil)
 }
 
-// disagreement says how one local load differs from cal beyond the
-// tolerance, or "".
-func disagreement(cal storage.Calibration, steady time.Duration, heap int64, tol float64) string {
-	// Sub-millisecond invokes jitter by more than their own length.
-	const floor = time.Millisecond
-	hi := max(time.Duration(float64(cal.Stages.Steady)*(1+tol)), cal.Stages.Steady+floor)
-	lo := min(time.Duration(float64(cal.Stages.Steady)/(1+tol)), cal.Stages.Steady-floor)
-	if steady > hi || steady < lo {
-		return fmt.Sprintf("steady invoke %.3f ms here, %.3f ms in the record", ms(steady), ms(cal.Stages.Steady))
+// disagreement says how one measuring load differs from cal beyond the
+// tolerance, or "". Time is compared as CPU time per invoke when both
+// sides have it (a busy board stretches wall time more); the heap is the
+// runtime's arena plan, the same on every twin.
+func disagreement(cal storage.Calibration, steady steadyTimes, heap int64, tol float64) string {
+	why := compareTime("steady invoke", steady.Wall, cal.Stages.Steady, tol)
+	if steady.CPU > 0 && cal.SteadyCPU > 0 {
+		why = compareTime("steady invoke CPU", steady.CPU, cal.SteadyCPU, tol)
 	}
-	const heapFloor = 64 << 10
-	d := heap - cal.HeapBytes
+	if why == "" {
+		why = compareHeap(heap, cal.HeapBytes)
+	}
+	return why
+}
+
+// compareTime says how here differs from there beyond a factor 1+tol, or "".
+func compareTime(what string, here, there time.Duration, tol float64) string {
+	// Sub-millisecond times jitter by more than their own length.
+	const floor = time.Millisecond
+	hi := max(time.Duration(float64(there)*(1+tol)), there+floor)
+	lo := min(time.Duration(float64(there)/(1+tol)), there-floor)
+	if here > hi || here < lo {
+		return fmt.Sprintf("%s %.3f ms here, %.3f ms in the record", what, ms(here), ms(there))
+	}
+	return ""
+}
+
+// compareHeap says how heap differs from the record's beyond a quarter, or "".
+func compareHeap(here, there int64) string {
+	// The heap is measured as the allocator's growth over the load, which
+	// other goroutines' frees shift by a little.
+	const floor = 1 << 20
+	d := here - there
 	if d < 0 {
 		d = -d
 	}
-	if d > max(cal.HeapBytes/4, heapFloor) {
-		return fmt.Sprintf("heap %d bytes here, %d in the record", heap, cal.HeapBytes)
+	if d > max(there/4, floor) {
+		return fmt.Sprintf("heap %d bytes here, %d in the record", here, there)
 	}
 	return ""
 }
@@ -308,8 +394,8 @@ func delegateOutcome(d DelegateReport) fleet.Delegate {
 }
 
 // processCPU is the process's CPU time so far (user + system): the
-// calibrator runs alone when it measures, so its deltas are what
-// calibrating cost.
+// calibrator's loads run alone (requests preempt it between them), so its
+// deltas around them are what measuring cost.
 func processCPU() time.Duration {
 	var ru syscall.Rusage
 	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {

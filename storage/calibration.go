@@ -25,6 +25,10 @@ type Calibration struct {
 	Tried []ThreadResult `json:"tried"`
 	// Stages are per-stage medians over the calibration runs at Threads.
 	Stages Stages `json:"stages"`
+	// SteadyCPU is the process CPU time of one steady invoke at Threads
+	// (median over the runs): what a twin compares, since other load on
+	// the cores stretches wall time far more than CPU time.
+	SteadyCPU time.Duration `json:"steady_cpu_ns,omitempty"`
 	// FirstInvokePenalty is median first invoke / median steady invoke.
 	FirstInvokePenalty float64 `json:"first_invoke_penalty"`
 	// HeapBytes per interpreter and MappedBytes of the model, measured at

@@ -49,6 +49,7 @@ type Facts struct {
 	Threads            int                    `json:"threads"`
 	Tried              []storage.ThreadResult `json:"tried"`
 	Stages             storage.Stages         `json:"stages_ns"`
+	SteadyCPU          time.Duration          `json:"steady_cpu_ns"`
 	FirstInvokePenalty float64                `json:"first_invoke_penalty"`
 	HeapBytes          int64                  `json:"heap_bytes"`
 	MappedBytes        int64                  `json:"mapped_bytes"`
@@ -64,7 +65,7 @@ type Delegate struct {
 func FromCalibration(cal storage.Calibration, device string, del Delegate) Record {
 	return Record{
 		Schema: Schema, Validity: cal.Validity, Delegate: del,
-		Facts: Facts{Threads: cal.Threads, Tried: cal.Tried, Stages: cal.Stages, FirstInvokePenalty: cal.FirstInvokePenalty,
+		Facts: Facts{Threads: cal.Threads, Tried: cal.Tried, Stages: cal.Stages, SteadyCPU: cal.SteadyCPU, FirstInvokePenalty: cal.FirstInvokePenalty,
 			HeapBytes: cal.HeapBytes, MappedBytes: cal.MappedBytes},
 		Samples: cal.Runs, Spread: cal.Spread, Device: device, At: cal.At,
 	}
@@ -75,7 +76,7 @@ func FromCalibration(cal storage.Calibration, device string, del Delegate) Recor
 func (r Record) Calibration() storage.Calibration {
 	f := r.Facts
 	return storage.Calibration{
-		Validity: r.Validity, Threads: f.Threads, Tried: f.Tried, Stages: f.Stages, FirstInvokePenalty: f.FirstInvokePenalty,
+		Validity: r.Validity, Threads: f.Threads, Tried: f.Tried, Stages: f.Stages, SteadyCPU: f.SteadyCPU, FirstInvokePenalty: f.FirstInvokePenalty,
 		HeapBytes: f.HeapBytes, MappedBytes: f.MappedBytes, Runs: r.Samples, Spread: r.Spread, At: r.At,
 		Source: storage.SourceFleet, From: r.Device,
 	}
@@ -150,7 +151,7 @@ func (r Record) Check(l Local) error {
 		bad = append(bad, fmt.Sprintf("heap %d bytes", f.HeapBytes))
 	}
 	s := f.Stages
-	for name, d := range map[string]time.Duration{"map": s.Map, "page_in": s.PageIn, "interpreter": s.Interpreter, "allocate": s.Allocate} {
+	for name, d := range map[string]time.Duration{"map": s.Map, "page_in": s.PageIn, "interpreter": s.Interpreter, "allocate": s.Allocate, "steady_cpu": f.SteadyCPU} {
 		if d < 0 || d > maxStage {
 			bad = append(bad, fmt.Sprintf("%s stage %v", name, d))
 		}

@@ -31,6 +31,8 @@ type Options struct {
 	TLS bool
 	// Users, when set, turns off anonymous access: user → password.
 	Users map[string]string
+	// Extra is appended to mosquitto.conf (a bridge, an ACL file).
+	Extra string
 }
 
 // Broker is a running (or stopped) mosquitto.
@@ -97,6 +99,7 @@ func Start(t testing.TB, o Options) *Broker {
 	} else {
 		fmt.Fprintf(&conf, "allow_anonymous true\n")
 	}
+	conf.WriteString(o.Extra)
 	b.conf = filepath.Join(b.dir, "mosquitto.conf")
 	if err := os.WriteFile(b.conf, []byte(conf.String()), 0o644); err != nil {
 		t.Fatal(err)

@@ -115,6 +115,16 @@ func (s *Subscriber) Publish(t testing.TB, topic string, payload []byte) {
 	}
 }
 
+// PublishRetained sends a retained message (an empty payload clears the
+// topic's).
+func (s *Subscriber) PublishRetained(t testing.TB, topic string, payload []byte) {
+	t.Helper()
+	tok := s.c.Publish(topic, 1, true, payload)
+	if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("publish %s: %v", topic, tok.Error())
+	}
+}
+
 // PublishAsync sends without waiting for the acknowledgement.
 func (s *Subscriber) PublishAsync(topic string, payload []byte) paho.Token {
 	return s.c.Publish(topic, 1, false, payload)

@@ -1,0 +1,326 @@
+package agent_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/edge-agent/edge-agent/agent"
+	"github.com/edge-agent/edge-agent/agent/fleet"
+	"github.com/edge-agent/edge-agent/mqtt/mqtttest"
+	"github.com/edge-agent/edge-agent/storage"
+	"github.com/edge-agent/edge-agent/tflite/tflitetest"
+)
+
+// fleetConfig is a fleet member on broker: fleet on, its own device id.
+func fleetConfig(t *testing.T, broker, device string, models ...agent.ModelConfig) agent.Config {
+	cfg := mqttConfig(t, broker, models...)
+	cfg.MQTT.Device = device
+	cfg.Fleet.Enabled = true
+	return cfg
+}
+
+var subscriberN atomic.Int64
+
+// fleetRecords reads the retained fleet records on b, by key.
+func fleetRecords(t *testing.T, b *mqtttest.Broker) map[storage.Validity]fleet.Record {
+	t.Helper()
+	sub := b.Subscribe(t, fmt.Sprintf("fleet-reader-%d", subscriberN.Add(1)), "edge/fleet/#")
+	out := map[storage.Validity]fleet.Record{}
+	for {
+		select {
+		case m := <-sub.Chan():
+			if len(m.Payload) == 0 {
+				continue
+			}
+			r, err := fleet.Decode(m.Payload)
+			if err != nil {
+				t.Fatalf("record on %s: %v", m.Topic, err)
+			}
+			out[r.Validity] = r
+		case <-time.After(300 * time.Millisecond): // retained ones come at once
+			return out
+		}
+	}
+}
+
+// waitRecord waits until the record for key k is from device.
+func waitRecord(t *testing.T, b *mqtttest.Broker, k storage.Validity, device string) fleet.Record {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		r, ok := fleetRecords(t, b)[k]
+		if ok && r.Device == device {
+			return r
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("record for %.12s: from %q (%v), want %q", k.Model, r.Device, ok, device)
+		}
+	}
+}
+
+// calKey is the validity key of a model's calibration in rep.
+func calKey(t *testing.T, rep agent.StartupReport, id string) storage.Validity {
+	t.Helper()
+	m := byID(t, rep, id)
+	if m.Calibrated == nil {
+		t.Fatalf("%s not calibrated: %+v", id, m.Calibration)
+	}
+	return m.Calibrated.Validity
+}
+
+func statusOf(t *testing.T, a *agent.Agent, id string) agent.ModelReport {
+	t.Helper()
+	return byID(t, a.Report(), id)
+}
+
+// TestFleetRecordsAreCheckedBeforeUse: a record is used only for exactly
+// its key, only when possible here, and a disagreeing local measurement
+// replaces it only with more samples.
+func TestFleetRecordsAreCheckedBeforeUse(t *testing.T) {
+	b := mqtttest.Start(t, mqtttest.Options{})
+	v1 := agent.ModelConfig{ID: "v1", Path: tflitetest.Path(t, "mobilenet_v1_0.25_128_quant.tflite")}
+	lstm := agent.ModelConfig{ID: "lstm", Path: tflitetest.Path(t, "keras_lstm_mnist_ptq.tflite")}
+	run := func(device string, o agent.Options, models ...agent.ModelConfig) agent.StartupReport {
+		t.Helper()
+		a := start(t, fleetConfig(t, b.URL(), device, models...), o)
+		defer a.Close()
+		return a.Report()
+	}
+	status := func(rep agent.StartupReport, id string) storage.Lookup { return byID(t, rep, id).Calibration }
+
+	first := run("first", agent.Options{}, v1, lstm)
+	for _, id := range []string{"v1", "lstm"} {
+		if s := status(first, id); s.Status != storage.New {
+			t.Fatalf("first device, %s: %+v, want new (measured here)", id, s)
+		}
+	}
+	v1key := calKey(t, first, "v1")
+	published := waitRecord(t, b, v1key, "first")
+	waitRecord(t, b, calKey(t, first, "lstm"), "first")
+	if published.Samples != 3 || published.Validity.Hardware != first.Fingerprint || published.Validity.Runtime != first.Runtime {
+		t.Fatalf("published record: %+v", published)
+	}
+
+	// Another board, another runtime, another model file under the same id:
+	// the records are not theirs.
+	for name, o := range map[string]agent.Options{
+		"other hardware": {HardwareRoot: filepath.Join("testdata", "hw", "rpi4")},
+		"other runtime":  {RuntimeVersion: "2.99.0"},
+	} {
+		if s := status(run("twin-"+strings.ReplaceAll(name, " ", "-"), o, v1), "v1"); s.Status == storage.Fleet {
+			t.Errorf("%s used the record: %+v", name, s)
+		}
+	}
+	other := run("other-model", agent.Options{}, agent.ModelConfig{ID: "v1", Path: tflitetest.Path(t, "xor_model.tflite")})
+	if s := status(other, "v1"); s.Status != storage.New {
+		t.Errorf("another file under the same id: %+v, want new", s)
+	}
+
+	// A twin uses the record at once.
+	twin := run("twin", agent.Options{}, v1, lstm)
+	for _, id := range []string{"v1", "lstm"} {
+		if s := status(twin, id); s.Status != storage.Fleet || !strings.Contains(s.Reason, "first") || !strings.Contains(s.Reason, "verified") {
+			t.Fatalf("twin, %s: %+v, want fleet from first, verified", id, s)
+		}
+	}
+
+	pub := b.Subscribe(t, "fleet-writer", "edge/unused")
+	topic := fleet.Topic("edge", published.Validity)
+	forge := func(device string, samples int, change func(*fleet.Record)) {
+		r := published
+		r.Device, r.Samples, r.At = device, samples, time.Now()
+		r.Facts.Tried = nil
+		change(&r)
+		p, err := r.Encode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		pub.PublishRetained(t, topic, p)
+	}
+
+	// Impossible values: rejected, measured here, and this device's
+	// record replaces the impossible one whatever its sample count.
+	forge("impossible", 1000, func(r *fleet.Record) { r.Facts.Threads = 64 })
+	if s := status(run("checker", agent.Options{}, v1), "v1"); s.Status != storage.New {
+		t.Fatalf("a record with 64 threads: %+v, want rejected (new)", s)
+	}
+	waitRecord(t, b, v1key, "checker")
+
+	// Plausible but wrong (the heap 8× too large), with fewer samples than
+	// a local calibration: used at once, disagrees on verification, is
+	// measured here and replaced.
+	wrongHeap := func(r *fleet.Record) { r.Facts.HeapBytes = 8*r.Facts.HeapBytes + 1<<20 }
+	forge("liar", 1, wrongHeap)
+	rep := run("doubter", agent.Options{}, v1)
+	if s := status(rep, "v1"); s.Status != storage.New || !strings.Contains(s.Reason, "disagreed") {
+		t.Fatalf("a disagreeing record with 1 sample: %+v, want measured here after disagreeing", s)
+	}
+	if r := waitRecord(t, b, v1key, "doubter"); r.Samples != 3 {
+		t.Fatalf("republished with %d samples", r.Samples)
+	}
+
+	// The same with more samples than a local calibration: measured and
+	// kept here, never published over the record.
+	forge("many", 100, wrongHeap)
+	rep = run("doubter2", agent.Options{}, v1)
+	if s := status(rep, "v1"); s.Status != storage.New || !strings.Contains(s.Reason, "disagreed") {
+		t.Fatalf("a disagreeing record with 100 samples: %+v, want measured here", s)
+	}
+	time.Sleep(500 * time.Millisecond) // a publish would be on its way by now
+	if r := fleetRecords(t, b)[v1key]; r.Device != "many" {
+		t.Fatalf("a record with 100 samples was overwritten by %q with %d", r.Device, r.Samples)
+	}
+	raw, _ := json.Marshal(byID(t, rep, "v1").Calibrated)
+	t.Logf("kept locally: %s", raw)
+}
+
+// fleetMember writes the configuration of one device of a fleet on broker
+// (fleet sharing on or off), with the calibration's defaults.
+func fleetMember(t *testing.T, dir, broker, device string, share bool, models ...agent.ModelConfig) string {
+	t.Helper()
+	var b strings.Builder
+	fmt.Fprintf(&b, "state_dir = %q\n", filepath.Join(dir, "state"))
+	fmt.Fprintf(&b, "[power]\nsysfs_root = %q\nbusy_load_per_core = 1000.0\n", fixture("rpi"))
+	fmt.Fprintf(&b, "[mqtt]\nbrokers = [%q]\ndevice = %q\n", broker, device)
+	fmt.Fprintf(&b, "[fleet]\nenabled = %v\n", share)
+	for _, m := range models {
+		fmt.Fprintf(&b, "[[models]]\nid = %q\npath = %q\nlabels = %q\n", m.ID, m.Path, m.Labels)
+	}
+	return writeFile(t, filepath.Join(dir, "edge-agent.toml"), []byte(b.String()), 0o644)
+}
+
+// finalReport is a device's final startup report, and its payload.
+type finalReport struct {
+	agent.StartupReport
+	raw []byte
+}
+
+// finalReports waits for the final startup report of every device.
+func finalReports(t *testing.T, sub *mqtttest.Subscriber, devices []string) map[string]finalReport {
+	t.Helper()
+	out := map[string]finalReport{}
+	deadline := time.After(3 * time.Minute)
+	for len(out) < len(devices) {
+		select {
+		case m := <-sub.Chan():
+			var rep agent.StartupReport
+			if err := json.Unmarshal(m.Payload, &rep); err != nil {
+				t.Fatalf("startup report on %s: %v", m.Topic, err)
+			}
+			dev := strings.Split(m.Topic, "/")[1]
+			if rep.Final && slicesContains(devices, dev) {
+				out[dev] = finalReport{rep, m.Payload}
+			}
+		case <-deadline:
+			t.Fatalf("final startup reports: %d of %d", len(out), len(devices))
+		}
+	}
+	return out
+}
+
+func slicesContains(s []string, v string) bool {
+	for _, x := range s {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}
+
+// calibrationCPU sums what calibrating took the devices, in CPU ms.
+func calibrationCPU(t *testing.T, reps map[string]finalReport) float64 {
+	t.Helper()
+	var sum float64
+	for _, rep := range reps {
+		var v struct {
+			Models []struct {
+				CalibrationCPUMs float64 `json:"calibration_cpu_ms"`
+			} `json:"models"`
+		}
+		if err := json.Unmarshal(rep.raw, &v); err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range v.Models {
+			sum += m.CalibrationCPUMs
+		}
+	}
+	return sum
+}
+
+// TestFleetTwinsStartWarm: five devices with fresh state, the same models
+// and broker. The first measures and publishes; the other four serve with
+// its records at once (calibration "fleet"), verify them with one load,
+// and answer correctly. The calibration CPU of the five is compared with
+// five independent first starts (logged; the test asserts the statuses).
+func TestFleetTwinsStartWarm(t *testing.T) {
+	b := mqtttest.Start(t, mqtttest.Options{})
+	labels := tflitetest.Path(t, "imagenet_labels.txt")
+	models := []agent.ModelConfig{
+		{ID: "v1", Path: tflitetest.Path(t, "mobilenet_v1_0.25_128_quant.tflite"), Labels: labels},
+		{ID: "v2", Path: tflitetest.Path(t, "mobilenet_v2_1.0_224_quant.tflite"), Labels: labels},
+		{ID: "lstm", Path: tflitetest.Path(t, "keras_lstm_mnist_ptq.tflite")},
+	}
+	sub := b.Subscribe(t, "reports", "edge/+/telemetry/startup")
+	fleetOf := func(prefix string, n int, share bool) map[string]finalReport {
+		t.Helper()
+		devices := make([]string, n)
+		type running struct {
+			stop func()
+			conf string
+		}
+		procs := make([]running, n)
+		for i := range devices {
+			devices[i] = fmt.Sprintf("%s%d", prefix, i)
+		}
+		// One after another: five boards, each with its cores to itself,
+		// not five processes contending for this machine's two.
+		reps := map[string]finalReport{}
+		for i, dev := range devices {
+			dir := t.TempDir()
+			conf := fleetMember(t, dir, b.URL(), dev, share, models...)
+			cmd, logs, done := startRun(t, dir, "--config", conf)
+			procs[i] = running{stop: func() {
+				stopRun(t, cmd, logs, done)
+				if os.Getenv("EDGE_AGENT_TEST_LOG") != "" {
+					t.Logf("%s:\n%s", dev, logs)
+				}
+			}, conf: conf}
+			reps[dev] = finalReports(t, sub, []string{dev})[dev]
+		}
+		for i, dev := range devices {
+			// Every device answers correctly with what it runs on.
+			r := cli(t, "call", "infer", "--model", "v2", "--image", tflitetest.Path(t, "cat.bmp"), "--top", "1", "--device", dev, "--config", procs[i].conf)
+			var rep agent.InferReply
+			if err := json.Unmarshal([]byte(r.stdout), &rep); r.code != 0 || err != nil || len(rep.Top) != 1 || rep.Top[0].Index != 286 {
+				t.Fatalf("%s: infer cat.bmp: exit %d %v\n%s%s", dev, r.code, err, r.stdout, r.stderr)
+			}
+			procs[i].stop()
+		}
+		return reps
+	}
+
+	first := fleetOf("first", 1, true)
+	for _, m := range first["first0"].Models {
+		if m.Calibration.Status != storage.New {
+			t.Fatalf("first device, %s: %+v, want new (measured)", m.ID, m.Calibration)
+		}
+	}
+	twins := fleetOf("twin", 4, true)
+	for dev, rep := range twins {
+		for _, m := range rep.Models {
+			if m.Calibration.Status != storage.Fleet || !strings.Contains(m.Calibration.Reason, "first0") {
+				t.Errorf("%s, %s: calibration %+v, want fleet (from first0)", dev, m.ID, m.Calibration)
+			}
+		}
+	}
+	independent := fleetOf("alone", 5, false)
+	shared, alone := calibrationCPU(t, first)+calibrationCPU(t, twins), calibrationCPU(t, independent)
+	t.Logf("calibration CPU of 5 first starts: %.0f ms sharing (first %.0f ms, 4 twins %.0f ms) against %.0f ms independent: %.2f×",
+		shared, calibrationCPU(t, first), calibrationCPU(t, twins), alone, shared/alone)
+}
