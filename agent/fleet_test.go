@@ -324,3 +324,24 @@ func TestFleetTwinsStartWarm(t *testing.T) {
 	t.Logf("calibration CPU of 5 first starts: %.0f ms sharing (first %.0f ms, 4 twins %.0f ms) against %.0f ms independent: %.2f×",
 		shared, calibrationCPU(t, first), calibrationCPU(t, twins), alone, shared/alone)
 }
+
+// TestFleetRecordCrossesABridge: two mosquittos bridged for edge/#; a
+// record published on one is used by a twin on the other.
+func TestFleetRecordCrossesABridge(t *testing.T) {
+	a := mqtttest.Start(t, mqtttest.Options{})
+	bridge := fmt.Sprintf("connection to-a\naddress %s\ntopic edge/# both 1\ncleansession true\n", strings.TrimPrefix(a.URL(), "tcp://"))
+	b := mqtttest.Start(t, mqtttest.Options{Extra: bridge})
+	v1 := agent.ModelConfig{ID: "v1", Path: tflitetest.Path(t, "mobilenet_v1_0.25_128_quant.tflite")}
+
+	first := start(t, fleetConfig(t, a.URL(), "site-a", v1), agent.Options{})
+	key := calKey(t, first.Report(), "v1")
+	first.Close()
+	waitRecord(t, a, key, "site-a")
+	waitRecord(t, b, key, "site-a") // retained on the far side too
+
+	twin := start(t, fleetConfig(t, b.URL(), "site-b", v1), agent.Options{})
+	defer twin.Close()
+	if s := statusOf(t, twin, "v1").Calibration; s.Status != storage.Fleet || !strings.Contains(s.Reason, "site-a") {
+		t.Fatalf("twin across the bridge: %+v, want fleet from site-a", s)
+	}
+}
