@@ -111,6 +111,9 @@ func TestEcosystemConfigChecked(t *testing.T) {
 		{"[mqtt]\nlocal_listen = \"1883\"\n", "mqtt.local_listen"},
 		{"[metrics]\nlisten = \"localhost\"\n", "metrics.listen"},
 		{"[homeassistant]\nenabled = true\ndiscovery_prefix = \"ha/#\"\n", "homeassistant.discovery_prefix"},
+		{"[fleet]\ntolerance = 0.0\n", "fleet:"},
+		{"[fleet]\nlookup_wait = \"5m\"\n", "fleet:"},
+		{"[mqtt]\nbrokers = [\"tcp://127.0.0.1:1\"]\nreconnect_min = \"10s\"\nreconnect_max = \"1s\"\n", "reconnect_max"},
 	} {
 		p := filepath.Join(t.TempDir(), "c.toml")
 		if err := os.WriteFile(p, []byte(c.toml), 0o644); err != nil {
