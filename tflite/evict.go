@@ -38,7 +38,9 @@ func (p *Pool) makeRoomLocked(need int64, except *entry) error {
 	for p.bytes+need > budget {
 		v, busy := p.victimLocked(except, nil)
 		if v == nil {
-			if busy || p.reserved > 0 {
+			// The model's own leased interpreter counts as busy too: once
+			// released it serves this request, with no second one needed.
+			if busy || p.reserved > 0 || (except != nil && except.leased > 0) {
 				return errWaitForRelease
 			}
 			return &Error{Op: op, Kind: ErrOverBudget,
