@@ -349,14 +349,25 @@ func (a *Agent) fleetPublish(work *modelState, cal storage.Calibration) {
 }
 
 // fleetLoop publishes queued records whenever connected. What the broker
-// did not take stays queued for the next connection.
+// did not take stays queued for the next connection. Once, lookup_wait
+// after the first connection (the retained records are in by then), it
+// offers what this device measured before it shared (restored from state).
 func (a *Agent) fleetLoop(ctx context.Context) {
 	f := a.fleet
+	var share <-chan time.Time
+	armed := false
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case <-share:
+			share = nil
+			a.shareKnown()
 		case <-f.kick:
+		}
+		if !armed && f.connected.Load() != nil {
+			armed = true
+			share = time.After(a.config().Fleet.LookupWait)
 		}
 		f.mu.Lock()
 		batch := make(map[string][]byte, len(f.pending))
@@ -381,6 +392,24 @@ func (a *Agent) fleetLoop(ctx context.Context) {
 			}
 			a.log.Info("calibration published to the fleet", "topic", topic)
 		}
+	}
+}
+
+// shareKnown offers the twins every calibration this device measured and
+// restored from its state (fleetPublish skips those the fleet has with as
+// many samples): a fleet that turns sharing on starts from what it knows.
+func (a *Agent) shareKnown() {
+	a.mapsMu.Lock()
+	var known []modelState
+	for _, id := range a.order {
+		st := a.models[id]
+		if c := st.cal; c.Threads > 0 && c.Source == "" && !c.Pending && c.Failed == "" && st.report.Calibration.Status == storage.Restored {
+			known = append(known, *st)
+		}
+	}
+	a.mapsMu.Unlock()
+	for i := range known {
+		a.fleetPublish(&known[i], known[i].cal)
 	}
 }
 

@@ -123,11 +123,16 @@ func TestFleetRecordsAreCheckedBeforeUse(t *testing.T) {
 		t.Errorf("another file under the same id: %+v, want new", s)
 	}
 
-	// A twin uses the record at once.
-	twin := run("twin", agent.Options{}, v1, lstm)
+	// A twin uses the record at once, and says so in its status.
+	ta := start(t, fleetConfig(t, b.URL(), "twin", v1, lstm), agent.Options{})
+	twin, ready := ta.Report(), ta.Status().Readiness
+	ta.Close()
 	for _, id := range []string{"v1", "lstm"} {
 		if s := status(twin, id); s.Status != storage.Fleet || !strings.Contains(s.Reason, "first") || !strings.Contains(s.Reason, "verified") {
 			t.Fatalf("twin, %s: %+v, want fleet from first, verified", id, s)
+		}
+		if r := ready[id]; r.Calibration != "fleet" {
+			t.Fatalf("twin, %s: status calibration %q, want fleet", id, r.Calibration)
 		}
 	}
 
@@ -413,5 +418,28 @@ topic read homeassistant/#
 	}
 	if !seen["edge/dev1/status"] {
 		t.Fatal("the agent's own status did not arrive under the ACL")
+	}
+}
+
+// TestFleetSharesWhatItAlreadyKnew: a device calibrated before sharing was
+// on offers its restored calibration once it joins a fleet.
+func TestFleetSharesWhatItAlreadyKnew(t *testing.T) {
+	b := mqtttest.Start(t, mqtttest.Options{})
+	cfg := fleetConfig(t, b.URL(), "veteran", agent.ModelConfig{ID: "lstm", Path: tflitetest.Path(t, "keras_lstm_mnist_ptq.tflite")})
+	cfg.Fleet.Enabled = false
+	a := start(t, cfg, agent.Options{})
+	key := calKey(t, a.Report(), "lstm")
+	a.Close()
+	if _, ok := fleetRecords(t, b)[key]; ok {
+		t.Fatal("published with sharing off")
+	}
+	cfg.Fleet.Enabled = true
+	a = start(t, cfg, agent.Options{})
+	defer a.Close()
+	if s := statusOf(t, a, "lstm").Calibration; s.Status != storage.Restored {
+		t.Fatalf("restart: %+v, want restored", s)
+	}
+	if r := waitRecord(t, b, key, "veteran"); r.Samples != 3 {
+		t.Fatalf("shared record: %+v", r)
 	}
 }

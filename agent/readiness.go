@@ -24,7 +24,8 @@ const (
 // when something did (a model can serve with a failed calibration).
 type ModelReadiness struct {
 	State string `json:"state"`
-	// Calibration: restored, measured, queued, calibrating or failed.
+	// Calibration: restored, measured, fleet (a twin's record, used while
+	// and after it is verified here), queued, calibrating or failed.
 	Calibration string `json:"calibration"`
 	Code        string `json:"code,omitempty"`
 	Message     string `json:"message,omitempty"`
@@ -46,6 +47,8 @@ func (a *Agent) readiness() map[string]ModelReadiness {
 		switch {
 		case st.failed != nil && st.cal.Threads == 0:
 			r.Calibration = "failed"
+		case st.cal.Source == storage.SourceFleet:
+			r.Calibration = string(storage.Fleet)
 		case st.calibrating:
 			r.Calibration = "calibrating"
 		case st.queued:
