@@ -86,7 +86,7 @@ bench: deps $(RUNTIME_STAMP) ## the benchmark report: naive vs agent, side by si
 # package's testdata/fuzz and then runs as a regression seed in `make test`.
 FUZZTIME ?= 60s
 FUZZ_TARGETS := FuzzFlatbufferScan:./tflite FuzzDecodeImage:./agent/infer FuzzCommandDecoding:./agent \
-	FuzzParseByteSize:./agent FuzzParseCommandTopic:./mqtt
+	FuzzParseByteSize:./agent FuzzParseCommandTopic:./mqtt FuzzViewOffer:./agent/fleet
 
 fuzz: $(RUNTIME_STAMP) ## run every fuzz target for FUZZTIME each (default 60s; not part of make test)
 	@for t in $(FUZZ_TARGETS); do name=$${t%%:*}; pkg=$${t#*:}; \
