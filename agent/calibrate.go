@@ -113,10 +113,15 @@ func coldSpread(runs []tflite.LoadReport) float64 {
 	return math.Round(float64(slices.Max(cold)-slices.Min(cold))/float64(m)*100) / 100
 }
 
-// steadyTimes is what one steady invoke takes: the median wall time, and
-// the process's CPU time per invoke (which another process's load on the
-// cores changes far less than the wall time).
-type steadyTimes struct{ Wall, CPU time.Duration }
+// steadyTimes is what one steady invoke takes: the median wall time and
+// the process's CPU time per invoke; Contention is how long the process's
+// threads waited for a CPU meanwhile, over the wall time (0: the cores
+// were ours; above ~0.1 other work slowed the invokes, and the runtime's
+// spinning workers burn CPU time while they wait for each other).
+type steadyTimes struct {
+	Wall, CPU  time.Duration
+	Contention float64
+}
 
 // measure is one staged load plus several steady invokes, within a
 // reservation of the budget when there is one.
@@ -155,7 +160,7 @@ func (c *calibration) measure(ctx context.Context, path string, o tflite.Options
 	defer it.Close()
 	n := max(c.Steady, 1)
 	times := make([]time.Duration, n)
-	cpu := processCPU()
+	cpu, delay, wall := processCPU(), runDelay(), time.Now()
 	for i := range times {
 		t := time.Now()
 		if err := it.Invoke(); err != nil {
@@ -163,7 +168,11 @@ func (c *calibration) measure(ctx context.Context, path string, o tflite.Options
 		}
 		times[i] = time.Since(t)
 	}
-	return rep, steadyTimes{Wall: median(times), CPU: (processCPU() - cpu) / time.Duration(n)}, nil
+	st := steadyTimes{Wall: median(times), CPU: (processCPU() - cpu) / time.Duration(n)}
+	if w := time.Since(wall); w > 0 {
+		st.Contention = float64(runDelay()-delay) / float64(w)
+	}
+	return rep, st, nil
 }
 
 func median(d []time.Duration) time.Duration {

@@ -8,7 +8,6 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/edge-agent/edge-agent/agent/fleet"
@@ -200,8 +199,7 @@ func (a *Agent) verifyFleet(ctx context.Context, st, work *modelState) {
 	// Checking needs fewer invokes than choosing among thread counts: a
 	// disagreement is measured again anyway before it is believed.
 	c.Steady = min(c.Steady, 2)
-	var why string
-	var steady steadyTimes
+	var believed, doubted string // the last disagreement taken, and one not taken
 	for attempt := 1; attempt <= verifyAttempts; attempt++ {
 		if attempt > 1 {
 			select {
@@ -210,7 +208,7 @@ func (a *Agent) verifyFleet(ctx context.Context, st, work *modelState) {
 			case <-time.After(time.Second + time.Duration(a.opts.Rand()*float64(2*time.Second))):
 			}
 		}
-		rep, st2, err := c.measure(ctx, work.path, tflite.Options{Threads: cal.Threads, Delegates: work.chosen})
+		rep, steady, err := c.measure(ctx, work.path, tflite.Options{Threads: cal.Threads, Delegates: work.chosen})
 		work.report.CalibrationCPU += c.CPU
 		c.CPU = 0
 		switch {
@@ -221,23 +219,38 @@ func (a *Agent) verifyFleet(ctx context.Context, st, work *modelState) {
 			a.measureHere(ctx, st, work, cal.Validity)
 			return
 		}
-		steady = st2
-		if why = disagreement(cal, steady, rep.Footprint.Heap, a.config().Fleet.Tolerance); why == "" {
-			break
+		why, timing := disagreement(cal, steady, rep.Footprint.Heap, a.config().Fleet.Tolerance)
+		a.log.Debug("fleet calibration measured", "model", id, "steady_ms", ms(steady.Wall), "fleet_steady_ms", ms(cal.Stages.Steady),
+			"steady_cpu_ms", ms(steady.CPU), "fleet_steady_cpu_ms", ms(cal.SteadyCPU), "contention", steady.Contention)
+		if why == "" {
+			a.verified(ctx, st, work, "a measuring load")
+			return
 		}
-		a.log.Info("fleet calibration: a measuring load disagrees", "model", id, "attempt", attempt, "of", verifyAttempts, "why", why)
+		// Times measured while the process waited for the cores are this
+		// moment's load, not the board's: they neither confirm nor refute.
+		if timing && steady.Contention > maxContention {
+			doubted = fmt.Sprintf("%s, the threads waiting for a CPU %.0f%% of the time", why, 100*steady.Contention)
+		} else {
+			believed = why
+		}
+		a.log.Info("fleet calibration: a measuring load disagrees", "model", id, "attempt", attempt, "of", verifyAttempts, "why", why,
+			"contention", steady.Contention)
 	}
-	if why != "" {
-		a.log.Warn("fleet calibration disagrees with this device; measuring here", "model", id, "from", cal.From, "why", why)
-		a.event("fleet_disagreed", map[string]any{"model": id, "from": cal.From, "why": why})
-		work.report.Calibration = storage.Lookup{Status: storage.New, Reason: "fleet record disagreed: " + why}
-		a.measureHere(ctx, st, work, cal.Validity)
+	if believed == "" {
+		a.log.Info("fleet calibration not verified yet: the cores were busy; kept, and checked at the next start", "model", id, "from", cal.From, "why", doubted)
+		work.report.Calibration.Reason = "from " + cal.From + ", not verified yet: cores busy"
+		a.apply(ctx, st, work, nil)
 		return
 	}
-	a.log.Debug("fleet calibration measured", "model", id, "steady_ms", ms(steady.Wall), "fleet_steady_ms", ms(cal.Stages.Steady),
-		"steady_cpu_ms", ms(steady.CPU), "fleet_steady_cpu_ms", ms(cal.SteadyCPU))
-	a.verified(ctx, st, work, "a measuring load")
+	a.log.Warn("fleet calibration disagrees with this device; measuring here", "model", id, "from", cal.From, "why", believed)
+	a.event("fleet_disagreed", map[string]any{"model": id, "from": cal.From, "why": believed})
+	work.report.Calibration = storage.Lookup{Status: storage.New, Reason: "fleet record disagreed: " + believed}
+	a.measureHere(ctx, st, work, cal.Validity)
 }
+
+// maxContention is the run-queue wait (per wall second) above which a
+// measured time says more about the moment than about the board.
+const maxContention = 0.1
 
 // agreesWithLastLoad says the pool's last load of work, at the record's
 // thread count, agrees with the record: heap, and first invoke.
@@ -276,18 +289,18 @@ func (a *Agent) verified(ctx context.Context, st, work *modelState, how string) 
 }
 
 // disagreement says how one measuring load differs from cal beyond the
-// tolerance, or "". Time is compared as CPU time per invoke when both
-// sides have it (a busy board stretches wall time more); the heap is the
-// runtime's arena plan, the same on every twin.
-func disagreement(cal storage.Calibration, steady steadyTimes, heap int64, tol float64) string {
+// tolerance ("" when it agrees), and whether it is the time that differs.
+// Time is compared as CPU time per invoke when both sides have it; the
+// heap is the runtime's arena plan, the same on every twin.
+func disagreement(cal storage.Calibration, steady steadyTimes, heap int64, tol float64) (string, bool) {
 	why := compareTime("steady invoke", steady.Wall, cal.Stages.Steady, tol)
 	if steady.CPU > 0 && cal.SteadyCPU > 0 {
 		why = compareTime("steady invoke CPU", steady.CPU, cal.SteadyCPU, tol)
 	}
-	if why == "" {
-		why = compareHeap(heap, cal.HeapBytes)
+	if why != "" {
+		return why, true
 	}
-	return why
+	return compareHeap(heap, cal.HeapBytes), false
 }
 
 // compareTime says how here differs from there beyond a factor 1+tol, or "".
@@ -420,15 +433,4 @@ func delegateOutcome(d DelegateReport) fleet.Delegate {
 		out.Tried = append(out.Tried, t.Name+":"+string(t.State))
 	}
 	return out
-}
-
-// processCPU is the process's CPU time so far (user + system): the
-// calibrator's loads run alone (requests preempt it between them), so its
-// deltas around them are what measuring cost.
-func processCPU() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
