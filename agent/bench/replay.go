@@ -57,6 +57,15 @@ type ReplayResult struct {
 	P99Ms       float64 `json:"p99_ms"`
 	TraceSecs   float64 `json:"trace_seconds"`
 	WallSecs    float64 `json:"wall_seconds"`
+	// PerModel says which models paid the cold time.
+	PerModel map[string]ModelPaid `json:"per_model"`
+}
+
+// ModelPaid is one model's share of a replay.
+type ModelPaid struct {
+	Requests   int     `json:"requests"`
+	ColdStarts int     `json:"cold_starts"`
+	ColdMs     float64 `json:"cold_ms"`
 }
 
 // Replay runs one trace against one policy.
@@ -85,7 +94,7 @@ func Replay(ctx context.Context, o ReplayOptions) (ReplayResult, error) {
 	}
 	start := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	now := start
-	res := ReplayResult{Policy: policy.Name(), Budget: o.Budget, Simulated: o.Simulate, Requests: len(o.Trace)}
+	res := ReplayResult{Policy: policy.Name(), Budget: o.Budget, Simulated: o.Simulate, Requests: len(o.Trace), PerModel: map[string]ModelPaid{}}
 	if o.Simulate {
 		res.ReadRate = o.ReadRate
 	}
@@ -216,13 +225,18 @@ func Replay(ctx context.Context, o ReplayOptions) (ReplayResult, error) {
 			slotFree = at.Add(latency - c.Steady)
 		}
 		delete(readyAt, r.Model)
+		paid := res.PerModel[r.Model]
+		paid.Requests++
 		if l.Warm && wait == 0 {
 			res.Hits++
 		} else {
 			res.ColdStarts++
 			res.ColdMs += msOf(max(latency-c.Steady, 0))
+			paid.ColdStarts++
+			paid.ColdMs += msOf(max(latency-c.Steady, 0))
 			resident[paths[r.Model]] = true
 		}
+		res.PerModel[r.Model] = paid
 		l.Release()
 		lat = append(lat, msOf(latency))
 		// What the request evicted may be wanted back: the agent rewarms

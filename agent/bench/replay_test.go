@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -63,6 +64,15 @@ func TestReplayCommand(t *testing.T) {
 			_ = json.Unmarshal([]byte(out), &r)
 			if r.Requests != n || r.Hits+r.ColdStarts+r.Refused != n || r.Policy != policy || r.Budget <= 0 || r.ColdStarts == 0 || r.Evictions == 0 || r.ByteSeconds <= 0 || r.P99Ms < r.P50Ms {
 				t.Errorf("%v: %+v (trace of %d)", args, r, n)
+			}
+			var req, cold int
+			var coldMs float64
+			for _, pm := range r.PerModel {
+				req, cold, coldMs = req+pm.Requests, cold+pm.ColdStarts, coldMs+pm.ColdMs
+			}
+			if req != r.Requests-r.Refused || cold != r.ColdStarts || math.Abs(coldMs-r.ColdMs) > 0.01 {
+				t.Errorf("%v: per_model sums to %d requests, %d cold starts, %.2f ms; totals %d (%d refused), %d, %.2f",
+					args, req, cold, coldMs, r.Requests, r.Refused, r.ColdStarts, r.ColdMs)
 			}
 		}
 	}
