@@ -315,9 +315,10 @@ func TestFleetTwinsStartWarm(t *testing.T) {
 
 	first := fleetOf("first", 1, true)
 	for _, m := range first["first0"].Models {
-		if m.Calibration.Status != storage.New {
+		if m.Calibration.Status != storage.New || m.Calibrated == nil {
 			t.Fatalf("first device, %s: %+v, want new (measured)", m.ID, m.Calibration)
 		}
+		waitRecord(t, b, m.Calibrated.Validity, "first0") // and published
 	}
 	twins := fleetOf("twin", 4, true)
 	for dev, rep := range twins {
