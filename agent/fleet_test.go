@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -222,7 +223,7 @@ func finalReports(t *testing.T, sub *mqtttest.Subscriber, devices []string) map[
 				t.Fatalf("startup report on %s: %v", m.Topic, err)
 			}
 			dev := strings.Split(m.Topic, "/")[1]
-			if rep.Final && slicesContains(devices, dev) {
+			if rep.Final && slices.Contains(devices, dev) {
 				out[dev] = finalReport{rep, m.Payload}
 			}
 		case <-deadline:
@@ -230,15 +231,6 @@ func finalReports(t *testing.T, sub *mqtttest.Subscriber, devices []string) map[
 		}
 	}
 	return out
-}
-
-func slicesContains(s []string, v string) bool {
-	for _, x := range s {
-		if x == v {
-			return true
-		}
-	}
-	return false
 }
 
 // calibrationCPU sums what calibrating took the devices, in CPU ms.
