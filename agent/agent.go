@@ -99,6 +99,7 @@ type Agent struct {
 	laterEvents chan queuedEvent // raised on hot paths, written by eventWriter
 
 	calKick    chan struct{} // the calibrator may have work (cap 1)
+	hugeKick   chan struct{} // models were registered: check their pages (cap 1)
 	planning   atomic.Int32  // plans warming now: calibration waits for them
 	statusKick chan struct{} // readiness may have changed (cap 1)
 
@@ -158,7 +159,7 @@ func New(cfg Config, log *slog.Logger, o Options) *Agent {
 		o.ScheduleEvery = time.Minute
 	}
 	a := &Agent{opts: o, log: log, models: map[string]*modelState{}, seen: map[string]bool{}, stop: func() {},
-		wakes: make(chan wakeRequest, 8), laterEvents: make(chan queuedEvent, 256), calKick: make(chan struct{}, 1), statusKick: make(chan struct{}, 1),
+		wakes: make(chan wakeRequest, 8), laterEvents: make(chan queuedEvent, 256), calKick: make(chan struct{}, 1), hugeKick: make(chan struct{}, 1), statusKick: make(chan struct{}, 1),
 		settled: make(chan struct{}), warming: map[string]bool{}, notify: notifier{log: log}, hb: newHeartbeats(time.Second)}
 	a.updates, a.guards, a.outcomes = map[string]*pendingUpdate{}, map[string]*updateGuard{}, map[string]*outcomes{}
 	a.parity = newParityRing(cfg.Updates.ParityRing, int64(cfg.Updates.ParityRingBytes))

@@ -332,6 +332,7 @@ func (a *Agent) unsettle() {
 	}
 	a.settleMu.Unlock()
 	a.kickCalibrator()
+	a.kickHugePages()
 }
 
 // Settled is closed once the start's background work is done (every

@@ -41,7 +41,12 @@ func (a *Agent) startLoops(runCtx context.Context, startPlan PlanResult) {
 	a.spawn(runCtx, a.finishStart)
 	a.spawn(runCtx, a.memoryLoop)
 	a.spawn(runCtx, a.eventWriter)
-	a.spawn(runCtx, a.measureReadRate)
+	a.spawn(runCtx, func(ctx context.Context) {
+		// One after the other: measuring the read rate drops a file
+		// from the page cache and reads it back with read(2).
+		a.measureReadRate(ctx)
+		a.hugePagesLoop(ctx)
+	})
 	a.restartTunedLoops(runCtx)
 }
 

@@ -122,6 +122,9 @@ func (a *Agent) newPool() {
 		OnLoad:   func(tflite.LoadEvent) { a.statusChanged() },
 		OnEvict: func(e tflite.EvictEvent) {
 			a.statusChanged()
+			if e.Bytes >= tflite.HugeMin {
+				a.kickHugePages() // its file is no longer mapped
+			}
 			a.eventLater("eviction", map[string]any{"model": e.ModelID, "bytes": e.Bytes, "reason": e.Reason})
 		},
 	})

@@ -46,19 +46,33 @@ func (p *Pool) makeRoomLocked(need int64, except *entry) error {
 			return &Error{Op: op, Kind: ErrOverBudget,
 				Detail: fmt.Sprintf("needs %d bytes, %d of %d held by pinned models", need, p.bytes, budget)}
 		}
+		// Displaced by a load, not by a guess worth more: it may be
+		// rewarmed once the load is over.
+		v.evictedAt = p.opts.Now()
 		p.evictLocked(v, "budget")
 	}
 	return nil
 }
+
+// guessMargin: a guess (a prewarm) displaces models only when it is
+// expected to save this many times what they would.
+const guessMargin = 2
 
 // makeRoomForGuessLocked makes room for a due prewarm (a guess) only if
 // the models it would evict, in the policy's order, are together expected
 // to save under half the cold time the prewarmed model is: then they
 // leave; otherwise nothing does. On slow storage a large model's reload
 // takes seconds; a guess must not cost more than it can save.
+//
+// A victim larger than the room still needed is charged only for the
+// share of its bytes the guess takes: the rest stays free for the next
+// guess. Without that, a large model asked for now and then, once loaded
+// by its request, could never give its room back to the smaller models
+// worth more per byte that it displaced, and the pool would keep
+// whichever large model came last instead of the set worth most.
 func (p *Pool) makeRoomForGuessLocked(need int64, e *entry) error {
 	now := p.opts.Now()
-	limit := expectedSaving(p.expectedUseLocked(e, now)) / 2
+	limit := expectedSaving(p.expectedUseLocked(e, now)) / guessMargin
 	taken := map[*entry]bool{}
 	var victims []*entry
 	var freed int64
@@ -68,7 +82,12 @@ func (p *Pool) makeRoomForGuessLocked(need int64, e *entry) error {
 		if v == nil {
 			return errNoRoomWorthIt
 		}
-		if spent += expectedSaving(p.useLocked(v, now)); spent > limit {
+		short := p.bytes - freed + need - p.opts.Budget
+		share := 1.0
+		if v.bytes > short {
+			share = float64(short) / float64(v.bytes)
+		}
+		if spent += share * expectedSaving(p.useLocked(v, now)); spent > limit {
 			return errNoRoomWorthIt
 		}
 		taken[v] = true
@@ -323,7 +342,7 @@ func (p *Pool) DuePrewarms() []string {
 	}
 	var ds []due
 	for _, e := range p.entries {
-		if e.model != nil || e.growing > 0 || e.removed || e.demandAt.IsZero() || !e.prewarmedAt.Before(e.demandAt) {
+		if e.model != nil || e.growing > 0 || e.removed || e.demandAt.IsZero() || !e.prewarmedAt.Before(laterOf(e.demandAt, e.evictedAt)) {
 			continue
 		}
 		u := p.expectedUseLocked(e, now)
@@ -406,4 +425,11 @@ func lastRequestOrUse(u *Use) time.Time {
 		return u.LastUsed
 	}
 	return u.LastRequest
+}
+
+func laterOf(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }

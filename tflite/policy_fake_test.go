@@ -206,3 +206,55 @@ func TestFakePoolHistogramKeepsFastAndRandomCallersWarm(t *testing.T) {
 		t.Fatalf("%d freed, warm %v: want both kept", n, warmIDs(p))
 	}
 }
+
+// A large model asked for now and then takes the room of a smaller one
+// worth more per byte when its request loads it; afterwards the smaller
+// one is rewarmed in its place, paying for only the half of the large
+// model's bytes it needs (charged in full, the large model's saving is
+// over half the small one's and the rewarm would be refused). And it is
+// rewarmed again each time a load displaces it, not once per request.
+func TestFakePoolLargeVisitorGivesItsRoomBack(t *testing.T) {
+	ms := time.Millisecond
+	now := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+	models := map[string]*fakeModel{
+		"pinned": {size: 90, heap: 10, cold: 20 * ms},
+		"small":  {size: 90, heap: 10, cold: 20 * ms},
+		"big":    {size: 190, heap: 10, cold: 25 * ms},
+	}
+	p, _ := fakePool(t, PoolOptions{Budget: 300, Policy: mustPolicy(t, "histogram"), Now: func() time.Time { return now }}, models, "pinned")
+	for i := range 10 {
+		use(t, p, "pinned")
+		use(t, p, "small")
+		if i%2 == 0 {
+			use(t, p, "big")
+		}
+		now = now.Add(3 * time.Second)
+	}
+	for round := range 2 {
+		use(t, p, "big") // its load evicts small
+		if w := warmIDs(p); w["small"] || !w["big"] {
+			t.Fatalf("round %d: warm %v after big's request, want big in small's room", round, w)
+		}
+		now = now.Add(time.Second)
+		if due := p.DuePrewarms(); !slices.Equal(due, []string{"small"}) {
+			t.Fatalf("round %d: due %v, want small, displaced by a load", round, due)
+		}
+		if _, loaded, err := p.PrewarmDue(context.Background(), "small"); err != nil || !loaded {
+			t.Fatalf("round %d: rewarm of small over half of big: loaded=%v err=%v", round, loaded, err)
+		}
+		if w := warmIDs(p); !w["small"] || w["big"] {
+			t.Fatalf("round %d: warm %v after the rewarm, want small back and big out", round, w)
+		}
+		// big is tried once after its request, and does not take the room
+		// back: small is worth more than twice big's share of it.
+		for _, id := range p.DuePrewarms() {
+			if _, loaded, err := p.PrewarmDue(context.Background(), id); err != nil || loaded {
+				t.Fatalf("round %d: prewarm of %s right after small's rewarm: loaded=%v err=%v, want refused", round, id, loaded, err)
+			}
+		}
+		if due := p.DuePrewarms(); len(due) != 0 {
+			t.Fatalf("round %d: due %v after a refused try, want none until a request or a load displaces them", round, due)
+		}
+		now = now.Add(2 * time.Second)
+	}
+}

@@ -183,13 +183,22 @@ func Warm(m *Model, o Options, w WarmOptions) (*Interpreter, Stages, int64, erro
 }
 
 // PageIn reads the whole file once, so the mapped model's pages are in the
-// page cache before the first invoke would fault them in one by one.
+// page cache before the first invoke would fault them in one by one. A
+// file of HugeMin or more is read through a huge-page mapping, so what
+// was not cached yet comes in as 2 MiB folios (see hugepages.go); what was
+// cached stays as it is.
 func PageIn(path string) error {
 	f, err := os.Open(path)
 	if err != nil {
 		return fmt.Errorf("page in %q: %w", path, err)
 	}
 	defer f.Close()
+	if fi, err := f.Stat(); err == nil && fi.Size() >= HugeMin {
+		if _, err := populateHuge(f, fi.Size(), false); err != nil {
+			return fmt.Errorf("page in %q: %w", path, err)
+		}
+		return nil
+	}
 	buf := make([]byte, 1<<20)
 	for {
 		_, err := f.Read(buf)

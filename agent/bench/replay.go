@@ -135,6 +135,11 @@ func Replay(ctx context.Context, o ReplayOptions) (ReplayResult, error) {
 			if inputs[id], err = inputFor(paths[id]); err != nil {
 				return res, err
 			}
+			// Every replay starts from the same page cache: the kernel
+			// may have split or dropped folios since the last.
+			if _, err := cacheHuge(paths[id]); err != nil {
+				return res, err
+			}
 		}
 	}
 

@@ -121,7 +121,9 @@ func (c Cost) Cold() time.Duration { return c.Stages().Cold() }
 func (c Cost) Footprint() int64 { return c.Size + c.Heap }
 
 // costsFile caches the measured costs beside the zoo, keyed by each
-// file's size and modification time.
+// file's size and modification time, and by whether its page cache is
+// whole 2 MiB folios (cacheHuge): that changes a large model's first
+// invoke several times over.
 const costsFile = ".costs.json"
 
 type costsCache map[string]cachedCost
@@ -158,6 +160,11 @@ func zooCosts(ctx context.Context, dir string, reps int) (map[string]Cost, error
 		if err != nil {
 			return nil, err
 		}
+		huge, err := cacheHuge(paths[id])
+		if err != nil {
+			return nil, err
+		}
+		key += fmt.Sprintf("/huge=%t", huge)
 		if c, ok := cache[id]; ok && c.Key == key {
 			out[id] = c.Cost
 			continue
@@ -196,4 +203,16 @@ func measureCost(ctx context.Context, path string, reps int) (Cost, error) {
 	}
 	slices.SortFunc(runs, func(a, b Cost) int { return int(a.Cold() - b.Cold()) })
 	return runs[len(runs)/2], nil
+}
+
+// cacheHuge has the page cache hold a zoo model in 2 MiB folios, as the
+// agent does for the models it serves ([pool] huge_pages), so measured
+// costs and replays see what the agent would. It reports whether every
+// whole 2 MiB block is (false on kernels without huge file folios).
+func cacheHuge(path string) (bool, error) {
+	r, err := tflite.CacheHuge(path, true)
+	if err != nil {
+		return false, fmt.Errorf("huge pages for %s: %w", path, err)
+	}
+	return r.Size >= tflite.HugeMin && r.Whole(), nil
 }
