@@ -46,9 +46,6 @@ func (p *Pool) makeRoomLocked(need int64, except *entry) error {
 			return &Error{Op: op, Kind: ErrOverBudget,
 				Detail: fmt.Sprintf("needs %d bytes, %d of %d held by pinned models", need, p.bytes, budget)}
 		}
-		// Displaced by a load, not by a guess worth more: it may be
-		// rewarmed once the load is over.
-		v.evictedAt = p.opts.Now()
 		p.evictLocked(v, "budget")
 	}
 	return nil
@@ -342,7 +339,7 @@ func (p *Pool) DuePrewarms() []string {
 	}
 	var ds []due
 	for _, e := range p.entries {
-		if e.model != nil || e.growing > 0 || e.removed || e.demandAt.IsZero() || !e.prewarmedAt.Before(laterOf(e.demandAt, e.evictedAt)) {
+		if e.model != nil || e.growing > 0 || e.removed || e.demandAt.IsZero() || !e.prewarmedAt.Before(e.demandAt) {
 			continue
 		}
 		u := p.expectedUseLocked(e, now)
@@ -425,11 +422,4 @@ func lastRequestOrUse(u *Use) time.Time {
 		return u.LastUsed
 	}
 	return u.LastRequest
-}
-
-func laterOf(a, b time.Time) time.Time {
-	if a.After(b) {
-		return a
-	}
-	return b
 }

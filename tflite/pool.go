@@ -190,11 +190,8 @@ type entry struct {
 	demandAt time.Time // the latest request
 	use      Use       // the policy's view (and its state), see useLocked
 	// prewarmedAt is the latest PrewarmDue; while expected, the load is
-	// one (see makeRoomForGuessLocked). A model is tried once after each
-	// request and after each eviction for room: one refused for want of
-	// room worth taking is not tried again on every tick.
+	// one (see makeRoomForGuessLocked).
 	prewarmedAt time.Time
-	evictedAt   time.Time // the latest eviction for a load's room
 	expected    bool
 	lastUsed    time.Time
 	loads       uint64
