@@ -51,25 +51,14 @@ func (p *Pool) makeRoomLocked(need int64, except *entry) error {
 	return nil
 }
 
-// guessMargin: a guess (a prewarm) displaces models only when it is
-// expected to save this many times what they would.
-const guessMargin = 2
-
 // makeRoomForGuessLocked makes room for a due prewarm (a guess) only if
 // the models it would evict, in the policy's order, are together expected
 // to save under half the cold time the prewarmed model is: then they
 // leave; otherwise nothing does. On slow storage a large model's reload
 // takes seconds; a guess must not cost more than it can save.
-//
-// A victim larger than the room still needed is charged only for the
-// share of its bytes the guess takes: the rest stays free for the next
-// guess. Without that, a large model asked for now and then, once loaded
-// by its request, could never give its room back to the smaller models
-// worth more per byte that it displaced, and the pool would keep
-// whichever large model came last instead of the set worth most.
 func (p *Pool) makeRoomForGuessLocked(need int64, e *entry) error {
 	now := p.opts.Now()
-	limit := expectedSaving(p.expectedUseLocked(e, now)) / guessMargin
+	limit := expectedSaving(p.expectedUseLocked(e, now)) / 2
 	taken := map[*entry]bool{}
 	var victims []*entry
 	var freed int64
@@ -79,12 +68,7 @@ func (p *Pool) makeRoomForGuessLocked(need int64, e *entry) error {
 		if v == nil {
 			return errNoRoomWorthIt
 		}
-		short := p.bytes - freed + need - p.opts.Budget
-		share := 1.0
-		if v.bytes > short {
-			share = float64(short) / float64(v.bytes)
-		}
-		if spent += share * expectedSaving(p.useLocked(v, now)); spent > limit {
+		if spent += expectedSaving(p.useLocked(v, now)); spent > limit {
 			return errNoRoomWorthIt
 		}
 		taken[v] = true
