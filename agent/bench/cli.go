@@ -44,7 +44,7 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 }
 
 // replayCmd is `replay --trace FILE --models DIR --budget B --policy P
-// [--json] [--simulate] [--read-rate R]`.
+// [--json] [--simulate] [--read-rate R] [--huge-pages=false]`.
 func replayCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flags("replay", stderr)
 	trace := fs.String("trace", "", "the trace: CSV t_ms,model_id (required)")
@@ -54,6 +54,7 @@ func replayCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	asJSON := fs.Bool("json", false, "print one JSON object")
 	simulate := fs.Bool("simulate", false, "replay with the measured per-model costs instead of loading and invoking")
 	readRate := fs.String("read-rate", "", `with --simulate: storage read rate for a model not in the page cache, e.g. "25MB" (per second)`)
+	huge := fs.Bool("huge-pages", true, "first have the page cache hold each model in 2 MiB folios, as the agent does (false: leave it as it is)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -69,7 +70,7 @@ func replayCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return fmt.Errorf("%s: %w", *trace, err)
 	}
-	costs, err := zooCosts(ctx, *models, 3)
+	costs, err := zooCosts(ctx, *models, 3, *huge)
 	if err != nil {
 		return err
 	}
@@ -85,7 +86,7 @@ func replayCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		}
 		rate = float64(r)
 	}
-	res, err := Replay(ctx, ReplayOptions{Trace: t, Models: *models, Budget: b, Policy: *policy, Simulate: *simulate, ReadRate: rate, Costs: costs})
+	res, err := Replay(ctx, ReplayOptions{Trace: t, Models: *models, Budget: b, Policy: *policy, Simulate: *simulate, ReadRate: rate, Costs: costs, KeepPageCache: !*huge})
 	if err != nil {
 		return err
 	}
@@ -176,7 +177,7 @@ func zooCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err := BuildZoo(*out, *shared, *quick); err != nil {
 		return err
 	}
-	costs, err := zooCosts(ctx, *out, 3)
+	costs, err := zooCosts(ctx, *out, 3, true)
 	if err != nil {
 		return err
 	}

@@ -54,7 +54,7 @@ func policies(ctx context.Context, o Options, work string) (Policies, error) {
 	if o.Quick {
 		reps = 2
 	}
-	costs, err := zooCosts(ctx, dir, reps)
+	costs, err := zooCosts(ctx, dir, reps, true)
 	if err != nil {
 		return Policies{}, err
 	}

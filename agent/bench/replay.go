@@ -33,6 +33,10 @@ type ReplayOptions struct {
 	Tick time.Duration
 	// Costs are the zoo's measured costs (zooCosts); nil measures them.
 	Costs map[string]Cost
+	// KeepPageCache leaves the zoo's page cache as it is. Otherwise a
+	// real replay first has it hold each model in 2 MiB folios, as the
+	// agent does (huge_pages), so every replay starts from the same state.
+	KeepPageCache bool
 }
 
 // ReplayResult is what a replay paid. Latencies are per request: the
@@ -81,7 +85,7 @@ func Replay(ctx context.Context, o ReplayOptions) (ReplayResult, error) {
 		}
 	}
 	if o.Costs == nil {
-		if o.Costs, err = zooCosts(ctx, o.Models, 3); err != nil {
+		if o.Costs, err = zooCosts(ctx, o.Models, 3, !o.KeepPageCache); err != nil {
 			return ReplayResult{}, err
 		}
 	}
@@ -137,7 +141,7 @@ func Replay(ctx context.Context, o ReplayOptions) (ReplayResult, error) {
 			}
 			// Every replay starts from the same page cache: the kernel
 			// may have split or dropped folios since the last.
-			if _, err := cacheHuge(paths[id]); err != nil {
+			if _, err := cacheHuge(paths[id], !o.KeepPageCache); err != nil {
 				return res, err
 			}
 		}

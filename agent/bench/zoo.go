@@ -144,7 +144,7 @@ func fileKey(path string) (string, error) {
 // zooCosts measures (or reads back) the cost of every model in dir: reps
 // loads each in a fresh unbounded pool, the page cache warm (as in the
 // real replay on this machine).
-func zooCosts(ctx context.Context, dir string, reps int) (map[string]Cost, error) {
+func zooCosts(ctx context.Context, dir string, reps int, huge bool) (map[string]Cost, error) {
 	ids, paths, err := zooModels(dir)
 	if err != nil {
 		return nil, err
@@ -160,11 +160,11 @@ func zooCosts(ctx context.Context, dir string, reps int) (map[string]Cost, error
 		if err != nil {
 			return nil, err
 		}
-		huge, err := cacheHuge(paths[id])
+		whole, err := cacheHuge(paths[id], huge)
 		if err != nil {
 			return nil, err
 		}
-		key += fmt.Sprintf("/huge=%t", huge)
+		key += fmt.Sprintf("/huge=%t", whole)
 		if c, ok := cache[id]; ok && c.Key == key {
 			out[id] = c.Cost
 			continue
@@ -207,10 +207,11 @@ func measureCost(ctx context.Context, path string, reps int) (Cost, error) {
 
 // cacheHuge has the page cache hold a zoo model in 2 MiB folios, as the
 // agent does for the models it serves ([pool] huge_pages), so measured
-// costs and replays see what the agent would. It reports whether every
-// whole 2 MiB block is (false on kernels without huge file folios).
-func cacheHuge(path string) (bool, error) {
-	r, err := tflite.CacheHuge(path, true)
+// costs and replays see what the agent would; with reread false it only
+// looks. It reports whether every whole 2 MiB block is (false on kernels
+// without huge file folios, and for files under tflite.HugeMin).
+func cacheHuge(path string, reread bool) (bool, error) {
+	r, err := tflite.CacheHuge(path, reread)
 	if err != nil {
 		return false, fmt.Errorf("huge pages for %s: %w", path, err)
 	}
