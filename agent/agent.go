@@ -99,7 +99,7 @@ type Agent struct {
 	laterEvents chan queuedEvent // raised on hot paths, written by eventWriter
 
 	calKick    chan struct{} // the calibrator may have work (cap 1)
-	hugeKick   chan struct{} // models were registered: check their pages (cap 1)
+	hugeKick   chan struct{} // a reload or a large eviction: check model pages (cap 1)
 	planning   atomic.Int32  // plans warming now: calibration waits for them
 	statusKick chan struct{} // readiness may have changed (cap 1)
 

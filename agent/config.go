@@ -287,9 +287,10 @@ type PoolConfig struct {
 	// reload, and every 10 minutes) a model file that nothing maps and
 	// that the page cache holds in small pages is dropped from it and read
 	// in again through a huge-page mapping: one read of the file from
-	// storage. Needs a kernel whose file system has large folios (ext4
-	// from 6.16, XFS from 5.18); elsewhere it finds nothing to do.
-	// Default true.
+	// storage. (page_in reads files of that size through a huge-page
+	// mapping either way: that costs nothing more.) Needs a kernel whose
+	// file system has large folios (ext4 from 6.16, XFS from 5.18);
+	// elsewhere it finds nothing to do. Default true.
 	HugePages *bool `toml:"huge_pages"`
 	// Eviction is the policy for which warm model leaves when the budget
 	// is short, and when idle ones are freed or rewarmed: "histogram"
