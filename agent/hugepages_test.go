@@ -2,35 +2,12 @@ package agent_test
 
 import (
 	"bytes"
-	"io"
-	"os"
 	"testing"
 
 	"github.com/edge-agent/edge-agent/agent"
 	"github.com/edge-agent/edge-agent/tflite"
 	"github.com/edge-agent/edge-agent/tflite/tflitetest"
 )
-
-// copyInPages copies src to dst in 4 KiB writes, as cp does: the page
-// cache then holds it in small folios.
-func copyInPages(t *testing.T, src, dst string) {
-	t.Helper()
-	in, err := os.Open(src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer in.Close()
-	out, err := os.Create(dst)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := io.CopyBuffer(struct{ io.Writer }{out}, struct{ io.Reader }{in}, make([]byte, 4096)); err != nil {
-		t.Fatal(err)
-	}
-	if err := out.Close(); err != nil {
-		t.Fatal(err)
-	}
-}
 
 // A large model copied in (small pages) is read in again as 2 MiB folios
 // once it leaves the pool, and answers as before. 66 MiB: over what the
@@ -39,7 +16,7 @@ func TestHugePagesForLargeModels(t *testing.T) {
 	dir := t.TempDir()
 	gen, _ := tflitetest.Generate(t, dir, 66<<20)
 	path := dir + "/big.tflite"
-	copyInPages(t, gen, path)
+	tflitetest.CopyInPages(t, gen, path)
 	if r, err := tflite.CacheHuge(path, false); err != nil || r.Whole() {
 		t.Fatalf("copied in 4 KiB writes: %+v, %v; want small pages to start from", r, err)
 	}

@@ -17,3 +17,6 @@ func (l *LoadSlotForTest) Waiting() int {
 
 // RoomWaitersForTest is how many loads wait for room in p's budget.
 var RoomWaitersForTest = roomWaiters
+
+// DropCacheForTest drops f's unmapped pages from the page cache.
+var DropCacheForTest = dropCache

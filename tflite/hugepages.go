@@ -83,13 +83,8 @@ func CacheHuge(path string, reread bool) (HugeReport, error) {
 		r.Took = time.Since(t)
 		return r, err
 	}
-	// Dirty pages are not dropped: write them back first (a model just
-	// copied in may not be on storage yet).
-	if err := unix.Fdatasync(int(f.Fd())); err != nil {
-		return r, fmt.Errorf("huge pages for %s: %w", path, err)
-	}
-	if err := unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED); err != nil {
-		return r, fmt.Errorf("huge pages for %s: %w", path, err)
+	if err := dropCache(f); err != nil {
+		return r, err
 	}
 	resident, _, err := Residency(path)
 	if err != nil {

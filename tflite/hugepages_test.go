@@ -2,14 +2,11 @@ package tflite_test
 
 import (
 	"errors"
-	"io"
 	"io/fs"
 	"math"
 	"os"
 	"path/filepath"
 	"testing"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/edge-agent/edge-agent/tflite"
 	"github.com/edge-agent/edge-agent/tflite/modelgen"
@@ -42,7 +39,7 @@ func answer(t *testing.T, path string, spec modelgen.Spec) {
 	}
 }
 
-// dropCache writes the file back and drops its pages, as after a reboot.
+// dropCache drops the file's pages, as after a reboot.
 func dropCache(t *testing.T, path string) {
 	t.Helper()
 	f, err := os.Open(path)
@@ -50,10 +47,7 @@ func dropCache(t *testing.T, path string) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	if err := unix.Fdatasync(int(f.Fd())); err != nil {
-		t.Fatal(err)
-	}
-	if err := unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED); err != nil {
+	if err := tflite.DropCacheForTest(f); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -149,7 +143,8 @@ func BenchmarkFirstInvokeHugePages(b *testing.B) {
 		}
 		b.Run(name, func(b *testing.B) {
 			gen, _ := tflitetest.Generate(b, b.TempDir(), 64<<20)
-			path := copyInPages(b, gen)
+			path := gen + ".copy"
+			tflitetest.CopyInPages(b, gen, path)
 			if huge {
 				if _, err := tflite.CacheHuge(path, true); err != nil {
 					b.Fatal(err)
@@ -178,41 +173,4 @@ func BenchmarkFirstInvokeHugePages(b *testing.B) {
 			b.ReportMetric(float64(sum.Steady)/n, "steady-ms")
 		})
 	}
-}
-
-// copyInPages copies src beside itself in 4 KiB writes, as cp does.
-func copyInPages(b *testing.B, src string) string {
-	b.Helper()
-	in, err := os.Open(src)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer in.Close()
-	dst := src + ".copy"
-	out, err := os.Create(dst)
-	if err != nil {
-		b.Fatal(err)
-	}
-	buf := make([]byte, 4096)
-	for {
-		n, err := in.Read(buf)
-		if n > 0 {
-			if _, err := out.Write(buf[:n]); err != nil {
-				b.Fatal(err)
-			}
-		}
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			b.Fatal(err)
-		}
-	}
-	if err := out.Sync(); err != nil {
-		b.Fatal(err)
-	}
-	if err := out.Close(); err != nil {
-		b.Fatal(err)
-	}
-	return dst
 }

@@ -60,12 +60,8 @@ func MeasureReadRate(path string) (float64, error) {
 		return 0, err
 	}
 	defer f.Close()
-	// Dirty pages are not dropped: write them back first.
-	if err := unix.Fdatasync(int(f.Fd())); err != nil {
-		return 0, fmt.Errorf("drop %s from the page cache: %w", path, err)
-	}
-	if err := unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED); err != nil {
-		return 0, fmt.Errorf("drop %s from the page cache: %w", path, err)
+	if err := dropCache(f); err != nil {
+		return 0, err
 	}
 	resident, size, err := Residency(path)
 	if err != nil {
@@ -80,6 +76,19 @@ func MeasureReadRate(path string) (float64, error) {
 		return 0, fmt.Errorf("read %s: %w", path, err)
 	}
 	return float64(n) / max(time.Since(t).Seconds(), 1e-9), nil
+}
+
+// dropCache drops f's pages from the page cache, but those something
+// maps. Dirty pages are not dropped: they are written back first (a file
+// just copied in may not be on storage yet).
+func dropCache(f *os.File) error {
+	if err := unix.Fdatasync(int(f.Fd())); err != nil {
+		return fmt.Errorf("drop %s from the page cache: %w", f.Name(), err)
+	}
+	if err := unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED); err != nil {
+		return fmt.Errorf("drop %s from the page cache: %w", f.Name(), err)
+	}
+	return nil
 }
 
 // mincore fills vec with one byte per page of b, bit 0 set when resident

@@ -112,3 +112,29 @@ func Generate(t testing.TB, dir string, size int64) (string, modelgen.Spec) {
 	}
 	return p, s
 }
+
+// CopyInPages copies src to dst in 4 KiB writes, as cp does: the page
+// cache then holds dst in small folios, not the 2 MiB ones a large model
+// is better mapped from.
+func CopyInPages(t testing.TB, src, dst string) {
+	t.Helper()
+	in, err := os.Open(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	out, err := os.Create(dst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The wrappers hide ReadFrom/WriteTo, so the copy goes through the buffer.
+	if _, err := io.CopyBuffer(struct{ io.Writer }{out}, struct{ io.Reader }{in}, make([]byte, 4096)); err != nil {
+		t.Fatal(err)
+	}
+	if err := out.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if err := out.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
