@@ -1,13 +1,14 @@
 package tflite
 
 // What a cold start reads from storage: how much of a model file is in
-// the page cache (mincore) and how fast this device reads what is not.
+// the page cache (cachestat, or mincore) and how fast this device reads what is not.
 
 import (
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"sync/atomic"
 	"time"
 	"unsafe"
 
@@ -15,8 +16,11 @@ import (
 )
 
 // Residency reports how many bytes of the file at path are in the page
-// cache, from mincore on a fresh read-only mapping: nothing is read or
-// faulted in.
+// cache; nothing is read or faulted in. A cold start asks it on the
+// request's path, so it uses cachestat(2) (Linux 6.5), which counts whole
+// folios: a 256 MiB model costs microseconds where mincore on a fresh
+// mapping looks up 65536 pages (~2 ms here) and maps and unmaps the file.
+// Older kernels (and seccomp filters that refuse the call) get mincore.
 func Residency(path string) (resident, size int64, err error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -28,22 +32,55 @@ func Residency(path string) (resident, size int64, err error) {
 		return 0, 0, err
 	}
 	size = fi.Size()
+	if res, ok := cachestatResident(f, size); ok {
+		return res, size, nil
+	}
+	if resident, err = mincoreResident(f, size); err != nil {
+		return 0, size, fmt.Errorf("residency of %s: %w", path, err)
+	}
+	return resident, size, nil
+}
+
+// cachestatResident counts f's cached pages with cachestat(2); ok is false
+// when the kernel cannot say (ENOSYS before 6.5, EPERM under a filter).
+func cachestatResident(f *os.File, size int64) (int64, bool) {
+	if !useCachestat.Load() {
+		return 0, false
+	}
+	var st unix.Cachestat_t
+	err := unix.Cachestat(uint(f.Fd()), &unix.CachestatRange{Off: 0, Len: uint64(size)}, &st, 0)
+	if err != nil {
+		useCachestat.Store(false) // it will not start working: ask mincore from now on
+		return 0, false
+	}
+	return min(int64(st.Cache)*int64(os.Getpagesize()), size), true
+}
+
+// useCachestat is cleared the first time cachestat fails; tests clear it
+// to exercise the mincore path.
+var useCachestat atomic.Bool
+
+func init() { useCachestat.Store(true) }
+
+// mincoreResident counts f's resident bytes with mincore on a fresh
+// read-only mapping.
+func mincoreResident(f *os.File, size int64) (resident int64, err error) {
 	data, err := unix.Mmap(int(f.Fd()), 0, int(size), unix.PROT_READ, unix.MAP_SHARED)
 	if err != nil {
-		return 0, size, fmt.Errorf("residency of %s: %w", path, err)
+		return 0, err
 	}
 	defer func() { _ = unix.Munmap(data) }()
 	page := int64(os.Getpagesize())
 	vec := make([]byte, (size+page-1)/page)
 	if err := mincore(data, vec); err != nil {
-		return 0, size, fmt.Errorf("residency of %s: %w", path, err)
+		return 0, err
 	}
 	for i, v := range vec {
 		if v&1 != 0 {
 			resident += min(page, size-int64(i)*page)
 		}
 	}
-	return resident, size, nil
+	return resident, nil
 }
 
 // ErrStillCached means the file's pages could not be dropped from the page

@@ -57,3 +57,40 @@ func TestResidencyAndReadRate(t *testing.T) {
 		t.Fatalf("read rate of a mapped file: %v (sum %d), want ErrStillCached", err, sum)
 	}
 }
+
+// cachestat (the fast path) and mincore (the fallback) agree on a file
+// that is partly in the page cache.
+func TestResidencyMethodsAgree(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "f.bin")
+	size := int64(8<<20 + 123) // a partial last page
+	if err := os.WriteFile(p, make([]byte, size), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := tflite.DropCacheForTest(f); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.ReadAt(make([]byte, 3<<20), 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	viaCachestat, viaMincore, ok, err := tflite.ResidencyBothWaysForTest(f, size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if viaMincore < 3<<20 || viaMincore > size {
+		t.Fatalf("mincore: %d of %d bytes resident after reading 3 MiB", viaMincore, size)
+	}
+	if !ok {
+		t.Skipf("no cachestat(2) on this kernel (mincore: %d bytes)", viaMincore)
+	}
+	if d := viaCachestat - viaMincore; d < -4096 || d > 4096 {
+		t.Fatalf("cachestat says %d bytes resident, mincore %d", viaCachestat, viaMincore)
+	}
+	if viaCachestat == size {
+		t.Fatalf("the drop did not take: all %d bytes resident", size)
+	}
+}
