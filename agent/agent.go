@@ -205,6 +205,10 @@ func (a *Agent) Store() *storage.Store { return a.store }
 // Report is what Start found and did, with what the background work
 // (calibration, warming after READY) has learned since.
 func (a *Agent) Report() StartupReport {
+	// a.report is written only by Start, before it spawns anything that
+	// calls Report (the final report, the metrics' gauges), and never
+	// after: it needs no lock. What changes later is read under the
+	// pool's and mapsMu's locks below.
 	rep := a.report
 	loads := map[string]tflite.ModelStatus{}
 	if a.pool != nil {
