@@ -42,25 +42,25 @@ func Residency(path string) (resident, size int64, err error) {
 }
 
 // cachestatResident counts f's cached pages with cachestat(2); ok is false
-// when the kernel cannot say (ENOSYS before 6.5, EPERM under a filter).
+// when the kernel cannot say: ENOSYS before 6.5 and EPERM under a seccomp
+// filter, for good; EOPNOTSUPP (hugetlbfs) and the like for this file.
 func cachestatResident(f *os.File, size int64) (int64, bool) {
-	if !useCachestat.Load() {
+	if noCachestat.Load() {
 		return 0, false
 	}
 	var st unix.Cachestat_t
 	err := unix.Cachestat(uint(f.Fd()), &unix.CachestatRange{Off: 0, Len: uint64(size)}, &st, 0)
 	if err != nil {
-		useCachestat.Store(false) // it will not start working: ask mincore from now on
+		if errors.Is(err, unix.ENOSYS) || errors.Is(err, unix.EPERM) {
+			noCachestat.Store(true) // it will not start working: mincore from now on
+		}
 		return 0, false
 	}
 	return min(int64(st.Cache)*int64(os.Getpagesize()), size), true
 }
 
-// useCachestat is cleared the first time cachestat fails; tests clear it
-// to exercise the mincore path.
-var useCachestat atomic.Bool
-
-func init() { useCachestat.Store(true) }
+// noCachestat is set once cachestat(2) turned out missing or refused.
+var noCachestat atomic.Bool
 
 // mincoreResident counts f's resident bytes with mincore on a fresh
 // read-only mapping.
