@@ -63,6 +63,12 @@ type ReplayResult struct {
 	WallSecs    float64 `json:"wall_seconds"`
 	// PerModel says which models paid the cold time.
 	PerModel map[string]ModelPaid `json:"per_model"`
+	// CeilingMs is what the best fixed warm set pays at this replay's cost
+	// per miss (see Ceiling): on an LRU replay, cold_ms ÷ ceiling_ms is the
+	// most any policy saves over LRU on average when arrivals are
+	// memoryless.
+	CeilingMs   float64  `json:"ceiling_ms"`
+	CeilingKeep []string `json:"ceiling_keep"`
 }
 
 // ModelPaid is one model's share of a replay.
@@ -257,6 +263,7 @@ func Replay(ctx context.Context, o ReplayOptions) (ReplayResult, error) {
 	s := pool.Stats()
 	res.Evictions = s.Evictions
 	res.ByteSeconds = held
+	res.CeilingMs, res.CeilingKeep = Ceiling(res, o.Costs, o.Budget)
 	sort.Float64s(lat)
 	res.P50Ms, res.P95Ms, res.P99Ms = quantile(lat, .5), quantile(lat, .95), quantile(lat, .99)
 	res.TraceSecs = now.Sub(start).Seconds()

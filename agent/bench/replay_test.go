@@ -70,6 +70,9 @@ func TestReplayCommand(t *testing.T) {
 			for _, pm := range r.PerModel {
 				req, cold, coldMs = req+pm.Requests, cold+pm.ColdStarts, coldMs+pm.ColdMs
 			}
+			if r.CeilingMs <= 0 || len(r.CeilingKeep) == 0 {
+				t.Errorf("%v: ceiling %.2f ms keeping %v", args, r.CeilingMs, r.CeilingKeep)
+			}
 			if req != r.Requests-r.Refused || cold != r.ColdStarts || math.Abs(coldMs-r.ColdMs) > 0.01 {
 				t.Errorf("%v: per_model sums to %d requests, %d cold starts, %.2f ms; totals %d (%d refused), %d, %.2f",
 					args, req, cold, coldMs, r.Requests, r.Refused, r.ColdStarts, r.ColdMs)
@@ -150,5 +153,31 @@ func TestGenerateTraceShapes(t *testing.T) {
 	back, err := bench.ReadTrace(&buf)
 	if err != nil || len(back) != len(tr) || back[10].Model != tr[10].Model || (back[10].At-tr[10].At).Abs() > time.Microsecond {
 		t.Fatalf("read back: %d of %d, %v", len(back), len(tr), err)
+	}
+}
+
+// Ceiling keeps the set of models worth most within the budget (a
+// knapsack, not the densest first) and charges each kept model its first
+// request only; a model that never missed counts its measured cost.
+func TestCeiling(t *testing.T) {
+	const mib = 1 << 20
+	res := bench.ReplayResult{PerModel: map[string]bench.ModelPaid{
+		"a": {Requests: 10, ColdStarts: 5, ColdMs: 10}, // 2 ms a miss, 60 MiB
+		"b": {Requests: 4, ColdStarts: 4, ColdMs: 40},  // 10 ms, 50 MiB
+		"c": {Requests: 3},                             // never missed: 1 ms measured, 40 MiB
+	}}
+	costs := map[string]bench.Cost{
+		"a": {Size: 60 * mib, Interpreter: time.Millisecond},
+		"b": {Size: 49 * mib, Heap: mib},
+		"c": {Size: 40 * mib, Interpreter: time.Millisecond},
+	}
+	// Within 100 MiB: {b, c} saves 3×10 + 2×1 = 32 ms of the 63 all pay;
+	// {a, c} would save 20, {b} alone 30.
+	ms, keep := bench.Ceiling(res, costs, 100*mib)
+	if math.Abs(ms-31) > 1e-9 || !slices.Equal(keep, []string{"b", "c"}) {
+		t.Fatalf("ceiling %.2f ms keeping %v, want 31 keeping [b c]", ms, keep)
+	}
+	if ms, keep := bench.Ceiling(res, costs, 10*mib); ms != 63 || len(keep) != 0 {
+		t.Fatalf("no room: %.2f ms keeping %v, want all 63 paid", ms, keep)
 	}
 }

@@ -1,0 +1,61 @@
+package bench
+
+// The ceiling of eviction on a replayed trace: what the best fixed set of
+// warm models pays at the replay's own cost per miss. It says how much of
+// a policy's distance from it is the policy's, and how much no policy can
+// win back.
+
+import (
+	"cmp"
+	"math"
+	"slices"
+)
+
+// Ceiling is the cold time (ms) the best fixed set of warm models would
+// pay on res's requests, at res's cost per miss of each model, with the
+// set restored for free after every request outside it: a kept model pays
+// only its first request, every other model all of its requests. When
+// arrivals are memoryless (the heavy trace's are Poisson) no eviction or
+// keep-alive policy pays less on average; on a trace of timers or bursts a
+// policy that times its prewarms can. A model that never missed counts
+// its measured cold cost. keep is the set, sorted.
+func Ceiling(res ReplayResult, costs map[string]Cost, budget int64) (ms float64, keep []string) {
+	type item struct {
+		id      string
+		weight  int     // MiB held warm, rounded up
+		perMiss float64 // ms
+		n       int
+	}
+	var items []item
+	for id, pm := range res.PerModel {
+		c := costs[id]
+		perMiss := msOf(c.Stages().Saved())
+		if pm.ColdStarts > 0 {
+			perMiss = pm.ColdMs / float64(pm.ColdStarts)
+		}
+		items = append(items, item{id, int(math.Ceil(float64(c.Footprint()) / (1 << 20))), perMiss, pm.Requests})
+		ms += float64(pm.Requests) * perMiss
+	}
+	slices.SortFunc(items, func(a, b item) int { return cmp.Compare(a.id, b.id) })
+	// 0/1 knapsack over MiB: keeping a model saves all but its first miss.
+	capacity := int(budget >> 20)
+	best := make([]float64, capacity+1)
+	took := make([][]bool, len(items))
+	for i, it := range items {
+		took[i] = make([]bool, capacity+1)
+		value := float64(max(it.n-1, 0)) * it.perMiss
+		for b := capacity; b >= it.weight; b-- {
+			if v := best[b-it.weight] + value; v > best[b] {
+				best[b], took[i][b] = v, true
+			}
+		}
+	}
+	for i, b := len(items)-1, capacity; i >= 0; i-- {
+		if took[i][b] {
+			keep = append(keep, items[i].id)
+			b -= items[i].weight
+		}
+	}
+	slices.Sort(keep)
+	return ms - best[capacity], keep
+}
