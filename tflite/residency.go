@@ -1,7 +1,8 @@
 package tflite
 
 // What a cold start reads from storage: how much of a model file is in
-// the page cache (cachestat, or mincore) and how fast this device reads what is not.
+// the page cache (cachestat, or mincore) and how fast this device reads
+// what is not.
 
 import (
 	"errors"
