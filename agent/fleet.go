@@ -290,17 +290,19 @@ func (a *Agent) verified(ctx context.Context, st, work *modelState, how string) 
 
 // disagreement says how one measuring load differs from cal beyond the
 // tolerance ("" when it agrees), and whether it is the time that differs.
-// Time is compared as CPU time per invoke when both sides have it; the
-// heap is the runtime's arena plan, the same on every twin.
+// The heap is the runtime's arena plan, the same on every twin and under
+// any load, so it is checked first: busy cores, which make a time
+// disagreement doubtful, must not hide a wrong heap. Time is compared as
+// CPU time per invoke when both sides have it.
 func disagreement(cal storage.Calibration, steady steadyTimes, heap int64, tol float64) (string, bool) {
+	if why := compareHeap(heap, cal.HeapBytes); why != "" {
+		return why, false
+	}
 	why := compareTime("steady invoke", steady.Wall, cal.Stages.Steady, tol)
 	if steady.CPU > 0 && cal.SteadyCPU > 0 {
 		why = compareTime("steady invoke CPU", steady.CPU, cal.SteadyCPU, tol)
 	}
-	if why != "" {
-		return why, true
-	}
-	return compareHeap(heap, cal.HeapBytes), false
+	return why, why != ""
 }
 
 // compareTime says how here differs from there beyond a factor 1+tol, or "".
