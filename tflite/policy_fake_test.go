@@ -186,6 +186,47 @@ func TestFakePoolEvictionFreesOffTheRequest(t *testing.T) {
 	}
 }
 
+// WaitFreed returns once the frees of the evictions so far have run (a
+// trace replay waits for them between requests), not before.
+func TestFakePoolWaitFreed(t *testing.T) {
+	slow := make(chan struct{})
+	p, l := fakePool(t, PoolOptions{Budget: 60}, map[string]*fakeModel{"a": {size: 40, heap: 10, closing: slow}, "b": {size: 41, heap: 10}})
+	use(t, p, "a")
+	p.WaitFreed() // nothing queued: returns at once
+	acquired := make(chan error, 1)
+	go func() {
+		lease, err := p.Acquire(context.Background(), "b") // evicts a
+		if err == nil {
+			lease.Release()
+		}
+		acquired <- err
+	}()
+	<-slow // a's free has started
+	if err := <-acquired; err != nil {
+		t.Fatal(err)
+	}
+	waited := make(chan struct{})
+	go func() {
+		p.WaitFreed()
+		close(waited)
+	}()
+	select {
+	case <-waited:
+		slow <- struct{}{} // let the free finish, or the pool's Close waits for ever
+		t.Fatal("WaitFreed returned while a's free was running")
+	case <-time.After(50 * time.Millisecond):
+	}
+	slow <- struct{}{}
+	select {
+	case <-waited:
+	case <-time.After(10 * time.Second):
+		t.Fatal("WaitFreed did not return after the free finished")
+	}
+	if mapped, live := l.counts(); mapped != 1 || live != 1 {
+		t.Fatalf("after WaitFreed: %d mappings, %d interpreters, want b's alone", mapped, live)
+	}
+}
+
 // Freeing in the gap costs a reload per request: histogram does it only
 // for a timer slow enough (a minute or more) and regular enough. A fast
 // timer and a random caller stay warm.

@@ -865,6 +865,12 @@ func reloadCost(ws Stages, nonResident int64, rate float64) time.Duration {
 	return saved - ws.PageIn + max(ws.PageIn, est)
 }
 
+// WaitFreed waits until the frees and munmaps of every eviction so far
+// have run. A trace replay calls it between requests: its virtual clock
+// jumps over the idle seconds in which they would have run, and without
+// it the next request would share the cores with them.
+func (p *Pool) WaitFreed() { p.reaper.drain() }
+
 // SetPinned pins or unpins a registered model.
 func (p *Pool) SetPinned(id string, pinned bool) error {
 	p.mu.Lock()

@@ -9,6 +9,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 	"time"
 
@@ -43,15 +45,17 @@ type ReplayOptions struct {
 // acquire (a load when cold) plus the invoke; no queueing (requests are
 // served one at a time).
 type ReplayResult struct {
-	Policy      string  `json:"policy"`
-	Budget      int64   `json:"budget"`
-	Simulated   bool    `json:"simulated"`
-	ReadRate    float64 `json:"read_rate,omitempty"`
-	Requests    int     `json:"requests"`
-	Hits        int     `json:"hits"`
-	Refused     int     `json:"refused"` // the model alone exceeds the budget
-	ColdStarts  int     `json:"cold_starts"`
-	ColdMs      float64 `json:"cold_ms"` // cold time paid by requests: their latency over the model's steady invoke
+	Policy     string  `json:"policy"`
+	Budget     int64   `json:"budget"`
+	Simulated  bool    `json:"simulated"`
+	ReadRate   float64 `json:"read_rate,omitempty"`
+	Requests   int     `json:"requests"`
+	Hits       int     `json:"hits"`
+	Refused    int     `json:"refused"` // the model alone exceeds the budget
+	ColdStarts int     `json:"cold_starts"`
+	// ColdMs is the cold time requests paid: a cold request's latency
+	// over its model's steady invoke (per_model's steady_ms).
+	ColdMs      float64 `json:"cold_ms"`
 	Evictions   uint64  `json:"evictions"`
 	Prewarms    int     `json:"prewarms"`     // loads the policy's pre-warm windows asked for
 	PrewarmMs   float64 `json:"prewarm_ms"`   // what they cost, off the requests' path
@@ -76,6 +80,33 @@ type ModelPaid struct {
 	Requests   int     `json:"requests"`
 	ColdStarts int     `json:"cold_starts"`
 	ColdMs     float64 `json:"cold_ms"`
+	// SteadyMs is the steady invoke its cold time is counted over: in a
+	// real replay the median of this run's warm requests (see runSteady).
+	SteadyMs float64 `json:"steady_ms"`
+}
+
+// minSteadySamples: a model with fewer warm requests in a real replay is
+// counted over its calibrated steady invoke instead.
+const minSteadySamples = 3
+
+// runSteady is each model's steady invoke for counting cold time: the
+// median latency of its warm requests in this run, or with fewer than
+// minSteadySamples of them its calibrated figure. Calibration ran at
+// another time, under another load: a compute-bound model's steady invoke
+// drifts between runs by more than a small model's whole cold start
+// (deeplab's measured 151 ms one day and 242 ms the day before), and
+// every cold request would carry that drift as cold time, or hide its
+// real cost under the clamp at zero. The run's own warm requests saw the
+// same machine as its cold ones.
+func runSteady(calibrated map[string]time.Duration, warm map[string][]float64) map[string]float64 {
+	out := map[string]float64{}
+	for id, c := range calibrated {
+		out[id] = msOf(c)
+		if w := warm[id]; len(w) >= minSteadySamples {
+			out[id] = quantile(w, .5)
+		}
+	}
+	return out
 }
 
 // Replay runs one trace against one policy.
@@ -185,6 +216,9 @@ func Replay(ctx context.Context, o ReplayOptions) (ReplayResult, error) {
 		return nil
 	}
 	lat := make([]float64, 0, len(o.Trace))
+	// Cold requests' latencies and warm ones', per model: cold time is
+	// counted after the run, over the run's own steady invoke.
+	coldLat, warmLat := map[string][]float64{}, map[string][]float64{}
 	next := start.Add(o.Tick)
 	for _, r := range o.Trace {
 		if err := ctx.Err(); err != nil {
@@ -198,6 +232,13 @@ func Replay(ctx context.Context, o ReplayOptions) (ReplayResult, error) {
 			}
 		}
 		advance(at)
+		if !o.Simulate {
+			// The evictions' frees (milliseconds) had the gap before this
+			// request (2 s on average in a generated trace; 50 ms at the
+			// least inside a burst) to run in; the replay, running the
+			// trace back to back, gives them that time here.
+			pool.WaitFreed()
+		}
 		c := o.Costs[r.Model]
 		t := time.Now()
 		l, err := pool.Acquire(ctx, r.Model)
@@ -244,11 +285,11 @@ func Replay(ctx context.Context, o ReplayOptions) (ReplayResult, error) {
 		paid.Requests++
 		if l.Warm && wait == 0 {
 			res.Hits++
+			warmLat[r.Model] = append(warmLat[r.Model], msOf(latency))
 		} else {
 			res.ColdStarts++
-			res.ColdMs += msOf(max(latency-c.Steady, 0))
 			paid.ColdStarts++
-			paid.ColdMs += msOf(max(latency-c.Steady, 0))
+			coldLat[r.Model] = append(coldLat[r.Model], msOf(latency))
 			resident[paths[r.Model]] = true
 		}
 		res.PerModel[r.Model] = paid
@@ -259,6 +300,23 @@ func Replay(ctx context.Context, o ReplayOptions) (ReplayResult, error) {
 		if err := maintain(at.Add(latency)); err != nil {
 			return res, err
 		}
+	}
+	calibrated := map[string]time.Duration{}
+	for id := range res.PerModel {
+		calibrated[id] = o.Costs[id].Steady
+	}
+	if o.Simulate {
+		warmLat = nil // a simulated warm request is the calibration
+	}
+	steady := runSteady(calibrated, warmLat)
+	for _, id := range slices.Sorted(maps.Keys(res.PerModel)) { // one order: sums repeat exactly
+		paid := res.PerModel[id]
+		paid.SteadyMs = steady[id]
+		for _, l := range coldLat[id] {
+			paid.ColdMs += max(l-steady[id], 0)
+		}
+		res.ColdMs += paid.ColdMs
+		res.PerModel[id] = paid
 	}
 	s := pool.Stats()
 	res.Evictions = s.Evictions

@@ -67,8 +67,11 @@ func TestReplayCommand(t *testing.T) {
 			}
 			var req, cold int
 			var coldMs float64
-			for _, pm := range r.PerModel {
+			for id, pm := range r.PerModel {
 				req, cold, coldMs = req+pm.Requests, cold+pm.ColdStarts, coldMs+pm.ColdMs
+				if pm.SteadyMs <= 0 {
+					t.Errorf("%v: %s counted over a steady invoke of %v ms", args, id, pm.SteadyMs)
+				}
 			}
 			if r.CeilingMs <= 0 || len(r.CeilingKeep) == 0 {
 				t.Errorf("%v: ceiling %.2f ms keeping %v", args, r.CeilingMs, r.CeilingKeep)
@@ -179,5 +182,26 @@ func TestCeiling(t *testing.T) {
 	}
 	if ms, keep := bench.Ceiling(res, costs, 10*mib); ms != 63 || len(keep) != 0 {
 		t.Fatalf("no room: %.2f ms keeping %v, want all 63 paid", ms, keep)
+	}
+}
+
+// A model's steady invoke, for counting cold time, is the median of the
+// run's own warm requests once there are enough of them; below that, the
+// calibration's.
+func TestRunSteady(t *testing.T) {
+	calibrated := map[string]time.Duration{"busy": 150 * time.Millisecond, "rare": 20 * time.Millisecond, "never": time.Millisecond}
+	warm := map[string][]float64{
+		"busy": {260, 240, 250, 900, 245}, // a slow outlier does not move a median
+		"rare": {35, 36},                  // two warm requests: too few
+	}
+	got := bench.RunSteadyForTest(calibrated, warm)
+	want := map[string]float64{"busy": 250, "rare": 20, "never": 1}
+	for id, w := range want {
+		if math.Abs(got[id]-w) > 1e-9 {
+			t.Errorf("%s: steady %v ms, want %v", id, got[id], w)
+		}
+	}
+	if len(got) != len(want) {
+		t.Errorf("steady for %d models, want %d: %v", len(got), len(want), got)
 	}
 }
