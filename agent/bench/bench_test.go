@@ -26,7 +26,7 @@ func TestQuickBenchWritesReport(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"## Summary", "## Startup", "agent prewarmed", "## Serving", "## Memory under a budget", "histogram", "lru", "## Eviction policies on traces", "Simulator check", "## Scaling", "## Energy"} {
+	for _, want := range []string{"## Summary", "## Startup", "agent prewarmed", "## Serving", "## Memory under a budget", "histogram", "lru", "## Eviction policies on traces", "Simulator check", "interleaved pairs", "## Scaling", "## Energy"} {
 		if !strings.Contains(string(report), want) {
 			t.Errorf("report lacks %q", want)
 		}
