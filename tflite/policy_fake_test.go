@@ -150,15 +150,9 @@ func TestFakePoolEvictionFreesOffTheRequest(t *testing.T) {
 	slow := make(chan struct{})
 	p, l := fakePool(t, PoolOptions{Budget: 60}, map[string]*fakeModel{"a": {size: 40, heap: 10, closing: slow}, "b": {size: 41, heap: 10}})
 	use(t, p, "a")
-	done := make(chan error, 1)
-	go func() {
-		lease, err := p.Acquire(context.Background(), "b") // evicts a
-		if err == nil {
-			lease.Release()
-		}
-		done <- err
-	}()
-	<-slow // a's free has started
+	// b evicts a; wait until a's free has started.
+	done := acquireInBackground(p, "b")
+	<-slow
 	select {
 	case err := <-done:
 		if err != nil {
@@ -193,15 +187,9 @@ func TestFakePoolWaitFreed(t *testing.T) {
 	p, l := fakePool(t, PoolOptions{Budget: 60}, map[string]*fakeModel{"a": {size: 40, heap: 10, closing: slow}, "b": {size: 41, heap: 10}})
 	use(t, p, "a")
 	p.WaitFreed() // nothing queued: returns at once
-	acquired := make(chan error, 1)
-	go func() {
-		lease, err := p.Acquire(context.Background(), "b") // evicts a
-		if err == nil {
-			lease.Release()
-		}
-		acquired <- err
-	}()
-	<-slow // a's free has started
+	// b evicts a; wait until a's free has started.
+	acquired := acquireInBackground(p, "b")
+	<-slow
 	if err := <-acquired; err != nil {
 		t.Fatal(err)
 	}

@@ -145,6 +145,20 @@ func use(t *testing.T, p *Pool, id string) {
 	l.Release()
 }
 
+// acquireInBackground acquires and releases id on a goroutine of its own
+// and sends the Acquire's error when done.
+func acquireInBackground(p *Pool, id string) <-chan error {
+	done := make(chan error, 1)
+	go func() {
+		lease, err := p.Acquire(context.Background(), id)
+		if err == nil {
+			lease.Release()
+		}
+		done <- err
+	}()
+	return done
+}
+
 func warmIDs(p *Pool) map[string]bool {
 	out := map[string]bool{}
 	for _, m := range p.Models() {

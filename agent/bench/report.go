@@ -46,14 +46,6 @@ func spread(d Dist) string {
 	return fmt.Sprintf("%s (%s–%s)", f2(d.Median), f2(d.P5), f2(d.P95))
 }
 
-// rangeOf is a ratio's "median× (min–max×)".
-func rangeOf(d Dist) string {
-	if d.N <= 1 {
-		return fmt.Sprintf("%.2f×", d.Median)
-	}
-	return fmt.Sprintf("%.2f× (%.2f–%.2f×)", d.Median, d.Min, d.Max)
-}
-
 func ratio(base, v float64) string {
 	if v <= 0 {
 		return "—"
