@@ -235,3 +235,153 @@ func TestFakePoolHistogramKeepsFastAndRandomCallersWarm(t *testing.T) {
 		t.Fatalf("%d freed, warm %v: want both kept", n, warmIDs(p))
 	}
 }
+
+// histogram holds a keep set: two models asked for every 10 s hold the
+// budget together; a large one asked for every 40 s is worth as much as
+// either alone (so the rewarm rule of "under half" would keep it), less
+// than both together (so the knapsack keeps the pair). Each of its
+// requests displaces both; right after it (it is no burst: its grace is
+// 0) their rewarm takes its room back. A pair whose reload is slow takes
+// no room: the large model stays, as before.
+func TestFakePoolRestoresTheKeepSet(t *testing.T) {
+	const mib = 1 << 20
+	for _, c := range []struct {
+		name             string
+		pairCold, bigOne time.Duration
+		restored         bool
+	}{
+		{"fast reloads", 10 * time.Millisecond, 40 * time.Millisecond, true},
+		{"slow reloads", time.Second, 4 * time.Second, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			now := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+			models := map[string]*fakeModel{
+				"a":   {size: 40 * mib, cold: c.pairCold},
+				"b":   {size: 40 * mib, cold: c.pairCold},
+				"big": {size: 90 * mib, cold: c.bigOne},
+			}
+			p, _ := fakePool(t, PoolOptions{Budget: 100 * mib, Policy: mustPolicy(t, "histogram"), Now: func() time.Time { return now }}, models)
+			rewarm := func() {
+				t.Helper()
+				for _, id := range p.DuePrewarms() {
+					if _, _, err := p.PrewarmDue(context.Background(), id); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			for i := range 28 {
+				if i%4 == 3 {
+					use(t, p, "big")
+					rewarm()
+				}
+				use(t, p, "a")
+				use(t, p, "b")
+				now = now.Add(10 * time.Second)
+			}
+			use(t, p, "big")
+			if w := warmIDs(p); len(w) != 1 || !w["big"] {
+				t.Fatalf("after big's request: warm %v", w)
+			}
+			rewarm()
+			w := warmIDs(p)
+			if c.restored && (!w["a"] || !w["b"] || w["big"]) {
+				t.Fatalf("after big's request and a rewarm: warm %v, want the pair back", w)
+			}
+			if !c.restored && (w["a"] || w["b"] || !w["big"]) {
+				t.Fatalf("slow reloads took big's room: warm %v, want big kept", w)
+			}
+		})
+	}
+}
+
+// The keep set's grace: a model asked for in bursts is spared for about
+// the gaps inside its bursts, and the knapsack counts only its requests
+// after a longer idle time (the others find it warm anyway); a model
+// asked for at random (or by a timer) is spared for nothing and counts
+// every request; one too new to tell is spared for newModelGrace.
+func TestHistogramBurstGrace(t *testing.T) {
+	ms, sec := time.Millisecond, time.Second
+	start := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+	for _, c := range []struct {
+		name       string
+		gaps       []time.Duration // between requests, repeated
+		requests   int
+		spareAt    []time.Duration // after the latest request: spared
+		notSpareAt []time.Duration
+		share      float64 // of Demand × Cold, the Worth
+	}{
+		// 10 requests 100 ms apart every 10 minutes: the grace is the
+		// upper edge of the 100 ms bin (141 ms).
+		{"bursts", append(slices.Repeat([]time.Duration{100 * ms}, 9), 10*time.Minute), 41,
+			[]time.Duration{0, 120 * ms}, []time.Duration{time.Second, time.Minute}, 0.1},
+		{"random", []time.Duration{3 * sec, 40 * sec, 9 * sec, 200 * sec, 1 * sec, 70 * sec, 15 * sec, 120 * sec, 5 * sec, 30 * sec}, 20,
+			nil, []time.Duration{0, 100 * ms, time.Second}, 1},
+		{"new", []time.Duration{30 * time.Second}, 3,
+			[]time.Duration{0, 900 * ms}, []time.Duration{2 * time.Second}, 1},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			pol := mustPolicy(t, "histogram")
+			h := pol.(*histogramPolicy)
+			u := &Use{ID: "m", Cold: time.Second, Demand: 10}
+			now := start
+			for i := range c.requests {
+				u.Now = now
+				pol.Requested(u)
+				if i < c.requests-1 {
+					now = now.Add(c.gaps[i%len(c.gaps)])
+				}
+			}
+			for _, d := range c.spareAt {
+				if u.Now = now.Add(d); !h.Spare(u) {
+					t.Errorf("not spared %v after a request", d)
+				}
+			}
+			for _, d := range c.notSpareAt {
+				if u.Now = now.Add(d); h.Spare(u) {
+					t.Errorf("spared %v after a request", d)
+				}
+			}
+			if got, want := h.Worth(u), c.share*10; got < want*0.8 || got > want*1.2 {
+				t.Errorf("worth %.2f, want about %.2f", got, want)
+			}
+		})
+	}
+}
+
+// A model the policy spares (here: too new to tell whether it comes in
+// bursts) keeps its room against the keep set's rewarm; once its grace is
+// over, the displaced members are tried again without waiting for their
+// next request (re-armed), and come back.
+func TestFakePoolRearmsAfterTheGrace(t *testing.T) {
+	const mib = 1 << 20
+	now := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+	models := map[string]*fakeModel{
+		"a":   {size: 40 * mib, cold: 10 * time.Millisecond},
+		"b":   {size: 40 * mib, cold: 10 * time.Millisecond},
+		"new": {size: 90 * mib, cold: 40 * time.Millisecond},
+	}
+	p, _ := fakePool(t, PoolOptions{Budget: 100 * mib, Policy: mustPolicy(t, "histogram"), Now: func() time.Time { return now }}, models)
+	rewarm := func() {
+		t.Helper()
+		for _, id := range p.DuePrewarms() {
+			if _, _, err := p.PrewarmDue(context.Background(), id); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for range 8 {
+		use(t, p, "a")
+		use(t, p, "b")
+		now = now.Add(10 * time.Second)
+	}
+	use(t, p, "new")
+	rewarm()
+	if w := warmIDs(p); len(w) != 1 || !w["new"] {
+		t.Fatalf("right after the new model's request: warm %v, want it spared", w)
+	}
+	now = now.Add(newModelGrace + time.Second)
+	rewarm()
+	if w := warmIDs(p); !w["a"] || !w["b"] || w["new"] {
+		t.Fatalf("after its grace: warm %v, want the pair back", w)
+	}
+}
