@@ -55,14 +55,9 @@ func (p *Pool) makeRoomLocked(need int64, except *entry) error {
 // the models it would evict, in the policy's order, are together expected
 // to save under half the cold time the prewarmed model is: then they
 // leave; otherwise nothing does. On slow storage a large model's reload
-// takes seconds; a guess must not cost more than it can save. A member of
-// the keep set may instead take the room of models outside it (keepset.go):
-// the set is worth more together than they are.
+// takes seconds; a guess must not cost more than it can save.
 func (p *Pool) makeRoomForGuessLocked(need int64, e *entry) error {
 	now := p.opts.Now()
-	if p.makeRoomFromOutsidersLocked(need, e, now) {
-		return nil
-	}
 	limit := expectedSaving(p.expectedUseLocked(e, now)) / 2
 	taken := map[*entry]bool{}
 	var victims []*entry
@@ -118,7 +113,6 @@ func (p *Pool) victimLocked(except *entry, skip map[*entry]bool) (victim *entry,
 func (p *Pool) useLocked(e *entry, now time.Time) *Use {
 	u := &e.use
 	u.ID, u.Bytes, u.Cold, u.LastUsed, u.LastRequest, u.Now = e.spec.ID, e.bytes, e.cold, e.lastUsed, e.demandAt, now
-	u.Outsider = p.keep != nil && !p.keep[e]
 	u.Demand = e.demand * p.decay(now.Sub(e.demandAt))
 	return u
 }
@@ -318,8 +312,7 @@ func (p *Pool) Expire() int {
 
 // DuePrewarms lists the cold models the policy wants warm now (their
 // pre-warm window is open and no prewarm was tried since their last
-// request, or they are re-armed members of the keep set), most valuable
-// first. Warm them with PrewarmDue. It also refreshes the keep set.
+// request), most valuable first. Warm them with PrewarmDue.
 func (p *Pool) DuePrewarms() []string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -329,9 +322,8 @@ func (p *Pool) DuePrewarms() []string {
 		pri float64
 	}
 	var ds []due
-	p.refreshKeepSetLocked(now)
 	for _, e := range p.entries {
-		if e.model != nil || e.growing > 0 || e.removed || e.demandAt.IsZero() || (!e.prewarmedAt.Before(e.demandAt) && !p.rearmedLocked(e, now)) {
+		if e.model != nil || e.growing > 0 || e.removed || e.demandAt.IsZero() || !e.prewarmedAt.Before(e.demandAt) {
 			continue
 		}
 		u := p.expectedUseLocked(e, now)

@@ -51,9 +51,6 @@ type Use struct {
 	LastRequest time.Time
 	Now         time.Time
 	Demand      float64 // requests, decayed with the pool's half-life, as of Now
-	// Outsider: the pool holds a keep set (keepset.go, for a policy that
-	// has one) and the model is not in it.
-	Outsider bool
 	// State is the policy's own per-model state; the pool keeps it (and
 	// moves it with the model on Promote) but never reads it.
 	State any
@@ -86,9 +83,7 @@ const DefaultPolicy = "histogram"
 //   - histogram: GDSF order, plus a keep-alive and pre-warm window per
 //     model from its idle-time distribution ("Serverless in the Wild",
 //     ATC'20), and rewarms of evicted models still expected; models too
-//     new to trust keep TTL and are not rewarmed. It holds a keep set
-//     (keepset.go): models outside it leave first once out of their
-//     bursts, and its members' rewarms take their room.
+//     new to trust keep TTL and are not rewarmed.
 func NewPolicy(name string, o PolicyOptions) (Policy, error) {
 	switch {
 	case o.TTL == 0:
@@ -187,9 +182,7 @@ func gdsfWorth(u *Use) float64 {
 // 5th percentile less 10 %. An evicted model is rewarmed while its window
 // is open (see Pool.PrewarmDue for when that is worth it); a timer of a
 // minute or more is freed in the gap before its pre-warm and ranks below
-// everything there: it is not expected yet. It is a keeper (keepset.go):
-// a model outside the pool's keep set ranks there too once out of its
-// burst, so a request for it displaces no member while it is warm.
+// everything there: it is not expected yet.
 type histogramPolicy struct {
 	o     PolicyOptions
 	clock float64
@@ -226,53 +219,8 @@ func (p *histogramPolicy) Priority(u *Use) float64 {
 	if w := p.Window(u); w.Prewarm > 0 && u.Now.Sub(s.last) < w.Prewarm {
 		return math.Inf(-1)
 	}
-	if u.Outsider && !p.Spare(u) {
-		// Outside the keep set, out of its burst: it leaves before any
-		// member (the least recently used first), and its eviction does
-		// not age the others (Evicted skips an infinite priority).
-		return math.Inf(-1)
-	}
 	return s.clock + gdsfWorth(u)
 }
-
-// Worth is what staying warm saves u's model: the requests that would
-// find it cold (those after an idle time longer than its bursts' gaps:
-// the rest find it warm anyway), decayed as its demand, × its cold time.
-func (p *histogramPolicy) Worth(u *Use) float64 {
-	s := p.state(u)
-	share := 1.0
-	if g := p.burstGrace(s); s.idle.n >= p.o.MinSamples && g > 0 {
-		share = s.idle.shareAbove(g)
-	}
-	return u.Demand * share * u.Cold.Seconds()
-}
-
-// Spare keeps an outsider of the keep set warm against a member's rewarm
-// while it is in a burst (see burstGrace).
-func (p *histogramPolicy) Spare(u *Use) bool {
-	s := p.state(u)
-	return !s.last.IsZero() && u.Now.Sub(s.last) < p.burstGrace(s)
-}
-
-// burstGrace is how long after a request a model is likely asked for
-// again, before anything else is: when three quarters of its idle times
-// are under a quarter of their mean (requests in bursts, with long gaps
-// between), the upper edge of that quartile; otherwise (memoryless or
-// timed arrivals) 0. A model with too few idle times to tell is spared
-// for newModelGrace.
-func (p *histogramPolicy) burstGrace(s *histState) time.Duration {
-	if s.idle.n < p.o.MinSamples {
-		return newModelGrace
-	}
-	if q := s.idle.quantile(0.75, true); q < s.idle.mean()/4 {
-		return q
-	}
-	return 0
-}
-
-// newModelGrace spares a model too new to tell whether it comes in bursts
-// (bursts of requests come tens to hundreds of ms apart).
-const newModelGrace = time.Second
 
 func (p *histogramPolicy) Evicted(u *Use) {
 	if pr := p.Priority(u); !math.IsInf(pr, 0) {
@@ -314,7 +262,6 @@ const minPrewarmGap = time.Minute
 type idleHistogram struct {
 	bins [idleBins]uint32
 	n    int
-	sum  time.Duration
 }
 
 const (
@@ -334,28 +281,6 @@ func (h *idleHistogram) add(d time.Duration) {
 	}
 	h.bins[i]++
 	h.n++
-	h.sum += d
-}
-
-// shareAbove is the share of idle times in bins at or above d (d a bin
-// edge, as quantile returns).
-func (h *idleHistogram) shareAbove(d time.Duration) float64 {
-	if h.n == 0 {
-		return 1
-	}
-	above := 0
-	for i := idleBins - 1; i >= 1 && idleEdge(i) >= d; i-- {
-		above += int(h.bins[i])
-	}
-	return float64(above) / float64(h.n)
-}
-
-// mean is the mean idle time (0 with none).
-func (h *idleHistogram) mean() time.Duration {
-	if h.n == 0 {
-		return 0
-	}
-	return h.sum / time.Duration(h.n)
 }
 
 // quantile is the upper (or lower) edge of the bin holding quantile q.

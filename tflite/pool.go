@@ -151,9 +151,6 @@ type Pool struct {
 	reaper      *reaper
 	freed       chan struct{} // closed and replaced whenever bytes or leases are given back
 	roomWaiters int           // goroutines waiting on freed
-	// keep is the keep set (keepset.go) as of the latest DuePrewarms, for
-	// a policy that holds one.
-	keep map[*entry]bool
 }
 
 type entry struct {
