@@ -146,7 +146,7 @@ func policies(ctx context.Context, o Options, work string) (Policies, error) {
 		out.Validation.RealRatios = append(out.Validation.RealRatios, cold["lru"]/math.Max(cold[tflite.DefaultPolicy], 1e-9))
 	}
 	for _, pol := range pols {
-		runs := slices.Clone(realRuns[pol])
+		runs := realRuns[pol]
 		slices.SortFunc(runs, func(a, b ReplayResult) int { return cmp.Compare(a.ColdMs, b.ColdMs) })
 		out.Validation.Real[pol] = runs[len(runs)/2]
 		r, err := replay(pol, true)
