@@ -96,7 +96,10 @@ func TestFleetRecordsAreCheckedBeforeUse(t *testing.T) {
 	}
 	status := func(rep agent.StartupReport, id string) storage.Lookup { return byID(t, rep, id).Calibration }
 
-	first := run("first", agent.Options{}, v1, lstm)
+	// The records are awaited while their device runs: one stopped right
+	// after calibrating offers them again on its next start instead.
+	fa := start(t, fleetConfig(t, b.URL(), "first", v1, lstm), agent.Options{})
+	first := fa.Report()
 	for _, id := range []string{"v1", "lstm"} {
 		if s := status(first, id); s.Status != storage.New {
 			t.Fatalf("first device, %s: %+v, want new (measured here)", id, s)
@@ -105,6 +108,7 @@ func TestFleetRecordsAreCheckedBeforeUse(t *testing.T) {
 	v1key := calKey(t, first, "v1")
 	published := waitRecord(t, b, v1key, "first")
 	waitRecord(t, b, calKey(t, first, "lstm"), "first")
+	fa.Close()
 	if published.Samples != 3 || published.Validity.Hardware != first.Fingerprint || published.Validity.Runtime != first.Runtime {
 		t.Fatalf("published record: %+v", published)
 	}
@@ -156,28 +160,34 @@ func TestFleetRecordsAreCheckedBeforeUse(t *testing.T) {
 	// Impossible values: rejected, measured here, and this device's
 	// record replaces the impossible one whatever its sample count.
 	forge("impossible", 1000, func(r *fleet.Record) { r.Facts.Threads = 64 })
-	if s := status(run("checker", agent.Options{}, v1), "v1"); s.Status != storage.New {
+	ca := start(t, fleetConfig(t, b.URL(), "checker", v1), agent.Options{})
+	if s := status(ca.Report(), "v1"); s.Status != storage.New {
 		t.Fatalf("a record with 64 threads: %+v, want rejected (new)", s)
 	}
 	waitRecord(t, b, v1key, "checker")
+	ca.Close()
 
 	// Plausible but wrong (the heap 8× too large), with fewer samples than
 	// a local calibration: used at once, disagrees on verification, is
 	// measured here and replaced.
 	wrongHeap := func(r *fleet.Record) { r.Facts.HeapBytes = 8*r.Facts.HeapBytes + 1<<20 }
 	forge("liar", 1, wrongHeap)
-	rep := run("doubter", agent.Options{}, v1)
-	if s := status(rep, "v1"); s.Status != storage.New || !strings.Contains(s.Reason, "disagreed") {
+	da := start(t, fleetConfig(t, b.URL(), "doubter", v1), agent.Options{})
+	if s := status(da.Report(), "v1"); s.Status != storage.New || !strings.Contains(s.Reason, "disagreed") {
 		t.Fatalf("a disagreeing record with 1 sample: %+v, want measured here after disagreeing", s)
 	}
 	if r := waitRecord(t, b, v1key, "doubter"); r.Samples != 3 {
 		t.Fatalf("republished with %d samples", r.Samples)
 	}
+	da.Close()
 
 	// The same with more samples than a local calibration: measured and
 	// kept here, never published over the record.
+	// Checked while doubter2 runs, so that a publish could still happen.
 	forge("many", 100, wrongHeap)
-	rep = run("doubter2", agent.Options{}, v1)
+	d2 := start(t, fleetConfig(t, b.URL(), "doubter2", v1), agent.Options{})
+	defer d2.Close()
+	rep := d2.Report()
 	if s := status(rep, "v1"); s.Status != storage.New || !strings.Contains(s.Reason, "disagreed") {
 		t.Fatalf("a disagreeing record with 100 samples: %+v, want measured here", s)
 	}
@@ -300,6 +310,13 @@ func TestFleetTwinsStartWarm(t *testing.T) {
 			if err := json.Unmarshal([]byte(r.stdout), &rep); r.code != 0 || err != nil || len(rep.Top) != 1 || rep.Top[0].Index != 286 {
 				t.Fatalf("%s: infer cat.bmp: exit %d %v\n%s%s", dev, r.code, err, r.stdout, r.stderr)
 			}
+			// What a sharing device measured is on the broker before it
+			// stops (one stopped earlier offers it on its next start).
+			for _, m := range reps[dev].Models {
+				if share && m.Calibration.Status == storage.New && m.Calibrated != nil {
+					waitRecord(t, b, m.Calibrated.Validity, dev)
+				}
+			}
 			procs[i].stop()
 		}
 		return reps
@@ -310,7 +327,7 @@ func TestFleetTwinsStartWarm(t *testing.T) {
 		if m.Calibration.Status != storage.New || m.Calibrated == nil {
 			t.Fatalf("first device, %s: %+v, want new (measured)", m.ID, m.Calibration)
 		}
-		waitRecord(t, b, m.Calibrated.Validity, "first0") // and published
+		waitRecord(t, b, m.Calibrated.Validity, "first0") // and still published
 	}
 	twins := fleetOf("twin", 4, true)
 	for dev, rep := range twins {
@@ -336,9 +353,9 @@ func TestFleetRecordCrossesABridge(t *testing.T) {
 
 	first := start(t, fleetConfig(t, a.URL(), "site-a", v1), agent.Options{})
 	key := calKey(t, first.Report(), "v1")
-	first.Close()
 	waitRecord(t, a, key, "site-a")
 	waitRecord(t, b, key, "site-a") // retained on the far side too
+	first.Close()
 
 	twin := start(t, fleetConfig(t, b.URL(), "site-b", v1), agent.Options{})
 	defer twin.Close()
