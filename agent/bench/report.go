@@ -87,6 +87,10 @@ func Summary(r Report) string {
 				f2(row["lru"].ColdMs), f2(row[tflite.DefaultPolicy].ColdMs), ratio(row["lru"].ColdMs, row[tflite.DefaultPolicy].ColdMs))
 		}
 	}
+	if v := r.Policies.Validation; len(v.RealRatios) > 0 {
+		fmt.Fprintf(&b, "| heavy-tailed trace, budget ½, real replay (%d interleaved pairs): cold time paid, %s vs LRU (ms) | %s (LRU) | %s | %s× |\n", len(v.RealRatios), tflite.DefaultPolicy,
+			f2(v.Real["lru"].ColdMs), f2(v.Real[tflite.DefaultPolicy].ColdMs), spread(dist(v.RealRatios)))
+	}
 	e := r.Energy.CPUSecond
 	fmt.Fprintf(&b, "| wake CPU-seconds, AC vs 15%% battery | %s (AC) | %s | %s |\n", f2(e["AC"].Median), f2(e["battery 15% (pinned only)"].Median),
 		ratio(e["AC"].Median, e["battery 15% (pinned only)"].Median))
