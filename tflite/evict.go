@@ -167,6 +167,7 @@ func (p *Pool) dropInterpreterLocked(e *entry, it instance) {
 	delete(e.heaps, it)
 	delete(e.gens, it)
 	delete(e.unmeasured, it)
+	delete(e.fresh, it)
 	e.bytes -= h
 	p.bytes -= h
 	p.frees = append(p.frees, it.Close)

@@ -120,6 +120,9 @@ type ModelStatus struct {
 	Bytes        int64      `json:"bytes"`
 	Loads        uint64     `json:"loads"` // interpreters warmed for this model, ever
 	LastLoad     LoadReport `json:"last_load"`
+	// ColdMs is what its next cold start is expected to cost over a warm
+	// request, as the eviction policy ranks it: learned from its misses.
+	ColdMs float64 `json:"cold_cost_ms"`
 }
 
 // Pool keeps warm interpreters within a byte budget. Acquire leases one;
@@ -184,7 +187,12 @@ type entry struct {
 
 	knownHeap int64
 	last      LoadReport    // latest warm-up
-	cold      time.Duration // cold start saved by staying warm (Stages.Saved)
+	cold      time.Duration // cold start saved by staying warm: costs.estimate
+	costs     coldCost
+	// fresh interpreters were loaded with their model for a request that
+	// makes their first invoke: Lease.Invoke times it and notes the miss
+	// (the value is the load's stages).
+	fresh map[instance]Stages
 
 	demand   float64   // decayed request count at demandAt
 	demandAt time.Time // the latest request
@@ -263,7 +271,7 @@ func (p *Pool) newEntry(s ModelSpec) (*entry, error) {
 		return nil, fmt.Errorf("register model %q: %w", s.ID, err)
 	}
 	e := &entry{spec: s, perModel: p.opts.PerModel, opts: p.opts.Interpreter, fileSize: size, vars: vars, resetVars: vars && !s.Stateful,
-		knownHeap: s.KnownHeap, heaps: map[instance]int64{}, gens: map[instance]int{}, unmeasured: map[instance]int64{}, changed: make(chan struct{})}
+		knownHeap: s.KnownHeap, heaps: map[instance]int64{}, gens: map[instance]int{}, unmeasured: map[instance]int64{}, fresh: map[instance]Stages{}, changed: make(chan struct{})}
 	if s.PerModel > 0 {
 		e.perModel = s.PerModel
 	}
@@ -563,7 +571,13 @@ func (p *Pool) grow(ctx context.Context, e *entry, demand bool) (instance, error
 	}
 	if newModel {
 		e.model = model
-		e.cold = max(reloadCost(ws, nonResident, p.opts.ReadRate), e.spec.KnownSaved)
+		e.costs.extra = reloadCost(ws, nonResident, p.opts.ReadRate) - ws.Saved()
+		if skipped {
+			e.fresh[it] = ws
+		} else {
+			e.costs.observe(ws, ws.FirstInvoke, e.spec.KnownSteady)
+		}
+		e.cold = e.costs.estimate(e.spec.KnownSaved, ws.Saved())
 	}
 	e.heaps[it] = heap
 	e.gens[it] = gen // older than e.gen if an Update came meanwhile: freed on release
@@ -731,6 +745,8 @@ func (l *Lease) Invoke() error {
 	p.mu.Lock()
 	pre, measure := e.unmeasured[l.it]
 	delete(e.unmeasured, l.it)
+	load, first := e.fresh[l.it]
+	delete(e.fresh, l.it)
 	p.mu.Unlock()
 	if l.e.resetVars {
 		// Every request sees the interpreter as a fresh one would.
@@ -738,13 +754,27 @@ func (l *Lease) Invoke() error {
 			return err
 		}
 	}
-	if !measure {
-		return l.it.Invoke()
+	var before int64
+	if measure {
+		before = p.loader.heapInUse()
 	}
-	before := p.loader.heapInUse()
+	t := time.Now()
 	err := l.it.Invoke()
-	heap := pre + max(p.loader.heapInUse()-before, 0)
+	took := invokeTime(l.it, time.Since(t))
 	p.mu.Lock()
+	switch {
+	case err != nil:
+	case first:
+		e.costs.observe(load, took, e.spec.KnownSteady)
+		e.cold = e.costs.estimate(e.spec.KnownSaved, load.Saved())
+	default:
+		e.costs.steady.add(took)
+	}
+	if !measure {
+		p.mu.Unlock()
+		return err
+	}
+	heap := pre + max(p.loader.heapInUse()-before, 0)
 	if h, ok := e.heaps[l.it]; ok && err == nil {
 		if add := heap - h; add > 0 {
 			// Best effort: the memory is in use already; evict what is idle.
@@ -929,7 +959,7 @@ func (p *Pool) Update(s ModelSpec) error {
 		e.knownHeap = s.KnownHeap
 	}
 	if e.model != nil {
-		e.cold = max(e.cold, s.KnownSaved)
+		e.cold = e.costs.estimate(s.KnownSaved, e.last.Stages.Saved())
 	}
 	p.broadcastLocked(e)
 	p.unlockAndNotify()
@@ -1041,7 +1071,7 @@ func (p *Pool) Models() []ModelStatus {
 	out := make([]ModelStatus, 0, len(p.entries))
 	for id, e := range p.entries {
 		out = append(out, ModelStatus{ID: id, Path: e.spec.Path, Pinned: e.spec.Pinned, Warm: len(e.idle)+e.leased > 0, Mapped: e.model != nil,
-			Interpreters: len(e.idle) + e.leased, Leased: e.leased, Loading: e.growing > 0, Bytes: e.bytes, Loads: e.loads, LastLoad: e.last})
+			Interpreters: len(e.idle) + e.leased, Leased: e.leased, Loading: e.growing > 0, Bytes: e.bytes, Loads: e.loads, LastLoad: e.last, ColdMs: ms(e.cold)})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
 	return out

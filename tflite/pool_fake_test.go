@@ -13,7 +13,10 @@ type fakeModel struct {
 	size int64         // mapped bytes
 	heap int64         // heap per interpreter
 	cold time.Duration // the interpreter stage: what a warm interpreter saves
-	fail error         // warm fails with it
+	// first and steady are what an interpreter's first and later invokes
+	// take (simulated: the pool learns from them, nothing sleeps).
+	first, steady time.Duration
+	fail          error // warm fails with it
 	// closing, when set, receives each interpreter's Close, which then
 	// blocks until the test sends on it too (a slow C free).
 	closing chan struct{}
@@ -42,11 +45,23 @@ func (m *fakeMapping) Close() error {
 }
 
 type fakeInstance struct {
-	l *fakeLoader
-	m *fakeModel
+	l       *fakeLoader
+	m       *fakeModel
+	invokes *int
 }
 
-func (fakeInstance) Invoke() error         { return nil }
+func (i fakeInstance) Invoke() error {
+	*i.invokes++
+	return nil
+}
+
+func (i fakeInstance) invokeTime() time.Duration {
+	if *i.invokes == 1 {
+		return i.m.first
+	}
+	return i.m.steady
+}
+
 func (fakeInstance) ResetVariables() error { return nil }
 func (fakeInstance) Delegates() []string   { return nil }
 func (i fakeInstance) Close() {
@@ -105,7 +120,7 @@ func (l *fakeLoader) warm(mp mapping, _ Options, _ WarmOptions) (instance, Stage
 	l.mu.Lock()
 	l.live++
 	l.mu.Unlock()
-	return fakeInstance{l: l, m: m}, Stages{Interpreter: m.cold}, m.heap, nil
+	return fakeInstance{l: l, m: m, invokes: new(int)}, Stages{Interpreter: m.cold}, m.heap, nil
 }
 
 func (l *fakeLoader) heapInUse() int64 { return 0 }

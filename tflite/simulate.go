@@ -35,12 +35,15 @@ type simMapping struct {
 func (m *simMapping) mappedBytes() int64 { return m.m.Size }
 func (m *simMapping) Close() error       { return nil }
 
-type simInstance struct{}
+// simInstance's invokes take its model's steady time (a simulated load
+// reports the first invoke's).
+type simInstance struct{ steady time.Duration }
 
-func (simInstance) Invoke() error         { return nil }
-func (simInstance) ResetVariables() error { return nil }
-func (simInstance) Delegates() []string   { return nil }
-func (simInstance) Close()                {}
+func (i simInstance) invokeTime() time.Duration { return i.steady }
+func (simInstance) Invoke() error               { return nil }
+func (simInstance) ResetVariables() error       { return nil }
+func (simInstance) Delegates() []string         { return nil }
+func (simInstance) Close()                      {}
 
 func (l *simLoader) model(path string) (SimModel, error) {
 	m, ok := l.models[path]
@@ -78,7 +81,7 @@ func (l *simLoader) warm(mp mapping, _ Options, _ WarmOptions) (instance, Stages
 	m := mp.(*simMapping).m
 	st := m.Stages
 	st.Map, st.PageIn = 0, 0 // the pool adds the mapping's own
-	return simInstance{}, st, m.Heap, nil
+	return simInstance{steady: m.Stages.Steady}, st, m.Heap, nil
 }
 
 func (l *simLoader) heapInUse() int64 { return 0 }
