@@ -33,12 +33,3 @@ func quantile(samples []float64, p float64) float64 {
 }
 
 func msOf(d time.Duration) float64 { return float64(d) / 1e6 }
-
-// medianDuration is the median of d (0 for none); d is sorted in place.
-func medianDuration(d []time.Duration) time.Duration {
-	if len(d) == 0 {
-		return 0
-	}
-	slices.Sort(d)
-	return d[len(d)/2]
-}

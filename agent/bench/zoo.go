@@ -123,12 +123,8 @@ func (c Cost) Footprint() int64 { return c.Size + c.Heap }
 // costsFile caches the measured costs beside the zoo, keyed by each
 // file's size and modification time, and by whether its page cache is
 // whole 2 MiB folios (cacheHuge): that changes a large model's first
-// invoke several times over. costsMethod is in the key too: costs
-// measured another way are measured again.
-const (
-	costsFile   = ".costs.json"
-	costsMethod = 2 // 2: per-stage medians and steadyInvokes per load
-)
+// invoke several times over.
+const costsFile = ".costs.json"
 
 type costsCache map[string]cachedCost
 
@@ -168,7 +164,7 @@ func zooCosts(ctx context.Context, dir string, reps int, huge bool) (map[string]
 		if err != nil {
 			return nil, err
 		}
-		key += fmt.Sprintf("/huge=%t/m%d", whole, costsMethod)
+		key += fmt.Sprintf("/huge=%t", whole)
 		if c, ok := cache[id]; ok && c.Key == key {
 			out[id] = c.Cost
 			continue
@@ -188,70 +184,25 @@ func zooCosts(ctx context.Context, dir string, reps int, huge bool) (map[string]
 	return out, nil
 }
 
-// measureCost loads the model reps times, each in a fresh pool, and
-// times steadyInvokes warm invokes after each load. Every stage is the
-// median over the loads, and the steady invoke the median of all the warm
-// ones: the first invoke's penalty over a steady one (what a warm model
-// saves beyond its load) is a difference of two such figures, and one
-// sample of each put a model's penalty anywhere in a 2–3× range.
 func measureCost(ctx context.Context, path string, reps int) (Cost, error) {
-	var runs []tflite.Stages
-	var steady []time.Duration
-	var size, heap int64
+	var runs []Cost
 	for range max(reps, 1) {
-		st, warm, sz, hp, err := measureLoad(ctx, path)
-		if err != nil {
+		p := tflite.NewPool(tflite.PoolOptions{Interpreter: tflite.Options{Threads: 2}})
+		if err := p.Register(tflite.ModelSpec{ID: "m", Path: path}); err != nil {
+			_ = p.Close()
 			return Cost{}, err
 		}
-		runs, steady = append(runs, st), append(steady, warm...)
-		size, heap = sz, max(heap, hp)
-	}
-	med := func(f func(tflite.Stages) time.Duration) time.Duration {
-		d := make([]time.Duration, len(runs))
-		for i, r := range runs {
-			d[i] = f(r)
+		rep, _, err := p.Prewarm(ctx, "m")
+		if err != nil {
+			_ = p.Close()
+			return Cost{}, err
 		}
-		return medianDuration(d)
+		ms := p.Models()
+		_ = p.Close()
+		runs = append(runs, costOf(rep.Footprint.Mapped, ms[0].Bytes-rep.Footprint.Mapped, rep.Stages))
 	}
-	return costOf(size, heap, tflite.Stages{
-		Map:         med(func(s tflite.Stages) time.Duration { return s.Map }),
-		PageIn:      med(func(s tflite.Stages) time.Duration { return s.PageIn }),
-		Interpreter: med(func(s tflite.Stages) time.Duration { return s.Interpreter }),
-		Allocate:    med(func(s tflite.Stages) time.Duration { return s.Allocate }),
-		FirstInvoke: med(func(s tflite.Stages) time.Duration { return s.FirstInvoke }),
-		Steady:      medianDuration(steady),
-	}), nil
-}
-
-// steadyInvokes is how many warm invokes follow each measured load.
-const steadyInvokes = 3
-
-// measureLoad is one full cold load of path in a fresh pool, then
-// steadyInvokes warm invokes.
-func measureLoad(ctx context.Context, path string) (st tflite.Stages, warm []time.Duration, size, heap int64, err error) {
-	p := tflite.NewPool(tflite.PoolOptions{Interpreter: tflite.Options{Threads: 2}})
-	defer func() { _ = p.Close() }()
-	if err := p.Register(tflite.ModelSpec{ID: "m", Path: path}); err != nil {
-		return st, nil, 0, 0, err
-	}
-	rep, _, err := p.Prewarm(ctx, "m")
-	if err != nil {
-		return st, nil, 0, 0, err
-	}
-	l, err := p.Acquire(ctx, "m")
-	if err != nil {
-		return st, nil, 0, 0, err
-	}
-	defer l.Release()
-	for range steadyInvokes {
-		t := time.Now()
-		if err := l.Invoke(); err != nil {
-			return st, nil, 0, 0, err
-		}
-		warm = append(warm, time.Since(t))
-	}
-	ms := p.Models()
-	return rep.Stages, warm, rep.Footprint.Mapped, ms[0].Bytes - rep.Footprint.Mapped, nil
+	slices.SortFunc(runs, func(a, b Cost) int { return int(a.Cold() - b.Cold()) })
+	return runs[len(runs)/2], nil
 }
 
 // cacheHuge has the page cache hold a zoo model in 2 MiB folios, as the
