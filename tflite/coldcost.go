@@ -34,8 +34,8 @@ func (r *durations) add(d time.Duration) {
 // median is the median of the kept durations and prior (when > 0); ok is
 // false when there is neither.
 func (r *durations) median(prior time.Duration) (m time.Duration, ok bool) {
-	s := make([]time.Duration, 0, costSamples+1)
-	s = append(s, r.v[:min(r.n, costSamples)]...)
+	var buf [costSamples + 1]time.Duration
+	s := append(buf[:0], r.v[:min(r.n, costSamples)]...)
 	if prior > 0 {
 		s = append(s, prior)
 	}
@@ -54,7 +54,7 @@ type coldCost struct {
 	steady durations // the latest warm invokes
 	saved  durations // what the latest misses cost over a warm request
 	// extra is the storage read the latest load expects beyond the page-in
-	// it measured (reloadCost): on a board the page cache drops the model.
+	// it measured (storageExtra): on a board the page cache drops the model.
 	extra time.Duration
 }
 

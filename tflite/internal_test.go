@@ -237,7 +237,7 @@ func TestReloadCostCountsStorageReads(t *testing.T) {
 		{25e6, 25e6, time.Second + 5*time.Millisecond}, // 25 MB at 25 MB/s replaces the 2 ms page-in
 		{1000, 25e6, 7 * time.Millisecond},             // less than measured: as measured
 	} {
-		if got := reloadCost(ws, c.nonResident, c.rate); got != c.want {
+		if got := ws.Saved() + storageExtra(ws.PageIn, c.nonResident, c.rate); got != c.want {
 			t.Errorf("%d bytes at %.0f B/s: %s, want %s", c.nonResident, c.rate, got, c.want)
 		}
 	}

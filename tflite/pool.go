@@ -571,7 +571,7 @@ func (p *Pool) grow(ctx context.Context, e *entry, demand bool) (instance, error
 	}
 	if newModel {
 		e.model = model
-		e.costs.extra = reloadCost(ws, nonResident, p.opts.ReadRate) - ws.Saved()
+		e.costs.extra = storageExtra(ws.PageIn, nonResident, p.opts.ReadRate)
 		if skipped {
 			e.fresh[it] = ws
 		} else {
@@ -880,19 +880,18 @@ func (p *Pool) SetReadRate(bytesPerSec float64) {
 	p.mu.Unlock()
 }
 
-// reloadCost is what the next cold start of a model is expected to cost:
-// the stages measured at its load, with the page-in counted as reading
-// the part of the file that was not in the page cache then at the
-// storage's read rate, when that is more than measured (the page cache
-// dropped the model before, and will again: on a board short of memory,
-// from an SD card at tens of MB/s).
-func reloadCost(ws Stages, nonResident int64, rate float64) time.Duration {
-	saved := ws.Saved()
+// storageExtra is what the next cold start of a model is expected to
+// cost beyond the stages measured at its load: reading the part of the
+// file that was not in the page cache then at the storage's read rate,
+// when that is more than the page-in measured (the page cache dropped the
+// model before, and will again: on a board short of memory, from an SD
+// card at tens of MB/s).
+func storageExtra(pageIn time.Duration, nonResident int64, rate float64) time.Duration {
 	if rate <= 0 || nonResident <= 0 {
-		return saved
+		return 0
 	}
 	est := time.Duration(float64(nonResident) / rate * float64(time.Second))
-	return saved - ws.PageIn + max(ws.PageIn, est)
+	return max(est-pageIn, 0)
 }
 
 // WaitFreed waits until the frees and munmaps of every eviction so far
