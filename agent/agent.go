@@ -49,7 +49,8 @@ type Options struct {
 	// ScheduleEvery is how often the schedule looks ahead. Default 1m.
 	ScheduleEvery time.Duration
 	// Ticks, when set and returning a channel for a loop ("schedule",
-	// "trim", "resume", "memory"), drives that loop instead of its ticker:
+	// "trim", "resume", "memory", "keep-alive"), drives that loop instead
+	// of its ticker (the keep-alive loop still runs when kicked):
 	// a test sends a tick and knows the loop ran once it can send the next.
 	Ticks func(loop string) <-chan time.Time
 }
@@ -65,14 +66,16 @@ type Agent struct {
 	// lat records request latencies; prom exports metrics to Prometheus
 	// ([metrics] listen; nil when off); startups are the last starts'
 	// durations (ms), from the state file.
-	lat      *latencies
-	prom     *promMetrics
-	haKick   chan struct{} // publish the Home Assistant discovery configs
-	hw       Hardware      // read once, before any goroutine starts
-	startups atomic.Pointer[[]float64]
-	cfg      atomic.Pointer[Config] // replaced whole by Reload; read with config()
-	opts     Options
-	log      *slog.Logger
+	lat    *latencies
+	prom   *promMetrics
+	haKick chan struct{} // publish the Home Assistant discovery configs
+	// rewarmKick runs the keep-alive loop after a request that loaded.
+	rewarmKick chan struct{}
+	hw         Hardware // read once, before any goroutine starts
+	startups   atomic.Pointer[[]float64]
+	cfg        atomic.Pointer[Config] // replaced whole by Reload; read with config()
+	opts       Options
+	log        *slog.Logger
 
 	store    *storage.Store
 	pool     *tflite.Pool
@@ -165,7 +168,7 @@ func New(cfg Config, log *slog.Logger, o Options) *Agent {
 	a.parity = newParityRing(cfg.Updates.ParityRing, int64(cfg.Updates.ParityRingBytes))
 	a.tiers = newTiers()
 	a.lat = newLatencies(o.Started)
-	a.haKick = make(chan struct{}, 1)
+	a.haKick, a.rewarmKick = make(chan struct{}, 1), make(chan struct{}, 1)
 	if cfg.Metrics.Listen != "" {
 		a.prom = newPromMetrics(a)
 	}

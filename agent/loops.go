@@ -132,6 +132,11 @@ func (a *Agent) resumeLoop(ctx context.Context) {
 // loop runs f every interval (or on Options.Ticks' ticks for name) until
 // ctx ends, and once more at the end.
 func (a *Agent) loop(ctx context.Context, name string, interval time.Duration, f func()) {
+	a.kickedLoop(ctx, name, interval, nil, f)
+}
+
+// kickedLoop is loop that also runs f when kicked.
+func (a *Agent) kickedLoop(ctx context.Context, name string, interval time.Duration, kick <-chan struct{}, f func()) {
 	var ticks <-chan time.Time
 	if a.opts.Ticks != nil {
 		ticks = a.opts.Ticks(name)
@@ -147,6 +152,8 @@ func (a *Agent) loop(ctx context.Context, name string, interval time.Duration, f
 			f()
 			return
 		case <-ticks:
+			f()
+		case <-kick:
 			f()
 		}
 	}

@@ -225,7 +225,9 @@ func TestReloadRetunesLoops(t *testing.T) {
 
 // A model evicted for one request to another, while requests for it are
 // still expected, is rewarmed by the keep-alive loop (histogram, the
-// default) over the model worth less, before its own next request.
+// default) over the model worth less, before its own next request: right
+// after the request that loaded, not on the loop's next tick (the test
+// never ticks it).
 func TestRewarmAfterATransientEviction(t *testing.T) {
 	// v1, and a generated 4 MiB model that is cheap to load (a few ms)
 	// but leaves no room for v1 under the budget: one request for it
@@ -236,7 +238,7 @@ func TestRewarmAfterATransientEviction(t *testing.T) {
 	// The energy policy reads the real load average: a busy test machine
 	// must not defer the rewarm.
 	cfg.Power.BusyLoadPerCore = 1000
-	a := start(t, cfg, agent.Options{})
+	a := start(t, cfg, agent.Options{Ticks: newStepper(t, "keep-alive").ticks})
 	defer a.Close()
 	v1 := make([]byte, 128*128*3)
 	// A caller about every 600 ms: v1's cold start (tens of ms, a hundred

@@ -274,13 +274,14 @@ func (a *Agent) trimLoop(ctx context.Context) {
 	})
 }
 
-// keepAliveLoop applies the eviction policy's windows every second: it
-// frees what the policy no longer keeps warm and rewarms the models it
-// expects (histogram: a timer's pre-warm window, a model evicted while
-// requests for it are still expected), when the energy policy allows a
-// full prewarm. A rewarm only takes room from models worth less.
+// keepAliveLoop applies the eviction policy's windows every second, and
+// right after a request that loaded (kickRewarm): it frees what the
+// policy no longer keeps warm and rewarms the models it expects
+// (histogram: a timer's pre-warm window, a model evicted while requests
+// for it are still expected), when the energy policy allows a full
+// prewarm. A rewarm only takes room from models worth less.
 func (a *Agent) keepAliveLoop(ctx context.Context) {
-	a.loop(ctx, "keep-alive", time.Second, func() {
+	a.kickedLoop(ctx, "keep-alive", time.Second, a.rewarmKick, func() {
 		if n := a.pool.Expire(); n > 0 {
 			a.log.Debug("keep-alive freed models", "freed", n)
 		}
@@ -304,4 +305,14 @@ func (a *Agent) keepAliveLoop(ctx context.Context) {
 			}
 		}
 	})
+}
+
+// kickRewarm runs the keep-alive loop now (never blocks): a request that
+// loaded may have pushed out models still expected, and the sooner they
+// are back the likelier they are warm for their next request.
+func (a *Agent) kickRewarm() {
+	select {
+	case a.rewarmKick <- struct{}{}:
+	default:
+	}
 }

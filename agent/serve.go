@@ -110,6 +110,9 @@ func (a *Agent) inferCommand(ctx context.Context, c mqtt.Command) (any, error) {
 	}
 	res, err := infer.Run(l, r)
 	l.Release() // not held while an escalation waits
+	if !l.Warm {
+		a.kickRewarm() // what the load pushed out may be wanted back
+	}
 	a.noteOutcome(model, err != nil)
 	if err != nil {
 		return nil, err

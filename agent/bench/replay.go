@@ -220,7 +220,7 @@ func Replay(ctx context.Context, o ReplayOptions) (ReplayResult, error) {
 	// counted after the run, over the run's own steady invoke.
 	coldLat, warmLat := map[string][]float64{}, map[string][]float64{}
 	next := start.Add(o.Tick)
-	for _, r := range o.Trace {
+	for i, r := range o.Trace {
 		if err := ctx.Err(); err != nil {
 			return res, err
 		}
@@ -295,9 +295,15 @@ func Replay(ctx context.Context, o ReplayOptions) (ReplayResult, error) {
 		res.PerModel[r.Model] = paid
 		l.Release()
 		lat = append(lat, msOf(latency))
-		// What the request evicted may be wanted back: the agent rewarms
-		// right after a request too, not only on its tick.
-		if err := maintain(at.Add(latency)); err != nil {
+		// What a load pushed out may be wanted back: the agent runs its
+		// keep-alive loop right after a request that loaded too, not only
+		// on its tick; once the answer is out, so a request arriving
+		// before that comes first and finds the pool as this one left it.
+		done := at.Add(latency)
+		if l.Warm || (i+1 < len(o.Trace) && start.Add(o.Trace[i+1].At).Before(done)) {
+			continue
+		}
+		if err := maintain(done); err != nil {
 			return res, err
 		}
 	}
