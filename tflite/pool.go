@@ -207,6 +207,13 @@ type entry struct {
 	changed chan struct{} // closed and replaced on every change waiters care about
 }
 
+// estimateCold sets e.cold from the misses learned so far, the calibrated
+// figure counting as one; fallback (a load's own stages) stands in before
+// either exists.
+func (e *entry) estimateCold(fallback time.Duration) {
+	e.cold = e.costs.estimate(e.spec.KnownSaved, fallback)
+}
+
 // Lease is exclusive use of one warm interpreter until Release.
 type Lease struct {
 	// Warm is true when the interpreter was already warm (no cold start paid).
@@ -577,7 +584,7 @@ func (p *Pool) grow(ctx context.Context, e *entry, demand bool) (instance, error
 		} else {
 			e.costs.observe(ws, ws.FirstInvoke, e.spec.KnownSteady)
 		}
-		e.cold = e.costs.estimate(e.spec.KnownSaved, ws.Saved())
+		e.estimateCold(ws.Saved())
 	}
 	e.heaps[it] = heap
 	e.gens[it] = gen // older than e.gen if an Update came meanwhile: freed on release
@@ -766,7 +773,7 @@ func (l *Lease) Invoke() error {
 	case err != nil:
 	case first:
 		e.costs.observe(load, took, e.spec.KnownSteady)
-		e.cold = e.costs.estimate(e.spec.KnownSaved, load.Saved())
+		e.estimateCold(load.Saved())
 	default:
 		e.costs.steady.add(took)
 	}
@@ -958,7 +965,7 @@ func (p *Pool) Update(s ModelSpec) error {
 		e.knownHeap = s.KnownHeap
 	}
 	if e.model != nil {
-		e.cold = e.costs.estimate(s.KnownSaved, e.last.Stages.Saved())
+		e.estimateCold(e.last.Stages.Saved())
 	}
 	p.broadcastLocked(e)
 	p.unlockAndNotify()
