@@ -78,9 +78,9 @@ test: deps $(RUNTIME_STAMP) lint ## make lint, then every test with -race (provi
 
 BENCH_BIN := bin/edge-agent-bench
 
-bench: deps $(RUNTIME_STAMP) ## the benchmark report: naive vs agent, side by side (bench-report/)
+bench: deps $(RUNTIME_STAMP) ## the benchmark report: naive vs agent, side by side (bench-report/, and docs/benchmarks.md)
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BENCH_BIN) ./agent/cmd/edge-agent-bench
-	./$(BENCH_BIN) --out bench-report --models $(EDGE_AGENT_MODELS)
+	./$(BENCH_BIN) --out bench-report --models $(EDGE_AGENT_MODELS) --doc docs/benchmarks.md
 
 # Each fuzz target runs for FUZZTIME; what a target finds is written to the
 # package's testdata/fuzz and then runs as a regression seed in `make test`.

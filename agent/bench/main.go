@@ -8,10 +8,12 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
+
+	"github.com/edge-agent/edge-agent/agent"
 )
 
 // Main is `edge-agent-bench [--out DIR] [--models DIR] [--reps N]
-// [--quick]`, or one of its subcommands: `replay`, `trace`, `zoo`.
+// [--quick] [--doc FILE]`, or one of its subcommands: `replay`, `trace`, `zoo`.
 func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if len(args) > 0 {
 		if cmd, ok := subcommands[args[0]]; ok {
@@ -36,6 +38,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	models := fs.String("models", filepath.Join("..", "shared", "models"), "the shared models folder")
 	reps := fs.Int("reps", 5, "interleaved repetitions of each startup comparison")
 	quick := fs.Bool("quick", false, "a short run (fewer repetitions, smaller models)")
+	doc := fs.String("doc", "", "also write the report as this docs page (make bench: docs/benchmarks.md)")
 	if err := fs.Parse(args); err != nil {
 		if err == flag.ErrHelp {
 			return 0
@@ -49,5 +52,12 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	fmt.Fprintf(stdout, "%s\nreport: %s (took %s)\n", Summary(r), filepath.Join(*out, "report.md"), r.Duration.Round(1e9))
+	if *doc != "" {
+		if err := WriteDoc(*doc, *out, agent.Version); err != nil {
+			fmt.Fprintf(stderr, "edge-agent-bench: %v\n", err)
+			return 1
+		}
+		fmt.Fprintf(stdout, "docs page: %s\n", *doc)
+	}
 	return 0
 }
