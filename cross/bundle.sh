@@ -43,6 +43,7 @@ mkdir -p "$stage/lib/$triplet"
 (cd "$runtime/usr/lib/$triplet" && find . -maxdepth 1 \( -name '*.so*' -o -name "$loader" \) \( -type f -o -type l \) -print0 |
   xargs -0 -I{} cp -a {} "$stage/lib/$triplet/")
 cp "$repo/scripts/edge-agent.service.in" "$repo/edge-agent.example.toml" "$repo/README.md" "$stage/share/edge-agent/"
+cp -r "$repo/docs" "$stage/share/edge-agent/"
 cp "$runtime/MANIFEST" "$stage/share/edge-agent/RUNTIME-MANIFEST"
 cp "$repo/scripts/install.sh" "$repo/scripts/uninstall.sh" "$stage/"
 (cd "$stage" && find . -type f ! -name SHA256SUMS -printf '%P\n' | LC_ALL=C sort | xargs sha256sum >SHA256SUMS)
