@@ -197,10 +197,12 @@ type entry struct {
 	demand   float64   // decayed request count at demandAt
 	demandAt time.Time // the latest request
 	use      Use       // the policy's view (and its state), see useLocked
-	// prewarmedAt is the latest PrewarmDue; while expected, the load is
-	// one (see makeRoomForGuessLocked).
+	// prewarmedAt is the latest PrewarmDue. guessing: the load in flight
+	// (growing) is a due prewarm's, whose room only models worth less give
+	// up (makeRoomForGuessLocked); a request's load never is, even one
+	// that a due prewarm of the same model waits behind.
 	prewarmedAt time.Time
-	expected    bool
+	guessing    bool
 	lastUsed    time.Time
 	loads       uint64
 
@@ -375,7 +377,7 @@ func (p *Pool) Unregister(id string) error {
 // free and the model has room for another; otherwise it waits for a
 // release until ctx is done.
 func (p *Pool) Acquire(ctx context.Context, id string) (*Lease, error) {
-	return p.acquire(ctx, id, true, true)
+	return p.acquire(ctx, id, true, true, false)
 }
 
 // AcquireWarm is Acquire without loading: it waits, until ctx is done, for
@@ -383,10 +385,13 @@ func (p *Pool) Acquire(ctx context.Context, id string) (*Lease, error) {
 // a deadline uses it when a load, which cannot be interrupted, could run
 // past that deadline.
 func (p *Pool) AcquireWarm(ctx context.Context, id string) (*Lease, error) {
-	return p.acquire(ctx, id, true, false)
+	return p.acquire(ctx, id, true, false, false)
 }
 
-func (p *Pool) acquire(ctx context.Context, id string, demand, mayLoad bool) (*Lease, error) {
+// acquire leases an interpreter of id; demand counts it as a request,
+// mayLoad lets it warm one, and guess makes room for that load as a due
+// prewarm does.
+func (p *Pool) acquire(ctx context.Context, id string, demand, mayLoad, guess bool) (*Lease, error) {
 	p.mu.Lock()
 	e, ok := p.entries[id]
 	if !ok {
@@ -426,6 +431,7 @@ func (p *Pool) acquire(ctx context.Context, id string, demand, mayLoad bool) (*L
 		}
 		if mayLoad && e.growing == 0 && len(e.idle)+e.leased < e.perModel {
 			e.growing++
+			e.guessing = guess
 			p.mu.Unlock()
 			it, err := p.grow(ctx, e, demand)
 			if err != nil {
@@ -599,6 +605,7 @@ func (p *Pool) grow(ctx context.Context, e *entry, demand bool) (instance, error
 	p.bytes += add
 	e.last = rep
 	e.growing--
+	e.guessing = false
 	e.loading = false
 	e.leased++
 	e.lastUsed = p.opts.Now()
@@ -693,6 +700,7 @@ func isCtxErr(err error) bool {
 
 func (p *Pool) failGrowLocked(e *entry, rejected bool) {
 	e.growing--
+	e.guessing = false
 	e.loading = false
 	if rejected {
 		p.stats.Rejected++
@@ -869,7 +877,13 @@ func (p *Pool) Refresh(ctx context.Context, id string) (bool, error) {
 // Prewarm warms one interpreter for id unless one is already warm, without
 // counting as demand. It reports whether it loaded anything.
 func (p *Pool) Prewarm(ctx context.Context, id string) (LoadReport, bool, error) {
-	l, err := p.acquire(ctx, id, false, true)
+	return p.prewarm(ctx, id, false)
+}
+
+// prewarm is Prewarm; a guess (PrewarmDue) makes room only from models
+// worth less.
+func (p *Pool) prewarm(ctx context.Context, id string, guess bool) (LoadReport, bool, error) {
+	l, err := p.acquire(ctx, id, false, true, guess)
 	if err != nil {
 		return LoadReport{}, false, err
 	}
