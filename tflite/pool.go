@@ -173,11 +173,10 @@ type entry struct {
 	// interpreter of an older generation is freed when released.
 	gen  int
 	gens map[instance]int
-	// unmeasured interpreters skipped the warm-up invoke of a model never
-	// measured: they are accounted at an estimate until their first invoke
-	// (Lease.Invoke) measures the rest. The value is the heap measured
-	// before any invoke.
-	unmeasured map[instance]int64
+	// unmeasured interpreters skipped the warm-up invoke: their first
+	// invoke (Lease.Invoke) measures the rest. Those of a model never
+	// measured are accounted at an estimate until then.
+	unmeasured map[instance]unmeasured
 	leased     int
 	growing    int  // warm-ups requested, waiting or in flight (at most one)
 	loading    bool // the warm-up holds the load slot and uses model
@@ -186,6 +185,7 @@ type entry struct {
 	bytes      int64
 
 	knownHeap int64
+	lowHeap   int64         // a full warm-up's heap below knownHeap, not confirmed yet
 	last      LoadReport    // latest warm-up
 	cold      time.Duration // cold start saved by staying warm: costs.estimate
 	costs     coldCost
@@ -207,6 +207,14 @@ type entry struct {
 	loads       uint64
 
 	changed chan struct{} // closed and replaced on every change waiters care about
+}
+
+// unmeasured is an interpreter whose first invoke is still to be measured:
+// the heap measured before it, and whether it is accounted at an estimate
+// (the model was never measured) rather than at its known heap.
+type unmeasured struct {
+	pre      int64
+	estimate bool
 }
 
 // estimateCold sets e.cold from the misses learned so far, the calibrated
@@ -280,7 +288,7 @@ func (p *Pool) newEntry(s ModelSpec) (*entry, error) {
 		return nil, fmt.Errorf("register model %q: %w", s.ID, err)
 	}
 	e := &entry{spec: s, perModel: p.opts.PerModel, opts: p.opts.Interpreter, fileSize: size, vars: vars, resetVars: vars && !s.Stateful,
-		knownHeap: s.KnownHeap, heaps: map[instance]int64{}, gens: map[instance]int{}, unmeasured: map[instance]int64{}, fresh: map[instance]Stages{}, changed: make(chan struct{})}
+		knownHeap: s.KnownHeap, heaps: map[instance]int64{}, gens: map[instance]int{}, unmeasured: map[instance]unmeasured{}, fresh: map[instance]Stages{}, changed: make(chan struct{})}
 	if s.PerModel > 0 {
 		e.perModel = s.PerModel
 	}
@@ -492,7 +500,7 @@ func (p *Pool) grow(ctx context.Context, e *entry, demand bool) (instance, error
 	// invoke too, as a naive loader would not. A prewarm runs the warm-up
 	// invoke unless a request starts waiting for this interpreter by then.
 	p.mu.Lock()
-	opts, knownSteady, warmInput, gen := e.opts, e.spec.KnownSteady, e.spec.WarmInput, e.gen
+	opts, knownSteady, warmInput, gen, known := e.opts, e.spec.KnownSteady, e.spec.WarmInput, e.gen, e.knownHeap
 	p.mu.Unlock()
 	w := WarmOptions{Input: warmInput, SkipInvoke: demand, SkipSteady: demand || knownSteady > 0,
 		SkipInvokeIf: func() bool {
@@ -500,7 +508,21 @@ func (p *Pool) grow(ctx context.Context, e *entry, demand bool) (instance, error
 			defer p.mu.Unlock()
 			return e.waiters > 0
 		}}
+	// The heap is measured as the allocator's growth over the warm-up: the
+	// frees of what admission evicted must not run inside it. A measurement
+	// that becomes the model's heap waits for them first; a request's load
+	// of a model whose heap is known does not (it only ever raises the
+	// known heap) and checks instead whether one ran meanwhile.
+	hold := !demand || known == 0
+	if hold {
+		p.reaper.hold()
+	}
+	quiet := p.reaper.activity()
 	it, ws, heap, err := p.loader.warm(model, opts, w)
+	clean := !quiet.busy && p.reaper.activity() == reaperActivity{epoch: quiet.epoch}
+	if hold {
+		p.reaper.unhold()
+	}
 	if err != nil {
 		if newModel {
 			_ = model.Close()
@@ -529,6 +551,17 @@ func (p *Pool) grow(ctx context.Context, e *entry, demand bool) (instance, error
 		// Measured before any invoke: never account less than a full
 		// warm-up measured (calibration, or an earlier load).
 		heap = max(heap, e.knownHeap)
+	case !skipped && gen == e.gen && heap < e.knownHeap:
+		// A full warm-up measured less than is known: one such measurement
+		// is not believed (a free elsewhere in the process lowers it), two
+		// in a row are, the larger of them.
+		if e.lowHeap == 0 {
+			e.lowHeap, heap = heap, e.knownHeap
+		} else {
+			e.lowHeap, heap = 0, max(heap, e.lowHeap)
+		}
+	case !skipped:
+		e.lowHeap = 0
 	case skipped:
 		// Never measured: the first invoke adds about as much again as
 		// allocation (XNNPACK packs the weights then); account an estimate
@@ -597,8 +630,11 @@ func (p *Pool) grow(ctx context.Context, e *entry, demand bool) (instance, error
 	switch {
 	case !skipped && gen == e.gen:
 		e.knownHeap = heap
-	case skipped && e.knownHeap == 0:
-		e.unmeasured[it] = preInvoke
+	case skipped && clean:
+		// The request's invoke measures the rest (Lease.Invoke): an
+		// estimate is replaced, a known heap (a twin's, or one measured
+		// under other load) raised if this device needs more.
+		e.unmeasured[it] = unmeasured{pre: preInvoke, estimate: e.knownHeap == 0}
 	}
 	p.peak = max(p.peak, p.bytes+add)
 	e.bytes += add
@@ -751,10 +787,12 @@ func (l *Lease) Interpreter() *Interpreter {
 
 // Invoke runs the leased interpreter. Use it rather than the
 // interpreter's own Invoke: the first invoke of an interpreter loaded for a
-// request of a model never measured (its warm-up invoke was skipped, so
-// the request's invoke is the first) also measures what that invoke adds
-// to the C heap, about as much again as allocation for quantized models
-// (weight packing), and accounts it.
+// request (its warm-up invoke was skipped, so the request's invoke is the
+// first) also measures what that invoke adds to the C heap, about as much
+// again as allocation for quantized models (weight packing): it replaces
+// the estimate a model never measured is accounted at, and raises a known
+// heap (a twin's record, say) that this device exceeds. A measurement
+// that a free or another load ran beside is not used.
 func (l *Lease) Invoke() error {
 	p, e := l.p, l.e
 	p.mu.Lock()
@@ -770,12 +808,27 @@ func (l *Lease) Invoke() error {
 		}
 	}
 	var before int64
+	var frees reaperActivity
+	var loads uint64
+	var loading bool
 	if measure {
+		frees = p.reaper.activity()
+		loads, loading = p.load.activity()
 		before = p.loader.heapInUse()
 	}
 	t := time.Now()
 	err := l.it.Invoke()
 	took := invokeTime(l.it, time.Since(t))
+	var after int64
+	if measure {
+		after = p.loader.heapInUse()
+		// A free that ran meanwhile lowers the measurement; another load
+		// (or reservation) raises it. Neither is this invoke's heap.
+		freed := frees.busy || p.reaper.activity() != reaperActivity{epoch: frees.epoch}
+		grants, busy := p.load.activity()
+		mixed := loading || busy || grants != loads
+		measure = !freed && (pre.estimate || !mixed)
+	}
 	p.mu.Lock()
 	switch {
 	case err != nil:
@@ -789,8 +842,13 @@ func (l *Lease) Invoke() error {
 		p.mu.Unlock()
 		return err
 	}
-	heap := pre + max(p.loader.heapInUse()-before, 0)
+	heap := pre.pre + max(after-before, 0)
 	if h, ok := e.heaps[l.it]; ok && err == nil {
+		if !pre.estimate {
+			// A known heap is never lowered by one invoke's measurement, and
+			// is raised when this device needs more.
+			heap = max(heap, h)
+		}
 		if add := heap - h; add > 0 {
 			// Best effort: the memory is in use already; evict what is idle.
 			_ = p.makeRoomLocked(add, e)
@@ -799,8 +857,8 @@ func (l *Lease) Invoke() error {
 		e.bytes += heap - h
 		p.bytes += heap - h
 		p.peak = max(p.peak, p.bytes)
-		if e.knownHeap == 0 {
-			e.knownHeap = heap
+		if e.knownHeap == 0 || e.gens[l.it] == e.gen {
+			e.knownHeap = max(e.knownHeap, heap)
 		}
 		p.broadcastLocked(e)
 	}
