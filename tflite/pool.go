@@ -544,7 +544,7 @@ func (p *Pool) grow(ctx context.Context, e *entry, demand bool) (instance, error
 	if w.SkipSteady || skipped {
 		ws.Steady = knownSteady
 	}
-	preInvoke := heap
+	preInvoke, measured := heap, heap
 	p.mu.Lock()
 	switch {
 	case skipped && e.knownHeap > 0:
@@ -575,7 +575,11 @@ func (p *Pool) grow(ctx context.Context, e *entry, demand bool) (instance, error
 		}
 	}
 	p.mu.Unlock()
-	rep := LoadReport{Stages: ws, Footprint: Footprint{Heap: heap}, Threads: opts.Threads, Delegates: append([]string{}, it.Delegates()...), FromStorage: nonResident}
+	reported := heap // what the load holds as far as it knows
+	if !skipped {
+		reported = measured // a full warm-up's own measurement: the fleet check compares it
+	}
+	rep := LoadReport{Stages: ws, Footprint: Footprint{Heap: reported}, Threads: opts.Threads, Delegates: append([]string{}, it.Delegates()...), FromStorage: nonResident}
 	add := heap
 	if newModel {
 		add += model.mappedBytes()
