@@ -1038,7 +1038,7 @@ func (p *Pool) Update(s ModelSpec) error {
 			}
 		}
 		p.peak = max(p.peak, p.bytes)
-		e.knownHeap = s.KnownHeap
+		e.knownHeap, e.lowHeap = s.KnownHeap, 0
 	}
 	if e.model != nil {
 		e.estimateCold(e.last.Stages.Saved())
