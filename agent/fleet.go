@@ -191,8 +191,8 @@ func (a *Agent) verifyFleet(ctx context.Context, st, work *modelState) {
 	}
 	// A load the pool made anyway (the start's prewarm, a request) is a
 	// free measurement: agreeing, no measuring load is needed.
-	if a.agreesWithLastLoad(work) {
-		a.verified(ctx, st, work, "the pool's load")
+	if heap, ok := a.agreesWithLastLoad(work); ok {
+		a.verified(ctx, st, work, "the pool's load", heap)
 		return
 	}
 	c := a.calibrationRun()
@@ -223,7 +223,7 @@ func (a *Agent) verifyFleet(ctx context.Context, st, work *modelState) {
 		a.log.Debug("fleet calibration measured", "model", id, "steady_ms", ms(steady.Wall), "fleet_steady_ms", ms(cal.Stages.Steady),
 			"steady_cpu_ms", ms(steady.CPU), "fleet_steady_cpu_ms", ms(cal.SteadyCPU), "contention", steady.Contention)
 		if why == "" {
-			a.verified(ctx, st, work, "a measuring load")
+			a.verified(ctx, st, work, "a measuring load", rep.Footprint.Heap)
 			return
 		}
 		// Times measured while the process waited for the cores are this
@@ -253,8 +253,9 @@ func (a *Agent) verifyFleet(ctx context.Context, st, work *modelState) {
 const maxContention = 0.1
 
 // agreesWithLastLoad says the pool's last load of work, at the record's
-// thread count, agrees with the record: heap, and first invoke.
-func (a *Agent) agreesWithLastLoad(work *modelState) bool {
+// thread count, agrees with the record: heap, and first invoke. heap is
+// what that load measured.
+func (a *Agent) agreesWithLastLoad(work *modelState) (heap int64, ok bool) {
 	cal := work.cal
 	for _, m := range a.pool.Models() {
 		if m.ID != work.cfg.ID || m.Loads == 0 {
@@ -262,24 +263,28 @@ func (a *Agent) agreesWithLastLoad(work *modelState) bool {
 		}
 		l := m.LastLoad
 		if l.Threads != cal.Threads || l.Stages.FirstInvoke <= 0 || l.Footprint.Heap <= 0 {
-			return false
+			return 0, false
 		}
-		why := compareTime("first invoke", l.Stages.FirstInvoke, cal.Stages.FirstInvoke, a.config().Fleet.Tolerance)
+		why := fleet.CompareTime("first invoke", l.Stages.FirstInvoke, cal.Stages.FirstInvoke, a.config().Fleet.Tolerance)
 		if why == "" {
-			why = compareHeap(l.Footprint.Heap, cal.HeapBytes)
+			why = fleet.CompareHeap(l.Footprint.Heap, cal.HeapBytes)
 		}
 		if why != "" {
 			a.log.Info("fleet calibration: the pool's load disagrees; measuring", "model", work.cfg.ID, "why", why)
 		}
-		return why == ""
+		return l.Footprint.Heap, why == ""
 	}
-	return false
+	return 0, false
 }
 
-// verified marks work's fleet calibration as checked here (by how).
-func (a *Agent) verified(ctx context.Context, st, work *modelState, how string) {
+// verified marks work's fleet calibration as checked here (by how, which
+// measured heap). A record's heap may be up to a quarter below this
+// device's and still agree: the larger of the two is kept, so the pool
+// never accounts less than this device was seen to hold.
+func (a *Agent) verified(ctx context.Context, st, work *modelState, how string, heap int64) {
 	cal := work.cal
 	cal.Verified = true
+	cal.HeapBytes = max(cal.HeapBytes, heap)
 	if err := a.store.PutCalibration(work.cfg.ID, cal); err != nil {
 		a.log.Error("verified fleet calibration not stored", "model", work.cfg.ID, "err", err)
 	}
@@ -295,45 +300,21 @@ func (a *Agent) verified(ctx context.Context, st, work *modelState, how string) 
 // disagreement doubtful, must not hide a wrong heap. Time is compared as
 // CPU time per invoke when both sides have it.
 func disagreement(cal storage.Calibration, steady steadyTimes, heap int64, tol float64) (string, bool) {
-	if why := compareHeap(heap, cal.HeapBytes); why != "" {
+	if why := fleet.CompareHeap(heap, cal.HeapBytes); why != "" {
 		return why, false
 	}
-	why := compareTime("steady invoke", steady.Wall, cal.Stages.Steady, tol)
+	why := fleet.CompareTime("steady invoke", steady.Wall, cal.Stages.Steady, tol)
 	if steady.CPU > 0 && cal.SteadyCPU > 0 {
-		why = compareTime("steady invoke CPU", steady.CPU, cal.SteadyCPU, tol)
+		why = fleet.CompareTime("steady invoke CPU", steady.CPU, cal.SteadyCPU, tol)
 	}
 	return why, why != ""
 }
 
-// compareTime says how here differs from there beyond a factor 1+tol, or "".
-func compareTime(what string, here, there time.Duration, tol float64) string {
-	// Sub-millisecond times jitter by more than their own length.
-	const floor = time.Millisecond
-	hi := max(time.Duration(float64(there)*(1+tol)), there+floor)
-	lo := min(time.Duration(float64(there)/(1+tol)), there-floor)
-	if here > hi || here < lo {
-		return fmt.Sprintf("%s %.3f ms here, %.3f ms in the record", what, ms(here), ms(there))
-	}
-	return ""
-}
-
-// compareHeap says how heap differs from the record's beyond a quarter, or "".
-func compareHeap(here, there int64) string {
-	// The heap is measured as the allocator's growth over the load, which
-	// other goroutines' frees shift by a little.
-	const floor = 1 << 20
-	d := here - there
-	if d < 0 {
-		d = -d
-	}
-	if d > max(there/4, floor) {
-		return fmt.Sprintf("heap %d bytes here, %d in the record", here, there)
-	}
-	return ""
-}
-
 // fleetPublish queues this device's calibration of work for the twins,
-// unless the record they have is valid and has as many samples or more.
+// unless the record they have is valid, agrees with it and has as many
+// samples or more. A record this device's measurement contradicts is
+// published over whatever its sample count: otherwise one wrong record
+// with many samples would hold its key for ever.
 func (a *Agent) fleetPublish(work *modelState, cal storage.Calibration) {
 	f := a.fleet
 	if f == nil || !a.config().Fleet.Publish {
@@ -341,12 +322,21 @@ func (a *Agent) fleetPublish(work *modelState, cal storage.Calibration) {
 	}
 	id := work.cfg.ID
 	rec := fleet.FromCalibration(cal, a.config().device(), delegateOutcome(work.report.Delegate))
-	// Never overwrite a valid record with fewer samples, nor with as many:
-	// twins whose measurements differ by noise would take turns.
-	if held, ok := f.view.Get(cal.Validity); ok && held.Check(a.fleetLocal(work, cal.Validity)) == nil && held.Samples >= rec.Samples {
-		a.log.Info("calibration not published: the fleet's record has as many samples", "model", id,
-			"samples", rec.Samples, "fleet_samples", held.Samples, "from", held.Device)
-		return
+	// Never overwrite a valid, agreeing record with fewer samples, nor with
+	// as many: twins whose measurements differ by noise would take turns.
+	if held, ok := f.view.Get(cal.Validity); ok && held.Check(a.fleetLocal(work, cal.Validity)) == nil {
+		why := held.Contradicts(cal, a.config().Fleet.Tolerance)
+		if why == "" && held.Samples >= rec.Samples {
+			a.log.Info("calibration not published: the fleet's record has as many samples", "model", id,
+				"samples", rec.Samples, "fleet_samples", held.Samples, "from", held.Device)
+			return
+		}
+		if why != "" {
+			f.view.Refute(held)
+			a.log.Warn("fleet record contradicted by this device; publishing over it", "model", id, "from", held.Device,
+				"fleet_samples", held.Samples, "why", why)
+			a.event("fleet_superseded", map[string]any{"model": id, "from": held.Device, "why": why})
+		}
 	}
 	b, err := rec.Encode()
 	if err != nil {

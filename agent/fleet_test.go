@@ -83,8 +83,8 @@ func statusOf(t *testing.T, a *agent.Agent, id string) agent.ModelReport {
 }
 
 // TestFleetRecordsAreCheckedBeforeUse: a record is used only for exactly
-// its key, only when possible here, and a disagreeing local measurement
-// replaces it only with more samples.
+// its key, only when possible here, and a local measurement that
+// contradicts it replaces it whatever its sample count.
 func TestFleetRecordsAreCheckedBeforeUse(t *testing.T) {
 	b := mqtttest.Start(t, mqtttest.Options{})
 	v1 := agent.ModelConfig{ID: "v1", Path: tflitetest.Path(t, "mobilenet_v1_0.25_128_quant.tflite")}
@@ -182,19 +182,28 @@ func TestFleetRecordsAreCheckedBeforeUse(t *testing.T) {
 	}
 	da.Close()
 
-	// The same with more samples than a local calibration: measured and
-	// kept here, never published over the record.
-	// Checked while doubter2 runs, so that a publish could still happen.
+	// A sample count no calibration reaches is impossible: refused,
+	// measured here, and this device's record replaces it.
 	forge("many", 100, wrongHeap)
 	d2 := start(t, fleetConfig(t, b.URL(), "doubter2", v1), agent.Options{})
-	defer d2.Close()
-	rep := d2.Report()
-	if s := status(rep, "v1"); s.Status != storage.New || !strings.Contains(s.Reason, "disagreed") {
-		t.Fatalf("a disagreeing record with 100 samples: %+v, want measured here", s)
+	if s := status(d2.Report(), "v1"); s.Status != storage.New {
+		t.Fatalf("a record with 100 samples: %+v, want refused (new)", s)
 	}
-	time.Sleep(500 * time.Millisecond) // a publish would be on its way by now
-	if r := fleetRecords(t, b)[v1key]; r.Device != "many" {
-		t.Fatalf("a record with 100 samples was overwritten by %q with %d", r.Device, r.Samples)
+	waitRecord(t, b, v1key, "doubter2")
+	d2.Close()
+
+	// The most samples a record may have, plausible but wrong: used at
+	// once, disagrees on verification, is measured here and published over
+	// whatever its sample count, so one wrong record cannot hold its key.
+	forge("most", fleet.MaxSamples, wrongHeap)
+	d3 := start(t, fleetConfig(t, b.URL(), "doubter3", v1), agent.Options{})
+	defer d3.Close()
+	rep := d3.Report()
+	if s := status(rep, "v1"); s.Status != storage.New || !strings.Contains(s.Reason, "disagreed") {
+		t.Fatalf("a disagreeing record with %d samples: %+v, want measured here after disagreeing", fleet.MaxSamples, s)
+	}
+	if r := waitRecord(t, b, v1key, "doubter3"); r.Samples != 3 {
+		t.Fatalf("published over with %d samples", r.Samples)
 	}
 	raw, _ := json.Marshal(byID(t, rep, "v1").Calibrated)
 	t.Logf("kept locally: %s", raw)

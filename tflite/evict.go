@@ -32,7 +32,7 @@ func (p *Pool) makeRoomLocked(need int64, except *entry) error {
 		return &Error{Op: op, Kind: ErrOverBudget,
 			Detail: fmt.Sprintf("needs %d bytes, budget is %d", need, budget)}
 	}
-	if except != nil && except.expected {
+	if except != nil && except.guessing {
 		return p.makeRoomForGuessLocked(need, except)
 	}
 	for p.bytes+need > budget {
@@ -372,14 +372,10 @@ func (p *Pool) PrewarmDue(ctx context.Context, id string) (rep LoadReport, loade
 		return LoadReport{}, false, nil
 	}
 	e.prewarmedAt = p.opts.Now()
-	e.expected = true
 	p.mu.Unlock()
-	defer func() {
-		p.mu.Lock()
-		e.expected = false
-		p.mu.Unlock()
-	}()
-	rep, loaded, err = p.Prewarm(ctx, id)
+	// Only this call's own load is a guess: a request's load it waits
+	// behind keeps a request's claim on the room.
+	rep, loaded, err = p.prewarm(ctx, id, true)
 	if errors.Is(err, ErrOverBudget) {
 		return LoadReport{}, false, nil // no room worth taking, or bigger than the budget
 	}

@@ -13,9 +13,10 @@ import (
 // milliseconds instead of queueing behind the large ones, and the last
 // answer comes no later.
 type loadSlot struct {
-	// mu guards held and waiters.
+	// mu guards held, grants and waiters.
 	mu      sync.Mutex
 	held    bool
+	grants  uint64 // times the slot was taken, ever
 	waiters []*slotWaiter
 }
 
@@ -29,6 +30,7 @@ func (s *loadSlot) acquire(ctx context.Context, cost int64) error {
 	s.mu.Lock()
 	if !s.held {
 		s.held = true
+		s.grants++
 		s.mu.Unlock()
 		return nil
 	}
@@ -68,7 +70,16 @@ func (s *loadSlot) release() {
 	}
 	w := s.waiters[best]
 	s.waiters = slices.Delete(s.waiters, best, best+1)
+	s.grants++
 	close(w.ready)
+}
+
+// activity is a reading of the slot: a measurement between two equal
+// readings, both idle, ran beside no load (or reservation).
+func (s *loadSlot) activity() (grants uint64, busy bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.grants, s.held
 }
 
 // busy reports whether a load holds the slot now (advisory: it may change

@@ -173,11 +173,10 @@ type entry struct {
 	// interpreter of an older generation is freed when released.
 	gen  int
 	gens map[instance]int
-	// unmeasured interpreters skipped the warm-up invoke of a model never
-	// measured: they are accounted at an estimate until their first invoke
-	// (Lease.Invoke) measures the rest. The value is the heap measured
-	// before any invoke.
-	unmeasured map[instance]int64
+	// unmeasured interpreters skipped the warm-up invoke: their first
+	// invoke (Lease.Invoke) measures the rest. Those of a model never
+	// measured are accounted at an estimate until then.
+	unmeasured map[instance]unmeasured
 	leased     int
 	growing    int  // warm-ups requested, waiting or in flight (at most one)
 	loading    bool // the warm-up holds the load slot and uses model
@@ -186,6 +185,7 @@ type entry struct {
 	bytes      int64
 
 	knownHeap int64
+	lowHeap   int64         // a full warm-up's heap below knownHeap, not confirmed yet
 	last      LoadReport    // latest warm-up
 	cold      time.Duration // cold start saved by staying warm: costs.estimate
 	costs     coldCost
@@ -197,14 +197,24 @@ type entry struct {
 	demand   float64   // decayed request count at demandAt
 	demandAt time.Time // the latest request
 	use      Use       // the policy's view (and its state), see useLocked
-	// prewarmedAt is the latest PrewarmDue; while expected, the load is
-	// one (see makeRoomForGuessLocked).
+	// prewarmedAt is the latest PrewarmDue. guessing: the load in flight
+	// (growing) is a due prewarm's, whose room only models worth less give
+	// up (makeRoomForGuessLocked); a request's load never is, even one
+	// that a due prewarm of the same model waits behind.
 	prewarmedAt time.Time
-	expected    bool
+	guessing    bool
 	lastUsed    time.Time
 	loads       uint64
 
 	changed chan struct{} // closed and replaced on every change waiters care about
+}
+
+// unmeasured is an interpreter whose first invoke is still to be measured:
+// the heap measured before it, and whether it is accounted at an estimate
+// (the model was never measured) rather than at its known heap.
+type unmeasured struct {
+	pre      int64
+	estimate bool
 }
 
 // estimateCold sets e.cold from the misses learned so far, the calibrated
@@ -278,7 +288,7 @@ func (p *Pool) newEntry(s ModelSpec) (*entry, error) {
 		return nil, fmt.Errorf("register model %q: %w", s.ID, err)
 	}
 	e := &entry{spec: s, perModel: p.opts.PerModel, opts: p.opts.Interpreter, fileSize: size, vars: vars, resetVars: vars && !s.Stateful,
-		knownHeap: s.KnownHeap, heaps: map[instance]int64{}, gens: map[instance]int{}, unmeasured: map[instance]int64{}, fresh: map[instance]Stages{}, changed: make(chan struct{})}
+		knownHeap: s.KnownHeap, heaps: map[instance]int64{}, gens: map[instance]int{}, unmeasured: map[instance]unmeasured{}, fresh: map[instance]Stages{}, changed: make(chan struct{})}
 	if s.PerModel > 0 {
 		e.perModel = s.PerModel
 	}
@@ -375,7 +385,7 @@ func (p *Pool) Unregister(id string) error {
 // free and the model has room for another; otherwise it waits for a
 // release until ctx is done.
 func (p *Pool) Acquire(ctx context.Context, id string) (*Lease, error) {
-	return p.acquire(ctx, id, true, true)
+	return p.acquire(ctx, id, true, true, false)
 }
 
 // AcquireWarm is Acquire without loading: it waits, until ctx is done, for
@@ -383,10 +393,13 @@ func (p *Pool) Acquire(ctx context.Context, id string) (*Lease, error) {
 // a deadline uses it when a load, which cannot be interrupted, could run
 // past that deadline.
 func (p *Pool) AcquireWarm(ctx context.Context, id string) (*Lease, error) {
-	return p.acquire(ctx, id, true, false)
+	return p.acquire(ctx, id, true, false, false)
 }
 
-func (p *Pool) acquire(ctx context.Context, id string, demand, mayLoad bool) (*Lease, error) {
+// acquire leases an interpreter of id; demand counts it as a request,
+// mayLoad lets it warm one, and guess makes room for that load as a due
+// prewarm does.
+func (p *Pool) acquire(ctx context.Context, id string, demand, mayLoad, guess bool) (*Lease, error) {
 	p.mu.Lock()
 	e, ok := p.entries[id]
 	if !ok {
@@ -426,6 +439,7 @@ func (p *Pool) acquire(ctx context.Context, id string, demand, mayLoad bool) (*L
 		}
 		if mayLoad && e.growing == 0 && len(e.idle)+e.leased < e.perModel {
 			e.growing++
+			e.guessing = guess
 			p.mu.Unlock()
 			it, err := p.grow(ctx, e, demand)
 			if err != nil {
@@ -486,7 +500,7 @@ func (p *Pool) grow(ctx context.Context, e *entry, demand bool) (instance, error
 	// invoke too, as a naive loader would not. A prewarm runs the warm-up
 	// invoke unless a request starts waiting for this interpreter by then.
 	p.mu.Lock()
-	opts, knownSteady, warmInput, gen := e.opts, e.spec.KnownSteady, e.spec.WarmInput, e.gen
+	opts, knownSteady, warmInput, gen, known := e.opts, e.spec.KnownSteady, e.spec.WarmInput, e.gen, e.knownHeap
 	p.mu.Unlock()
 	w := WarmOptions{Input: warmInput, SkipInvoke: demand, SkipSteady: demand || knownSteady > 0,
 		SkipInvokeIf: func() bool {
@@ -494,7 +508,21 @@ func (p *Pool) grow(ctx context.Context, e *entry, demand bool) (instance, error
 			defer p.mu.Unlock()
 			return e.waiters > 0
 		}}
+	// The heap is measured as the allocator's growth over the warm-up: the
+	// frees of what admission evicted must not run inside it. A measurement
+	// that becomes the model's heap waits for them first; a request's load
+	// of a model whose heap is known does not (it only ever raises the
+	// known heap) and checks instead whether one ran meanwhile.
+	hold := !demand || known == 0
+	if hold {
+		p.reaper.hold()
+	}
+	quiet := p.reaper.activity()
 	it, ws, heap, err := p.loader.warm(model, opts, w)
+	clean := !quiet.busy && p.reaper.activity() == reaperActivity{epoch: quiet.epoch}
+	if hold {
+		p.reaper.unhold()
+	}
 	if err != nil {
 		if newModel {
 			_ = model.Close()
@@ -516,13 +544,24 @@ func (p *Pool) grow(ctx context.Context, e *entry, demand bool) (instance, error
 	if w.SkipSteady || skipped {
 		ws.Steady = knownSteady
 	}
-	preInvoke := heap
+	preInvoke, measured := heap, heap
 	p.mu.Lock()
 	switch {
 	case skipped && e.knownHeap > 0:
 		// Measured before any invoke: never account less than a full
 		// warm-up measured (calibration, or an earlier load).
 		heap = max(heap, e.knownHeap)
+	case !skipped && gen == e.gen && heap < e.knownHeap:
+		// A full warm-up measured less than is known: one such measurement
+		// is not believed (a free elsewhere in the process lowers it), two
+		// in a row are, the larger of them.
+		if e.lowHeap == 0 {
+			e.lowHeap, heap = heap, e.knownHeap
+		} else {
+			e.lowHeap, heap = 0, max(heap, e.lowHeap)
+		}
+	case !skipped:
+		e.lowHeap = 0
 	case skipped:
 		// Never measured: the first invoke adds about as much again as
 		// allocation (XNNPACK packs the weights then); account an estimate
@@ -536,7 +575,11 @@ func (p *Pool) grow(ctx context.Context, e *entry, demand bool) (instance, error
 		}
 	}
 	p.mu.Unlock()
-	rep := LoadReport{Stages: ws, Footprint: Footprint{Heap: heap}, Threads: opts.Threads, Delegates: append([]string{}, it.Delegates()...), FromStorage: nonResident}
+	reported := heap // what the load holds as far as it knows
+	if !skipped {
+		reported = measured // a full warm-up's own measurement: the fleet check compares it
+	}
+	rep := LoadReport{Stages: ws, Footprint: Footprint{Heap: reported}, Threads: opts.Threads, Delegates: append([]string{}, it.Delegates()...), FromStorage: nonResident}
 	add := heap
 	if newModel {
 		add += model.mappedBytes()
@@ -591,14 +634,18 @@ func (p *Pool) grow(ctx context.Context, e *entry, demand bool) (instance, error
 	switch {
 	case !skipped && gen == e.gen:
 		e.knownHeap = heap
-	case skipped && e.knownHeap == 0:
-		e.unmeasured[it] = preInvoke
+	case skipped && clean:
+		// The request's invoke measures the rest (Lease.Invoke): an
+		// estimate is replaced, a known heap (a twin's, or one measured
+		// under other load) raised if this device needs more.
+		e.unmeasured[it] = unmeasured{pre: preInvoke, estimate: e.knownHeap == 0}
 	}
 	p.peak = max(p.peak, p.bytes+add)
 	e.bytes += add
 	p.bytes += add
 	e.last = rep
 	e.growing--
+	e.guessing = false
 	e.loading = false
 	e.leased++
 	e.lastUsed = p.opts.Now()
@@ -693,6 +740,7 @@ func isCtxErr(err error) bool {
 
 func (p *Pool) failGrowLocked(e *entry, rejected bool) {
 	e.growing--
+	e.guessing = false
 	e.loading = false
 	if rejected {
 		p.stats.Rejected++
@@ -743,10 +791,12 @@ func (l *Lease) Interpreter() *Interpreter {
 
 // Invoke runs the leased interpreter. Use it rather than the
 // interpreter's own Invoke: the first invoke of an interpreter loaded for a
-// request of a model never measured (its warm-up invoke was skipped, so
-// the request's invoke is the first) also measures what that invoke adds
-// to the C heap, about as much again as allocation for quantized models
-// (weight packing), and accounts it.
+// request (its warm-up invoke was skipped, so the request's invoke is the
+// first) also measures what that invoke adds to the C heap, about as much
+// again as allocation for quantized models (weight packing): it replaces
+// the estimate a model never measured is accounted at, and raises a known
+// heap (a twin's record, say) that this device exceeds. A measurement
+// that a free or another load ran beside is not used.
 func (l *Lease) Invoke() error {
 	p, e := l.p, l.e
 	p.mu.Lock()
@@ -762,12 +812,27 @@ func (l *Lease) Invoke() error {
 		}
 	}
 	var before int64
+	var frees reaperActivity
+	var loads uint64
+	var loading bool
 	if measure {
+		frees = p.reaper.activity()
+		loads, loading = p.load.activity()
 		before = p.loader.heapInUse()
 	}
 	t := time.Now()
 	err := l.it.Invoke()
 	took := invokeTime(l.it, time.Since(t))
+	var after int64
+	if measure {
+		after = p.loader.heapInUse()
+		// A free that ran meanwhile lowers the measurement; another load
+		// (or reservation) raises it. Neither is this invoke's heap.
+		freed := frees.busy || p.reaper.activity() != reaperActivity{epoch: frees.epoch}
+		grants, busy := p.load.activity()
+		mixed := loading || busy || grants != loads
+		measure = !freed && (pre.estimate || !mixed)
+	}
 	p.mu.Lock()
 	switch {
 	case err != nil:
@@ -781,8 +846,13 @@ func (l *Lease) Invoke() error {
 		p.mu.Unlock()
 		return err
 	}
-	heap := pre + max(p.loader.heapInUse()-before, 0)
+	heap := pre.pre + max(after-before, 0)
 	if h, ok := e.heaps[l.it]; ok && err == nil {
+		if !pre.estimate {
+			// A known heap is never lowered by one invoke's measurement, and
+			// is raised when this device needs more.
+			heap = max(heap, h)
+		}
 		if add := heap - h; add > 0 {
 			// Best effort: the memory is in use already; evict what is idle.
 			_ = p.makeRoomLocked(add, e)
@@ -791,8 +861,8 @@ func (l *Lease) Invoke() error {
 		e.bytes += heap - h
 		p.bytes += heap - h
 		p.peak = max(p.peak, p.bytes)
-		if e.knownHeap == 0 {
-			e.knownHeap = heap
+		if e.knownHeap == 0 || e.gens[l.it] == e.gen {
+			e.knownHeap = max(e.knownHeap, heap)
 		}
 		p.broadcastLocked(e)
 	}
@@ -869,7 +939,13 @@ func (p *Pool) Refresh(ctx context.Context, id string) (bool, error) {
 // Prewarm warms one interpreter for id unless one is already warm, without
 // counting as demand. It reports whether it loaded anything.
 func (p *Pool) Prewarm(ctx context.Context, id string) (LoadReport, bool, error) {
-	l, err := p.acquire(ctx, id, false, true)
+	return p.prewarm(ctx, id, false)
+}
+
+// prewarm is Prewarm; a guess (PrewarmDue) makes room only from models
+// worth less.
+func (p *Pool) prewarm(ctx context.Context, id string, guess bool) (LoadReport, bool, error) {
+	l, err := p.acquire(ctx, id, false, true, guess)
 	if err != nil {
 		return LoadReport{}, false, err
 	}
@@ -962,7 +1038,7 @@ func (p *Pool) Update(s ModelSpec) error {
 			}
 		}
 		p.peak = max(p.peak, p.bytes)
-		e.knownHeap = s.KnownHeap
+		e.knownHeap, e.lowHeap = s.KnownHeap, 0
 	}
 	if e.model != nil {
 		e.estimateCold(e.last.Stages.Saved())

@@ -20,6 +20,16 @@ type fakeModel struct {
 	// closing, when set, receives each interpreter's Close, which then
 	// blocks until the test sends on it too (a slow C free).
 	closing chan struct{}
+	// measure: warm reports the loader's heap growth over the warm-up, as
+	// the runtime's Warm does (so a free running meanwhile lowers it),
+	// instead of heap, and runs the warm-up invoke unless told to skip it
+	// (Stages.FirstInvoke > 0). gate, when set, holds the warm-up in the middle of
+	// that measurement until the test closes it.
+	measure bool
+	gate    chan struct{}
+	// invokeHeap is what an interpreter's first invoke adds to the heap
+	// (XNNPACK packing the weights).
+	invokeHeap int64
 }
 
 // fakeLoader stands in for the runtime under the pool: no C, any size.
@@ -29,6 +39,11 @@ type fakeLoader struct {
 	mapped  int // live mappings
 	live    int // live interpreters
 	warmups int
+	heap    int64 // the simulated C heap: the live interpreters' heaps
+	// mappedBytes is the live mappings' size.
+	mappedBytes int64
+	inWarm      int // warm-ups held at their gate
+	closes      int // interpreters closed
 }
 
 type fakeMapping struct {
@@ -40,6 +55,7 @@ func (m *fakeMapping) mappedBytes() int64 { return m.m.size }
 func (m *fakeMapping) Close() error {
 	m.l.mu.Lock()
 	m.l.mapped--
+	m.l.mappedBytes -= m.m.size
 	m.l.mu.Unlock()
 	return nil
 }
@@ -52,6 +68,11 @@ type fakeInstance struct {
 
 func (i fakeInstance) Invoke() error {
 	*i.invokes++
+	if *i.invokes == 1 && i.m.invokeHeap > 0 {
+		i.l.mu.Lock()
+		i.l.heap += i.m.invokeHeap
+		i.l.mu.Unlock()
+	}
 	return nil
 }
 
@@ -71,6 +92,11 @@ func (i fakeInstance) Close() {
 	}
 	i.l.mu.Lock()
 	i.l.live--
+	i.l.closes++
+	i.l.heap -= i.m.heap
+	if *i.invokes > 0 {
+		i.l.heap -= i.m.invokeHeap
+	}
 	i.l.mu.Unlock()
 }
 
@@ -105,11 +131,12 @@ func (l *fakeLoader) mapModel(path string, _ bool) (mapping, time.Duration, time
 	}
 	l.mu.Lock()
 	l.mapped++
+	l.mappedBytes += m.size
 	l.mu.Unlock()
 	return &fakeMapping{l: l, m: m}, 0, 0, nil
 }
 
-func (l *fakeLoader) warm(mp mapping, _ Options, _ WarmOptions) (instance, Stages, int64, error) {
+func (l *fakeLoader) warm(mp mapping, _ Options, w WarmOptions) (instance, Stages, int64, error) {
 	m := mp.(*fakeMapping).m
 	l.mu.Lock()
 	l.warmups++
@@ -119,12 +146,40 @@ func (l *fakeLoader) warm(mp mapping, _ Options, _ WarmOptions) (instance, Stage
 	}
 	l.mu.Lock()
 	l.live++
+	before := l.heap
+	l.heap += m.heap
+	if m.gate != nil {
+		l.inWarm++
+		l.mu.Unlock()
+		<-m.gate
+		l.mu.Lock()
+		l.inWarm--
+	}
+	grew := max(l.heap-before, 0)
 	l.mu.Unlock()
-	return fakeInstance{l: l, m: m, invokes: new(int)}, Stages{Interpreter: m.cold}, m.heap, nil
+	heap, st := m.heap, Stages{Interpreter: m.cold}
+	if m.measure {
+		heap = grew
+		if !w.SkipInvoke && (w.SkipInvokeIf == nil || !w.SkipInvokeIf()) {
+			st.FirstInvoke = max(m.first, time.Nanosecond) // a full warm-up
+		}
+	}
+	return fakeInstance{l: l, m: m, invokes: new(int)}, st, heap, nil
 }
 
-func (l *fakeLoader) heapInUse() int64 { return 0 }
-func (l *fakeLoader) releaseHeap()     {}
+func (l *fakeLoader) heapInUse() int64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.heap
+}
+
+// held is what the loader really holds: the live heap and the mappings.
+func (l *fakeLoader) held() int64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.heap + l.mappedBytes
+}
+func (l *fakeLoader) releaseHeap() {}
 
 func (l *fakeLoader) counts() (mapped, live int) {
 	l.mu.Lock()

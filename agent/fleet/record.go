@@ -27,6 +27,11 @@ const Schema = 1
 // MaxBytes bounds a record's payload: a calibration is a few hundred bytes.
 const MaxBytes = 16 << 10
 
+// MaxSamples bounds a record's sample count: a calibration's medians are
+// over at most calibration.runs staged loads, which is at most 50. More is
+// forged, and would win every merge (Better) for ever.
+const MaxSamples = 50
+
 // Record is one device's measurement of one model under one validity key.
 type Record struct {
 	Schema   int              `json:"schema"`
@@ -141,8 +146,8 @@ func (r Record) Check(l Local) error {
 	if f.Threads < 1 || f.Threads > l.Cores {
 		bad = append(bad, fmt.Sprintf("threads %d not in 1..%d cores", f.Threads, l.Cores))
 	}
-	if r.Samples < 1 {
-		bad = append(bad, fmt.Sprintf("samples %d", r.Samples))
+	if r.Samples < 1 || r.Samples > MaxSamples {
+		bad = append(bad, fmt.Sprintf("samples %d not in 1..%d", r.Samples, MaxSamples))
 	}
 	if f.MappedBytes != l.Mapped {
 		bad = append(bad, fmt.Sprintf("mapped %d bytes, the file has %d", f.MappedBytes, l.Mapped))
@@ -181,6 +186,52 @@ func (r Record) Check(l Local) error {
 	}
 	return nil
 }
+
+// Contradicts says how this device's own measurement here contradicts r
+// ("" when it does not): the heap beyond a quarter (the runtime's arena
+// plan, the same on every twin), or the steady invoke beyond a factor
+// 1+tol. A contradicted record is superseded (View.Refute) and this
+// device's record published over it, whatever the sample counts.
+func (r Record) Contradicts(here storage.Calibration, tol float64) string {
+	if here.HeapBytes > 0 {
+		if why := CompareHeap(here.HeapBytes, r.Facts.HeapBytes); why != "" {
+			return why
+		}
+	}
+	if here.Stages.Steady > 0 {
+		return CompareTime("steady invoke", here.Stages.Steady, r.Facts.Stages.Steady, tol)
+	}
+	return ""
+}
+
+// CompareTime says how here differs from there beyond a factor 1+tol, or "".
+func CompareTime(what string, here, there time.Duration, tol float64) string {
+	// Sub-millisecond times jitter by more than their own length.
+	const floor = time.Millisecond
+	hi := max(time.Duration(float64(there)*(1+tol)), there+floor)
+	lo := min(time.Duration(float64(there)/(1+tol)), there-floor)
+	if here > hi || here < lo {
+		return fmt.Sprintf("%s %.3f ms here, %.3f ms in the record", what, ms(here), ms(there))
+	}
+	return ""
+}
+
+// CompareHeap says how heap differs from the record's beyond a quarter, or "".
+func CompareHeap(here, there int64) string {
+	// The heap is measured as the allocator's growth over the load, which
+	// other goroutines' frees shift by a little.
+	const floor = 1 << 20
+	d := here - there
+	if d < 0 {
+		d = -d
+	}
+	if d > max(there/4, floor) {
+		return fmt.Sprintf("heap %d bytes here, %d in the record", here, there)
+	}
+	return ""
+}
+
+func ms(d time.Duration) float64 { return math.Round(float64(d)/1e3) / 1e3 }
 
 // Better is the merge rule: more samples win, then the newer record.
 func Better(a, b Record) bool {
