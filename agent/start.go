@@ -257,7 +257,7 @@ func (a *Agent) startLocalBroker() []string {
 	if addr == "" {
 		return nil
 	}
-	b, err := mqtt.ServeLocal(addr, a.log)
+	b, err := mqtt.ServeLocal(mqtt.LocalOptions{Addr: addr, Logger: a.log})
 	switch {
 	case errors.Is(err, mqtt.ErrAddrInUse):
 		a.log.Info("mqtt: something already listens on local_listen; connecting to it as a client", "addr", addr)

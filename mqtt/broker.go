@@ -30,10 +30,20 @@ type LocalBroker struct {
 	addr string
 }
 
+// LocalOptions shape the local broker. Zero values mean the documented
+// defaults.
+type LocalOptions struct {
+	// Addr is host:port; port 0 picks a free one.
+	Addr string
+	// Logger; nil discards.
+	Logger *slog.Logger
+}
+
 // ServeLocal serves MQTT on addr (host:port; port 0 picks a free one). It
 // accepts every client: keep addr on loopback unless the network around
 // the device is trusted (the agent warns otherwise).
-func ServeLocal(addr string, log *slog.Logger) (*LocalBroker, error) {
+func ServeLocal(o LocalOptions) (*LocalBroker, error) {
+	addr, log := o.Addr, o.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -46,6 +56,10 @@ func ServeLocal(addr string, log *slog.Logger) (*LocalBroker, error) {
 		return nil, fmt.Errorf("local broker on %s: %w", addr, err)
 	}
 	srv := mochi.New(&mochi.Options{InlineClient: false, Logger: log.With("component", "local-broker")})
+	if err := srv.AddHook(newPacketIDs(), nil); err != nil {
+		_ = ln.Close()
+		return nil, err
+	}
 	if err := srv.AddHook(new(auth.AllowHook), nil); err != nil {
 		_ = ln.Close()
 		return nil, err
