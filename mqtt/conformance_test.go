@@ -135,3 +135,162 @@ func TestPipelinedSubscribesGetRetained(t *testing.T) {
 		}
 	})
 }
+
+// next reads packets until one of type typ arrives, failing the test on
+// a timeout; PUBLISHes met on the way are returned too when typ is
+// TypePublish only.
+func next(t *testing.T, c *mqtttest.Raw, typ byte) mqtttest.RawPacket {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		p, err := c.Next(time.Until(deadline))
+		if err != nil {
+			t.Fatalf("waiting for packet type %d: %v", typ, err)
+		}
+		if p.Type == typ {
+			return p
+		}
+	}
+}
+
+func subscribe(t *testing.T, c *mqtttest.Raw, id uint16, filter string) {
+	t.Helper()
+	if err := c.Subscribe(id, filter, 1); err != nil {
+		t.Fatal(err)
+	}
+	if p := next(t, c, mqtttest.TypeSuback); p.ID != id || len(p.Codes) != 1 || p.Codes[0] != 1 {
+		t.Fatalf("SUBACK for %s: %+v", filter, p)
+	}
+}
+
+func publish(t *testing.T, c *mqtttest.Raw, id uint16, topic string, retain bool, payload string) {
+	t.Helper()
+	if err := c.Publish(id, topic, 1, retain, []byte(payload)); err != nil {
+		t.Fatal(err)
+	}
+	if p := next(t, c, mqtttest.TypePuback); p.ID != id {
+		t.Fatalf("PUBACK for %s: %+v", topic, p)
+	}
+}
+
+// Retained: a new subscriber gets the last retained message with the
+// retain flag; an empty retained payload clears it (the next message
+// seen is a live marker, not the cleared one).
+func TestConformanceRetained(t *testing.T) {
+	forEachBroker(t, func(t *testing.T, addr string, v byte) {
+		pub, _ := mqtttest.DialRaw(t, addr, mqtttest.RawOptions{Version: v, ClientID: "pub"})
+		publish(t, pub, 1, "r/a", true, "first")
+		publish(t, pub, 2, "r/a", true, "second")
+		sub, _ := mqtttest.DialRaw(t, addr, mqtttest.RawOptions{Version: v, ClientID: "sub"})
+		subscribe(t, sub, 1, "r/#")
+		if p := next(t, sub, mqtttest.TypePublish); !p.Retain || p.Topic != "r/a" || string(p.Payload) != "second" {
+			t.Fatalf("retained: %+v %q", p, p.Payload)
+		}
+		publish(t, pub, 3, "r/a", true, "")
+		// Delivered live to the present subscriber; once it has been, a
+		// new subscriber cannot meet it in flight either.
+		if p := next(t, sub, mqtttest.TypePublish); p.Topic != "r/a" || len(p.Payload) != 0 {
+			t.Fatalf("the clearing message: %+v %q", p, p.Payload)
+		}
+		late, _ := mqtttest.DialRaw(t, addr, mqtttest.RawOptions{Version: v, ClientID: "late"})
+		subscribe(t, late, 1, "r/#")
+		publish(t, pub, 4, "r/marker", false, "live")
+		if p := next(t, late, mqtttest.TypePublish); p.Retain || p.Topic != "r/marker" {
+			t.Fatalf("after clearing, the first message is %+v %q, want the live marker", p, p.Payload)
+		}
+	})
+}
+
+// Last will: an abrupt close publishes it (retained, so a later
+// subscriber sees it too); a DISCONNECT does not.
+func TestConformanceLastWill(t *testing.T) {
+	forEachBroker(t, func(t *testing.T, addr string, v byte) {
+		watch, _ := mqtttest.DialRaw(t, addr, mqtttest.RawOptions{Version: v, ClientID: "watch"})
+		subscribe(t, watch, 1, "w/#")
+		will := mqtttest.RawOptions{Version: v, ClientID: "dev", WillTopic: "w/dev/status", WillPayload: []byte("offline"), WillRetain: true, KeepAlive: 30}
+		polite, _ := mqtttest.DialRaw(t, addr, will)
+		polite.Disconnect()
+		pub, _ := mqtttest.DialRaw(t, addr, mqtttest.RawOptions{Version: v, ClientID: "pub"})
+		publish(t, pub, 1, "w/marker", false, "after the clean disconnect")
+		if p := next(t, watch, mqtttest.TypePublish); p.Topic != "w/marker" {
+			t.Fatalf("a clean DISCONNECT sent the will: %+v %q", p, p.Payload)
+		}
+		rude, _ := mqtttest.DialRaw(t, addr, will)
+		rude.Close()
+		if p := next(t, watch, mqtttest.TypePublish); p.Topic != "w/dev/status" || string(p.Payload) != "offline" {
+			t.Fatalf("will: %+v %q", p, p.Payload)
+		}
+		late, _ := mqtttest.DialRaw(t, addr, mqtttest.RawOptions{Version: v, ClientID: "late"})
+		subscribe(t, late, 1, "w/dev/status")
+		if p := next(t, late, mqtttest.TypePublish); !p.Retain || string(p.Payload) != "offline" {
+			t.Fatalf("retained will: %+v %q", p, p.Payload)
+		}
+	})
+}
+
+// Persistent session: QoS 1 messages published while the client is away
+// are delivered when it comes back (session present). Not their order:
+// mochi-mqtt resends a session's queue sorted by creation second only
+// (docs/mqtt.md), and the agent's commands do not depend on it.
+func TestConformancePersistentSession(t *testing.T) {
+	forEachBroker(t, func(t *testing.T, addr string, v byte) {
+		o := mqtttest.RawOptions{Version: v, ClientID: "agent-session", Persistent: true}
+		c, _ := mqtttest.DialRaw(t, addr, o)
+		subscribe(t, c, 1, "q/#")
+		c.Disconnect()
+		pub, _ := mqtttest.DialRaw(t, addr, mqtttest.RawOptions{Version: v, ClientID: "pub"})
+		for i := range 3 {
+			publish(t, pub, uint16(i+1), "q/cmd", false, fmt.Sprint(i))
+		}
+		c, ack := mqtttest.DialRaw(t, addr, o)
+		if !ack.SessionPresent {
+			t.Fatal("session not present on reconnect")
+		}
+		got := map[string]bool{}
+		for range 3 {
+			p := next(t, c, mqtttest.TypePublish)
+			if p.QoS != 1 || p.Topic != "q/cmd" || got[string(p.Payload)] {
+				t.Fatalf("queued message: %+v %q (got %v)", p, p.Payload, got)
+			}
+			got[string(p.Payload)] = true
+			if err := c.Puback(p.ID); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if !got["0"] || !got["1"] || !got["2"] {
+			t.Fatalf("queued messages: got %v, want 0 1 2", got)
+		}
+	})
+}
+
+// QoS 1 redelivery: a message not acknowledged when the connection drops
+// is sent again, DUP set, on reconnect to the session. Meanwhile the
+// client published a QoS 1 message of its own with the same packet id:
+// a different direction, so it must not count as the acknowledgement
+// (the embedded broker dropped the message before).
+func TestConformanceQoS1Redelivery(t *testing.T) {
+	forEachBroker(t, func(t *testing.T, addr string, v byte) {
+		o := mqtttest.RawOptions{Version: v, ClientID: "redeliver", Persistent: true}
+		c, _ := mqtttest.DialRaw(t, addr, o)
+		subscribe(t, c, 1, "d/#")
+		pub, _ := mqtttest.DialRaw(t, addr, mqtttest.RawOptions{Version: v, ClientID: "pub"})
+		publish(t, pub, 1, "d/cmd", false, "do it")
+		first := next(t, c, mqtttest.TypePublish)
+		if first.Dup || string(first.Payload) != "do it" {
+			t.Fatalf("first delivery: %+v %q", first, first.Payload)
+		}
+		publish(t, c, first.ID, "elsewhere/reply", false, "same id, other direction")
+		c.Close() // no PUBACK
+		c, ack := mqtttest.DialRaw(t, addr, o)
+		if !ack.SessionPresent {
+			t.Fatal("session not present on reconnect")
+		}
+		again := next(t, c, mqtttest.TypePublish)
+		if !again.Dup || again.ID != first.ID || string(again.Payload) != "do it" {
+			t.Fatalf("redelivery: %+v %q, want DUP, id %d", again, again.Payload, first.ID)
+		}
+		if err := c.Puback(again.ID); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
