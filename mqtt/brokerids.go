@@ -3,8 +3,9 @@ package mqtt
 // MQTT keeps the two directions' packet identifiers apart (3.1.1 §2.3.1,
 // 5.0 §2.2.1): the ids a client gives its SUBSCRIBE, UNSUBSCRIBE and QoS >
 // 0 PUBLISH are its own, whatever ids the server uses for the messages it
-// sends that client. mochi-mqtt (v2.7.9, the newest release) keeps one
-// in-flight table per client for both and looks the client's ids up in it:
+// sends that client. mochi-mqtt (v2.7.9, the newest version served)
+// keeps one in-flight table per client for both and looks the client's
+// ids up in it:
 // a SUBSCRIBE whose id equals one of the server's unacknowledged publishes
 // (retained QoS 1 messages of an earlier subscription, say) gets SUBACK
 // 0x91 "packet identifier in use", an UNSUBSCRIBE the same, and a client's
