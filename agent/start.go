@@ -171,13 +171,13 @@ func (a *Agent) startMQTT(ctx, runCtx context.Context) error {
 	brokers := a.config().MQTT.Brokers
 	o := a.config().mqttOptions()
 	if len(brokers) == 0 {
+		var user, pw string
 		var err error
-		if brokers, o.Username, o.Password, err = a.startLocalBroker(); err != nil {
+		if brokers, user, pw, err = a.startLocalBroker(); err != nil {
 			return err
 		}
-		o.PasswordFile = "" // [mqtt] password_file is for the brokers, or for `call`
-		if o.Password == "" {
-			o.Username = "" // someone else's broker on local_listen: anonymous, as before
+		if pw != "" { // its own broker (someone else's there: [mqtt] username, as before)
+			o.Username, o.Password, o.PasswordFile = user, pw, ""
 		}
 	}
 	if len(brokers) == 0 {
