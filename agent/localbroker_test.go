@@ -136,9 +136,9 @@ func TestLocalListenTakenUsesThatBroker(t *testing.T) {
 // On a local broker beyond loopback (0.0.0.0, reached through 127.0.0.1),
 // the configuration must say who gets in: without a users file it does
 // not start, unless anonymous access is asked for (and status says so).
-// With one, a read-only user's command never runs (its call gets no
-// answer and the budget stays), a command user's does, and the agent
-// reaches its own broker with its own login.
+// With one (and TLS), a read-only user's command never runs (its call
+// gets no answer and the budget stays), a command user's does, and the
+// agent reaches its own broker with its own login.
 func TestLocalBrokerBeyondLoopbackAdmitsByRole(t *testing.T) {
 	_, port, _ := strings.Cut(mqtttest.FreeAddr(t), ":")
 	cfg := testConfig(t, agent.ModelConfig{ID: "xor", Path: tflitetest.Path(t, "xor_model.tflite")})
@@ -171,19 +171,21 @@ func TestLocalBrokerBeyondLoopbackAdmitsByRole(t *testing.T) {
 	}
 	cfg.MQTT.LocalUsersFile = users
 	cfg.MQTT.LocalACL = map[string]string{"ha": "command", "grafana": "read"}
+	ca, cert, key := mqtttest.WriteCerts(t, dir)
+	cfg.MQTT.LocalCertFile, cfg.MQTT.LocalKeyFile = cert, key
 	a = start(t, cfg, agent.Options{})
 	defer a.Close()
 	if !a.Report().BrokerConnected {
 		t.Fatal("the agent did not connect to its own broker")
 	}
-	if lb := a.Status().LocalBroker; lb == nil || lb.Auth != "password" || lb.AnonymousAllowed {
+	if lb := a.Status().LocalBroker; lb == nil || lb.Auth != "password" || lb.AnonymousAllowed || !lb.TLS {
 		t.Fatalf("status: %+v", lb)
 	}
 	budget := a.Pool().Stats().Budget
 	call := func(user, verb, payload string) (mqtt.CallReply, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 		defer cancel()
-		o := mqtt.Options{Brokers: []string{"tcp://127.0.0.1:" + port}, Device: "dev-auth", ConnectTimeout: 2 * time.Second}
+		o := mqtt.Options{Brokers: []string{"ssl://127.0.0.1:" + port}, CAFile: ca, Device: "dev-auth", ConnectTimeout: 2 * time.Second}
 		if user != "" {
 			o.Username, o.PasswordFile = user, filepath.Join(dir, user)
 		}
