@@ -343,3 +343,60 @@ func TestPahoPipelinedSubscribes(t *testing.T) {
 		})
 	}
 }
+
+// Every kind of packet that carries an id of the client's own space
+// (UNSUBSCRIBE, QoS 1 and QoS 2 PUBLISH and its PUBREL) uses the ids of
+// the broker's unacknowledged publishes to that client, and each is
+// answered with its own id and success, and the QoS 2 message is
+// delivered once.
+func TestClientPacketIDsAreTheirOwn(t *testing.T) {
+	forEachBroker(t, func(t *testing.T, addr string, v byte) {
+		publishRetained(t, addr, v, map[string]string{"c/1": "a", "c/2": "b", "c/3": "c", "c/4": "d"})
+		watch, _ := mqtttest.DialRaw(t, addr, mqtttest.RawOptions{Version: v, ClientID: "watch"})
+		subscribe(t, watch, 1, "out/#")
+		c, _ := mqtttest.DialRaw(t, addr, mqtttest.RawOptions{Version: v, ClientID: "ids"})
+		subscribe(t, c, 9, "c/#")
+		var inflight []uint16
+		for range 4 {
+			inflight = append(inflight, next(t, c, mqtttest.TypePublish).ID) // not acknowledged yet
+		}
+		if err := c.Unsubscribe(inflight[0], "nothing/#"); err != nil {
+			t.Fatal(err)
+		}
+		if p := next(t, c, mqtttest.TypeUnsuback); p.ID != inflight[0] || len(p.Codes) > 0 && p.Codes[0] >= 0x80 {
+			t.Fatalf("UNSUBACK with the id of an in-flight publish: %+v", p)
+		}
+		publish(t, c, inflight[1], "out/qos1", false, "one")
+		if err := c.Publish(inflight[2], "out/qos2", 2, false, []byte("two")); err != nil {
+			t.Fatal(err)
+		}
+		if p := next(t, c, mqtttest.TypePubrec); p.ID != inflight[2] || len(p.Codes) > 0 && p.Codes[0] >= 0x80 {
+			t.Fatalf("PUBREC: %+v", p)
+		}
+		if err := c.Pubrel(inflight[2]); err != nil {
+			t.Fatal(err)
+		}
+		if p := next(t, c, mqtttest.TypePubcomp); p.ID != inflight[2] || len(p.Codes) > 0 && p.Codes[0] != 0 {
+			t.Fatalf("PUBCOMP: %+v", p)
+		}
+		for _, want := range []string{"out/qos1", "out/qos2"} {
+			p := next(t, watch, mqtttest.TypePublish)
+			if p.Topic != want {
+				t.Fatalf("watcher got %s %q, want %s", p.Topic, p.Payload, want)
+			}
+			if err := watch.Puback(p.ID); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, id := range inflight {
+			if err := c.Puback(id); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// Delivered once: the next message the watcher sees is a marker.
+		publish(t, c, 1, "out/done", false, "done")
+		if p := next(t, watch, mqtttest.TypePublish); p.Topic != "out/done" {
+			t.Fatalf("after the QoS 2 message the watcher got %s %q, want the marker", p.Topic, p.Payload)
+		}
+	})
+}

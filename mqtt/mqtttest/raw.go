@@ -22,13 +22,18 @@ import (
 
 // Packet types (MQTT 3.1.1 §2.2.1, 5.0 §2.1.2).
 const (
-	TypeConnect    = 1
-	TypeConnack    = 2
-	TypePublish    = 3
-	TypePuback     = 4
-	TypeSubscribe  = 8
-	TypeSuback     = 9
-	TypeDisconnect = 14
+	TypeConnect     = 1
+	TypeConnack     = 2
+	TypePublish     = 3
+	TypePuback      = 4
+	TypePubrec      = 5
+	TypePubrel      = 6
+	TypePubcomp     = 7
+	TypeSubscribe   = 8
+	TypeSuback      = 9
+	TypeUnsubscribe = 10
+	TypeUnsuback    = 11
+	TypeDisconnect  = 14
 )
 
 // RawOptions shape a raw connection.
@@ -63,7 +68,8 @@ type RawPacket struct {
 	Topic  string
 	// Payload of a PUBLISH.
 	Payload []byte
-	// Codes: a SUBACK's reason codes, or a CONNACK's return code.
+	// Codes: a SUBACK's (UNSUBACK's) reason codes, a CONNACK's return
+	// code, or an acknowledgement's reason code (5.0, when sent).
 	Codes []byte
 	// SessionPresent from a CONNACK.
 	SessionPresent bool
@@ -213,6 +219,20 @@ func (c *Raw) Puback(id uint16) error {
 	return c.write(frame(TypePuback<<4, binary.BigEndian.AppendUint16(nil, id)))
 }
 
+// Unsubscribe sends an UNSUBSCRIBE and does not wait for the UNSUBACK.
+func (c *Raw) Unsubscribe(id uint16, filter string) error {
+	b := binary.BigEndian.AppendUint16(nil, id)
+	if c.v == 5 {
+		b = appendVarint(b, 0)
+	}
+	return c.write(frame(TypeUnsubscribe<<4|0x02, appendString(b, filter)))
+}
+
+// Pubrel releases a QoS 2 PUBLISH the broker answered with PUBREC.
+func (c *Raw) Pubrel(id uint16) error {
+	return c.write(frame(TypePubrel<<4|0x02, binary.BigEndian.AppendUint16(nil, id)))
+}
+
 // Disconnect sends DISCONNECT (the will is discarded) and closes.
 func (c *Raw) Disconnect() {
 	b := []byte(nil)
@@ -269,7 +289,14 @@ func (c *Raw) Next(timeout time.Duration) (RawPacket, error) {
 			}
 		}
 		p.Payload = rest
-	case TypeSuback:
+	case TypeSuback, TypeUnsuback:
+		if p.Type == TypeUnsuback && c.v != 5 { // 3.1.1: the id only
+			if len(body) < 2 {
+				return p, bad
+			}
+			p.ID = binary.BigEndian.Uint16(body)
+			break
+		}
 		if len(body) < 3 {
 			return p, bad
 		}
