@@ -188,7 +188,7 @@ type MQTTConfig struct {
 	// something already listens there it connects to that as a client.
 	// Default "127.0.0.1:1883"; "" turns it off. On loopback it admits
 	// any local client; beyond loopback it wants LocalUsersFile (or
-	// LocalAllowAnonymous). docs/mqtt.md has the recipe.
+	// LocalAllowAnonymous). docs/mqtt-broker.md has the recipe.
 	LocalListen string `toml:"local_listen"`
 	// LocalUsersFile is the local broker's users: a mosquitto password
 	// file written with mosquitto_passwd. Set, every client logs in.
@@ -691,7 +691,7 @@ func (c Config) hugePages() bool { return c.Pool.HugePages == nil || *c.Pool.Hug
 func (m MQTTConfig) validateLocal(serving bool) []error {
 	var errs []error
 	if serving && !mqtt.IsLoopback(m.LocalListen) && m.LocalUsersFile == "" && !m.LocalAllowAnonymous {
-		errs = append(errs, fmt.Errorf("mqtt.local_listen %s is beyond loopback: set mqtt.local_users_file (a mosquitto_passwd file, docs/mqtt.md), or mqtt.local_allow_anonymous = true to let anyone who reaches it command the agent", m.LocalListen))
+		errs = append(errs, fmt.Errorf("mqtt.local_listen %s is beyond loopback: set mqtt.local_users_file (a mosquitto_passwd file, docs/mqtt-broker.md), or mqtt.local_allow_anonymous = true to let anyone who reaches it command the agent", m.LocalListen))
 	}
 	for user, role := range m.LocalACL {
 		if role != string(mqtt.RoleCommand) && role != string(mqtt.RoleRead) {

@@ -233,7 +233,7 @@ func TestConformanceLastWill(t *testing.T) {
 // Persistent session: QoS 1 messages published while the client is away
 // are delivered when it comes back (session present). Not their order:
 // mochi-mqtt resends a session's queue sorted by creation second only
-// (docs/mqtt.md), and the agent's commands do not depend on it.
+// (docs/mqtt-broker.md), and the agent's commands do not depend on it.
 func TestConformancePersistentSession(t *testing.T) {
 	forEachBroker(t, func(t *testing.T, addr string, v byte) {
 		o := mqtttest.RawOptions{Version: v, ClientID: "agent-session", Persistent: true}
