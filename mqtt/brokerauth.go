@@ -13,6 +13,9 @@ package mqtt
 //     allow_anonymous), they are the open broker of old and may publish
 //     anything; beside a password file, allow_anonymous lets them in
 //     read-only.
+//
+// A will counts as a publish: a CONNECT whose will the user may not
+// publish is refused.
 
 import (
 	"crypto/subtle"
@@ -55,19 +58,24 @@ func (h *brokerAuth) Provides(b byte) bool {
 
 func (h *brokerAuth) OnConnectAuthenticate(cl *mochi.Client, pk packets.Packet) bool {
 	user := string(pk.Connect.Username)
+	var ok bool
 	switch {
 	case user == agentUser:
-		return subtle.ConstantTimeCompare(pk.Connect.Password, h.agentPW) == 1
+		ok = subtle.ConstantTimeCompare(pk.Connect.Password, h.agentPW) == 1
 	case user == "" || h.users == nil:
-		return h.anonymous
+		ok = h.anonymous
+	default:
+		ok = h.users.Check(user, pk.Connect.Password)
 	}
-	return h.users.Check(user, pk.Connect.Password)
+	// mochi publishes a will without asking OnACLCheck: a will on a topic
+	// the user may not publish (a command, a forged status) would be one
+	// abrupt disconnect away. Such a CONNECT is refused.
+	return ok && (!pk.Connect.WillFlag || h.mayPublish(user, pk.Connect.WillTopic))
 }
 
-// role of a connected client; "" (anything) for the agent itself and on
-// the open broker.
-func (h *brokerAuth) role(cl *mochi.Client) Role {
-	user := string(cl.Properties.Username)
+// role of a user; "" (anything) for the agent itself and on the open
+// broker.
+func (h *brokerAuth) role(user string) Role {
 	switch {
 	case user == agentUser, h.users == nil:
 		return ""
@@ -79,15 +87,16 @@ func (h *brokerAuth) role(cl *mochi.Client) Role {
 	return RoleRead
 }
 
-func (h *brokerAuth) OnACLCheck(cl *mochi.Client, topic string, write bool) bool {
-	if !write {
-		return true
-	}
-	switch h.role(cl) {
+func (h *brokerAuth) mayPublish(user, topic string) bool {
+	switch h.role(user) {
 	case "":
 		return true
 	case RoleCommand:
 		return strings.HasPrefix(topic, h.cmdPrefix) || !strings.HasPrefix(topic, h.ownPrefix)
 	}
 	return !strings.HasPrefix(topic, h.ownPrefix)
+}
+
+func (h *brokerAuth) OnACLCheck(cl *mochi.Client, topic string, write bool) bool {
+	return !write || h.mayPublish(string(cl.Properties.Username), topic)
 }

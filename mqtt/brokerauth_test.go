@@ -133,11 +133,19 @@ func TestLocalBrokerRoles(t *testing.T) {
 				"wrong password": {Version: v, ClientID: "ha", Username: "ha", Password: "gr-pw"},
 				"unknown user":   {Version: v, ClientID: "x", Username: "mallory", Password: "ha-pw"},
 				"agent's name":   {Version: v, ClientID: "y", Username: "edge-agent:self", Password: ""},
+				"reader's will commands": {Version: v, ClientID: "w1", Username: "grafana", Password: "gr-pw",
+					WillTopic: "edge/dev/cmd/evict/w", WillPayload: []byte(`{"model":"m"}`)},
+				"commander's will forges status": {Version: v, ClientID: "w2", Username: "ha", Password: "ha-pw",
+					WillTopic: "edge/dev/status", WillPayload: []byte("forged"), WillRetain: true},
 			} {
 				if _, ack, err := mqtttest.TryRaw(t, addr, o); !errors.Is(err, mqtttest.ErrRefused) {
 					t.Errorf("%s: connected (%+v, %v)", name, ack, err)
 				}
 			}
+			// A will outside the agent's topics is fine (Home Assistant's own
+			// availability, say).
+			mqtttest.DialRaw(t, addr, mqtttest.RawOptions{Version: v, ClientID: "w3", Username: "grafana", Password: "gr-pw",
+				WillTopic: "grafana/status", WillPayload: []byte("offline")})
 			user, pw := b.Login()
 			agentURL := strings.TrimPrefix(b.URL(), "tcp://")
 			agent, _ := mqtttest.DialRaw(t, agentURL, mqtttest.RawOptions{Version: v, ClientID: "agent", Username: user, Password: pw})
