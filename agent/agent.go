@@ -61,6 +61,8 @@ type Agent struct {
 	readRateDevice string
 	// localBroker is the embedded broker when the agent serves MQTT itself.
 	localBroker *mqtt.LocalBroker
+	// localInfo is how it admits clients (the status shows it).
+	localInfo atomic.Pointer[mqtt.LocalInfo]
 	// fleet shares calibrations with twins (nil unless a fleet member).
 	fleet *fleetState
 	// lat records request latencies; prom exports metrics to Prometheus

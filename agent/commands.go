@@ -141,12 +141,15 @@ type Status struct {
 	// ones, which the pool does not hold, included).
 	Readiness map[string]ModelReadiness `json:"readiness"`
 	Metrics   Metrics                   `json:"metrics"`
+	// LocalBroker says how the embedded broker admits clients, when the
+	// agent serves one (auth "anonymous": anyone who reaches it).
+	LocalBroker *mqtt.LocalInfo `json:"local_broker,omitempty"`
 }
 
 // Status is what the agent is doing now.
 func (a *Agent) Status() Status {
 	return Status{Agent: Version, Device: a.config().device(), UptimeS: time.Since(a.opts.Started).Seconds(),
-		Models: a.pool.Models(), Readiness: a.readiness(), Metrics: a.metrics(false)}
+		Models: a.pool.Models(), Readiness: a.readiness(), Metrics: a.metrics(false), LocalBroker: a.localInfo.Load()}
 }
 
 func (a *Agent) modelCommand(ctx context.Context, verb, id string) (any, error) {

@@ -186,9 +186,26 @@ type MQTTConfig struct {
 	// LocalListen: with no Brokers, the agent serves MQTT itself here (an
 	// embedded broker for local programs and `edge-agent call`); if
 	// something already listens there it connects to that as a client.
-	// Default "127.0.0.1:1883"; "" turns it off. It accepts any client:
-	// keep it on loopback unless the network is trusted.
+	// Default "127.0.0.1:1883"; "" turns it off. On loopback it admits
+	// any local client; beyond loopback it wants LocalUsersFile (or
+	// LocalAllowAnonymous). docs/mqtt-broker.md has the recipe.
 	LocalListen string `toml:"local_listen"`
+	// LocalUsersFile is the local broker's users: a mosquitto password
+	// file written with mosquitto_passwd. Set, every client logs in.
+	LocalUsersFile string `toml:"local_users_file"`
+	// LocalACL gives users of LocalUsersFile a role: "command" may publish
+	// this device's command topics; "read" (the default for users not
+	// named) may subscribe but not command.
+	LocalACL map[string]string `toml:"local_acl"`
+	// LocalAllowAnonymous lets clients without a login into the local
+	// broker: needed to listen beyond loopback without LocalUsersFile
+	// (then anyone who reaches it may command; status says so); beside a
+	// users file anonymous clients are read-only.
+	LocalAllowAnonymous bool `toml:"local_allow_anonymous"`
+	// LocalCertFile and LocalKeyFile (PEM) make the local broker speak
+	// TLS on LocalListen.
+	LocalCertFile string `toml:"local_cert_file"`
+	LocalKeyFile  string `toml:"local_key_file"`
 	// Prefix of all topics. Default "edge".
 	Prefix string `toml:"prefix"`
 	// Device id in topics. Default: the first 12 characters of
@@ -545,6 +562,7 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("%s: want host:port, e.g. 127.0.0.1:1883 (%v)", name, err))
 		}
 	}
+	errs = append(errs, c.MQTT.validateLocal(len(c.MQTT.Brokers) == 0 && c.MQTT.LocalListen != "")...)
 	if f := c.Fleet; f.LookupWait < 0 || f.LookupWait > time.Minute || !(f.Tolerance > 0) || f.MaxRecords < 1 || f.Stagger < 0 {
 		errs = append(errs, errors.New("fleet: lookup_wait 0..1m, tolerance > 0, max_records ≥ 1, stagger ≥ 0"))
 	}
@@ -668,6 +686,38 @@ func (c Config) pageIn() bool { return c.Pool.PageIn == nil || *c.Pool.PageIn }
 func (c Config) hugePages() bool { return c.Pool.HugePages == nil || *c.Pool.HugePages }
 
 // mqttOptions maps the configuration onto the client's options.
+// validateLocal checks the local broker's keys (files are read at start);
+// serving: the agent would serve it.
+func (m MQTTConfig) validateLocal(serving bool) []error {
+	var errs []error
+	if serving && !mqtt.IsLoopback(m.LocalListen) && m.LocalUsersFile == "" && !m.LocalAllowAnonymous {
+		errs = append(errs, fmt.Errorf("mqtt.local_listen %s is beyond loopback: set mqtt.local_users_file (a mosquitto_passwd file, docs/mqtt-broker.md), or mqtt.local_allow_anonymous = true to let anyone who reaches it command the agent", m.LocalListen))
+	}
+	for user, role := range m.LocalACL {
+		if role != string(mqtt.RoleCommand) && role != string(mqtt.RoleRead) {
+			errs = append(errs, fmt.Errorf("mqtt.local_acl.%s: %q, want \"command\" or \"read\"", user, role))
+		}
+	}
+	if len(m.LocalACL) > 0 && m.LocalUsersFile == "" {
+		errs = append(errs, errors.New("mqtt.local_acl needs mqtt.local_users_file"))
+	}
+	if (m.LocalCertFile == "") != (m.LocalKeyFile == "") {
+		errs = append(errs, errors.New("mqtt.local_cert_file and mqtt.local_key_file go together"))
+	}
+	return errs
+}
+
+// localBrokerOptions are the local broker's options from the config.
+func (c Config) localBrokerOptions() mqtt.LocalOptions {
+	roles := map[string]mqtt.Role{}
+	for user, role := range c.MQTT.LocalACL {
+		roles[user] = mqtt.Role(role)
+	}
+	return mqtt.LocalOptions{Addr: c.MQTT.LocalListen, UsersFile: c.MQTT.LocalUsersFile, Roles: roles,
+		AllowAnonymous: c.MQTT.LocalAllowAnonymous, CertFile: c.MQTT.LocalCertFile, KeyFile: c.MQTT.LocalKeyFile,
+		Prefix: c.MQTT.Prefix, Device: c.device()}
+}
+
 func (c Config) mqttOptions() mqtt.Options {
 	return mqtt.Options{
 		Brokers: c.MQTT.Brokers, Prefix: c.MQTT.Prefix, Device: c.device(),

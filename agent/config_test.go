@@ -31,6 +31,8 @@ path = "/opt/models/v2.tflite"
 pinned = true
 `, nil},
 		{"unknown field", "budgett = 3\n", []string{"unknown field", "budgett"}},
+		{"local broker with logins", "[mqtt]\nlocal_listen = \"0.0.0.0:1883\"\nlocal_users_file = \"/etc/edge-agent/mqtt-users\"\nlocal_acl = { ha = \"command\", grafana = \"read\" }\n", nil},
+		{"bad local broker keys", "[mqtt]\nlocal_acl = { ha = \"admin\" }\nlocal_cert_file = \"/c.pem\"\n", []string{"mqtt.local_acl.ha", "local_acl needs mqtt.local_users_file", "local_cert_file and mqtt.local_key_file"}},
 		{"bad values", `
 log_level = "loud"
 [pool]
@@ -74,6 +76,28 @@ path = "y"
 				}
 			}
 		})
+	}
+}
+
+// A local broker beyond loopback needs logins, or anonymous access asked
+// for by name.
+func TestOpenLocalBrokerBeyondLoopbackRefused(t *testing.T) {
+	cfg := agent.DefaultConfig()
+	cfg.MQTT.LocalListen = "0.0.0.0:1883"
+	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "local_users_file") || !strings.Contains(err.Error(), "local_allow_anonymous") {
+		t.Fatalf("open broker on 0.0.0.0: %v", err)
+	}
+	cfg.MQTT.LocalAllowAnonymous = true
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	cfg.MQTT.LocalAllowAnonymous, cfg.MQTT.LocalUsersFile = false, "/etc/edge-agent/mqtt-users"
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	cfg.MQTT.LocalUsersFile, cfg.MQTT.LocalListen = "", "127.0.0.1:1883"
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
 	}
 }
 

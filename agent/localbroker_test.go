@@ -132,3 +132,78 @@ func TestLocalListenTakenUsesThatBroker(t *testing.T) {
 		t.Fatalf("status on the existing broker: %+v %s", got, got.Payload)
 	}
 }
+
+// On a local broker beyond loopback (0.0.0.0, reached through 127.0.0.1),
+// the configuration must say who gets in: without a users file it does
+// not start, unless anonymous access is asked for (and status says so).
+// With one (and TLS), a read-only user's command never runs (its call
+// gets no answer and the budget stays), a command user's does, and the
+// agent reaches its own broker with its own login.
+func TestLocalBrokerBeyondLoopbackAdmitsByRole(t *testing.T) {
+	_, port, _ := strings.Cut(mqtttest.FreeAddr(t), ":")
+	cfg := testConfig(t, agent.ModelConfig{ID: "xor", Path: tflitetest.Path(t, "xor_model.tflite")})
+	cfg.MQTT.LocalListen = "0.0.0.0:" + port
+	cfg.MQTT.Device = "dev-auth"
+	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "local_users_file") {
+		t.Fatalf("an open broker beyond loopback passed validation: %v", err)
+	}
+
+	open := cfg
+	open.MQTT.LocalAllowAnonymous = true
+	a := start(t, open, agent.Options{})
+	if lb := a.Status().LocalBroker; lb == nil || lb.Auth != "anonymous" || !lb.AnonymousAllowed {
+		t.Fatalf("status with local_allow_anonymous: %+v", lb)
+	}
+	a.Close()
+
+	dir := t.TempDir()
+	users := filepath.Join(dir, "users")
+	if err := os.WriteFile(users, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, u := range []string{"ha", "grafana"} {
+		if out, err := exec.Command("mosquitto_passwd", "-b", users, u, u+"-pw").CombinedOutput(); err != nil {
+			t.Fatalf("mosquitto_passwd: %v %s", err, out)
+		}
+		if err := os.WriteFile(filepath.Join(dir, u), []byte(u+"-pw\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg.MQTT.LocalUsersFile = users
+	cfg.MQTT.LocalACL = map[string]string{"ha": "command", "grafana": "read"}
+	ca, cert, key := mqtttest.WriteCerts(t, dir)
+	cfg.MQTT.LocalCertFile, cfg.MQTT.LocalKeyFile = cert, key
+	a = start(t, cfg, agent.Options{})
+	defer a.Close()
+	if !a.Report().BrokerConnected {
+		t.Fatal("the agent did not connect to its own broker")
+	}
+	if lb := a.Status().LocalBroker; lb == nil || lb.Auth != "password" || lb.AnonymousAllowed || !lb.TLS {
+		t.Fatalf("status: %+v", lb)
+	}
+	budget := a.Pool().Stats().Budget
+	call := func(user, verb, payload string) (mqtt.CallReply, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		o := mqtt.Options{Brokers: []string{"ssl://127.0.0.1:" + port}, CAFile: ca, Device: "dev-auth", ConnectTimeout: 2 * time.Second}
+		if user != "" {
+			o.Username, o.PasswordFile = user, filepath.Join(dir, user)
+		}
+		return mqtt.Call(ctx, o, verb, "", []byte(payload), false)
+	}
+	for _, user := range []string{"", "grafana"} {
+		if r, err := call(user, "set-budget", `{"budget":"7MiB"}`); err == nil {
+			t.Fatalf("user %q commanded set-budget: %+v", user, r)
+		}
+	}
+	r, err := call("ha", "status", `{}`)
+	if err != nil || !r.OK {
+		t.Fatalf("command user's status: %+v %v", r, err)
+	}
+	if got := a.Pool().Stats().Budget; got != budget {
+		t.Fatalf("budget %d after the refused commands, was %d", got, budget)
+	}
+	if r, err := call("ha", "set-budget", `{"budget":"9MiB"}`); err != nil || !r.OK || a.Pool().Stats().Budget != 9<<20 {
+		t.Fatalf("command user's set-budget: %+v %v, budget %d", r, err, a.Pool().Stats().Budget)
+	}
+}

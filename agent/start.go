@@ -169,14 +169,21 @@ func (a *Agent) setModel(st *modelState) {
 // if the broker is not there.
 func (a *Agent) startMQTT(ctx, runCtx context.Context) error {
 	brokers := a.config().MQTT.Brokers
+	o := a.config().mqttOptions()
 	if len(brokers) == 0 {
-		brokers = a.startLocalBroker()
+		var user, pw string
+		var err error
+		if brokers, user, pw, err = a.startLocalBroker(); err != nil {
+			return err
+		}
+		if pw != "" { // its own broker (someone else's there: [mqtt] username, as before)
+			o.Username, o.Password, o.PasswordFile = user, pw, ""
+		}
 	}
 	if len(brokers) == 0 {
 		return nil
 	}
 	t := time.Now()
-	o := a.config().mqttOptions()
 	o.Brokers = brokers
 	o.Logger = a.log
 	o.Watch = map[string]func(string, []byte){}
@@ -249,29 +256,36 @@ func (a *Agent) finishStart(ctx context.Context) {
 }
 
 // startLocalBroker serves MQTT on [mqtt] local_listen when no broker is
-// configured, and returns the broker to connect to: its own, or the one
-// already listening there. With local_listen off, or when it cannot
-// listen, the agent runs without MQTT (and says why).
-func (a *Agent) startLocalBroker() []string {
-	addr := a.config().MQTT.LocalListen
-	if addr == "" {
-		return nil
+// configured, and returns the broker to connect to (its own, or the one
+// already listening there) and the agent's login there. With local_listen
+// off, or when it cannot listen, the agent runs without MQTT (and says
+// why); a users file or certificate that cannot be read is an error.
+func (a *Agent) startLocalBroker() (brokers []string, user, password string, err error) {
+	o := a.config().localBrokerOptions()
+	if o.Addr == "" {
+		return nil, "", "", nil
 	}
-	b, err := mqtt.ServeLocal(addr, a.log)
+	o.Logger = a.log
+	b, err := mqtt.ServeLocal(o)
 	switch {
 	case errors.Is(err, mqtt.ErrAddrInUse):
-		a.log.Info("mqtt: something already listens on local_listen; connecting to it as a client", "addr", addr)
-		return []string{"tcp://" + addr}
+		a.log.Info("mqtt: something already listens on local_listen; connecting to it as a client", "addr", o.Addr)
+		return []string{"tcp://" + o.Addr}, "", "", nil
+	case errors.Is(err, mqtt.ErrOpenBroker), err != nil && o.UsersFile+o.CertFile != "": // asked-for protection that cannot be had
+		return nil, "", "", fmt.Errorf("mqtt: %w", err)
 	case err != nil:
-		a.log.Error("mqtt: no local broker; running without MQTT", "addr", addr, "err", err)
-		return nil
+		a.log.Error("mqtt: no local broker; running without MQTT", "addr", o.Addr, "err", err)
+		return nil, "", "", nil
 	}
-	if !mqtt.IsLoopback(addr) {
-		a.log.Warn("mqtt: the local broker accepts any client and listens beyond loopback", "addr", b.Addr())
+	info := b.Info()
+	if info.Auth == "anonymous" {
+		a.log.Warn("mqtt: the local broker listens beyond loopback and admits anyone (local_allow_anonymous)", "addr", info.Addr)
 	}
-	a.log.Info("mqtt: serving a local broker", "addr", b.Addr())
+	a.log.Info("mqtt: serving a local broker", "addr", info.Addr, "auth", info.Auth, "tls", info.TLS)
 	a.localBroker = b
-	return []string{b.URL()}
+	a.localInfo.Store(&info)
+	user, password = b.Login()
+	return []string{b.URL()}, user, password, nil
 }
 
 // recordStart keeps this start's duration with the last ones (a state

@@ -30,6 +30,9 @@ type Options struct {
 	// file (never the command line), trailing newline removed.
 	Username     string
 	PasswordFile string
+	// Password is used when PasswordFile is empty: a secret the process
+	// holds (the embedded broker's login for the agent itself).
+	Password string
 	// CAFile verifies the broker; CertFile and KeyFile authenticate the
 	// client. Any of them turns TLS on for ssl:// and tls:// brokers.
 	CAFile, CertFile, KeyFile string
@@ -158,7 +161,7 @@ func (o Options) Validate() error {
 
 func (o Options) password() (string, error) {
 	if o.PasswordFile == "" {
-		return "", nil
+		return o.Password, nil
 	}
 	b, err := os.ReadFile(o.PasswordFile)
 	if err != nil {

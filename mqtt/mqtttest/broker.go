@@ -258,3 +258,9 @@ func writeCerts(t testing.TB, dir string) (caFile, certFile, keyFile string) {
 	}
 	return write("ca.pem", "CERTIFICATE", caDER), write("server.pem", "CERTIFICATE", srvDER), write("server-key.pem", "EC PRIVATE KEY", keyDER)
 }
+
+// WriteCerts makes a CA and a server certificate for 127.0.0.1/localhost
+// in dir: the CA's file, the server's certificate and key (PEM).
+func WriteCerts(t testing.TB, dir string) (caFile, certFile, keyFile string) {
+	return writeCerts(t, dir)
+}
