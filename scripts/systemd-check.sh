@@ -136,9 +136,12 @@ $X install -o edge-agent -g edge-agent -m 0640 /mnt/models/$model.tflite /var/li
 $X sed -i 's|^# *models_dir = .*|models_dir = "/var/lib/edge-agent/models"|' /etc/edge-agent/edge-agent.toml
 $X grep -q '^models_dir = "/var/lib/edge-agent/models"' /etc/edge-agent/edge-agent.toml || fail "models_dir not set in the installed config"
 $X mkdir -p /etc/systemd/system/edge-agent.service.d
-printf '[Service]\nWatchdogSec=%ss\n' "$watchdog" | $X tee /etc/systemd/system/edge-agent.service.d/check-watchdog.conf >/dev/null
+printf '[Service]\nWatchdogSec=%ss\n%s\n' "$watchdog" "${SYSTEMD_CHECK_DROPIN:-}" | $X tee /etc/systemd/system/edge-agent.service.d/check.conf >/dev/null
 $X systemctl daemon-reload
 say "WatchdogSec shortened to ${watchdog}s by a drop-in, for this check only (the unit ships 30s)"
+# SYSTEMD_CHECK_DROPIN adds [Service] lines to that drop-in: a way to try a
+# sandbox option live before it goes into the unit.
+[[ -z ${SYSTEMD_CHECK_DROPIN:-} ]] || say "drop-in also sets: ${SYSTEMD_CHECK_DROPIN//$'\n'/, }"
 $X systemctl stop edge-agent
 
 # 4. start returns after READY (Type=notify) with the unit active.
@@ -154,6 +157,13 @@ out=$($X /opt/edge-agent/bin/edge-agent call infer --model $model --image /mnt/m
 top1=$(tr -d ' \n' <<<"$out" | grep -o '"index":[0-9]*' | head -1 | cut -d: -f2 || true)
 [[ $top1 == 286 ]] || fail "call infer: top-1 ${top1:-none}, want 286: $out"
 say "call infer $model cat.bmp: top-1 $top1"
+
+# The agent still sees the machine through the sandbox: available memory
+# comes from /proc/meminfo (what ProcSubset=pid would hide).
+st=$($X /opt/edge-agent/bin/edge-agent call status --config /etc/edge-agent/edge-agent.toml --json 2>&1) || fail "call status: $st"
+mem=$(tr -d ' \n' <<<"$st" | grep -o '"mem_available_bytes":[0-9]*' | head -1 | cut -d: -f2 || true)
+[[ ${mem:-0} -gt 0 ]] || fail "call status: the agent does not see the machine's available memory (/proc/meminfo)"
+say "call status: the agent sees $((mem >> 20)) MiB available"
 
 # 6. reload keeps the main process.
 pid=$(show MainPID)
@@ -186,6 +196,14 @@ $X systemctl stop edge-agent
 st=$(status)
 [[ $st == *'"status":"offline"'* ]] || fail "retained status after stop: ${st:-none}"
 say "systemctl stop: Result=success; retained status offline"
+
+# The sandbox refused nothing the agent tried (a refused system call is
+# EPERM, a hidden file ENOENT or EACCES: each shows up as a logged error).
+if $X journalctl -u edge-agent --no-pager -o cat | grep -E -i 'operation not permitted|permission denied|bad system call|no such file or directory|read-only file system' >"$work/denied.txt"; then
+  cat "$work/denied.txt" >&2
+  fail "the agent logged errors the sandbox may cause (above)"
+fi
+say "the journal shows nothing the sandbox refused"
 
 # 9. The sandbox's exposure.
 $X systemd-analyze security edge-agent --no-pager >"$work/security.txt" 2>&1 || true
