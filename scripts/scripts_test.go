@@ -312,7 +312,7 @@ func TestUnitSandboxKeepsWhatTheAgentNeeds(t *testing.T) {
 		t.Error("RestrictAddressFamilies= is not AF_UNIX AF_INET AF_INET6")
 	}
 	for _, l := range svc {
-		for _, bad := range []string{"ProcSubset=", "PrivateDevices=", "PrivateNetwork=", "IPAddressDeny=", "MemoryDenyWriteExecute="} {
+		for _, bad := range []string{"ProcSubset=", "PrivateDevices=", "PrivateNetwork=", "IPAddressDeny="} {
 			if strings.HasPrefix(l, bad) {
 				t.Errorf("%s: the agent needs what it takes away (docs/systemd.md)", l)
 			}
@@ -368,5 +368,22 @@ func TestConfigPathAgrees(t *testing.T) {
 				t.Errorf("%s names %s; the installer writes %s", f, m, conf)
 			}
 		}
+	}
+}
+
+// uninstall.sh removes the prefix whole, so it refuses one that is not an
+// absolute folder below /, before it touches anything.
+func TestUninstallRefusesABadPrefix(t *testing.T) {
+	bundle := fakeBundle(t, "binary")
+	root := t.TempDir()
+	script(t, bundle, "install.sh", "--root", root)
+	for _, p := range []string{"/", "//", "opt/edge-agent", "/opt/../", ""} {
+		out, err := exec.Command("bash", filepath.Join(bundle, "uninstall.sh"), "--root", root, "--prefix", p).CombinedOutput()
+		if err == nil || !strings.Contains(string(out), "--prefix must be") {
+			t.Errorf("--prefix %q: %v %s", p, err, out)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(root, "opt/edge-agent/bin/edge-agent")); err != nil {
+		t.Fatalf("a refused uninstall removed files: %v", err)
 	}
 }

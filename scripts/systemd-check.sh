@@ -211,4 +211,15 @@ grep -E '^✗' "$work/security.txt" | sed 's/^/systemd-check:   /' || true
 score=$(grep -o 'Overall exposure level for edge-agent.service: .*' "$work/security.txt" | sed 's/.*: //')
 [[ -n $score ]] || { cat "$work/security.txt" >&2; fail "no systemd-analyze security score"; }
 say "systemd-analyze security: exposure $score"
+
+# 10. uninstall --purge leaves no unit, user or state behind (the check's
+# own drop-in goes first).
+$X rm -rf /etc/systemd/system/edge-agent.service.d
+$X /mnt/bundle/uninstall.sh --purge >/dev/null || fail "uninstall.sh --purge exited $?"
+$X systemctl daemon-reload
+[[ $(show LoadState) == not-found ]] || fail "after uninstall the unit is $(show LoadState)"
+! $X getent passwd edge-agent >/dev/null || fail "after uninstall --purge the edge-agent user is still there"
+$X test ! -e /var/lib/edge-agent -a ! -e /etc/edge-agent -a ! -e /opt/edge-agent || fail "uninstall --purge left files"
+say "uninstall.sh --purge: unit, user, state and configuration gone"
+
 say "all checks passed in $(since "$t_begin") s"
