@@ -99,6 +99,9 @@ if [[ -z $root ]] && command -v systemctl >/dev/null && [[ -d /run/systemd/syste
   systemctl enable edge-agent.service >/dev/null
   if [[ $start == 1 ]]; then
     # Type=notify: start returns once the agent said READY=1 (or failed).
+    # Running install.sh again is trying again: forget an earlier failure
+    # and a start limit it hit.
+    systemctl reset-failed edge-agent.service 2>/dev/null || true
     verb=start
     [[ $changed == 1 ]] && verb=restart
     systemctl "$verb" edge-agent.service || give_up
