@@ -121,6 +121,18 @@ sleep 3 # > RestartSec: a restart loop would show now
 active=$($X systemctl is-active edge-agent || true)
 [[ $active == inactive || $active == failed ]] || fail "after a failed install the unit is $active"
 say "install.sh with a broken configuration: exit 1 in $(since "$t") s, journal shown, unit $enabled and $active"
+# Started by hand anyway, the broken service stops being restarted at the
+# unit's start limit instead of looping.
+t=$(date +%s.%N)
+$X systemctl start edge-agent >/dev/null 2>&1 || true
+limited() { $X journalctl -u edge-agent --no-pager -o cat | grep 'Start request repeated too quickly' >/dev/null; }
+for _ in $(seq 600); do limited && break; sleep 0.1; done
+limited || fail "a failing service did not hit its start limit within 60 s ($(show ActiveState), NRestarts $(show NRestarts))"
+n=$(show NRestarts)
+sleep 3 # > RestartSec
+[[ $(show ActiveState) == failed && $(show NRestarts) == "$n" ]] ||
+  fail "after its start limit the service is $(show ActiveState), NRestarts $n → $(show NRestarts)"
+say "the broken service, started by hand, hit its start limit after $(since "$t") s and stays failed (NRestarts $n)"
 $X truncate -s 0 /etc/edge-agent/mqtt-password
 
 # 2. The install the README documents; it must leave the service active.
