@@ -49,7 +49,7 @@ CROSS_DEPS := gcc-aarch64-linux-gnu gcc-arm-linux-gnueabihf libc6-dev-arm64-cros
 # prometheus: its promtool lints /metrics in the tests
 TEST_DEPS := mosquitto systemd prometheus
 
-.PHONY: help deps runtime build run test bench gobench fuzz fmt lint vet clean env bundle cross cross-check
+.PHONY: help deps runtime build run test bench gobench fuzz fmt lint vet clean env bundle cross cross-check systemd-check
 
 help: ## list targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -127,7 +127,11 @@ env: ## print the cgo environment (eval "$$(make -s env)" to use go directly)
 	@echo "export CGO_ENABLED=1 CGO_CFLAGS='$(CGO_CFLAGS)' CGO_LDFLAGS='$(CGO_LDFLAGS)' EDGE_AGENT_MODELS='$(EDGE_AGENT_MODELS)' GOFLAGS='-ldflags=$(LINKMODE)'"
 
 bundle: $(RUNTIME_STAMP) ## device bundle for this machine's architecture in dist/
-	cross/bundle.sh $(ARCH)
+	VERSION=$(VERSION) cross/bundle.sh $(ARCH)
+
+# Root only; the bookworm rootfs is made once (debootstrap) in .systemd-check/.
+systemd-check: bundle ## install the bundle under a real systemd (nspawn container) and check the unit live
+	scripts/systemd-check.sh dist/edge-agent-$(VERSION)-linux-$(ARCH)
 
 cross: ## arm64 and armv7 device bundles in dist/ (cgo, Debian cross compilers)
 	@scripts/deps.sh $(CROSS_DEPS)

@@ -121,6 +121,9 @@ func New(o Options, outbox Outbox, cmds Commander) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
+	if o.Username == "" && o.PasswordFile != "" {
+		o.Logger.Info("mqtt: the password file is empty and no username is set: connecting without credentials", "password_file", o.PasswordFile)
+	}
 	tlsCfg, err := o.tlsConfig()
 	if err != nil {
 		return nil, err

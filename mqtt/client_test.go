@@ -1,10 +1,12 @@
 package mqtt_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -334,4 +336,64 @@ func TestOptionsValidation(t *testing.T) {
 	if !errors.Is(mqtt.Options{Device: "d"}.Validate(), mqtt.ErrNotConfigured) {
 		t.Error("no broker is not ErrNotConfigured")
 	}
+}
+
+// The unit always hands the agent a credential file (LoadCredential), which
+// the installer creates empty: with no username an empty file means "no
+// password", said in the log, and the client connects to an anonymous
+// broker. A password with no username, or a missing file, is refused.
+func TestEmptyPasswordFileWithoutUsername(t *testing.T) {
+	dir := t.TempDir()
+	empty := filepath.Join(dir, "empty")
+	if err := os.WriteFile(empty, []byte("\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	secret := filepath.Join(dir, "secret")
+	if err := os.WriteFile(secret, []byte("s3cret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	b := mqtttest.Start(t, mqtttest.Options{})
+	var log lockedBuffer
+	o := mqtt.Options{Brokers: []string{b.URL()}, Device: "dev1", PasswordFile: empty,
+		Logger: slog.New(slog.NewTextHandler(&log, nil))}
+	if err := o.Validate(); err != nil {
+		t.Fatalf("empty password file, no username: %v", err)
+	}
+	c, _ := startClient(t, o, &memOutbox{}, echo{})
+	waitReady(t, c)
+	if !strings.Contains(log.String(), "connecting without credentials") || !strings.Contains(log.String(), empty) {
+		t.Errorf("not said in the log:\n%s", log.String())
+	}
+
+	for file, want := range map[string]string{
+		secret:                        "holds a password but mqtt.username is empty",
+		filepath.Join(dir, "missing"): "needs mqtt.username",
+	} {
+		o := mqtt.Options{Brokers: []string{b.URL()}, Device: "dev2", PasswordFile: file}
+		if err := o.Validate(); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: Validate %v, want %q", file, err, want)
+		}
+		if _, err := mqtt.New(o, &memOutbox{}, echo{}); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: New %v, want %q", file, err, want)
+		}
+	}
+}
+
+// lockedBuffer is a log sink the client's goroutines may write while the
+// test reads it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }

@@ -27,7 +27,11 @@ type Options struct {
 	// across restarts for the persistent session.
 	ClientID string
 	// Username and PasswordFile authenticate; the password is read from the
-	// file (never the command line), trailing newline removed.
+	// file (never the command line), trailing newline removed. Without a
+	// username the file must be empty: systemd's unit always hands the
+	// agent a credential file, which the installer creates empty, and "no
+	// password yet" must not stop the agent; a password with no username
+	// to go with it is refused.
 	Username     string
 	PasswordFile string
 	// Password is used when PasswordFile is empty: a secret the process
@@ -154,20 +158,32 @@ func (o Options) Validate() error {
 		errs = append(errs, errors.New("mqtt.reconnect_min ≥ 0 and reconnect_max ≥ reconnect_min"))
 	}
 	if o.PasswordFile != "" && o.Username == "" {
-		errs = append(errs, errors.New("mqtt.password_file needs mqtt.username"))
+		// Only an empty file may go without a username (see PasswordFile).
+		if _, err := o.password(); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	return errors.Join(errs...)
 }
 
+// password reads PasswordFile; with no username it returns "" for an
+// empty file and an error for anything else.
 func (o Options) password() (string, error) {
 	if o.PasswordFile == "" {
 		return o.Password, nil
 	}
 	b, err := os.ReadFile(o.PasswordFile)
 	if err != nil {
+		if o.Username == "" {
+			return "", fmt.Errorf("mqtt.password_file needs mqtt.username (and %w)", err)
+		}
 		return "", fmt.Errorf("mqtt.password_file: %w", err)
 	}
-	return strings.TrimRight(string(b), "\r\n"), nil
+	pw := strings.TrimRight(string(b), "\r\n")
+	if o.Username == "" && pw != "" {
+		return "", fmt.Errorf("mqtt.password_file: %s holds a password but mqtt.username is empty: set mqtt.username, or empty the file", o.PasswordFile)
+	}
+	return pw, nil
 }
 
 func (o Options) tlsConfig() (*tls.Config, error) {

@@ -3,8 +3,10 @@
 #   sudo ./install.sh [--prefix /opt/edge-agent] [--no-start] [--root DIR]
 # Creates the edge-agent user, installs the binary and its runtime under the
 # prefix, the unit, and /etc/edge-agent/edge-agent.toml (never overwritten),
-# then enables and starts the service. Idempotent: a second run changes
-# nothing that is already current. --root installs into DIR (for images and
+# then enables and starts the service and waits for it to be ready; a
+# service that does not come up is stopped and disabled, its journal shown,
+# and install.sh exits 1. Idempotent: a second run changes nothing that is
+# already current. --root installs into DIR (for images and
 # tests): no user is created and systemd is not touched.
 set -euo pipefail
 
@@ -16,7 +18,7 @@ while [[ $# -gt 0 ]]; do
     --prefix) prefix=$2; shift 2 ;;
     --root) root=$2; shift 2 ;;
     --no-start) start=0; shift ;;
-    -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
     *) echo "install.sh: unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -82,11 +84,28 @@ if [[ ! -f $root/etc/edge-agent/mqtt-password ]]; then
   changed=1
 fi
 
+# give_up: the service did not come up. Say why, and leave it stopped and
+# disabled rather than enabled in a restart loop.
+give_up() {
+  echo "install.sh: edge-agent did not start; its journal:" >&2
+  journalctl -u edge-agent.service -n 30 --no-pager -o short-monotonic >&2 || true
+  systemctl disable --now edge-agent.service >/dev/null 2>&1 || true
+  echo "install.sh: edge-agent is stopped and disabled; fix the cause (configuration: /etc/edge-agent/edge-agent.toml), then run install.sh again" >&2
+  exit 1
+}
+
 if [[ -z $root ]] && command -v systemctl >/dev/null && [[ -d /run/systemd/system ]]; then
   systemctl daemon-reload
   systemctl enable edge-agent.service >/dev/null
   if [[ $start == 1 ]]; then
-    if [[ $changed == 1 ]]; then systemctl restart edge-agent.service; else systemctl start edge-agent.service; fi
+    # Type=notify: start returns once the agent said READY=1 (or failed).
+    # Running install.sh again is trying again: forget an earlier failure
+    # and a start limit it hit.
+    systemctl reset-failed edge-agent.service 2>/dev/null || true
+    verb=start
+    [[ $changed == 1 ]] && verb=restart
+    systemctl "$verb" edge-agent.service || give_up
+    [[ $(systemctl is-active edge-agent.service) == active ]] || give_up
   fi
 fi
 if [[ $changed == 1 ]]; then

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"sort"
 	"strings"
@@ -30,7 +31,9 @@ func TestUnitVerifies(t *testing.T) {
 	}
 	for _, want := range []string{"Type=notify", "WatchdogSec=", "Restart=on-failure", "NoNewPrivileges=yes",
 		"ProtectSystem=strict", "ProtectHome=yes", "StateDirectory=edge-agent", "PrivateTmp=yes", "User=edge-agent",
-		"MemoryHigh=", "MemoryMax=", "CPUWeight=", "IOWeight=", "LoadCredential=mqtt-password"} {
+		"MemoryHigh=", "MemoryMax=", "CPUWeight=", "IOWeight=", "LoadCredential=mqtt-password",
+		"CapabilityBoundingSet=\n", "AmbientCapabilities=\n", "ProtectProc=invisible", "UMask=0077",
+		"SystemCallFilter=@system-service", "SystemCallErrorNumber=EPERM"} {
 		if !strings.Contains(string(tmpl), want) {
 			t.Errorf("unit lacks %s", want)
 		}
@@ -265,5 +268,122 @@ func TestExportsCAPI(t *testing.T) {
 	}
 	if err := check(filepath.Join(dir, "missing.so")); err == nil {
 		t.Error("a missing library passed")
+	}
+}
+
+// unitSection returns the lines of one [section] of the unit template.
+func unitSection(t *testing.T, name string) []string {
+	t.Helper()
+	var out []string
+	in := false
+	for _, l := range strings.Split(read(t, "edge-agent.service.in"), "\n") {
+		if strings.HasPrefix(l, "[") {
+			in = l == "["+name+"]"
+			continue
+		}
+		if in && l != "" && !strings.HasPrefix(l, "#") {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// A unit that keeps failing stops being restarted: the start limit is a
+// [Unit] setting (systemd ignores it, with a warning, under [Service]) and
+// must be reachable with RestartSec=: Burst starts fit in the interval.
+func TestUnitStartLimit(t *testing.T) {
+	unit := strings.Join(unitSection(t, "Unit"), "\n")
+	for _, want := range []string{"StartLimitIntervalSec=10min", "StartLimitBurst=5"} {
+		if !strings.Contains(unit, want) {
+			t.Errorf("[Unit] lacks %s:\n%s", want, unit)
+		}
+	}
+	if svc := strings.Join(unitSection(t, "Service"), "\n"); !strings.Contains(svc, "RestartSec=2s") || strings.Contains(svc, "StartLimit") {
+		t.Errorf("[Service]: want RestartSec=2s and no StartLimit*:\n%s", svc)
+	}
+}
+
+// The sandbox keeps what the agent needs: the network (a remote broker)
+// and AF_UNIX (sd_notify), the whole /proc (meminfo, loadavg, stat), and
+// the accelerators' devices (no PrivateDevices=).
+func TestUnitSandboxKeepsWhatTheAgentNeeds(t *testing.T) {
+	svc := unitSection(t, "Service")
+	if !slices.Contains(svc, "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6") {
+		t.Error("RestrictAddressFamilies= is not AF_UNIX AF_INET AF_INET6")
+	}
+	for _, l := range svc {
+		for _, bad := range []string{"ProcSubset=", "PrivateDevices=", "PrivateNetwork=", "IPAddressDeny="} {
+			if strings.HasPrefix(l, bad) {
+				t.Errorf("%s: the agent needs what it takes away (docs/systemd.md)", l)
+			}
+		}
+	}
+	for _, want := range []string{"DeviceAllow=char-usb_device rw", "DeviceAllow=char-apex rw"} {
+		if !slices.Contains(svc, want) {
+			t.Errorf("lacks %s", want)
+		}
+	}
+}
+
+// --root installs an image: systemd is never asked anything, even where
+// systemctl exists; an existing password file is kept as it is.
+func TestInstallRootNeverTouchesSystemd(t *testing.T) {
+	bin := t.TempDir()
+	calls := filepath.Join(t.TempDir(), "calls")
+	for _, name := range []string{"systemctl", "journalctl", "useradd"} {
+		fake := fmt.Sprintf("#!/bin/sh\necho %s \"$@\" >>%s\n", name, calls)
+		if err := os.WriteFile(filepath.Join(bin, name), []byte(fake), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	root := t.TempDir()
+	os.MkdirAll(filepath.Join(root, "etc/edge-agent"), 0o755)
+	os.WriteFile(filepath.Join(root, "etc/edge-agent/mqtt-password"), []byte("s3cret\n"), 0o600)
+	cmd := exec.Command("bash", filepath.Join(fakeBundle(t, "binary"), "install.sh"), "--root", root)
+	cmd.Env = append(os.Environ(), "PATH="+bin+":"+os.Getenv("PATH"))
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("install --root: %v\n%s", err, out)
+	}
+	if b, err := os.ReadFile(calls); err == nil {
+		t.Errorf("--root ran: %s", b)
+	}
+	if pw := read(t, filepath.Join(root, "etc/edge-agent/mqtt-password")); pw != "s3cret\n" {
+		t.Errorf("the password file was rewritten: %q", pw)
+	}
+}
+
+// The configuration file is named the same by the installer, the unit and
+// the README (a user copies the README's --config path).
+func TestConfigPathAgrees(t *testing.T) {
+	const conf = "/etc/edge-agent/edge-agent.toml"
+	if !strings.Contains(read(t, "install.sh"), "/etc/edge-agent/edge-agent.toml") {
+		t.Errorf("install.sh does not write %s", conf)
+	}
+	if !slices.Contains(unitSection(t, "Service"), "ExecStart=@PREFIX@/bin/edge-agent run --config "+conf) {
+		t.Errorf("the unit does not run with --config %s", conf)
+	}
+	for _, f := range []string{"../README.md", "../edge-agent.example.toml"} {
+		for _, m := range regexp.MustCompile(`/etc/edge-agent/[A-Za-z0-9_.-]+\.toml`).FindAllString(read(t, f), -1) {
+			if m != conf {
+				t.Errorf("%s names %s; the installer writes %s", f, m, conf)
+			}
+		}
+	}
+}
+
+// uninstall.sh removes the prefix whole, so it refuses one that is not an
+// absolute folder below /, before it touches anything.
+func TestUninstallRefusesABadPrefix(t *testing.T) {
+	bundle := fakeBundle(t, "binary")
+	root := t.TempDir()
+	script(t, bundle, "install.sh", "--root", root)
+	for _, p := range []string{"/", "//", "opt/edge-agent", "/opt/../", ""} {
+		out, err := exec.Command("bash", filepath.Join(bundle, "uninstall.sh"), "--root", root, "--prefix", p).CombinedOutput()
+		if err == nil || !strings.Contains(string(out), "--prefix must be") {
+			t.Errorf("--prefix %q: %v %s", p, err, out)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(root, "opt/edge-agent/bin/edge-agent")); err != nil {
+		t.Fatalf("a refused uninstall removed files: %v", err)
 	}
 }

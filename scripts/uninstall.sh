@@ -20,6 +20,11 @@ if [[ -z $root && $(id -u) -ne 0 ]]; then
   echo "uninstall.sh: run as root (or use --root DIR)" >&2
   exit 1
 fi
+# The prefix is removed whole: never "/" or relative.
+if [[ $prefix != /?* || $prefix == *..* || $prefix =~ ^/+$ ]]; then
+  echo "uninstall.sh: --prefix must be an absolute folder other than / (got '$prefix')" >&2
+  exit 2
+fi
 if [[ -z $root ]] && command -v systemctl >/dev/null && [[ -d /run/systemd/system ]]; then
   systemctl disable --now edge-agent.service 2>/dev/null || true
 fi
@@ -33,7 +38,7 @@ if [[ $purge == 1 && -x "$root$prefix/bin/edge-agent" ]]; then
     echo "uninstall.sh: Home Assistant discovery not removed (broker unreachable?)" >&2
 fi
 rm -f "$root/etc/systemd/system/edge-agent.service"
-rm -rf "${root:?}$prefix"
+rm -rf "$root$prefix"
 if [[ -z $root ]] && command -v systemctl >/dev/null && [[ -d /run/systemd/system ]]; then
   systemctl daemon-reload
 fi
