@@ -25,6 +25,8 @@ func (a *Agent) Start(ctx context.Context) error {
 		return err
 	}
 	a.baseline = a.memory().RSSBytes
+	plan := a.applyMemoryPlan()
+	a.report.Memory = &plan
 	a.newPool()
 	if err := a.registerAll(ctx, models); err != nil {
 		return err
@@ -177,6 +179,9 @@ func (a *Agent) startMQTT(ctx, runCtx context.Context) error {
 	}
 	t := time.Now()
 	o := a.config().mqttOptions()
+	if p := a.plan.Load(); p != nil {
+		o.QueueSize = p.MQTTQueue // shortened to its share of the limit
+	}
 	o.Brokers = brokers
 	o.Logger = a.log
 	o.Watch = map[string]func(string, []byte){}
