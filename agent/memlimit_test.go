@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -15,6 +16,7 @@ import (
 	"github.com/edge-agent/edge-agent/agent/infer/infertest"
 	"github.com/edge-agent/edge-agent/mqtt"
 	"github.com/edge-agent/edge-agent/mqtt/mqtttest"
+	"github.com/edge-agent/edge-agent/power"
 	"github.com/edge-agent/edge-agent/tflite/tflitetest"
 )
 
@@ -339,5 +341,63 @@ func TestMemoryLimitBombs(t *testing.T) {
 	case <-exited:
 		t.Fatalf("agent exited: %v\n%s", waitErr, agentLog())
 	default:
+	}
+}
+
+// childFillCgroup allocates (and touches) memory a MiB at a time until
+// its cgroup, as power.ReadMemory reads it, is above the given fraction of
+// its limit, then prints that reading as JSON.
+func childFillCgroup(fraction string) int {
+	f, err := strconv.ParseFloat(fraction, 64)
+	if err != nil {
+		return 2
+	}
+	var held [][]byte
+	for range 4096 {
+		m := power.ReadMemory("/")
+		if m.CgroupMax == nil || m.CgroupCurrent == nil {
+			fmt.Println("{}")
+			return 1
+		}
+		if float64(*m.CgroupCurrent) >= f*float64(*m.CgroupMax) {
+			b, _ := json.Marshal(m)
+			fmt.Println(string(b))
+			runtime.KeepAlive(held)
+			return 0
+		}
+		b := make([]byte, 1<<20)
+		for i := 0; i < len(b); i += 4096 {
+			b[i] = 1
+		}
+		held = append(held, b)
+	}
+	return 1
+}
+
+// The pressure the agent sheds on, read from a real memory cgroup: a
+// process filling its 96 MiB cgroup sees the limit, its usage past
+// pool.pressure_high (0.9) and the cgroup's peak, without an OOM kill.
+func TestPressureReadFromARealCgroup(t *testing.T) {
+	const limit = 96 << 20
+	cg := newMemCgroup(t, limit)
+	cmd := cg.command(os.Args[0])
+	cmd.Env = append(os.Environ(), "EDGE_AGENT_TEST_FILL_CGROUP=0.9", "CG="+cg.dir)
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("child: %v (%s); OOM kills %d", err, out, cg.oomKills())
+	}
+	var m power.Memory
+	if err := json.Unmarshal(out, &m); err != nil {
+		t.Fatalf("child printed %q: %v", out, err)
+	}
+	if m.CgroupCurrent == nil || m.CgroupMax == nil {
+		t.Fatalf("no cgroup in %s", out)
+	}
+	t.Logf("cgroup as the agent reads it: %s", out)
+	if *m.CgroupMax != limit || float64(*m.CgroupCurrent) < 0.9*limit || m.CgroupPeak == nil || *m.CgroupPeak < *m.CgroupCurrent {
+		t.Errorf("reading %+v: want max %d, current ≥ 90 %% of it, peak ≥ current", m, limit)
+	}
+	if m.CgroupOOMKills != 0 || cg.oomKills() != 0 {
+		t.Errorf("OOM kills: %d", cg.oomKills())
 	}
 }
