@@ -2,6 +2,7 @@ package infer_test
 
 import (
 	"bytes"
+	"context"
 	"image"
 	"image/color/palette"
 	"image/gif"
@@ -156,4 +157,32 @@ func TestShrinkRowsKeepsPicture(t *testing.T) {
 			t.Errorf("row %d: %d, want about %.0f", y, b[y*16], want)
 		}
 	}
+}
+
+// FuzzDecodeBudget: whatever bytes a client sends, the budgeted decode
+// either refuses them with a coded error or decodes an image its estimate
+// covers, and gives the budget back.
+func FuzzDecodeBudget(f *testing.F) {
+	for _, b := range [][]byte{infertest.FlatJPEG(40, 24, 1, 1, true), infertest.FlatJPEG(33, 17, 2, 2, false),
+		infertest.FlatJPEG(17, 9, 2, 1, true), infertest.PNGOf(9, 7, 16, 2, true), infertest.PNGOf(5, 5, 1, 0, false),
+		infertest.PNGOf(300, 2, 8, 3, true), infertest.BMP(4, 4, 200), infertest.JPEG(16, 16, 0)} {
+		f.Add(b)
+	}
+	b := infer.NewDecodeBudget(64 << 20)
+	f.Fuzz(func(t *testing.T, data []byte) {
+		d, err := b.Decode(context.Background(), data, 1<<20)
+		if err != nil {
+			if tflite.Code(err) == "internal" {
+				t.Fatalf("uncoded error: %v", err)
+			}
+		} else {
+			if held := infer.ImageBytes(d.Image); held > d.Cost.Image {
+				t.Fatalf("%v: the image holds %d bytes", d.Cost, held)
+			}
+			d.Release()
+		}
+		if s := b.Stats(); s.InUseBytes != 0 {
+			t.Fatalf("%d bytes still held", s.InUseBytes)
+		}
+	})
 }
