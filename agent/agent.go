@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/edge-agent/edge-agent/agent/infer"
 	"github.com/edge-agent/edge-agent/mqtt"
 	"github.com/edge-agent/edge-agent/power"
 	"github.com/edge-agent/edge-agent/storage"
@@ -81,10 +82,14 @@ type Agent struct {
 
 	store    *storage.Store
 	pool     *tflite.Pool
-	baseline int64        // RSS at start, before any model (MemoryReport)
-	mq       *mqtt.Client // nil without brokers
-	report   StartupReport
-	usage    usageBatch
+	baseline int64 // RSS at start, before any model (MemoryReport)
+	// decodes is the budget every image decode shares (nil: unbounded,
+	// before Start); plan how the memory limit was split at start.
+	decodes *infer.DecodeBudget
+	plan    atomic.Pointer[MemoryPlan]
+	mq      *mqtt.Client // nil without brokers
+	report  StartupReport
+	usage   usageBatch
 
 	// prepMu serialises preparing models (start, reload, applying what the
 	// calibrator measured). It is never held while a model is loaded or

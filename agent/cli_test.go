@@ -30,6 +30,8 @@ func TestMain(m *testing.M) {
 		code := agent.Main(ctx, os.Args[1:], os.Stdout, os.Stderr)
 		stop()
 		os.Exit(code)
+	case os.Getenv("EDGE_AGENT_TEST_FILL_CGROUP") != "":
+		os.Exit(childFillCgroup(os.Getenv("EDGE_AGENT_TEST_FILL_CGROUP")))
 	case os.Getenv("EDGE_AGENT_TEST_QUEUE") != "":
 		os.Exit(childQueueEvents(os.Getenv("EDGE_AGENT_TEST_QUEUE")))
 	case os.Getenv("EDGE_AGENT_TEST_CRASH_CALIBRATION") != "":

@@ -99,6 +99,13 @@ type InferConfig struct {
 	// (width × height) with input_too_large, before decoding. Default
 	// 16000000; 16-bit images get half as many.
 	MaxImagePixels int `toml:"max_image_pixels"`
+	// DecodeBudget bounds the memory all image decodes in flight hold,
+	// each counted by its format and mode from the header (a progressive
+	// JPEG keeps every coefficient block: 15 bytes a pixel at 4:4:4). An
+	// image that can never fit is refused (input_too_large); one that fits
+	// waits for room. Default 0 ("auto"): derived from the memory limit
+	// (status: metrics.memory.plan).
+	DecodeBudget ByteSize `toml:"decode_budget"`
 }
 
 // PowerConfig is the energy policy (see power.Policy for the table).
@@ -542,6 +549,9 @@ func (c Config) Validate() error {
 	}
 	if c.Infer.MaxImagePixels < 1 {
 		errs = append(errs, errors.New("infer.max_image_pixels: must be at least 1"))
+	}
+	if d := c.Infer.DecodeBudget; d != 0 && d != AutoBudget && d < 1<<20 {
+		errs = append(errs, errors.New(`infer.decode_budget: at least 1MiB, or 0 / "auto" to derive it from the memory limit`))
 	}
 	if u := c.Updates; u.Debounce < 0 || u.KeepPreviousBytes < 0 || u.RollbackWindow < 1 || u.ParityRing < 0 || u.ParityRingBytes < 0 {
 		errs = append(errs, errors.New("updates: debounce, keep_previous_bytes, parity_ring and parity_ring_bytes ≥ 0, rollback_window ≥ 1"))

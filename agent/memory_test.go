@@ -15,18 +15,34 @@ import (
 
 func ptr[T any](v T) *T { return &v }
 
-// budget = "auto" takes 60 % of what the cgroup's limit leaves beyond the
-// agent's baseline; without a limit, what the machine has available.
+// budget = "auto" splits what the cgroup's limit leaves beyond the
+// agent's baseline (without a limit, what the machine has available): a
+// quarter for image decodes, a tenth for the MQTT queue (shortened to
+// fit), a tenth of slack, the rest for the pool; the parts add up to the
+// limit, and status and the startup report say so.
 func TestAutoBudgetFromTheCgroupLimit(t *testing.T) {
 	cfg := testConfig(t, agent.ModelConfig{ID: "xor", Path: tflitetest.Path(t, "xor_model.tflite")})
 	cfg.Pool.Budget = agent.AutoBudget
 	mem := power.Memory{RSSBytes: 40 << 20, CgroupCurrent: ptr[int64](48 << 20), CgroupMax: ptr[int64](200 << 20)}
 	a := start(t, cfg, agent.Options{Memory: func() power.Memory { return mem }})
 	defer a.Close()
-	if got, want := a.Pool().Stats().Budget, int64((200<<20-40<<20)*6/10); got != want {
-		t.Fatalf("auto budget %d, want %d", got, want)
-	}
+	const headroom = 160 << 20
+	want := agent.MemoryPlan{LimitBytes: 200 << 20, LimitSource: "cgroup", BaselineBytes: 40 << 20, PoolAuto: true,
+		DecodeBudgetBytes: headroom / 4, MQTTQueue: headroom/10>>20 - 2, MQTTQueueBytes: headroom / 10,
+		SlackBytes: headroom / 10, PoolBudgetBytes: headroom - headroom/4 - 2*(headroom/10), Fits: true}
 	m := a.Status().Metrics.Memory
+	if m.Plan == nil || *m.Plan != want {
+		t.Fatalf("plan in status: %+v, want %+v", m.Plan, want)
+	}
+	if r := a.Report(); r.Memory == nil || *r.Memory != want {
+		t.Fatalf("plan in the startup report: %+v", r.Memory)
+	}
+	if got := a.Pool().Stats().Budget; got != want.PoolBudgetBytes {
+		t.Fatalf("auto budget %d, want %d", got, want.PoolBudgetBytes)
+	}
+	if m.Decode.BudgetBytes != want.DecodeBudgetBytes {
+		t.Fatalf("decode budget %d, want %d", m.Decode.BudgetBytes, want.DecodeBudgetBytes)
+	}
 	if m.BaselineBytes != 40<<20 || m.BudgetBytes != a.Pool().Stats().Budget || m.AccountedBytes != a.Pool().Stats().BytesInUse || m.RSSBytes != 40<<20 {
 		t.Fatalf("memory in status: %+v", m)
 	}
@@ -35,8 +51,13 @@ func TestAutoBudgetFromTheCgroupLimit(t *testing.T) {
 	mem = power.Memory{RSSBytes: 40 << 20, MemAvailable: 1 << 30}
 	b := start(t, cfg, agent.Options{Memory: func() power.Memory { return mem }})
 	defer b.Close()
-	if got, want := b.Pool().Stats().Budget, int64((1<<30)*6/10); got != want {
-		t.Fatalf("auto budget without a cgroup limit: %d, want %d", got, want)
+	p := b.Status().Metrics.Memory.Plan
+	if p.LimitSource != "machine" || p.LimitBytes != 1<<30+40<<20 || !p.Fits ||
+		p.BaselineBytes+p.PoolBudgetBytes+p.DecodeBudgetBytes+p.MQTTQueueBytes+p.SlackBytes != p.LimitBytes {
+		t.Fatalf("plan without a cgroup limit: %+v", p)
+	}
+	if got := b.Pool().Stats().Budget; got != p.PoolBudgetBytes || got < (1<<30)/2 {
+		t.Fatalf("auto budget without a cgroup limit: %d, plan %+v", got, p)
 	}
 }
 

@@ -116,20 +116,23 @@ func (a *Agent) replayParity(ctx context.Context, id, staged string) Parity {
 			break
 		}
 		req := infer.Request{Tensor: s.tensor, Raw: true}
+		var d *infer.Decoded
 		if s.image != nil {
-			img, err := infer.DecodeImage(s.image, a.config().Infer.MaxImagePixels)
-			if err != nil {
+			var err error
+			if d, err = a.decodes.Decode(ctx, s.image, a.config().Infer.MaxImagePixels); err != nil {
 				p.Skipped++
 				continue
 			}
-			req = infer.Request{Image: img, Raw: true}
+			req = infer.Request{Image: d.Image, Raw: true}
 		}
 		old, err := a.runOn(ctx, id, req)
 		if err != nil {
+			d.Release()
 			p.Skipped++
 			continue
 		}
 		neu, err := a.runOn(ctx, staged, req)
+		d.Release()
 		if err != nil {
 			if ctx.Err() == nil {
 				p.NewFailed++

@@ -24,6 +24,9 @@ type StartupReport struct {
 	Pool            tflite.Stats       `json:"pool"`
 	// Process is the agent's memory (RSS) and CPU time at ready.
 	Process ProcessStats `json:"process"`
+	// Memory is how the memory limit was split: pool, decodes, MQTT
+	// queue, slack over the measured baseline.
+	Memory *MemoryPlan `json:"memory,omitempty"`
 	// Plan is the start's prewarm plan: power state, allowance, chosen and
 	// skipped models with reasons, and its energy.
 	Plan *PlanResult `json:"plan"`

@@ -90,10 +90,14 @@ func (a *Agent) inferCommand(ctx context.Context, c mqtt.Command) (any, error) {
 	}
 	r := infer.Request{Tensor: input, Top: req.Top, Raw: req.Raw}
 	if len(img) > 0 {
-		var err error
-		if r.Image, err = infer.DecodeImage(img, a.config().Infer.MaxImagePixels); err != nil {
+		// The image holds its share of the decode budget until the
+		// request is answered (an escalation resizes it again).
+		d, err := a.decodes.Decode(ctx, img, a.config().Infer.MaxImagePixels)
+		if err != nil {
 			return nil, err
 		}
+		defer d.Release()
+		r.Image = d.Image
 	}
 	model, family := a.route(req.Model)
 	l, err := a.pool.Acquire(ctx, model)

@@ -25,6 +25,8 @@ func (a *Agent) Start(ctx context.Context) error {
 		return err
 	}
 	a.baseline = a.memory().RSSBytes
+	plan := a.applyMemoryPlan()
+	a.report.Memory = &plan
 	a.newPool()
 	if err := a.registerAll(ctx, models); err != nil {
 		return err
@@ -184,6 +186,9 @@ func (a *Agent) startMQTT(ctx, runCtx context.Context) error {
 		return nil
 	}
 	t := time.Now()
+	if p := a.plan.Load(); p != nil {
+		o.QueueSize = p.MQTTQueue // shortened to its share of the limit
+	}
 	o.Brokers = brokers
 	o.Logger = a.log
 	o.Watch = map[string]func(string, []byte){}

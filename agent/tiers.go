@@ -166,14 +166,16 @@ func (a *Agent) checkSamples(f FamilyConfig) {
 			a.tiers.pending[f.ID] = p[1:]
 			a.tiers.mu.Unlock()
 			req := infer.Request{Tensor: s.tensor, Top: 1}
+			var d *infer.Decoded
 			if s.image != nil {
-				img, err := infer.DecodeImage(s.image, a.config().Infer.MaxImagePixels)
-				if err != nil {
+				var err error
+				if d, err = a.decodes.Decode(ctx, s.image, a.config().Infer.MaxImagePixels); err != nil {
 					continue
 				}
-				req = infer.Request{Image: img, Top: 1}
+				req = infer.Request{Image: d.Image, Top: 1}
 			}
 			res, err := a.runOn(ctx, precise, req)
+			d.Release()
 			if err != nil || len(res.Top) == 0 {
 				continue
 			}

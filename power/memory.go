@@ -22,11 +22,16 @@ type Memory struct {
 	// is nil when unlimited.
 	CgroupCurrent *int64 `json:"cgroup_current_bytes,omitempty"`
 	CgroupMax     *int64 `json:"cgroup_max_bytes,omitempty"`
-	// CgroupOOMKills and CgroupHighEvents count from memory.events (v2).
+	// CgroupPeak is memory.peak (v2) or memory.max_usage_in_bytes (v1):
+	// the most the cgroup held since it was made.
+	CgroupPeak *int64 `json:"cgroup_peak_bytes,omitempty"`
+	// CgroupOOMKills counts from memory.events (v2) or memory.oom_control
+	// (v1); CgroupHighEvents from memory.events (v2).
 	CgroupOOMKills   int64 `json:"cgroup_oom_kills"`
 	CgroupHighEvents int64 `json:"cgroup_high_events"`
 	// PressureSome10 is the share of the last 10 s (percent) in which some
-	// task stalled on memory (/proc/pressure/memory); nil without PSI.
+	// task stalled on memory: the cgroup's own memory.pressure (v2), else
+	// the machine's /proc/pressure/memory; nil without PSI.
 	PressureSome10 *float64 `json:"pressure_some_avg10,omitempty"`
 	// MemAvailable is the machine's (from /proc/meminfo).
 	MemAvailable int64 `json:"mem_available_bytes"`
@@ -42,22 +47,32 @@ func ReadMemory(root string) Memory {
 	m.PSSBytes = kb(keyValues(filepath.Join(root, "proc/self/smaps_rollup"))["Pss"])
 	m.MemAvailable = kb(keyValues(filepath.Join(root, "proc/meminfo"))["MemAvailable"])
 	m.readCgroup(root)
-	if s, ok := readAttr(filepath.Join(root, "proc/pressure/memory")); ok {
-		for _, line := range strings.Split(s, "\n") {
-			rest, ok := strings.CutPrefix(line, "some ")
-			if !ok {
-				continue
-			}
-			for _, f := range strings.Fields(rest) {
-				if v, ok := strings.CutPrefix(f, "avg10="); ok {
-					if p, err := strconv.ParseFloat(v, 64); err == nil {
-						m.PressureSome10 = &p
-					}
+	if m.PressureSome10 == nil {
+		m.PressureSome10 = someAvg10(filepath.Join(root, "proc/pressure/memory"))
+	}
+	return m
+}
+
+// someAvg10 reads the "some avg10=" figure of a PSI file.
+func someAvg10(path string) *float64 {
+	s, ok := readAttr(path)
+	if !ok {
+		return nil
+	}
+	for _, line := range strings.Split(s, "\n") {
+		rest, ok := strings.CutPrefix(line, "some ")
+		if !ok {
+			continue
+		}
+		for _, f := range strings.Fields(rest) {
+			if v, ok := strings.CutPrefix(f, "avg10="); ok {
+				if p, err := strconv.ParseFloat(v, 64); err == nil {
+					return &p
 				}
 			}
 		}
 	}
-	return m
+	return nil
 }
 
 // readCgroup finds the process's memory cgroup in proc/self/cgroup: the
@@ -80,7 +95,9 @@ func (m *Memory) readCgroup(root string) {
 			ev := keyValues(filepath.Join(dir, "memory.events"))
 			m.CgroupOOMKills, _ = strconv.ParseInt(ev["oom_kill"], 10, 64)
 			m.CgroupHighEvents, _ = strconv.ParseInt(ev["high"], 10, 64)
+			m.CgroupPeak = readInt(filepath.Join(dir, "memory.peak"))
 			if m.CgroupCurrent != nil {
+				m.PressureSome10 = someAvg10(filepath.Join(dir, "memory.pressure"))
 				return
 			}
 		case strings.Contains(","+parts[1]+",", ",memory,"):
@@ -90,6 +107,8 @@ func (m *Memory) readCgroup(root string) {
 			if max := readInt(filepath.Join(dir, "memory.limit_in_bytes")); max != nil && *max < 1<<62 {
 				m.CgroupMax = max
 			}
+			m.CgroupPeak = readInt(filepath.Join(dir, "memory.max_usage_in_bytes"))
+			m.CgroupOOMKills, _ = strconv.ParseInt(keyValues(filepath.Join(dir, "memory.oom_control"))["oom_kill"], 10, 64)
 			return
 		}
 	}

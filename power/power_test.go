@@ -184,14 +184,16 @@ func TestReadMemoryFixtures(t *testing.T) {
 		t.Fatalf("process: %+v", v2)
 	}
 	if v2.CgroupCurrent == nil || *v2.CgroupCurrent != 486539264 || v2.CgroupMax == nil || *v2.CgroupMax != 512<<20 ||
-		v2.CgroupOOMKills != 1 || v2.CgroupHighEvents != 17 {
+		v2.CgroupOOMKills != 1 || v2.CgroupHighEvents != 17 || v2.CgroupPeak == nil || *v2.CgroupPeak != 480<<20 {
 		t.Fatalf("cgroup v2: %+v", v2)
 	}
-	if v2.PressureSome10 == nil || *v2.PressureSome10 != 12.5 || v2.MemAvailable != 2412108<<10 || v2.Limit() != 512<<20 {
+	// The cgroup's own memory.pressure, not the machine's (12.5).
+	if v2.PressureSome10 == nil || *v2.PressureSome10 != 31.25 || v2.MemAvailable != 2412108<<10 || v2.Limit() != 512<<20 {
 		t.Fatalf("pressure/available: %+v", v2)
 	}
 	v1 := power.ReadMemory(filepath.Join("testdata", "mem-v1"))
-	if v1.CgroupCurrent == nil || *v1.CgroupCurrent != 100<<20 || v1.CgroupMax != nil {
+	if v1.CgroupCurrent == nil || *v1.CgroupCurrent != 100<<20 || v1.CgroupMax != nil ||
+		v1.CgroupPeak == nil || *v1.CgroupPeak != 200<<20 || v1.CgroupOOMKills != 2 {
 		t.Fatalf("cgroup v1 (unlimited): %+v", v1)
 	}
 	none := power.ReadMemory(filepath.Join("testdata", "mem-none"))

@@ -255,9 +255,25 @@ func FromImage(img image.Image, t tflite.TensorInfo, n Normalization) ([]byte, e
 
 // scaled resizes img to w×h with the bilinear filter and flattens it to
 // row-major RGB (c=3) or gray (c=1) bytes.
+//
+// The bilinear scaler takes 32 bytes × w × the source's height beside the
+// image: a tall, narrow image (1×16M pixels for a 513-wide input: 262 GB)
+// would need far more than its own size. Beyond resizeScratch the source's
+// rows are first averaged k at a time (a box filter), which the scaler's
+// wide support would have blended anyway; images of ordinary shape are
+// scaled as before.
 func scaled(img image.Image, w, h, c int) []byte {
 	dst := image.NewRGBA(image.Rect(0, 0, w, h))
-	draw.BiLinear.Scale(dst, dst.Bounds(), img, img.Bounds(), draw.Src, nil)
+	src := img
+	sb := img.Bounds()
+	sw, sh := int64(sb.Dx()), int64(sb.Dy())
+	limit := resizeScratch(imageBytes(img)) - 4*int64(w*h) - 5*int64(w*h*c) - 1<<20 // and the scaler's weights
+	if need := 32 * int64(w) * sh; need > limit {
+		limit = max(limit, 1<<20)
+		k := max((4*sw+32*int64(w))*sh/limit+1, 2)
+		src = shrinkRows(img, int(k))
+	}
+	draw.BiLinear.Scale(dst, dst.Bounds(), src, src.Bounds(), draw.Src, nil)
 	out := make([]byte, 0, w*h*c)
 	for i := 0; i < len(dst.Pix); i += 4 {
 		r, g, b := uint32(dst.Pix[i]), uint32(dst.Pix[i+1]), uint32(dst.Pix[i+2])
@@ -269,6 +285,63 @@ func scaled(img image.Image, w, h, c int) []byte {
 		out = append(out, byte(r), byte(g), byte(b))
 	}
 	return out
+}
+
+// imageBytes is what img's pixels take.
+func imageBytes(img image.Image) int64 {
+	switch m := img.(type) {
+	case *image.YCbCr:
+		return int64(len(m.Y) + len(m.Cb) + len(m.Cr))
+	case *image.Gray:
+		return int64(len(m.Pix))
+	case *image.Paletted:
+		return int64(len(m.Pix))
+	case *image.Gray16:
+		return int64(len(m.Pix))
+	case *image.RGBA64:
+		return int64(len(m.Pix))
+	case *image.NRGBA64:
+		return int64(len(m.Pix))
+	}
+	b := img.Bounds()
+	return 4 * int64(b.Dx()) * int64(b.Dy())
+}
+
+// shrinkRows averages every k rows of img into one row of an RGBA image.
+func shrinkRows(img image.Image, k int) *image.RGBA {
+	b := img.Bounds()
+	out := image.NewRGBA(image.Rect(0, 0, b.Dx(), (b.Dy()+k-1)/k))
+	sum := make([]uint64, 4*b.Dx())
+	for oy := 0; oy < out.Rect.Dy(); oy++ {
+		clear(sum)
+		y0, y1 := b.Min.Y+oy*k, min(b.Min.Y+(oy+1)*k, b.Max.Y)
+		for y := y0; y < y1; y++ {
+			for x := b.Min.X; x < b.Max.X; x++ {
+				r, g, bl, a := rgba64At(img, x, y)
+				i := 4 * (x - b.Min.X)
+				sum[i] += uint64(r)
+				sum[i+1] += uint64(g)
+				sum[i+2] += uint64(bl)
+				sum[i+3] += uint64(a)
+			}
+		}
+		n := uint64(y1-y0) * 257
+		row := out.Pix[oy*out.Stride:]
+		for i, v := range sum {
+			row[i] = uint8(v / n)
+		}
+	}
+	return out
+}
+
+// rgba64At reads a pixel without boxing its color (At allocates one per
+// pixel for most image types).
+func rgba64At(img image.Image, x, y int) (r, g, b, a uint32) {
+	if m, ok := img.(image.RGBA64Image); ok {
+		c := m.RGBA64At(x, y)
+		return uint32(c.R), uint32(c.G), uint32(c.B), uint32(c.A)
+	}
+	return img.At(x, y).RGBA()
 }
 
 // Class is one ranked answer.

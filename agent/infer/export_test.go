@@ -1,0 +1,4 @@
+package infer
+
+// ImageBytes is imageBytes, for tests.
+var ImageBytes = imageBytes
