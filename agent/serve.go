@@ -113,11 +113,12 @@ func (a *Agent) inferCommand(ctx context.Context, c mqtt.Command) (any, error) {
 	if !l.Warm {
 		a.kickRewarm() // what the load pushed out may be wanted back
 	}
-	a.noteOutcome(model, err != nil)
+	version := l.Version() // the old one's, for a request leased before a swap
+	a.noteOutcome(model, version, err != nil)
 	if err != nil {
 		return nil, err
 	}
-	a.parity.add(model, img, input)
+	a.recordParity(model, version, img, input, res)
 	warm, answered, escalated := l.Warm, model, ""
 	if f, ok := a.config().family(family); ok {
 		if precise := f.Variants[len(f.Variants)-1]; model == precise {
