@@ -97,9 +97,10 @@ func TestTightUpdatesUnderLoadOverMQTT(t *testing.T) {
 	var slowest time.Duration
 	stop, stopped := make(chan struct{}), make(chan struct{})
 	var wg sync.WaitGroup
-	wg.Add(2)
+	wg.Add(1)
+	senderDone := make(chan struct{})
 	go func() {
-		defer wg.Done()
+		defer close(senderDone)
 		tick := time.NewTicker(40 * time.Millisecond)
 		defer tick.Stop()
 		for i := 0; ; i++ {
@@ -172,11 +173,12 @@ func TestTightUpdatesUnderLoadOverMQTT(t *testing.T) {
 	t.Logf("refused then updated; the update: took %v ms, checks %v, parity %v", ev["took_ms"], ev["checks"], ev["parity"])
 	time.Sleep(time.Second)
 	close(stop)
+	<-senderDone // every request counted in sent is published
 
 	deadline := time.Now().Add(time.Minute)
 	for {
 		mu.Lock()
-		n := answered
+		n, sent := answered, sent
 		mu.Unlock()
 		if n >= sent || time.Now().After(deadline) {
 			break
