@@ -24,7 +24,11 @@ type modelLatency struct {
 	e2e, invoke          logHist // since start
 	ivRequests           uint64
 	ivE2E, ivInvoke      logHist // since the last metrics message
-	firstAfterWake       time.Duration
+	// ivVersions splits the interval by the version that answered (an
+	// update's interval: the old version's last requests apart from the
+	// new one's first).
+	ivVersions     map[string]*versionInterval
+	firstAfterWake time.Duration
 }
 
 func newLatencies(started time.Time) *latencies {
@@ -32,7 +36,13 @@ func newLatencies(started time.Time) *latencies {
 }
 
 // observe records one answered request.
-func (l *latencies) observe(model string, warm, firstAfterWake bool, e2e, invoke time.Duration) {
+// versionInterval is one version's part of a model's interval.
+type versionInterval struct {
+	requests    uint64
+	e2e, invoke logHist
+}
+
+func (l *latencies) observe(model, version string, warm, firstAfterWake bool, e2e, invoke time.Duration) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	m := l.models[model]
@@ -51,6 +61,19 @@ func (l *latencies) observe(model string, warm, firstAfterWake bool, e2e, invoke
 	m.invoke.add(invoke)
 	m.ivE2E.add(e2e)
 	m.ivInvoke.add(invoke)
+	if version != "" {
+		if m.ivVersions == nil {
+			m.ivVersions = map[string]*versionInterval{}
+		}
+		v := m.ivVersions[version]
+		if v == nil {
+			v = &versionInterval{}
+			m.ivVersions[version] = v
+		}
+		v.requests++
+		v.e2e.add(e2e)
+		v.invoke.add(invoke)
+	}
 	if firstAfterWake {
 		m.firstAfterWake, l.latestFirst = e2e, e2e
 	}
@@ -80,6 +103,9 @@ type Interval struct {
 	Requests uint64      `json:"requests"`
 	E2EMs    Percentiles `json:"e2e_ms"`
 	InvokeMs Percentiles `json:"invoke_ms"`
+	// ByVersion splits an interval in which more than one version answered
+	// (an update), by sha256.
+	ByVersion map[string]Interval `json:"by_version,omitempty"`
 }
 
 // Percentiles in ms (bucket estimates: within 10 % of the true value).
@@ -101,7 +127,13 @@ func (l *latencies) snapshot(now time.Time, interval bool) map[string]LatencyRep
 			E2EMs: m.e2e.percentiles(), InvokeMs: m.invoke.percentiles(), FirstAfterWakeMs: ms(m.firstAfterWake)}
 		if interval {
 			r.Interval = &Interval{Requests: m.ivRequests, E2EMs: m.ivE2E.percentiles(), InvokeMs: m.ivInvoke.percentiles()}
-			m.ivRequests, m.ivE2E, m.ivInvoke = 0, logHist{}, logHist{}
+			if len(m.ivVersions) > 1 {
+				r.Interval.ByVersion = make(map[string]Interval, len(m.ivVersions))
+				for d, v := range m.ivVersions {
+					r.Interval.ByVersion[d] = Interval{Requests: v.requests, E2EMs: v.e2e.percentiles(), InvokeMs: v.invoke.percentiles()}
+				}
+			}
+			m.ivRequests, m.ivE2E, m.ivInvoke, m.ivVersions = 0, logHist{}, logHist{}, nil
 		}
 		out[id] = r
 	}

@@ -23,13 +23,56 @@ type Parity struct {
 	// NewFailed counts requests the serving version answered and the new
 	// one could not (an image for a model whose input is no image...).
 	NewFailed int `json:"new_failed"`
-	Skipped   int `json:"skipped"` // the serving version failed them too
+	Skipped   int `json:"skipped"` // the serving version failed them too, or not comparable
 }
 
 // paritySample is one recent request as sent: the image (so it can be
-// prepared for either version) or the raw tensor.
+// prepared for either version) or the raw tensor, with the serving
+// version's answer to it. An update is checked against the recorded
+// answers, so the serving version need not be warm beside it.
 type paritySample struct {
 	image, tensor []byte
+	answer        *answer // nil: not recorded (not comparable)
+}
+
+// answer is what one version answered a request: its top-1 class and, for
+// the differences, the first answerSample dequantized outputs.
+type answer struct {
+	version string // the digest of the version that answered
+	top1    int
+	n       int       // the output's length
+	sample  []float32 // its first min(n, answerSample) values
+}
+
+// answerSample bounds the outputs kept per request: a classifier's 1001
+// scores whole, a larger tensor's first 4 KiB.
+const answerSample = 1024
+
+// newAnswer reads res as version's answer; nil when its output is not
+// numeric.
+func newAnswer(version string, res infer.Result) *answer {
+	v, err := tflite.Dequantize(res.Output, res.Raw, nil)
+	if err != nil || len(v) == 0 {
+		return nil
+	}
+	return &answer{version: version, top1: argmax(v), n: len(v), sample: append([]float32(nil), v[:min(len(v), answerSample)]...)}
+}
+
+// recordParity keeps a request that version of model answered, with the
+// answer.
+func (a *Agent) recordParity(model, version string, image, tensor []byte, res infer.Result) {
+	if !a.parity.enabled() {
+		return
+	}
+	a.parity.record(model, paritySample{image: image, tensor: tensor, answer: newAnswer(version, res)})
+}
+
+func (s paritySample) size() int64 {
+	n := int64(len(s.image) + len(s.tensor))
+	if s.answer != nil {
+		n += int64(4*len(s.answer.sample) + len(s.answer.version))
+	}
+	return n
 }
 
 // parityRing keeps the last requests per model (at most max each) and at
@@ -48,15 +91,23 @@ func newParityRing(n int, maxBytes int64) *parityRing {
 	return &parityRing{max: n, maxBytes: maxBytes, samples: map[string][]paritySample{}, bytes: map[string]int64{}}
 }
 
-// add keeps one request to model. The slices are kept as they are, not
-// copied: a command's payload is its own allocation, never reused.
+// add keeps one request to model, without its answer.
 func (r *parityRing) add(model string, image, tensor []byte) {
-	size := int64(len(image) + len(tensor))
+	r.record(model, paritySample{image: image, tensor: tensor})
+}
+
+// enabled reports whether the ring keeps anything (the answer need not be
+// read otherwise).
+func (r *parityRing) enabled() bool { return r.max > 0 }
+
+// record keeps one request to model. The slices are kept as they are, not
+// copied: a command's payload is its own allocation, never reused.
+func (r *parityRing) record(model string, s paritySample) {
+	size := s.size()
 	if r.max == 0 || size > r.maxBytes {
 		return
 	}
-	s := paritySample{image: image, tensor: tensor}
-	if len(image) == 0 {
+	if len(s.image) == 0 {
 		s.image = nil
 	}
 	r.mu.Lock()
@@ -74,7 +125,7 @@ func (r *parityRing) add(model string, image, tensor []byte) {
 
 func (r *parityRing) dropOldest(model string) {
 	list := r.samples[model]
-	size := int64(len(list[0].image) + len(list[0].tensor))
+	size := list[0].size()
 	r.samples[model] = list[1:]
 	r.bytes[model] -= size
 	r.total -= size
@@ -104,16 +155,24 @@ func (r *parityRing) forget(model string) {
 	delete(r.bytes, model)
 }
 
-// replayParity runs model id's recent requests, as they were sent, through
-// the serving version and the staged one and compares their answers. A
+// replayParity runs model id's recent requests, as they were sent,
+// through the staged version and compares its answers with those the
+// serving version gave, recorded when it answered. A request an earlier
+// version answered (the ring right after a swap) is run through the
+// serving version too when runServing (it is warm beside the update), and
+// passed over otherwise (it was drained to check the update alone). A
 // request the new version cannot take (a raw tensor of the old input size,
 // an image for a model whose input is no image) counts in NewFailed: even
 // with allow_signature_change, what clients send must still be answered.
-func (a *Agent) replayParity(ctx context.Context, id, staged string) Parity {
+func (a *Agent) replayParity(ctx context.Context, id, serving, staged string, runServing bool) Parity {
 	p := Parity{MaxAbsDiff: -1}
 	for _, s := range a.parity.snapshot(id) {
 		if ctx.Err() != nil {
 			break
+		}
+		recorded := s.answer != nil && s.answer.version == serving
+		if !recorded && !runServing {
+			continue
 		}
 		req := infer.Request{Tensor: s.tensor, Raw: true}
 		var d *infer.Decoded
@@ -125,11 +184,14 @@ func (a *Agent) replayParity(ctx context.Context, id, staged string) Parity {
 			}
 			req = infer.Request{Image: d.Image, Raw: true}
 		}
-		old, err := a.runOn(ctx, id, req)
-		if err != nil {
-			d.Release()
-			p.Skipped++
-			continue
+		want := s.answer
+		if !recorded {
+			res, err := a.runOn(ctx, id, req)
+			if want = newAnswer(serving, res); err != nil || want == nil {
+				d.Release()
+				p.Skipped++ // the serving version cannot answer it either
+				continue
+			}
 		}
 		neu, err := a.runOn(ctx, staged, req)
 		d.Release()
@@ -139,7 +201,7 @@ func (a *Agent) replayParity(ctx context.Context, id, staged string) Parity {
 			}
 			continue
 		}
-		agree, diff, err := compareOutputs(old, neu)
+		agree, diff, err := compareAnswer(want, neu)
 		if err != nil {
 			p.Skipped++
 			continue
@@ -158,27 +220,24 @@ func (a *Agent) replayParity(ctx context.Context, id, staged string) Parity {
 	return p
 }
 
-// compareOutputs reports whether two answers have the same top-1 class and
-// their largest difference (-1 when the outputs differ in size).
-func compareOutputs(x, y infer.Result) (bool, float64, error) {
-	a, err := tflite.Dequantize(x.Output, x.Raw, nil)
-	if err != nil {
-		return false, 0, err
-	}
+// compareAnswer reports whether y has the recorded answer's top-1 class
+// and the largest difference over the recorded sample (-1 when the
+// outputs differ in size).
+func compareAnswer(x *answer, y infer.Result) (bool, float64, error) {
 	b, err := tflite.Dequantize(y.Output, y.Raw, nil)
 	if err != nil {
 		return false, 0, err
 	}
-	if len(a) == 0 || len(b) == 0 {
+	if len(b) == 0 {
 		return false, 0, fmt.Errorf("empty output")
 	}
-	agree := argmax(a) == argmax(b)
-	if len(a) != len(b) {
+	agree := x.top1 == argmax(b)
+	if x.n != len(b) {
 		return agree, -1, nil
 	}
 	d := 0.0
-	for i := range a {
-		d = math.Max(d, math.Abs(float64(a[i]-b[i])))
+	for i, v := range x.sample {
+		d = math.Max(d, math.Abs(float64(v-b[i])))
 	}
 	return agree, d, nil
 }

@@ -135,7 +135,7 @@ func (a *Agent) syncModels() ReloadResult {
 			if st.digest == "" {
 				st.digest = d // recorded, so the same bytes are not tried again
 			}
-			_ = a.rejectUpdate(old, st, &modelFailure{id: m.ID, r: st.failed})
+			_ = a.rejectUpdate(old, st, &modelFailure{id: m.ID, r: st.failed}, "")
 			continue
 		case sameCfg && old.digest != st.digest && a.runCtx != nil:
 			// New content: staged beside the serving version, checked,

@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"fmt"
+	"strings"
 )
 
 // outcomes is the recent request outcomes of one model: whether each of
@@ -42,31 +43,42 @@ type updateGuard struct {
 // update may fail its first requests before it is rolled back.
 const rollbackMargin = 0.2
 
+// outcomeKey: outcomes are counted per version of a model, so requests
+// the old version answers after a swap never count against the new one.
+func outcomeKey(id, version string) string { return id + "@" + version }
+
 // guardUpdate starts watching model id's first requests after the update
 // from → to.
 func (a *Agent) guardUpdate(id, from, to string) {
 	a.updMu.Lock()
 	defer a.updMu.Unlock()
-	old := a.outcomes[id]
+	old := a.outcomes[outcomeKey(id, from)]
 	a.guards[id] = &updateGuard{from: from, to: to, oldRate: old.rate()}
-	a.outcomes[id] = &outcomes{}
+	for k := range a.outcomes {
+		if strings.HasPrefix(k, id+"@") && k != outcomeKey(id, from) {
+			delete(a.outcomes, k) // versions before from
+		}
+	}
+	a.outcomes[outcomeKey(id, to)] = &outcomes{}
 }
 
-// noteOutcome records whether a request to model id failed; an update
-// whose first requests fail clearly more often than its previous version's
-// did is rolled back (updates.auto_rollback).
-func (a *Agent) noteOutcome(id string, failed bool) {
+// noteOutcome records whether a request that version of model id answered
+// failed; an update whose first requests fail clearly more often than its
+// previous version's did is rolled back (updates.auto_rollback). It
+// returns the rollback's reason ("" when none is due).
+func (a *Agent) noteOutcome(id, version string, failed bool) string {
 	window := a.config().Updates.RollbackWindow
+	key := outcomeKey(id, version)
 	a.updMu.Lock()
-	o := a.outcomes[id]
+	o := a.outcomes[key]
 	if o == nil {
 		o = &outcomes{}
-		a.outcomes[id] = o
+		a.outcomes[key] = o
 	}
 	o.add(failed, window)
 	g := a.guards[id]
 	var reason string
-	if g != nil {
+	if g != nil && g.to == version {
 		g.n++
 		if failed {
 			g.failed++
@@ -79,14 +91,18 @@ func (a *Agent) noteOutcome(id string, failed bool) {
 		} else if g.n >= window {
 			delete(a.guards, id)
 		}
+		if a.guards[id] == nil {
+			delete(a.outcomes, outcomeKey(id, g.from))
+		}
 	}
 	a.updMu.Unlock()
 	if reason == "" || !a.config().Updates.autoRollback() || a.runCtx == nil {
-		return
+		return reason
 	}
 	a.spawn(a.runCtx, func(ctx context.Context) {
 		if _, err := a.Rollback(ctx, id, reason); err != nil {
 			a.log.Error("automatic rollback failed", "model", id, "err", err)
 		}
 	})
+	return reason
 }

@@ -117,11 +117,12 @@ func (a *Agent) inferCommand(ctx context.Context, c mqtt.Command) (any, error) {
 	if !l.Warm {
 		a.kickRewarm() // what the load pushed out may be wanted back
 	}
-	a.noteOutcome(model, err != nil)
+	version := l.Version() // the old one's, for a request leased before a swap
+	a.noteOutcome(model, version, err != nil)
 	if err != nil {
 		return nil, err
 	}
-	a.parity.add(model, img, input)
+	a.recordParity(model, version, img, input, res)
 	warm, answered, escalated := l.Warm, model, ""
 	if f, ok := a.config().family(family); ok {
 		if precise := f.Variants[len(f.Variants)-1]; model == precise {
@@ -153,7 +154,11 @@ func (a *Agent) inferCommand(ctx context.Context, c mqtt.Command) (any, error) {
 		}
 	}
 	first := a.firstRequest(req.Model, l.Warm)
-	a.observeRequest(answered, warm, first, time.Since(arrived), res.Invoke)
+	answeredBy := version
+	if answered != model {
+		answeredBy = "" // the precise variant's lease, not this one
+	}
+	a.observeRequest(answered, answeredBy, warm, first, time.Since(arrived), res.Invoke)
 	rep := InferReply{Model: answered, Warm: warm, InvokeMs: ms(res.Invoke), Top: res.Top, Outputs: res.Outputs,
 		Detections: res.Detections, Keypoints: res.Keypoints, Escalated: escalated}
 	if family != "" {
@@ -223,8 +228,8 @@ func (a *Agent) firstRequest(model string, warm bool) bool {
 
 // observeRequest records an answered request's latencies (MQTT metrics
 // and status, and Prometheus when it is on).
-func (a *Agent) observeRequest(model string, warm, first bool, e2e, invoke time.Duration) {
-	a.lat.observe(model, warm, first, e2e, invoke)
+func (a *Agent) observeRequest(model, version string, warm, first bool, e2e, invoke time.Duration) {
+	a.lat.observe(model, version, warm, first, e2e, invoke)
 	if p := a.prom; p != nil {
 		p.observe(model, warm, e2e, invoke)
 	}

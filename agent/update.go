@@ -46,18 +46,22 @@ type pendingUpdate struct {
 // UpdateReport is what an update (or rollback) did: the model_updated
 // event and the rollback reply.
 type UpdateReport struct {
-	Model     string        `json:"model"`
-	OldSHA256 string        `json:"old_sha256"`
-	NewSHA256 string        `json:"new_sha256"`
-	Staged    bool          `json:"staged"` // warmed beside the old one (false: no room for both)
-	Stages    tflite.Stages `json:"stages"` // the new version's warm-up
-	Parity    *Parity       `json:"parity,omitempty"`
-	Checks    []string      `json:"checks"`    // which checks ran and passed
-	WarmMs    float64       `json:"warm_ms"`   // registering and warming the new version
-	CheckMs   float64       `json:"checks_ms"` // the checks (signature, golden, parity replays)
-	TookMs    float64       `json:"took_ms"`   // from staging to the swap
-	Rollback  bool          `json:"rollback,omitempty"`
-	Reason    string        `json:"reason,omitempty"` // of a rollback
+	Model     string `json:"model"`
+	OldSHA256 string `json:"old_sha256"`
+	NewSHA256 string `json:"new_sha256"`
+	// Staged says where the new version was warmed and checked: "beside"
+	// the serving one (other idle models giving up their room), "alone"
+	// (only one fits: the serving one drained first, its requests waiting),
+	// or "refused" (it does not fit even alone).
+	Staged   string        `json:"staged"`
+	Stages   tflite.Stages `json:"stages"` // the new version's warm-up
+	Parity   *Parity       `json:"parity,omitempty"`
+	Checks   []string      `json:"checks"`    // which checks ran and passed
+	WarmMs   float64       `json:"warm_ms"`   // registering and warming the new version
+	CheckMs  float64       `json:"checks_ms"` // the checks (signature, golden, parity replays)
+	TookMs   float64       `json:"took_ms"`   // from staging to the swap
+	Rollback bool          `json:"rollback,omitempty"`
+	Reason   string        `json:"reason,omitempty"` // of a rollback
 }
 
 // isStaging reports whether a pool id is a version being staged ("id@sha"):
@@ -117,70 +121,74 @@ func (a *Agent) staging(id, digest string) bool {
 
 // applyUpdate stages st in place of old and promotes it when its checks
 // pass; a rollback (reason set) skips the checks. The old version serves
-// throughout; a request never fails for the swap.
+// throughout, or, when only one fits, its requests wait while the new one
+// is checked alone (see updatestage.go); a request never fails for the
+// swap, and every check runs whatever the room.
 func (a *Agent) applyUpdate(ctx context.Context, old, st *modelState, rollback string) (UpdateReport, error) {
 	t0 := time.Now()
 	id := st.cfg.ID
 	rep := UpdateReport{Model: id, OldSHA256: old.digest, NewSHA256: st.digest, Checks: []string{}, Rollback: rollback != "", Reason: rollback}
 	staged := id + "@" + st.digest[:min(12, len(st.digest))]
 	spec := a.modelSpec(st)
-	spec.ID, spec.Pinned = staged, false
+	spec.ID, spec.Pinned, spec.StagingOf = staged, false, id
 	_ = a.pool.Unregister(staged) // a leftover of a superseded attempt
 	if err := a.pool.Register(spec); err != nil {
-		return rep, a.rejectUpdate(old, st, err)
+		return rep, a.rejectUpdate(old, st, err, "")
 	}
+	var s stage
 	promoted := false
 	defer func() {
 		if !promoted {
 			_ = a.pool.Unregister(staged)
+			a.restoreServing(id, &s)
 		}
 	}()
 
-	load, _, err := a.pool.Prewarm(ctx, staged)
-	rep.Staged = err == nil
-	switch {
-	case ctx.Err() != nil:
-		return rep, ctx.Err()
-	case errors.Is(err, tflite.ErrOverBudget) || errors.Is(err, tflite.ErrBusy):
-		// No room for both: the old one serves until the new one is
-		// warmed in its place, by the first request after the swap.
-		a.log.Info("no room to stage the update beside the serving version; swapping it in cold", "model", id)
-	case err != nil:
-		return rep, a.rejectUpdate(old, st, err)
-	}
-	rep.Stages = load.Stages
-	rep.WarmMs = ms(time.Since(t0))
-
-	tc := time.Now()
-	if rollback == "" {
-		if err := a.checkUpdate(ctx, old, st, staged, rep.Staged, &rep); err != nil {
-			if ctx.Err() != nil {
-				return rep, ctx.Err()
-			}
-			return rep, a.rejectUpdate(old, st, err)
-		}
-	}
-
-	rep.CheckMs = ms(time.Since(tc))
-	a.prepMu.Lock()
-	a.mapsMu.Lock()
-	current := a.models[id] == old
-	a.mapsMu.Unlock()
-	if !current || ctx.Err() != nil {
-		a.prepMu.Unlock()
-		return rep, fmt.Errorf("update of %q superseded", id)
-	}
 	var swapped time.Time
-	if rep.Staged {
+	for attempt := 1; ; attempt++ {
+		rep.Checks = rep.Checks[:0]
+		load, err := a.stageUpdate(ctx, id, staged, &s)
+		rep.Staged = s.how
+		if ctx.Err() != nil {
+			return rep, ctx.Err()
+		}
+		if err != nil {
+			return rep, a.rejectUpdate(old, st, err, s.how)
+		}
+		rep.Stages = load.Stages
+		rep.WarmMs = ms(time.Since(t0))
+
+		tc := time.Now()
+		if rollback == "" {
+			if err := a.checkUpdate(ctx, old, st, staged, &rep); err != nil {
+				if ctx.Err() != nil {
+					return rep, ctx.Err()
+				}
+				return rep, a.rejectUpdate(old, st, err, s.how)
+			}
+		}
+		rep.CheckMs = ms(time.Since(tc))
+
+		a.prepMu.Lock()
+		a.mapsMu.Lock()
+		current := a.models[id] == old
+		a.mapsMu.Unlock()
+		if !current || ctx.Err() != nil {
+			a.prepMu.Unlock()
+			return rep, fmt.Errorf("update of %q superseded", id)
+		}
 		swapped, err = a.promote(ctx, staged, id)
-	} else {
-		_ = a.pool.Unregister(staged)
-		spec.ID, spec.Pinned = id, st.cfg.Pinned
-		swapped, err = a.opts.Now(), a.pool.Replace(spec)
-	}
-	if err != nil {
+		if err == nil {
+			break // prepMu held until the model map says so too
+		}
 		a.prepMu.Unlock()
-		return rep, a.rejectUpdate(old, st, err)
+		if !errors.Is(err, tflite.ErrCold) || attempt == 2 {
+			return rep, a.rejectUpdate(old, st, err, s.how)
+		}
+		// Evicted between its checks and the swap (by the serving
+		// version's own requests): warmed and checked again, never
+		// swapped in blind.
+		a.log.Info("the staged update lost its warm staging; checking it again", "model", id)
 	}
 	promoted = true
 	if rollback == "" {
@@ -200,9 +208,9 @@ func (a *Agent) applyUpdate(ctx context.Context, old, st *modelState, rollback s
 	a.pruneVersions(id, st.digest, old.digest)
 	rep.TookMs = ms(time.Since(t0))
 	if rollback != "" {
-		a.log.Warn("model rolled back", "model", id, "from", old.digest, "to", st.digest, "reason", rollback)
+		a.log.Warn("model rolled back", "model", id, "from", old.digest, "to", st.digest, "reason", rollback, "staged", rep.Staged)
 		a.event("model_rolled_back", map[string]any{"model": id, "from_sha256": old.digest, "to_sha256": st.digest,
-			"reason": rollback, "took_ms": rep.TookMs, "swapped_at": swapped.UTC().Format(time.RFC3339Nano)})
+			"reason": rollback, "staged": rep.Staged, "took_ms": rep.TookMs, "swapped_at": swapped.UTC().Format(time.RFC3339Nano)})
 	} else {
 		a.log.Info("model updated", "model", id, "old", old.digest, "new", st.digest, "staged", rep.Staged, "took_ms", rep.TookMs)
 		a.event("model_updated", map[string]any{"model": id, "old_sha256": old.digest, "new_sha256": st.digest,
@@ -230,8 +238,10 @@ func (a *Agent) promote(ctx context.Context, staged, id string) (time.Time, erro
 }
 
 // checkUpdate validates the staged version st against the serving old:
-// tensors, the golden answer, and parity on recent requests.
-func (a *Agent) checkUpdate(ctx context.Context, old, st *modelState, staged string, warm bool, rep *UpdateReport) error {
+// tensors, the golden answer, and parity on recent requests. Only the new
+// version runs (parity compares with the answers old gave), so every check
+// runs whether or not both fit.
+func (a *Agent) checkUpdate(ctx context.Context, old, st *modelState, staged string, rep *UpdateReport) error {
 	oldInfo, err := tflite.Inspect(old.path, digestCache{a.store})
 	if err != nil {
 		// The old version's file is gone (served from its path, not kept):
@@ -252,9 +262,6 @@ func (a *Agent) checkUpdate(ctx context.Context, old, st *modelState, staged str
 	} else {
 		rep.Checks = append(rep.Checks, "signature")
 	}
-	if !warm {
-		return nil // golden and parity need the new version warm beside the old
-	}
 	if st.cfg.GoldenInput != "" && st.cfg.GoldenTop1 != nil {
 		req, err := infer.ReadRequest(st.cfg.GoldenInput, a.config().Infer.MaxImagePixels)
 		if err != nil {
@@ -274,7 +281,7 @@ func (a *Agent) checkUpdate(ctx context.Context, old, st *modelState, staged str
 		}
 		rep.Checks = append(rep.Checks, "golden")
 	}
-	p := a.replayParity(ctx, st.cfg.ID, staged)
+	p := a.replayParity(ctx, st.cfg.ID, old.digest, staged, rep.Staged == "beside")
 	if p.NewFailed > 0 {
 		return fmt.Errorf("%w: %d of the last %d requests", ErrFailsRequests, p.NewFailed, p.NewFailed+p.Replayed)
 	}
@@ -313,8 +320,9 @@ func shapes(ts []tflite.TensorInfo) []string {
 }
 
 // rejectUpdate records that st is refused (so the same bytes are not tried
-// on every rescan) and says so; old keeps serving.
-func (a *Agent) rejectUpdate(old, st *modelState, err error) error {
+// on every rescan) and says so; old keeps serving. staged is where it was
+// staged ("" when it was not).
+func (a *Agent) rejectUpdate(old, st *modelState, err error, staged string) error {
 	id := st.cfg.ID
 	code := tflite.Code(err)
 	var coded interface{ Code() string }
@@ -322,7 +330,11 @@ func (a *Agent) rejectUpdate(old, st *modelState, err error) error {
 		code = coded.Code()
 	}
 	a.log.Error("model update rejected; the previous version keeps serving", "model", id, "sha256", st.digest, "code", code, "err", err)
-	a.event("model_update_rejected", map[string]any{"model": id, "sha256": st.digest, "code": code, "reason": err.Error()})
+	ev := map[string]any{"model": id, "sha256": st.digest, "code": code, "reason": err.Error()}
+	if staged != "" {
+		ev["staged"] = staged
+	}
+	a.event("model_update_rejected", ev)
 	if st.digest != "" {
 		a.recordVersions(id, func(v *storage.Versions) {
 			v.Reject(storage.Rejection{SHA256: st.digest, Code: code, Reason: err.Error(), At: a.opts.Now()})

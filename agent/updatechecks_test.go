@@ -182,7 +182,7 @@ func TestRollbackRestoresThePreviousVersionWarm(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rep := res.(agent.UpdateReport); !rep.Rollback || !rep.Staged {
+	if rep := res.(agent.UpdateReport); !rep.Rollback || rep.Staged != "beside" {
 		t.Fatalf("rollback report %+v: want a staged (warm) rollback", rep)
 	}
 	r, err := a.Command(ctx, mqtt.Command{Verb: "infer", Binary: true, Model: "cls", Payload: img})

@@ -92,7 +92,7 @@ func (p *Pool) victimLocked(except *entry, skip map[*entry]bool) (victim *entry,
 	now := p.opts.Now()
 	var bestScore float64
 	for _, e := range p.entries {
-		if e == except || e.model == nil || e.spec.Pinned || skip[e] {
+		if e == except || e.model == nil || e.spec.Pinned || skip[e] || protectedLocked(e, except) {
 			continue
 		}
 		// Only a lease or the load in flight pins a model in memory: a
@@ -263,7 +263,7 @@ func (p *Pool) Trim(idleFor time.Duration, keepMapping bool) int {
 	now := p.opts.Now()
 	freed := 0
 	for _, e := range p.entries {
-		if e.spec.Pinned || e.model == nil || e.leased > 0 || e.loading || len(e.idle) == 0 || now.Sub(e.lastUsed) < idleFor {
+		if e.spec.Pinned || e.spec.StagingOf != "" || e.model == nil || e.leased > 0 || e.loading || len(e.idle) == 0 || now.Sub(e.lastUsed) < idleFor {
 			continue
 		}
 		freed += len(e.idle)
@@ -291,7 +291,7 @@ func (p *Pool) Expire() int {
 	now := p.opts.Now()
 	n := 0
 	for _, e := range p.entries {
-		if e.spec.Pinned || e.model == nil || e.leased > 0 || e.loading {
+		if e.spec.Pinned || e.spec.StagingOf != "" || e.model == nil || e.leased > 0 || e.loading {
 			continue
 		}
 		u := p.useLocked(e, now)

@@ -66,6 +66,13 @@ type ModelSpec struct {
 	// that wants its state); otherwise they are reset before every
 	// request's invoke, so an answer never depends on what ran before.
 	Stateful bool
+	// Version labels the model's content (the agent's digest of the file);
+	// the pool only carries it to the model's leases (Lease.Version), so a
+	// caller can tell which version answered a request across a swap.
+	Version string
+	// StagingOf names the serving model this one is a new version of,
+	// staged under its own id until Promote or Unregister (see staging.go).
+	StagingOf string
 	// KnownSteady and KnownSaved come from calibration: the steady invoke
 	// time (a prewarm then skips its own measuring invoke) and the cold
 	// time a warm interpreter saves (the eviction value when a load skipped
@@ -182,6 +189,7 @@ type entry struct {
 	loading    bool // the warm-up holds the load slot and uses model
 	waiters    int
 	removed    bool
+	held       bool // drained for an update: requests wait (see Drain)
 	bytes      int64
 
 	knownHeap int64
@@ -348,9 +356,13 @@ func (p *Pool) Promote(staged, id string) (time.Time, error) {
 	case e.leased > 0 || e.growing > 0 || e.waiters > 0:
 		p.mu.Unlock()
 		return time.Time{}, &Error{Op: "promote " + staged, Kind: ErrBusy}
+	case len(e.idle) == 0:
+		// Evicted since it was warmed and checked: never swapped in blind.
+		p.mu.Unlock()
+		return time.Time{}, &Error{Op: "promote " + staged, Kind: ErrCold}
 	}
 	delete(p.entries, staged)
-	e.spec.ID = id
+	e.spec.ID, e.spec.StagingOf = id, ""
 	if old, ok := p.entries[id]; ok {
 		e.spec.Pinned = old.spec.Pinned
 		e.demand, e.demandAt, e.use = old.demand, old.demandAt, old.use
@@ -423,7 +435,7 @@ func (p *Pool) acquire(ctx context.Context, id string, demand, mayLoad, guess bo
 			p.mu.Unlock()
 			return nil, &Error{Op: "acquire " + id, Kind: ErrUnknownModel, Detail: "unregistered"}
 		}
-		if n := len(e.idle); n > 0 {
+		if n := len(e.idle); n > 0 && !e.held {
 			it := e.idle[n-1]
 			e.idle = e.idle[:n-1]
 			e.leased++
@@ -437,7 +449,7 @@ func (p *Pool) acquire(ctx context.Context, id string, demand, mayLoad, guess bo
 			p.mu.Unlock()
 			return &Lease{Warm: true, p: p, e: e, it: it}, nil
 		}
-		if mayLoad && e.growing == 0 && len(e.idle)+e.leased < e.perModel {
+		if mayLoad && !e.held && e.growing == 0 && len(e.idle)+e.leased < e.perModel {
 			e.growing++
 			e.guessing = guess
 			p.mu.Unlock()
