@@ -144,7 +144,9 @@ func parse(fs *flag.FlagSet, args []string) error {
 }
 
 // isHelp says whether a command's first argument asks for help.
-func isHelp(arg string) bool { return arg == "help" || arg == "-h" || arg == "--help" || arg == "-help" }
+func isHelp(arg string) bool {
+	return arg == "help" || arg == "-h" || arg == "--help" || arg == "-help"
+}
 
 func (c cli) printJSON(v any) error {
 	enc := json.NewEncoder(c.stdout)
