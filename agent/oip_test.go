@@ -182,7 +182,10 @@ func TestOIPWithCurl(t *testing.T) {
 // A Go client written against the spec: server and model metadata, the
 // binary tensor extension both ways, and the error statuses.
 func TestOIPGoClient(t *testing.T) {
-	_, base := startOIP(t, mqtttest.FreeAddr(t), nil)
+	broken := writeFile(t, filepath.Join(t.TempDir(), "broken.tflite"), bytes.Repeat([]byte("not a model "), 100), 0o644)
+	_, base := startOIP(t, mqtttest.FreeAddr(t), func(c *agent.Config) {
+		c.Models = append(c.Models, agent.ModelConfig{ID: "broken", Path: broken})
+	})
 	get := func(path string, v any) int {
 		t.Helper()
 		resp, err := http.Get(base + path)
@@ -214,6 +217,18 @@ func TestOIPGoClient(t *testing.T) {
 	var vm v2ModelMetadata
 	if code := get("/v2/models/"+oipModel+"/versions/"+digest, &vm); code != 200 || vm.Name != oipModel {
 		t.Fatalf("version metadata: %d %+v", code, vm)
+	}
+	// Health answers are the status alone: 200 true, 4xx false.
+	for path, want := range map[string]int{"/v2/health/live": 200, "/v2/health/ready": 200, "/v2/models/" + oipModel + "/ready": 200,
+		"/v2/models/" + oipModel + "/versions/" + digest + "/ready": 200, "/v2/models/broken/ready": 400} {
+		resp, err := http.Get(base + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("GET %s: %d, want %d", path, resp.StatusCode, want)
+		}
 	}
 	var e v2Error
 	for path, want := range map[string]int{"/v2/models/nope": 404, "/v2/models/nope/ready": 404,

@@ -76,21 +76,19 @@ func Handler(o Options) http.Handler {
 	return requireToken(o.Token, mux)
 }
 
-func (s *server) live(w http.ResponseWriter, _ *http.Request) {
-	if !s.o.Backend.Live() {
-		writeError(w, http.StatusServiceUnavailable, "shutting down")
+// health answers a health request as the protocol says: the status is the
+// answer (200 true, 400 false) and the body is empty.
+func health(w http.ResponseWriter, ok bool) {
+	if !ok {
+		w.WriteHeader(http.StatusBadRequest)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]bool{"live": true})
+	w.WriteHeader(http.StatusOK)
 }
 
-func (s *server) ready(w http.ResponseWriter, _ *http.Request) {
-	if !s.o.Backend.Ready() {
-		writeError(w, http.StatusServiceUnavailable, "not ready")
-		return
-	}
-	writeJSON(w, http.StatusOK, map[string]bool{"ready": true})
-}
+func (s *server) live(w http.ResponseWriter, _ *http.Request) { health(w, s.o.Backend.Live()) }
+
+func (s *server) ready(w http.ResponseWriter, _ *http.Request) { health(w, s.o.Backend.Ready()) }
 
 func (s *server) serverMeta(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"name": s.o.Name, "version": s.o.Version,
@@ -127,11 +125,7 @@ func (s *server) modelReady(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	if !s.o.Backend.ModelReady(m.Name, version) {
-		writeError(w, http.StatusServiceUnavailable, fmt.Sprintf("model %q is not ready", m.Name))
-		return
-	}
-	writeJSON(w, http.StatusOK, map[string]any{"name": m.Name, "ready": true})
+	health(w, s.o.Backend.ModelReady(m.Name, version))
 }
 
 // The protocol's inference request and response (REST).
