@@ -78,10 +78,9 @@ func (a *Agent) serveHTTP(ctx context.Context, ln net.Listener, h http.Handler) 
 // oipBackend is the agent as the Open Inference Protocol adapter sees it.
 type oipBackend struct {
 	a *Agent
-	// metaMu guards meta: tensors by model digest, read once per version
-	// (inspecting builds an interpreter).
+	// metaMu guards meta: each model's metadata by "id@sha256".
 	metaMu sync.Mutex
-	meta   map[string][2][]oip.TensorMeta
+	meta   map[string]oip.Model
 }
 
 func (b *oipBackend) Live() bool { return b.a.runCtx != nil && b.a.runCtx.Err() == nil }
@@ -110,32 +109,38 @@ func (b *oipBackend) serving(name string) (path, digest string, ok bool) {
 	return st.path, st.digest, true
 }
 
+// Model is read once per version (inspecting builds an interpreter, and
+// every infer asks), outside the lock: two first requests may both
+// inspect, and one result is kept.
 func (b *oipBackend) Model(name string) (oip.Model, bool) {
 	path, digest, ok := b.serving(name)
 	if !ok {
 		return oip.Model{}, false
 	}
-	m := oip.Model{Name: name, Versions: []string{digest}}
+	key := name + "@" + digest
+	b.metaMu.Lock()
+	m, ok := b.meta[key]
+	b.metaMu.Unlock()
+	if ok {
+		return m, true
+	}
+	m = oip.Model{Name: name, Versions: []string{digest}}
 	if v, err := b.a.store.Versions(name); err == nil && v.Previous != "" && v.Previous != digest {
 		if _, err := os.Stat(b.a.versionFile(name, v.Previous)); err == nil {
 			m.Versions = append(m.Versions, v.Previous)
 		}
 	}
-	b.metaMu.Lock()
-	defer b.metaMu.Unlock()
-	t, ok := b.meta[digest]
-	if !ok {
-		info, err := tflite.Inspect(path, digestCache{b.a.store})
-		if err != nil {
-			return m, true // a model that cannot run here: no tensors to show
-		}
-		t = [2][]oip.TensorMeta{tensorMetas(info.Inputs), tensorMetas(info.Outputs)}
-		if b.meta == nil {
-			b.meta = map[string][2][]oip.TensorMeta{}
-		}
-		b.meta[digest] = t
+	info, err := tflite.Inspect(path, digestCache{b.a.store})
+	if err != nil {
+		return m, true // a model that cannot run here: no tensors to show, nothing kept
 	}
-	m.Inputs, m.Outputs = t[0], t[1]
+	m.Inputs, m.Outputs = tensorMetas(info.Inputs), tensorMetas(info.Outputs)
+	b.metaMu.Lock()
+	if b.meta == nil {
+		b.meta = map[string]oip.Model{}
+	}
+	b.meta[key] = m
+	b.metaMu.Unlock()
 	return m, true
 }
 
