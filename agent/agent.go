@@ -176,7 +176,7 @@ func New(cfg Config, log *slog.Logger, o Options) *Agent {
 	a.tiers = newTiers()
 	a.lat = newLatencies(o.Started)
 	a.haKick, a.rewarmKick = make(chan struct{}, 1), make(chan struct{}, 1)
-	if cfg.Metrics.Listen != "" {
+	if cfg.httpListen() != "" {
 		a.prom = newPromMetrics(a)
 	}
 	a.cfg.Store(&cfg)

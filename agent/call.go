@@ -14,11 +14,7 @@ import (
 // call is `edge-agent call VERB [flags]`: one command to a running agent
 // over its MQTT command topics, its reply printed.
 func (c cli) call(ctx context.Context, args []string) (bool, error) {
-	if len(args) == 0 {
-		return false, usageErr("call: want a verb (%v)", Verbs)
-	}
-	verb := args[0]
-	fs := c.newFlags("call " + verb)
+	fs := c.newFlags("call")
 	config := fs.String("config", "", "take broker, device and credentials from this configuration file")
 	broker := fs.String("broker", "", "broker URL (default: the configuration's first broker, else the local broker on [mqtt] local_listen)")
 	device := fs.String("device", "", "the agent's device id (default: the configuration's, or this machine's)")
@@ -29,18 +25,20 @@ func (c cli) call(ctx context.Context, args []string) (bool, error) {
 	budget := fs.String("budget", "", `set-budget: bytes or a size like "256MiB"`)
 	timeout := fs.Duration("timeout", 30*time.Second, "how long to wait for the reply")
 	asJSON := fs.Bool("json", false, "print the reply as JSON")
-	if err := parse(fs, args[1:]); err != nil {
+	if err := parse(fs, args); err != nil {
 		return *asJSON, err
 	}
-	if verb == "set-budget" && fs.NArg() > 0 && *budget == "" {
-		// `call set-budget 256MiB [flags]`: flags after the size too.
-		*budget = fs.Arg(0)
-		if err := parse(fs, fs.Args()[1:]); err != nil {
-			return *asJSON, err
-		}
+	pos := fs.Args()
+	if len(pos) == 0 {
+		return *asJSON, usageErr("call: want a verb (%v)", Verbs)
 	}
-	if fs.NArg() != 0 {
-		return *asJSON, usageErr("call: unexpected argument %q", fs.Arg(0))
+	verb := pos[0]
+	if verb == "set-budget" && len(pos) == 2 && *budget == "" {
+		*budget = pos[1] // `call set-budget 256MiB`
+		pos = pos[:1]
+	}
+	if len(pos) > 1 {
+		return *asJSON, usageErr("call %s: unexpected argument %q", verb, pos[1])
 	}
 	_, o, err := clientOptions("call", *config, *broker, *device)
 	if err != nil {
@@ -125,15 +123,14 @@ func callPayload(verb, model, image, input, budget string, top int) ([]byte, boo
 }
 
 // clientOptions are the MQTT options of a command-line client: the
-// configuration file's (or the defaults), --broker and --device over them,
+// configuration file's (or the defaults) with the environment's overrides, --broker and --device over them,
 // and with no broker at all the local one on [mqtt] local_listen.
 func clientOptions(cmd, config, broker, device string) (Config, mqtt.Options, error) {
-	cfg := DefaultConfig()
-	if config != "" {
-		var err error
-		if cfg, err = LoadConfig(config); err != nil {
-			return cfg, mqtt.Options{}, err
-		}
+	// Without a file, the defaults and the environment, as `run` takes
+	// them: EDGE_AGENT_MQTT_LOCAL_LISTEN moves both ends.
+	cfg, err := LoadConfig(config)
+	if err != nil {
+		return cfg, mqtt.Options{}, err
 	}
 	o := cfg.mqttOptions()
 	if broker != "" {
@@ -154,20 +151,17 @@ func clientOptions(cmd, config, broker, device string) (Config, mqtt.Options, er
 // homeassistant is `edge-agent homeassistant remove`: clear the device's
 // discovery configs, so Home Assistant forgets it (uninstall.sh --purge).
 func (c cli) homeassistant(ctx context.Context, args []string) error {
-	if len(args) == 0 || args[0] != "remove" {
-		return usageErr("homeassistant: want remove")
-	}
 	fs := c.newFlags("homeassistant remove")
 	config := fs.String("config", "", "take broker, device, prefixes and credentials from this configuration file")
 	broker := fs.String("broker", "", "broker URL (default: the configuration's, else the local broker)")
 	device := fs.String("device", "", "the agent's device id (default: the configuration's, or this machine's)")
 	timeout := fs.Duration("timeout", 10*time.Second, "how long to try")
 	ifEnabled := fs.Bool("if-enabled", false, "do nothing unless the configuration enables [homeassistant] (uninstall.sh)")
-	if err := parse(fs, args[1:]); err != nil {
+	if err := parse(fs, args); err != nil {
 		return err
 	}
-	if fs.NArg() != 0 {
-		return usageErr("homeassistant remove: unexpected argument %q", fs.Arg(0))
+	if fs.NArg() != 1 || fs.Arg(0) != "remove" {
+		return usageErr("homeassistant: want remove (flags before or after it)")
 	}
 	cfg, o, err := clientOptions("homeassistant remove", *config, *broker, *device)
 	if *ifEnabled && (err != nil || !cfg.HomeAssistant.Enabled) {

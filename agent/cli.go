@@ -29,10 +29,13 @@ Usage:
   edge-agent models inspect FILE [--json]
   edge-agent models gen --out FILE [--size N]
   edge-agent config check FILE
-  edge-agent call VERB [--model ID] [--image FILE | --input FILE] [--top K] [--budget SIZE]
+  edge-agent call [flags] VERB [flags] [--model ID] [--image FILE | --input FILE] [--top K] [--budget SIZE]
                        [--config FILE] [--broker URL] [--device ID] [--timeout D] [--json]
                        (VERB: status, prewarm, evict, pin, unpin, infer, rescan, rollback, set-budget, wake)
   edge-agent homeassistant remove [--config FILE] [--broker URL] [--device ID] [--if-enabled]
+
+Flags go before or after a verb; "edge-agent COMMAND -h" lists a command's
+flags, and help never runs a command.
 
 Exit status: 0 ok, 1 failure, 2 usage, 3 bad model file, 4 model cannot run
 here, 5 bad input, 6 bad config. Errors print "edge-agent: MESSAGE [code]";
@@ -55,6 +58,10 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	var err error
 	asJSON := false
+	if cmd, rest := args[0], args[1:]; len(rest) > 0 && isHelp(rest[0]) && (cmd == "models" || cmd == "config" || cmd == "call" || cmd == "homeassistant") {
+		fmt.Fprint(stdout, usage)
+		return ExitOK
+	}
 	switch cmd, rest := args[0], args[1:]; cmd {
 	case "run":
 		err = c.run(ctx, rest)
@@ -104,14 +111,41 @@ func (c cli) newFlags(name string) *flag.FlagSet {
 	return fs
 }
 
+// parse parses flags before, between and after the positional arguments
+// (`call --broker URL status` and `call status --broker URL` alike; "--"
+// ends the flags), leaving the positional ones in fs.Args(). A first
+// positional "help" prints the flags and is flag.ErrHelp: help never
+// runs the command.
 func parse(fs *flag.FlagSet, args []string) error {
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return err
+			}
+			return usageErr("%s: %v", fs.Name(), err)
 		}
-		return usageErr("%s: %v", fs.Name(), err)
+		rest := fs.Args()
+		if len(rest) == 0 {
+			break
+		}
+		if len(args) > len(rest) && args[len(args)-len(rest)-1] == "--" {
+			pos = append(pos, rest...) // after "--", nothing is a flag
+			break
+		}
+		pos, args = append(pos, rest[0]), rest[1:]
 	}
-	return nil
+	if len(pos) > 0 && pos[0] == "help" {
+		fs.Usage()
+		return flag.ErrHelp
+	}
+	// Leave the positional arguments in fs.Args(); the flags keep their values.
+	return fs.Parse(append([]string{"--"}, pos...))
+}
+
+// isHelp says whether a command's first argument asks for help.
+func isHelp(arg string) bool {
+	return arg == "help" || arg == "-h" || arg == "--help" || arg == "-help"
 }
 
 func (c cli) printJSON(v any) error {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 	"github.com/edge-agent/edge-agent/agent/infer"
+	"github.com/edge-agent/edge-agent/agent/oip"
 	"github.com/edge-agent/edge-agent/mqtt"
 	"github.com/edge-agent/edge-agent/power"
 	"github.com/edge-agent/edge-agent/tflite"
@@ -51,8 +52,11 @@ type Config struct {
 	Families []FamilyConfig `toml:"families"`
 	// Infer bounds what an infer request may make the agent allocate.
 	Infer InferConfig `toml:"infer"`
-	// Metrics is the Prometheus endpoint.
+	// Metrics is the Prometheus endpoint (its listen is http.listen's old
+	// name).
 	Metrics MetricsConfig `toml:"metrics"`
+	// HTTP serves /metrics and the Open Inference Protocol (/v2).
+	HTTP HTTPConfig `toml:"http"`
 	// HomeAssistant is MQTT discovery for Home Assistant.
 	HomeAssistant HomeAssistantConfig `toml:"homeassistant"`
 	// Fleet shares calibrations with twin devices over the broker.
@@ -182,8 +186,34 @@ func (f FamilyConfig) escalateWait() time.Duration {
 
 // MetricsConfig is the Prometheus endpoint.
 type MetricsConfig struct {
-	// Listen serves /metrics here, e.g. "127.0.0.1:9464"; "" (default) is off.
+	// Listen is the old name of HTTP.Listen: the same listener, which
+	// serves /v2 too. "" (default) is off.
 	Listen string `toml:"listen"`
+}
+
+// HTTPConfig is the HTTP listener: /metrics (Prometheus) and the Open
+// Inference Protocol under /v2 (docs/http.md).
+type HTTPConfig struct {
+	// Listen serves HTTP here, e.g. "127.0.0.1:9464"; "" (default) is off:
+	// a board opens no port nobody asked for, and local programs already
+	// have MQTT.
+	Listen string `toml:"listen"`
+	// TokenFile holds a bearer token every request must carry
+	// ("Authorization: Bearer TOKEN"); required when Listen is not a
+	// loopback address, unless AllowAnonymous.
+	TokenFile string `toml:"token_file"`
+	// AllowAnonymous lets a non-loopback Listen serve without a token:
+	// anyone who reaches the port may run inferences and read /metrics.
+	AllowAnonymous bool `toml:"allow_anonymous"`
+}
+
+// httpListen is where the HTTP listener serves ("" off): http.listen, or
+// its old name metrics.listen.
+func (c Config) httpListen() string {
+	if c.HTTP.Listen != "" {
+		return c.HTTP.Listen
+	}
+	return c.Metrics.Listen
 }
 
 // MQTTConfig is the broker connection and what goes over it.
@@ -567,7 +597,13 @@ func (c Config) Validate() error {
 	if c.MQTT.MaxPayload < 1024 {
 		errs = append(errs, errors.New("mqtt.max_payload: must be at least 1KiB"))
 	}
-	for name, addr := range map[string]string{"mqtt.local_listen": c.MQTT.LocalListen, "metrics.listen": c.Metrics.Listen} {
+	if c.HTTP.Listen != "" && c.Metrics.Listen != "" && c.HTTP.Listen != c.Metrics.Listen {
+		errs = append(errs, errors.New("metrics.listen is the old name of http.listen (one listener): set only http.listen"))
+	}
+	if l := c.httpListen(); l != "" && !oip.IsLoopback(l) && c.HTTP.TokenFile == "" && !c.HTTP.AllowAnonymous {
+		errs = append(errs, fmt.Errorf("http.listen %q is not loopback: set http.token_file (a bearer token), or http.allow_anonymous = true to let anyone who reaches it in", l))
+	}
+	for name, addr := range map[string]string{"mqtt.local_listen": c.MQTT.LocalListen, "metrics.listen": c.Metrics.Listen, "http.listen": c.HTTP.Listen} {
 		if _, _, err := net.SplitHostPort(addr); addr != "" && err != nil {
 			errs = append(errs, fmt.Errorf("%s: want host:port, e.g. 127.0.0.1:1883 (%v)", name, err))
 		}

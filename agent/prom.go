@@ -1,22 +1,17 @@
 package agent
 
-// Prometheus: [metrics] listen serves /metrics (prometheus/client_golang):
+// Prometheus: [http] listen serves /metrics (prometheus/client_golang):
 // request latency histograms by model and warm, cold starts, loads and
 // evictions, pool bytes and budget, calibration time, startup stages,
 // power, wakes, the outbox and the MQTT connection, plus the Go and
 // process collectors (process_resident_memory_bytes is the RSS).
 
 import (
-	"context"
-	"errors"
 	"math"
-	"net"
-	"net/http"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
 type promMetrics struct {
@@ -34,9 +29,9 @@ var latencyBuckets = prometheus.ExponentialBuckets(0.0005, 2, 15)
 func newPromMetrics(a *Agent) *promMetrics {
 	p := &promMetrics{reg: prometheus.NewRegistry(),
 		request: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "edge_agent_request_duration_seconds",
-			Help: "Inference requests, end to end: queue, preprocess, load when cold, invoke.", Buckets: latencyBuckets}, []string{"model", "warm"}),
+			Help: "Inference requests, end to end: queue, preprocess, load when cold, invoke; transport is mqtt or http.", Buckets: latencyBuckets}, []string{"model", "warm", "transport"}),
 		invoke: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "edge_agent_invoke_duration_seconds",
-			Help: "The invoke alone of inference requests.", Buckets: latencyBuckets}, []string{"model"}),
+			Help: "The invoke alone of inference requests.", Buckets: latencyBuckets}, []string{"model", "transport"}),
 		coldStarts: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "edge_agent_cold_starts_total",
 			Help: "Requests that found their model cold and loaded it."}, []string{"model"}),
 		calibration: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "edge_agent_calibration_seconds_total",
@@ -95,48 +90,13 @@ func newPromMetrics(a *Agent) *promMetrics {
 	return p
 }
 
-func (p *promMetrics) observe(model string, warm bool, e2e, invoke time.Duration) {
+func (p *promMetrics) observe(model string, warm bool, transport string, e2e, invoke time.Duration) {
 	w := "false"
 	if warm {
 		w = "true"
 	} else {
 		p.coldStarts.WithLabelValues(model).Inc()
 	}
-	p.request.WithLabelValues(model, w).Observe(e2e.Seconds())
-	p.invoke.WithLabelValues(model).Observe(invoke.Seconds())
-}
-
-// serveMetrics serves /metrics on [metrics] listen until ctx ends.
-func (a *Agent) serveMetrics(ctx context.Context, ln net.Listener) {
-	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(a.prom.reg, promhttp.HandlerOpts{Registry: a.prom.reg}))
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	done := make(chan struct{})
-	go func() { // owned: ends when Serve returns, which Shutdown below causes
-		defer close(done)
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			a.log.Error("metrics: server stopped", "err", err)
-		}
-	}()
-	<-ctx.Done()
-	sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	_ = srv.Shutdown(sctx)
-	<-done
-}
-
-// startMetrics listens on [metrics] listen and serves /metrics there until
-// runCtx ends. A listen that fails is logged: the agent serves without.
-func (a *Agent) startMetrics(runCtx context.Context) {
-	addr := a.config().Metrics.Listen
-	if addr == "" {
-		return
-	}
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		a.log.Error("metrics: cannot listen; no /metrics", "listen", addr, "err", err)
-		return
-	}
-	a.log.Info("metrics: serving /metrics", "listen", ln.Addr().String())
-	a.spawn(runCtx, func(ctx context.Context) { a.serveMetrics(ctx, ln) })
+	p.request.WithLabelValues(model, w, transport).Observe(e2e.Seconds())
+	p.invoke.WithLabelValues(model, transport).Observe(invoke.Seconds())
 }

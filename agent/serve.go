@@ -76,14 +76,47 @@ func (a *Agent) inferCommand(ctx context.Context, c mqtt.Command) (any, error) {
 			return nil, badCommand("image is not base64: %v", err)
 		}
 	}
-	if err := checkModelID(req.Model); err != nil {
+	rep, _, err := a.infer(ctx, inferCall{model: req.Model, tensor: input, image: img, top: req.Top, raw: req.Raw,
+		transport: "mqtt", arrived: arrived})
+	if err != nil {
 		return nil, err
 	}
+	return rep, nil
+}
+
+// inferCall is one inference from a transport (MQTT, HTTP): the one
+// pipeline every transport goes through.
+type inferCall struct {
+	model         string
+	tensor, image []byte // exactly one: a raw input tensor, or image bytes
+	top           int    // 0: 5
+	raw           bool
+	transport     string // the metrics' transport label: mqtt, http
+	arrived       time.Time
+}
+
+// infer checks, decodes and runs one request, and records it; the result
+// carries every output's bytes for adapters that need them (res.Raw is
+// output 0's, res.Outputs every output of a non-classifier).
+func (a *Agent) infer(ctx context.Context, q inferCall) (InferReply, infer.Result, error) {
+	arrived := q.arrived
+	if arrived.IsZero() {
+		arrived = time.Now()
+	}
+	req := struct {
+		Model string
+		Top   int
+		Raw   bool
+	}{q.model, q.top, q.raw}
+	input, img := q.tensor, q.image
+	if err := checkModelID(req.Model); err != nil {
+		return InferReply{}, infer.Result{}, err
+	}
 	if (len(input) == 0) == (len(img) == 0) {
-		return nil, badCommand("give exactly one of input (raw tensor) or image")
+		return InferReply{}, infer.Result{}, badCommand("give exactly one of input (raw tensor) or image")
 	}
 	if req.Top < 0 || req.Top > 100 {
-		return nil, badCommand("top must be 0..100")
+		return InferReply{}, infer.Result{}, badCommand("top must be 0..100")
 	}
 	if req.Top == 0 {
 		req.Top = 5
@@ -94,7 +127,7 @@ func (a *Agent) inferCommand(ctx context.Context, c mqtt.Command) (any, error) {
 		// request is answered (an escalation resizes it again).
 		d, err := a.decodes.Decode(ctx, img, a.config().Infer.MaxImagePixels)
 		if err != nil {
-			return nil, err
+			return InferReply{}, infer.Result{}, err
 		}
 		defer d.Release()
 		r.Image = d.Image
@@ -103,7 +136,7 @@ func (a *Agent) inferCommand(ctx context.Context, c mqtt.Command) (any, error) {
 	l, err := a.pool.Acquire(ctx, model)
 	if err != nil {
 		a.noteLoad(model, err)
-		return nil, a.modelError(model, err)
+		return InferReply{}, infer.Result{}, a.modelError(model, err)
 	}
 	defer l.Release()
 	if !l.Warm {
@@ -120,7 +153,7 @@ func (a *Agent) inferCommand(ctx context.Context, c mqtt.Command) (any, error) {
 	version := l.Version() // the old one's, for a request leased before a swap
 	a.noteOutcome(model, version, err != nil)
 	if err != nil {
-		return nil, err
+		return InferReply{}, infer.Result{}, err
 	}
 	a.recordParity(model, version, img, input, res)
 	warm, answered, escalated := l.Warm, model, ""
@@ -133,7 +166,7 @@ func (a *Agent) inferCommand(ctx context.Context, c mqtt.Command) (any, error) {
 				pres, ok, pwarm, err := a.escalate(ctx, f, r)
 				switch {
 				case err != nil:
-					return nil, err
+					return InferReply{}, infer.Result{}, err
 				case ok:
 					res, answered, warm, escalated = pres, precise, pwarm, "escalated: "+why
 				default:
@@ -158,7 +191,7 @@ func (a *Agent) inferCommand(ctx context.Context, c mqtt.Command) (any, error) {
 	if answered != model {
 		answeredBy = "" // the precise variant's lease, not this one
 	}
-	a.observeRequest(answered, answeredBy, warm, first, time.Since(arrived), res.Invoke)
+	a.observeRequest(answered, answeredBy, warm, first, q.transport, time.Since(arrived), res.Invoke)
 	rep := InferReply{Model: answered, Warm: warm, InvokeMs: ms(res.Invoke), Top: res.Top, Outputs: res.Outputs,
 		Detections: res.Detections, Keypoints: res.Keypoints, Escalated: escalated}
 	if family != "" {
@@ -167,7 +200,7 @@ func (a *Agent) inferCommand(ctx context.Context, c mqtt.Command) (any, error) {
 	if req.Raw {
 		rep.Output, rep.Tensor = res.Raw, &res.Output
 	}
-	return rep, nil
+	return rep, res, nil
 }
 
 // route resolves a family id to the variant that answers now: the precise
@@ -228,9 +261,9 @@ func (a *Agent) firstRequest(model string, warm bool) bool {
 
 // observeRequest records an answered request's latencies (MQTT metrics
 // and status, and Prometheus when it is on).
-func (a *Agent) observeRequest(model, version string, warm, first bool, e2e, invoke time.Duration) {
+func (a *Agent) observeRequest(model, version string, warm, first bool, transport string, e2e, invoke time.Duration) {
 	a.lat.observe(model, version, warm, first, e2e, invoke)
 	if p := a.prom; p != nil {
-		p.observe(model, warm, e2e, invoke)
+		p.observe(model, warm, transport, e2e, invoke)
 	}
 }

@@ -46,7 +46,7 @@ func (a *Agent) Start(ctx context.Context) error {
 	total := a.report.Timings.Total
 	a.spawn(runCtx, func(context.Context) { a.recordStart(total) })
 	if a.prom != nil { // after the report's last write: its gauges read it
-		a.startMetrics(runCtx)
+		a.startHTTP(runCtx)
 	}
 	return nil
 }

@@ -53,8 +53,8 @@ func Run(ctx context.Context, o Options) (Report, error) {
 	if o.Models == "" {
 		o.Models = filepath.Join("..", "shared", "models")
 	}
-	if _, err := os.Stat(filepath.Join(o.Models, "mobilenet_v2_1.0_224_quant.tflite")); err != nil {
-		return Report{}, fmt.Errorf("bench: shared models not found in %s (use --models): %w", o.Models, err)
+	if err := checkInputs(o.Models, o.Quick); err != nil {
+		return Report{}, err
 	}
 	if o.Reps <= 0 {
 		o.Reps = 5

@@ -27,6 +27,9 @@ var subcommands = map[string]func(ctx context.Context, args []string, stdout, st
 // usageError is a bad command line: exit status 2.
 type usageError struct{ error }
 
+// Unwrap lets errors.Is see flag.ErrHelp (-h answers 0, not 2).
+func (e usageError) Unwrap() error { return e.error }
+
 func flags(name string, stderr io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet("edge-agent-bench "+name, flag.ContinueOnError)
 	fs.SetOutput(stderr)

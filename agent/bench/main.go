@@ -12,9 +12,30 @@ import (
 	"github.com/edge-agent/edge-agent/agent"
 )
 
+const usage = `edge-agent-bench — the agent beside the naive baseline, written as a report
+
+Usage:
+  edge-agent-bench [--out DIR] [--models DIR] [--reps N] [--quick]   the full run (many minutes)
+  edge-agent-bench replay --trace FILE --models DIR [--budget B] [--policy P] [--json] [--simulate]
+  edge-agent-bench trace --models DIR [--shape S] [--seed N] [--out FILE]
+  edge-agent-bench zoo --out DIR [--models SHARED] [--quick]
+  edge-agent-bench help | -h | --help                                this text
+
+Each subcommand takes -h for its flags.
+`
+
+func isHelp(s string) bool { return s == "help" || s == "-h" || s == "--help" || s == "-help" }
+
 // Main is `edge-agent-bench [--out DIR] [--models DIR] [--reps N]
 // [--quick] [--doc FILE]`, or one of its subcommands: `replay`, `trace`, `zoo`.
 func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && isHelp(args[0]) {
+		fmt.Fprint(stdout, usage)
+		return 0
+	}
+	if len(args) > 1 && isHelp(args[1]) && subcommands[args[0]] != nil {
+		args = []string{args[0], "-h"} // `replay help`: its flags, no work
+	}
 	if len(args) > 0 {
 		if cmd, ok := subcommands[args[0]]; ok {
 			err := cmd(ctx, args[1:], stdout, stderr)
@@ -43,6 +64,15 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		if err == flag.ErrHelp {
 			return 0
 		}
+		return 2
+	}
+	if fs.NArg() != 0 {
+		// Anything else is a mistake: a whole run takes many minutes.
+		fmt.Fprintf(stderr, "edge-agent-bench: unknown subcommand or argument %q\n%s", fs.Arg(0), usage)
+		return 2
+	}
+	if err := checkInputs(*models, *quick); err != nil {
+		fmt.Fprintf(stderr, "edge-agent-bench: %v\n", err)
 		return 2
 	}
 	log := slog.New(slog.NewTextHandler(stderr, nil))
