@@ -93,9 +93,10 @@ func replayCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if *asJSON {
 		return json.NewEncoder(stdout).Encode(res)
 	}
-	fmt.Fprintf(stdout, "policy %s, budget %.1f MiB%s: %d requests, %d hits, %d cold starts paying %.1f ms, %d evictions, %d pre-warms (%.1f ms), %.3g byte·s; latency p50 %.2f p95 %.2f p99 %.2f ms; the best fixed warm set would pay %.1f ms\n",
+	fmt.Fprintf(stdout, "policy %s, budget %.1f MiB%s: %d requests, %d hits, %d cold starts paying %.1f ms; %d background loads (%.1f ms, %d wasted, %.2f CPU-s, %.1f J); total load work %.1f ms; %d evictions, %.3g byte·s; latency p50 %.2f p95 %.2f p99 %.2f ms; the best fixed warm set would pay %.1f ms\n",
 		res.Policy, float64(res.Budget)/(1<<20), map[bool]string{true: " (simulated)"}[res.Simulated], res.Requests, res.Hits, res.ColdStarts, res.ColdMs,
-		res.Evictions, res.Prewarms, res.PrewarmMs, res.ByteSeconds, res.P50Ms, res.P95Ms, res.P99Ms, res.CeilingMs)
+		res.BackgroundLoads, res.BackgroundMs, res.BackgroundWasted, res.BackgroundCPUSeconds, res.BackgroundJoules, res.TotalLoadMs,
+		res.Evictions, res.ByteSeconds, res.P50Ms, res.P95Ms, res.P99Ms, res.BestFixedSetMs)
 	return nil
 }
 
