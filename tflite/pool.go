@@ -36,6 +36,10 @@ type PoolOptions struct {
 	Policy Policy
 	// HalfLife of the demand estimate; 0 means 10 minutes.
 	HalfLife time.Duration
+	// RewarmsPerHour bounds the background loads PrewarmDue makes (the
+	// energy policy's allowance; SetRewarmsPerHour changes it): at most a
+	// tenth of an hour's worth at once. 0 means no bound; < 0 none at all.
+	RewarmsPerHour float64
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 	// Logger; nil discards.
@@ -146,6 +150,7 @@ type Pool struct {
 	lastDemand  time.Time // the latest request (Acquire)
 	misses      float64   // requests that loaded, decayed with HalfLife, at missesAt
 	missesAt    time.Time
+	rewarms     allowance // PrewarmDue's loads against RewarmsPerHour
 	stats       Stats
 	closed      bool
 	events      []func() // callbacks to run once mu is released
