@@ -240,12 +240,13 @@ func traceImportCmd(_ context.Context, args []string, stdout, stderr io.Writer) 
 	return writeTo(*out, stdout, func(w io.Writer) error { return WriteTrace(w, t) })
 }
 
-// zooCmd is `zoo --out DIR [--models SHARED] [--quick]`.
+// zooCmd is `zoo --out DIR [--models SHARED] [--quick] [--seed N]`.
 func zooCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flags("zoo", stderr)
 	out := fs.String("out", "", "folder to fill (required)")
 	shared := fs.String("models", "../shared/models", "the shared models folder")
 	quick := fs.Bool("quick", false, "small generated models only (1–16 MiB)")
+	seed := fs.Int64("seed", 0, "generated models' sizes (±25 %) and weights (0: the fixed sizes)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -253,7 +254,7 @@ func zooCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return usageError{errors.New("--out is required")}
 	}
 	t := time.Now()
-	if err := BuildZoo(*out, *shared, *quick); err != nil {
+	if err := BuildZoo(*out, *shared, *quick, *seed); err != nil {
 		return err
 	}
 	costs, err := zooCosts(ctx, *out, 3, true)

@@ -11,7 +11,7 @@ import (
 )
 
 // Main is `edge-agent-bench [--out DIR] [--models DIR] [--reps N]
-// [--quick]`, or one of its subcommands: `replay`, `trace`, `zoo`.
+// [--quick] [--seed N]`, or one of its subcommands: `replay`, `trace`, `zoo`.
 func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if len(args) > 0 {
 		if cmd, ok := subcommands[args[0]]; ok {
@@ -36,6 +36,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	models := fs.String("models", filepath.Join("..", "shared", "models"), "the shared models folder")
 	reps := fs.Int("reps", 5, "interleaved repetitions of each startup comparison")
 	quick := fs.Bool("quick", false, "a short run (fewer repetitions, smaller models)")
+	seed := fs.Int64("seed", 0, "the policies section's zoo and traces (0: from the clock; the report names it)")
 	if err := fs.Parse(args); err != nil {
 		if err == flag.ErrHelp {
 			return 0
@@ -43,7 +44,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	log := slog.New(slog.NewTextHandler(stderr, nil))
-	r, err := Run(ctx, Options{Out: *out, Models: *models, Reps: *reps, Quick: *quick, Log: log})
+	r, err := Run(ctx, Options{Out: *out, Models: *models, Reps: *reps, Quick: *quick, Seed: *seed, Log: log})
 	if err != nil {
 		fmt.Fprintf(stderr, "edge-agent-bench: %v\n", err)
 		return 1

@@ -21,6 +21,7 @@ import (
 
 // Policies is what the section measured.
 type Policies struct {
+	Seed      int64 // the zoo's and the traces'
 	Models    int
 	Footprint int64
 	Shares    []float64
@@ -61,7 +62,7 @@ var sdCard = Storage{"SD card, 25 MB/s (simulated)", 25e6}
 
 func policies(ctx context.Context, o Options, work string) (Policies, error) {
 	dir := filepath.Join(work, "zoo")
-	if err := BuildZoo(dir, o.Models, o.Quick); err != nil {
+	if err := BuildZoo(dir, o.Models, o.Quick, o.Seed); err != nil {
 		return Policies{}, err
 	}
 	reps := 5
@@ -76,7 +77,7 @@ func policies(ctx context.Context, o Options, work string) (Policies, error) {
 	if err != nil {
 		return Policies{}, err
 	}
-	out := Policies{Models: len(ids), Footprint: footprint(costs), Shares: []float64{.25, .5, .75},
+	out := Policies{Seed: o.Seed, Models: len(ids), Footprint: footprint(costs), Shares: []float64{.25, .5, .75},
 		Storage:  []Storage{{"page cache (this machine)", 0}, sdCard},
 		Cells:    map[string]map[string]map[float64]map[string]ReplayResult{},
 		Requests: map[string]int{}}
@@ -86,7 +87,7 @@ func policies(ctx context.Context, o Options, work string) (Policies, error) {
 	}
 	traces := map[string][]TraceRequest{}
 	for _, shape := range TraceShapes {
-		t, err := GenerateTrace(TraceOptions{Shape: shape, Models: ids, Seed: 1, Duration: dur})
+		t, err := GenerateTrace(TraceOptions{Shape: shape, Models: ids, Seed: o.Seed, Duration: dur})
 		if err != nil {
 			return out, err
 		}
@@ -176,7 +177,7 @@ func writePolicies(b *strings.Builder, p Policies) {
 	if len(p.Cells) == 0 {
 		return
 	}
-	fmt.Fprintf(b, "## Eviction policies on traces\n\n%d models (the shared ones that run on a CPU and generated ones of 1–256 MiB) holding %.0f MiB warm in all; traces from `edge-agent-bench trace` (seed 1): ", p.Models, float64(p.Footprint)/(1<<20))
+	fmt.Fprintf(b, "## Eviction policies on traces\n\n%d models (the shared ones that run on a CPU and generated ones of 1–256 MiB) holding %.0f MiB warm in all (`edge-agent-bench zoo --seed %d`); traces from `edge-agent-bench trace --seed %d`: ", p.Models, float64(p.Footprint)/(1<<20), p.Seed, p.Seed)
 	var shapes []string
 	for _, s := range TraceShapes {
 		shapes = append(shapes, fmt.Sprintf("%s %d requests", s, p.Requests[s]))
