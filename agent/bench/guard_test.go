@@ -82,3 +82,36 @@ func TestDefaultPolicyBeatsLRUOnBothAxes(t *testing.T) {
 		}
 	}
 }
+
+// A simulated warm request that invokes while a background load runs
+// shares the cores with it: the time it loses is counted (contention_ms)
+// as part of the cold time requests paid. (The diurnal trace of seed 4 at
+// three quarters of the footprint has the default rewarm a few models
+// while others are served warm.)
+func TestReplayCountsContention(t *testing.T) {
+	dir, costs := guardCosts(t)
+	ids := slices.Sorted(maps.Keys(costs))
+	var fp int64
+	for _, c := range costs {
+		fp += c.Footprint()
+	}
+	tr, err := bench.GenerateTrace(bench.TraceOptions{Shape: "diurnal", Models: ids, Seed: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	run := func(cores int) bench.ReplayResult {
+		r, err := bench.Replay(context.Background(), bench.ReplayOptions{Trace: tr, Models: dir, Budget: int64(.75 * float64(fp)), Simulate: true, Costs: costs, Cores: cores})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	two, four := run(2), run(4)
+	if two.BackgroundLoads == 0 || two.ContentionMs <= 0 || two.ContentionMs > two.ColdMs {
+		t.Fatalf("2 cores: %d background loads, contention %.1f ms of %.1f ms cold", two.BackgroundLoads, two.ContentionMs, two.ColdMs)
+	}
+	// On 4 cores the load and a 2-thread invoke do not meet.
+	if four.ContentionMs != 0 || four.ColdMs != two.ColdMs-two.ContentionMs {
+		t.Fatalf("4 cores: contention %.1f ms, cold %.1f ms; want none, and 2 cores' cold time less its contention (%.1f)", four.ContentionMs, four.ColdMs, two.ColdMs-two.ContentionMs)
+	}
+}

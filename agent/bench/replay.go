@@ -36,6 +36,11 @@ type ReplayOptions struct {
 	Tick time.Duration
 	// Costs are the zoo's measured costs (zooCosts); nil measures them.
 	Costs map[string]Cost
+	// Cores is the simulated board's CPU cores (0 means 2): a background
+	// load occupies one of them, and a warm request invoking meanwhile on
+	// the interpreter's threads shares them (see ContentionMs). Simulate
+	// only.
+	Cores int
 	// KeepPageCache leaves the zoo's page cache as it is. Otherwise a
 	// real replay first has it hold each model in 2 MiB folios, as the
 	// agent does (huge_pages), so every replay starts from the same state.
@@ -56,8 +61,11 @@ type ReplayResult struct {
 	ColdStarts int     `json:"cold_starts"`
 	// ColdMs is the cold time requests paid: a cold request's latency
 	// over its model's steady invoke (per_model's steady_ms).
-	ColdMs    float64 `json:"cold_ms"`
-	Evictions uint64  `json:"evictions"`
+	ColdMs float64 `json:"cold_ms"`
+	// ContentionMs (simulated only; part of cold_ms) is what warm requests
+	// lost sharing the CPU with a background load running at the time.
+	ContentionMs float64 `json:"contention_ms"`
+	Evictions    uint64  `json:"evictions"`
 	// BackgroundLoads are the loads the policy made on its own (pre-warm
 	// windows, rewarms of what a load pushed out), BackgroundMs what they
 	// took, off the requests' path; BackgroundWasted of them were evicted
@@ -218,6 +226,14 @@ func Replay(ctx context.Context, o ReplayOptions) (ReplayResult, error) {
 	// time, so a cold request (or one for the model being prewarmed)
 	// arriving meanwhile waits, and pays the wait as cold time.
 	var slotFree time.Time
+	// bgUntil is when the latest background load ends: a warm invoke
+	// before then shares the cores with it.
+	var bgUntil time.Time
+	cores := o.Cores
+	if cores <= 0 {
+		cores = 2
+	}
+	contention := map[string]float64{} // ms, per model
 	readyAt := map[string]time.Time{}
 	maintain := func(from time.Time) error {
 		pool.Expire()
@@ -233,7 +249,7 @@ func Replay(ctx context.Context, o ReplayOptions) (ReplayResult, error) {
 				resident[paths[id]] = true
 				cold := rep.Stages.Cold()
 				slotFree = laterOf(slotFree, from).Add(cold)
-				readyAt[id] = slotFree
+				readyAt[id], bgUntil = slotFree, slotFree
 				res.BackgroundLoads++
 				res.BackgroundMs += msOf(cold)
 				res.BackgroundCPUSeconds += loadCPU(rep.Stages, threads)
@@ -304,6 +320,14 @@ func Replay(ctx context.Context, o ReplayOptions) (ReplayResult, error) {
 			wait = readyAt[r.Model].Sub(at) // its prewarm is still loading
 		}
 		latency += wait
+		if o.Simulate && l.Warm && wait == 0 && bgUntil.After(at) && threads+1 > cores {
+			// The invoke's threads and the load's one thread on cores:
+			// the overlap runs (threads+1)/cores times slower.
+			overlap := min(bgUntil.Sub(at), c.Steady)
+			extra := time.Duration(float64(overlap) * (float64(threads+1)/float64(cores) - 1))
+			latency += extra
+			contention[r.Model] += msOf(extra)
+		}
 		if !l.Warm {
 			slotFree = at.Add(latency - c.Steady)
 		}
@@ -352,6 +376,8 @@ func Replay(ctx context.Context, o ReplayOptions) (ReplayResult, error) {
 		for _, l := range coldLat[id] {
 			paid.ColdMs += max(l-steady[id], 0)
 		}
+		paid.ColdMs += contention[id]
+		res.ContentionMs += contention[id]
 		res.ColdMs += paid.ColdMs
 		res.PerModel[id] = paid
 	}

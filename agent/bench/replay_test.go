@@ -41,7 +41,7 @@ func TestReplayCommand(t *testing.T) {
 	}
 	n := strings.Count(string(b), "\n") - 1 // the header
 	keys := []string{"requests", "hits", "cold_starts", "cold_ms", "evictions", "byte_seconds", "p50_ms", "p95_ms", "p99_ms", "policy", "budget",
-		"background_loads", "background_ms", "background_wasted", "total_load_ms", "background_cpu_seconds", "background_joules", "load_cpu_seconds", "load_joules", "best_fixed_set_ms"}
+		"background_loads", "background_ms", "background_wasted", "total_load_ms", "background_cpu_seconds", "background_joules", "load_cpu_seconds", "load_joules", "best_fixed_set_ms", "contention_ms"}
 	for _, policy := range tflite.Policies {
 		for _, sim := range []bool{false, true} {
 			args := []string{"replay", "--trace", trace, "--models", zoo, "--budget", "40%", "--policy", policy, "--json"}
