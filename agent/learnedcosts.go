@@ -1,7 +1,7 @@
 package agent
 
 // The pool's learned cold costs (what each model's misses really cost,
-// agent/../tflite/coldcost.go) outlive the process: stored with the
+// tflite/coldcost.go) outlive the process: stored with the
 // calibration they were learned under, handed back at registration, so a
 // restart ranks models by them at once.
 
