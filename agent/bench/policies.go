@@ -161,6 +161,9 @@ func policies(ctx context.Context, o Options, work string) (Policies, error) {
 	return out, nil
 }
 
+// gibHours is byte-seconds in GiB·h.
+func gibHours(byteSeconds float64) float64 { return byteSeconds / (1 << 30) / 3600 }
+
 func budgetShare(costs map[string]Cost, share float64) int64 {
 	return int64(share * float64(footprint(costs)))
 }
@@ -190,11 +193,11 @@ func writePolicies(b *strings.Builder, p Policies) {
 				fmt.Fprintf(b, " %s cold × / total × |", pol)
 			}
 		}
-		fmt.Fprintf(b, " %s background loads (wasted), ms, CPU-s, J | p99 ms LRU → %s | best fixed set |\n|---|---|---|", tflite.DefaultPolicy, tflite.DefaultPolicy)
+		fmt.Fprintf(b, " %s background loads (wasted), ms, CPU-s, J | cold starts LRU → %s | p50 / p99 ms LRU → %s | held GiB·h LRU → %s | best fixed set |\n|---|---|---|", tflite.DefaultPolicy, tflite.DefaultPolicy, tflite.DefaultPolicy, tflite.DefaultPolicy)
 		for range len(tflite.Policies) - 1 {
 			b.WriteString("---|")
 		}
-		b.WriteString("---|---|---|\n")
+		b.WriteString("---|---|---|---|---|\n")
 		for _, shape := range TraceShapes {
 			for _, share := range p.Shares {
 				row := p.Cells[st.Name][shape][share]
@@ -206,8 +209,8 @@ func writePolicies(b *strings.Builder, p Policies) {
 						fmt.Fprintf(b, " %s / %s |", ratio(lru.ColdMs, r.ColdMs), ratio(lru.TotalLoadMs, r.TotalLoadMs))
 					}
 				}
-				fmt.Fprintf(b, " %d (%d), %s, %s, %s | %s → %s | %s |\n", def.BackgroundLoads, def.BackgroundWasted, f2(def.BackgroundMs), f2(def.BackgroundCPUSeconds), f2(def.BackgroundJoules),
-					f2(lru.P99Ms), f2(def.P99Ms), ratio(lru.ColdMs, lru.BestFixedSetMs))
+				fmt.Fprintf(b, " %d (%d), %s, %s, %s | %d → %d | %s / %s → %s / %s | %s → %s | %s |\n", def.BackgroundLoads, def.BackgroundWasted, f2(def.BackgroundMs), f2(def.BackgroundCPUSeconds), f2(def.BackgroundJoules),
+					lru.ColdStarts, def.ColdStarts, f2(lru.P50Ms), f2(lru.P99Ms), f2(def.P50Ms), f2(def.P99Ms), f2(gibHours(lru.ByteSeconds)), f2(gibHours(def.ByteSeconds)), ratio(lru.ColdMs, lru.BestFixedSetMs))
 			}
 		}
 		fmt.Fprintf(b, "\n![cold time saved over LRU, %s](%s)\n\n![total load work saved over LRU, %s](%s)\n\n", st.Name, chartName(i, "cold"), st.Name, chartName(i, "total"))
