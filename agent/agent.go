@@ -253,6 +253,7 @@ func (a *Agent) Close() error {
 		a.localBroker = nil
 	}
 	if a.pool != nil {
+		a.saveLearnedCosts()
 		errs = append(errs, a.pool.Close())
 	}
 	a.drainEvents()

@@ -289,9 +289,11 @@ func (a *Agent) keepAliveLoop(ctx context.Context) {
 		if len(due) == 0 {
 			return
 		}
-		if al := a.config().policy().Allow(a.powerReader().Read(), nil); al.Mode != power.ModeAll && al.Mode != power.ModeTopK {
+		al := a.config().policy().Allow(a.powerReader().Read(), nil)
+		if al.Mode != power.ModeAll && al.Mode != power.ModeTopK {
 			return
 		}
+		a.pool.SetRewarmsPerHour(rewarmsPerHour(al.Mode))
 		for _, id := range due {
 			if ctx.Err() != nil {
 				return
@@ -305,6 +307,21 @@ func (a *Agent) keepAliveLoop(ctx context.Context) {
 			}
 		}
 	})
+}
+
+// Rewarm allowances per hour by the energy policy's mode: on external
+// power the policy's own payoff test decides and this only stops a
+// runaway; on battery a fifth of that (each load is CPU-seconds of charge).
+const (
+	rewarmsPerHourAC      = 60
+	rewarmsPerHourBattery = 12
+)
+
+func rewarmsPerHour(m power.Mode) float64 {
+	if m == power.ModeAll {
+		return rewarmsPerHourAC
+	}
+	return rewarmsPerHourBattery
 }
 
 // kickRewarm runs the keep-alive loop now (never blocks): a request that

@@ -247,7 +247,7 @@ func (a *Agent) modelSpec(st *modelState) tflite.ModelSpec {
 	}
 	stages := tflite.Stages(st.cal.Stages)
 	return tflite.ModelSpec{ID: st.cfg.ID, Path: st.path, Version: st.digest, Pinned: st.cfg.Pinned, Stateful: st.cfg.Stateful, KnownHeap: st.cal.HeapBytes,
-		KnownSteady: st.cal.Stages.Steady, KnownSaved: stages.Saved(),
+		KnownSteady: st.cal.Stages.Steady, KnownSaved: stages.Saved(), KnownMisses: st.cal.LearnedMisses,
 		Interpreter: &tflite.Options{Threads: threads, Delegates: st.chosen}}
 }
 

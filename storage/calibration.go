@@ -1,6 +1,8 @@
 package storage
 
 import (
+	"fmt"
+	"slices"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -55,6 +57,10 @@ type Calibration struct {
 	// says more); it is not retried for the same key.
 	Failed        string `json:"failed,omitempty"`
 	FailedMessage string `json:"failed_message,omitempty"`
+	// LearnedMisses are what the model's latest misses cost over a warm
+	// request (the pool's learned cold cost, oldest first), stored with
+	// the calibration they were learned under so a restart ranks by them.
+	LearnedMisses []time.Duration `json:"learned_misses_ns,omitempty"`
 }
 
 // SourceFleet marks a calibration taken from a twin's fleet record.
@@ -135,6 +141,29 @@ func (s *Store) PutCalibration(id string, cal Calibration) error {
 		v := cal.Validity
 		mr.Calibration = &v
 		return putModelRecord(tx, id, mr)
+	})
+}
+
+// PutLearnedMisses stores what model id's latest misses cost with its
+// calibration under v; without one stored under v it stores nothing
+// (ErrNotFound): learned costs are only valid with the calibration.
+func (s *Store) PutLearnedMisses(id string, v Validity, misses []time.Duration) error {
+	return s.update("store learned costs", func(tx *bolt.Tx) error {
+		calib := tx.Bucket(bucketCalibration)
+		raw := calib.Get(v.key())
+		if raw == nil {
+			return fmt.Errorf("learned costs of %s: %w", id, ErrNotFound)
+		}
+		var cal Calibration
+		if err := decodeJSON(raw, &cal); err != nil {
+			return err
+		}
+		cal.LearnedMisses = slices.Clone(misses)
+		val, err := encodeJSON(cal)
+		if err != nil {
+			return err
+		}
+		return calib.Put(v.key(), val)
 	})
 }
 

@@ -13,4 +13,6 @@ var (
 	ErrCorrupt = errors.New("state file is corrupt")
 	// ErrClosed: the store was closed.
 	ErrClosed = errors.New("store is closed")
+	// ErrNotFound: the record a change needs is not stored.
+	ErrNotFound = errors.New("not stored")
 )

@@ -31,6 +31,16 @@ func (r *durations) add(d time.Duration) {
 	r.n++
 }
 
+// samples are the kept durations, oldest first.
+func (r *durations) samples() []time.Duration {
+	k := min(r.n, costSamples)
+	out := make([]time.Duration, 0, k)
+	for i := r.n - k; i < r.n; i++ {
+		out = append(out, r.v[i%costSamples])
+	}
+	return out
+}
+
 // median is the median of the kept durations and prior (when > 0); ok is
 // false when there is neither.
 func (r *durations) median(prior time.Duration) (m time.Duration, ok bool) {

@@ -113,6 +113,7 @@ func (p *Pool) victimLocked(except *entry, skip map[*entry]bool) (victim *entry,
 func (p *Pool) useLocked(e *entry, now time.Time) *Use {
 	u := &e.use
 	u.ID, u.Bytes, u.Cold, u.LastUsed, u.LastRequest, u.Now = e.spec.ID, e.bytes, e.cold, e.lastUsed, e.demandAt, now
+	u.Load = e.cold + e.costs.steadyOr(e.spec.KnownSteady)
 	u.Demand = e.demand * p.decay(now.Sub(e.demandAt))
 	return u
 }
@@ -137,6 +138,9 @@ func (p *Pool) noteDemandLocked(e *entry) {
 func (p *Pool) evictLocked(e *entry, reason string) {
 	if reason == "budget" {
 		p.opts.Policy.Evicted(p.useLocked(e, p.opts.Now()))
+	}
+	if o, ok := p.opts.Policy.(RewarmObserver); ok {
+		o.Dropped(p.useLocked(e, p.opts.Now()))
 	}
 
 	freed := e.bytes
@@ -371,14 +375,28 @@ func (p *Pool) PrewarmDue(ctx context.Context, id string) (rep LoadReport, loade
 		p.mu.Unlock()
 		return LoadReport{}, false, nil
 	}
+	if !p.rewarms.take(now, p.opts.RewarmsPerHour) {
+		p.mu.Unlock()
+		return LoadReport{}, false, nil // the hour's allowance is spent: tried again later
+	}
 	e.prewarmedAt = p.opts.Now()
 	p.mu.Unlock()
 	// Only this call's own load is a guess: a request's load it waits
 	// behind keeps a request's claim on the room.
 	rep, loaded, err = p.prewarm(ctx, id, true)
 	if errors.Is(err, ErrOverBudget) {
+		p.mu.Lock()
+		p.rewarms.giveBack(p.opts.RewarmsPerHour)
+		p.mu.Unlock()
 		return LoadReport{}, false, nil // no room worth taking, or bigger than the budget
 	}
+	p.mu.Lock()
+	if !loaded {
+		p.rewarms.giveBack(p.opts.RewarmsPerHour)
+	} else if o, ok := p.opts.Policy.(RewarmObserver); ok && e.model != nil {
+		o.Rewarmed(p.useLocked(e, p.opts.Now()))
+	}
+	p.mu.Unlock()
 
 	return rep, loaded, err
 }

@@ -27,6 +27,15 @@ type Policy interface {
 	Window(u *Use) Window
 }
 
+// RewarmObserver is a Policy that learns from its rewarms' outcomes: the
+// pool tells it when a background load warmed a model (Rewarmed) and when
+// a model left memory for any reason (Dropped). A rewarmed model dropped
+// before its next request (Requested) was a wasted load.
+type RewarmObserver interface {
+	Rewarmed(u *Use)
+	Dropped(u *Use)
+}
+
 // Window is when a model should be warm, counted from its last request.
 type Window struct {
 	// KeepAlive: an idle model is freed this long after its last request;
@@ -43,10 +52,13 @@ type Window struct {
 
 // Use is what the pool knows of one model's use, as a Policy sees it.
 type Use struct {
-	ID       string
-	Bytes    int64         // held now (0 when cold)
-	Cold     time.Duration // what the next cold start is expected to cost
-	LastUsed time.Time     // the latest request, release or load
+	ID    string
+	Bytes int64         // held now (0 when cold)
+	Cold  time.Duration // what the next cold start is expected to cost
+	// Load is what a background load of it is expected to take: the cold
+	// start and the warm-up invoke, spent whether or not a request comes.
+	Load     time.Duration
+	LastUsed time.Time // the latest request, release or load
 	// LastRequest is the latest request (zero when never requested).
 	LastRequest time.Time
 	Now         time.Time
@@ -64,6 +76,10 @@ type PolicyOptions struct {
 	// MinSamples is how many idle times "histogram" needs before it trusts
 	// a model's distribution; 0 means 5.
 	MinSamples int
+	// LatencyWeight is how many milliseconds of background load one
+	// millisecond of a request's cold time is worth to "histogram" when it
+	// weighs a rewarm (see rewarmPays); 0 means 2.
+	LatencyWeight float64
 }
 
 // Policies are the names NewPolicy takes, the default first.
@@ -82,8 +98,9 @@ const DefaultPolicy = "histogram"
 //     evicted priority, so popularity that stopped ages out.
 //   - histogram: GDSF order, plus a keep-alive and pre-warm window per
 //     model from its idle-time distribution ("Serverless in the Wild",
-//     ATC'20), and rewarms of evicted models still expected; models too
-//     new to trust keep TTL and are not rewarmed.
+//     ATC'20), and rewarms of evicted models only where one is expected to
+//     pay (see rewarmPays); models too new to trust keep TTL and are not
+//     rewarmed.
 func NewPolicy(name string, o PolicyOptions) (Policy, error) {
 	switch {
 	case o.TTL == 0:
@@ -93,6 +110,9 @@ func NewPolicy(name string, o PolicyOptions) (Policy, error) {
 	}
 	if o.MinSamples <= 0 {
 		o.MinSamples = 5
+	}
+	if o.LatencyWeight <= 0 {
+		o.LatencyWeight = 2
 	}
 	switch name {
 	case "", DefaultPolicy:
@@ -188,11 +208,15 @@ type histogramPolicy struct {
 	clock float64
 }
 
-// histState is a model's idle-time histogram.
+// histState is a model's idle-time histogram and its rewarms' outcomes.
 type histState struct {
 	last  time.Time // the latest request
 	clock float64
 	idle  idleHistogram
+	// rewarms the pool made of this model, and how many of them a request
+	// used before the model left again; pending: the latest is unused yet.
+	rewarms, rewarmHits int
+	pending             bool
 }
 
 func (*histogramPolicy) Name() string { return "histogram" }
@@ -208,6 +232,10 @@ func (p *histogramPolicy) state(u *Use) *histState {
 
 func (p *histogramPolicy) Requested(u *Use) {
 	s := p.state(u)
+	if s.pending {
+		s.rewarmHits++
+		s.pending = false
+	}
 	if !s.last.IsZero() {
 		s.idle.add(u.Now.Sub(s.last))
 	}
@@ -228,6 +256,36 @@ func (p *histogramPolicy) Evicted(u *Use) {
 	}
 }
 
+// Rewarmed notes a background load of u's model.
+func (p *histogramPolicy) Rewarmed(u *Use) {
+	s := p.state(u)
+	s.rewarms++
+	s.pending = true
+}
+
+// Dropped notes that u's model left memory: a pending rewarm was wasted.
+func (p *histogramPolicy) Dropped(u *Use) { p.state(u).pending = false }
+
+// rewarmPays says whether rewarming u's model is expected to pay: P(a
+// request comes inside the keep-alive) × P(it comes before the model is
+// evicted again) × the cold time that request would pay, weighted by
+// LatencyWeight, against the load it costs. The first factor is the
+// share of the model's idle times within keep; the second is the hit rate
+// of its own rewarms so far (a rewarm dropped before any request is
+// waste), starting from one hit in one: a model is rewarmed until its
+// rewarms are seen wasted. A rewarm costs a whole load and a hit saves at
+// most the cold start a request would have paid, so unweighted no rewarm
+// ever pays in load work: the weight says how much more a millisecond on
+// a request's path is worth than one off it.
+func (p *histogramPolicy) rewarmPays(u *Use, s *histState, keep time.Duration) bool {
+	within := 1.0
+	if keep > 0 {
+		within = s.idle.cdf(keep)
+	}
+	hit := (float64(s.rewarmHits) + 1) / (float64(s.rewarms) + 1)
+	return within*hit*p.o.LatencyWeight*u.Cold.Seconds() > u.Load.Seconds()
+}
+
 func (p *histogramPolicy) Window(u *Use) Window {
 	s := p.state(u)
 	if s.idle.n < p.o.MinSamples {
@@ -243,7 +301,7 @@ func (p *histogramPolicy) Window(u *Use) Window {
 	// only when that is short against the model's usual idle time (on an
 	// SD card a large model's reload takes seconds, and requests for
 	// other models would wait behind it).
-	w.Rewarm = u.Cold <= s.idle.quantile(0.5, true)/4
+	w.Rewarm = u.Cold <= s.idle.quantile(0.5, true)/4 && p.rewarmPays(u, s, w.KeepAlive)
 	if w.Prewarm < minPrewarmGap || w.Prewarm < p99/2 {
 		// Too short a gap to be worth freeing and reloading, or idle times
 		// too spread (a random, not a timed, caller): the model stays warm
@@ -281,6 +339,21 @@ func (h *idleHistogram) add(d time.Duration) {
 	}
 	h.bins[i]++
 	h.n++
+}
+
+// cdf is the share of idle times in the bins wholly below d.
+func (h *idleHistogram) cdf(d time.Duration) float64 {
+	if h.n == 0 {
+		return 0
+	}
+	seen := 0
+	for i, c := range h.bins {
+		if idleEdge(i+1) > d {
+			break
+		}
+		seen += int(c)
+	}
+	return float64(seen) / float64(h.n)
 }
 
 // quantile is the upper (or lower) edge of the bin holding quantile q.

@@ -36,6 +36,10 @@ type PoolOptions struct {
 	Policy Policy
 	// HalfLife of the demand estimate; 0 means 10 minutes.
 	HalfLife time.Duration
+	// RewarmsPerHour bounds the background loads PrewarmDue makes (the
+	// energy policy's allowance; SetRewarmsPerHour changes it): at most a
+	// tenth of an hour's worth at once. 0 means no bound; < 0 none at all.
+	RewarmsPerHour float64
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 	// Logger; nil discards.
@@ -78,6 +82,10 @@ type ModelSpec struct {
 	// time a warm interpreter saves (the eviction value when a load skipped
 	// stages).
 	KnownSteady, KnownSaved time.Duration
+	// KnownMisses are what the model's latest misses cost over a warm
+	// request, as LearnedCosts returned them before a restart: the pool
+	// ranks by them at once instead of relearning them.
+	KnownMisses []time.Duration
 }
 
 // LoadEvent reports one interpreter warmed by the pool.
@@ -153,6 +161,7 @@ type Pool struct {
 	lastDemand  time.Time // the latest request (Acquire)
 	misses      float64   // requests that loaded, decayed with HalfLife, at missesAt
 	missesAt    time.Time
+	rewarms     allowance // PrewarmDue's loads against RewarmsPerHour
 	stats       Stats
 	closed      bool
 	events      []func() // callbacks to run once mu is released
@@ -306,7 +315,28 @@ func (p *Pool) newEntry(s ModelSpec) (*entry, error) {
 	if s.Interpreter != nil {
 		e.opts = *s.Interpreter
 	}
+	if len(s.KnownMisses) > 0 {
+		for _, d := range s.KnownMisses {
+			e.costs.saved.add(d)
+		}
+		e.estimateCold(s.KnownSaved)
+	}
 	return e, nil
+}
+
+// LearnedCosts are what each model's latest misses cost over a warm
+// request (oldest first; models with none are left out): persist them
+// with the calibration and pass them back as ModelSpec.KnownMisses.
+func (p *Pool) LearnedCosts() map[string][]time.Duration {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := map[string][]time.Duration{}
+	for id, e := range p.entries {
+		if v := e.costs.saved.samples(); len(v) > 0 {
+			out[id] = v
+		}
+	}
+	return out
 }
 
 // Replace registers s in place of the model with the same id at once: new

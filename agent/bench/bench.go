@@ -26,6 +26,11 @@ type Options struct {
 	Reps int
 	// Quick shrinks every section (for tests): fewer reps, smaller models.
 	Quick bool
+	// Seed makes the policies section's zoo (generated models' sizes and
+	// weights) and traces; 0 picks one from the clock, so every run is a
+	// problem the policies were not tuned on. The report names it: pass it
+	// again to repeat a run.
+	Seed int64
 	// Log receives progress; nil discards.
 	Log *slog.Logger
 }
@@ -65,6 +70,10 @@ func Run(ctx context.Context, o Options) (Report, error) {
 	if o.Log == nil {
 		o.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
+	if o.Seed == 0 {
+		o.Seed = 1 + time.Now().UnixNano()%1_000_000
+	}
+	o.Log.Info("bench: seed", "seed", o.Seed)
 	if err := os.MkdirAll(o.Out, 0o755); err != nil {
 		return Report{}, err
 	}

@@ -96,9 +96,10 @@ func replayCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if *asJSON {
 		return json.NewEncoder(stdout).Encode(res)
 	}
-	fmt.Fprintf(stdout, "policy %s, budget %.1f MiB%s: %d requests, %d hits, %d cold starts paying %.1f ms, %d evictions, %d pre-warms (%.1f ms), %.3g byte·s; latency p50 %.2f p95 %.2f p99 %.2f ms; the best fixed warm set would pay %.1f ms\n",
+	fmt.Fprintf(stdout, "policy %s, budget %.1f MiB%s: %d requests, %d hits, %d cold starts paying %.1f ms; %d background loads (%.1f ms, %d wasted, %.2f CPU-s, %.1f J); total load work %.1f ms; %d evictions, %.3g byte·s; latency p50 %.2f p95 %.2f p99 %.2f ms; the best fixed warm set would pay %.1f ms\n",
 		res.Policy, float64(res.Budget)/(1<<20), map[bool]string{true: " (simulated)"}[res.Simulated], res.Requests, res.Hits, res.ColdStarts, res.ColdMs,
-		res.Evictions, res.Prewarms, res.PrewarmMs, res.ByteSeconds, res.P50Ms, res.P95Ms, res.P99Ms, res.CeilingMs)
+		res.BackgroundLoads, res.BackgroundMs, res.BackgroundWasted, res.BackgroundCPUSeconds, res.BackgroundJoules, res.TotalLoadMs,
+		res.Evictions, res.ByteSeconds, res.P50Ms, res.P95Ms, res.P99Ms, res.BestFixedSetMs)
 	return nil
 }
 
@@ -126,13 +127,23 @@ func footprint(costs map[string]Cost) int64 {
 	return sum
 }
 
-// traceCmd is `trace --shape S --models DIR [--seed N] [--duration D]
-// [--mean D] [--out FILE]`.
-func traceCmd(_ context.Context, args []string, stdout, stderr io.Writer) error {
+// traceCmd is `trace --shape S --models DIR [--seed N] [--zipf S]
+// [--duration D] [--mean D] [--out FILE]`, or `trace azure …` and
+// `trace import …` (azure.go's format).
+func traceCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 {
+		switch args[0] {
+		case "azure":
+			return traceAzureCmd(ctx, args[1:], stdout, stderr)
+		case "import":
+			return traceImportCmd(ctx, args[1:], stdout, stderr)
+		}
+	}
 	fs := flags("trace", stderr)
 	shape := fs.String("shape", "heavy", "trace shape: "+strings.Join(TraceShapes, ", "))
 	models := fs.String("models", "", "the models folder whose ids the trace uses (required)")
 	seed := fs.Int64("seed", 1, "random seed (the same seed gives the same trace)")
+	zipf := fs.Float64("zipf", 1.1, "popularity exponent (Zipf s > 0)")
 	dur := fs.Duration("duration", 0, "trace length (0: the shape's default)")
 	mean := fs.Duration("mean", 0, "mean time between requests (0: the shape's default)")
 	out := fs.String("out", "-", "file to write, - for stdout")
@@ -146,30 +157,99 @@ func traceCmd(_ context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
-	t, err := GenerateTrace(TraceOptions{Shape: *shape, Models: ids, Seed: *seed, Duration: *dur, Mean: *mean})
+	if *zipf <= 0 {
+		return usageError{fmt.Errorf("--zipf %v: want > 0", *zipf)}
+	}
+	t, err := GenerateTrace(TraceOptions{Shape: *shape, Models: ids, Seed: *seed, Duration: *dur, Mean: *mean, Zipf: *zipf})
 	if err != nil {
 		return usageError{err}
 	}
-	if *out == "-" {
-		return WriteTrace(stdout, t)
+	return writeTo(*out, stdout, func(w io.Writer) error { return WriteTrace(w, t) })
+}
+
+// writeTo writes to the file out, or to stdout for "-".
+func writeTo(out string, stdout io.Writer, write func(io.Writer) error) error {
+	if out == "-" {
+		return write(stdout)
 	}
-	f, err := os.Create(*out)
+	f, err := os.Create(out)
 	if err != nil {
 		return err
 	}
-	if err := WriteTrace(f, t); err != nil {
+	if err := write(f); err != nil {
 		_ = f.Close()
 		return err
 	}
 	return f.Close()
 }
 
-// zooCmd is `zoo --out DIR [--models SHARED] [--quick]`.
+// traceAzureCmd is `trace azure [--functions N] [--minutes M] [--seed N]
+// [--zipf S] [--per-minute R] [--out FILE]`: a per-minute invocation file
+// in the Azure Functions 2019 format.
+func traceAzureCmd(_ context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flags("trace azure", stderr)
+	n := fs.Int("functions", 40, "functions (rows)")
+	minutes := fs.Int("minutes", 1440, "minutes (columns)")
+	seed := fs.Int64("seed", 1, "random seed (the same seed gives the same file)")
+	zipf := fs.Float64("zipf", 1.1, "popularity exponent over the functions (Zipf s > 0)")
+	rate := fs.Float64("per-minute", 30, "mean invocations per minute, all functions together")
+	out := fs.String("out", "-", "file to write, - for stdout")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *n <= 0 || *minutes <= 0 || *zipf <= 0 || *rate <= 0 {
+		return usageError{errors.New("--functions, --minutes, --zipf and --per-minute must be > 0")}
+	}
+	fns := GenerateAzure(AzureOptions{Functions: *n, Minutes: *minutes, Seed: *seed, Zipf: *zipf, PerMinute: *rate})
+	return writeTo(*out, stdout, func(w io.Writer) error { return WriteAzure(w, fns) })
+}
+
+// traceImportCmd is `trace import --azure FILE --models DIR [--functions N]
+// [--seed N] [--out FILE]`: the N most invoked functions of a per-minute
+// file as a request trace over the folder's models.
+func traceImportCmd(_ context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flags("trace import", stderr)
+	in := fs.String("azure", "", "an Azure Functions 2019 per-minute invocation file (required)")
+	models := fs.String("models", "", "the models folder the functions map onto (required)")
+	n := fs.Int("functions", 0, "functions to take, the most invoked first (0: one per model)")
+	seed := fs.Int64("seed", 1, "random seed: which model each function becomes, where in its minute each request falls")
+	out := fs.String("out", "-", "file to write, - for stdout")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *in == "" || *models == "" {
+		return usageError{errors.New("--azure and --models are required")}
+	}
+	if *n < 0 {
+		return usageError{fmt.Errorf("--functions %d: want ≥ 0", *n)}
+	}
+	ids, _, err := zooModels(*models)
+	if err != nil {
+		return err
+	}
+	f, err := os.Open(*in)
+	if err != nil {
+		return err
+	}
+	fns, err := ReadAzure(f)
+	_ = f.Close()
+	if err != nil {
+		return fmt.Errorf("%s: %w", *in, err)
+	}
+	t, err := ImportAzure(fns, ImportOptions{Models: ids, Functions: *n, Seed: *seed})
+	if err != nil {
+		return fmt.Errorf("%s: %w", *in, err)
+	}
+	return writeTo(*out, stdout, func(w io.Writer) error { return WriteTrace(w, t) })
+}
+
+// zooCmd is `zoo --out DIR [--models SHARED] [--quick] [--seed N]`.
 func zooCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flags("zoo", stderr)
 	out := fs.String("out", "", "folder to fill (required)")
 	shared := fs.String("models", "../shared/models", "the shared models folder")
 	quick := fs.Bool("quick", false, "small generated models only (1–16 MiB)")
+	seed := fs.Int64("seed", 0, "generated models' sizes (±25 %) and weights (0: the fixed sizes)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -177,7 +257,7 @@ func zooCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return usageError{errors.New("--out is required")}
 	}
 	t := time.Now()
-	if err := BuildZoo(*out, *shared, *quick); err != nil {
+	if err := BuildZoo(*out, *shared, *quick, *seed); err != nil {
 		return err
 	}
 	costs, err := zooCosts(ctx, *out, 3, true)

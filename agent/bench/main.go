@@ -18,6 +18,8 @@ Usage:
   edge-agent-bench [--out DIR] [--models DIR] [--reps N] [--quick]   the full run (many minutes)
   edge-agent-bench replay --trace FILE --models DIR [--budget B] [--policy P] [--json] [--simulate]
   edge-agent-bench trace --models DIR [--shape S] [--seed N] [--out FILE]
+  edge-agent-bench trace azure [--seed N] [--zipf S] [--out FILE]      an Azure Functions per-minute file
+  edge-agent-bench trace import --azure FILE --models DIR [--seed N] [--out FILE]
   edge-agent-bench zoo --out DIR [--models SHARED] [--quick]
   edge-agent-bench help | -h | --help                                this text
 
@@ -27,7 +29,7 @@ Each subcommand takes -h for its flags.
 func isHelp(s string) bool { return s == "help" || s == "-h" || s == "--help" || s == "-help" }
 
 // Main is `edge-agent-bench [--out DIR] [--models DIR] [--reps N]
-// [--quick] [--doc FILE]`, or one of its subcommands: `replay`, `trace`, `zoo`.
+// [--quick] [--seed N] [--doc FILE]`, or one of its subcommands: `replay`, `trace`, `zoo`.
 func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if len(args) > 0 && isHelp(args[0]) {
 		fmt.Fprint(stdout, usage)
@@ -60,6 +62,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	reps := fs.Int("reps", 5, "interleaved repetitions of each startup comparison")
 	quick := fs.Bool("quick", false, "a short run (fewer repetitions, smaller models)")
 	doc := fs.String("doc", "", "also write the report as this docs page (make bench: docs/benchmarks.md)")
+	seed := fs.Int64("seed", 0, "the policies section's zoo and traces (0: from the clock; the report names it)")
 	if err := fs.Parse(args); err != nil {
 		if err == flag.ErrHelp {
 			return 0
@@ -76,7 +79,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	log := slog.New(slog.NewTextHandler(stderr, nil))
-	r, err := Run(ctx, Options{Out: *out, Models: *models, Reps: *reps, Quick: *quick, Log: log})
+	r, err := Run(ctx, Options{Out: *out, Models: *models, Reps: *reps, Quick: *quick, Seed: *seed, Log: log})
 	if err != nil {
 		fmt.Fprintf(stderr, "edge-agent-bench: %v\n", err)
 		return 1

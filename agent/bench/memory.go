@@ -51,12 +51,21 @@ func rssBytes() int64 {
 	return 0
 }
 
-func genModel(dir string, size int64) (string, error) {
+func genModel(dir string, size int64) (string, error) { return genModelSeeded(dir, size, 0) }
+
+// genModelSeeded writes a generated model of about size bytes whose
+// weights depend on seed (0: genModel's); other seeds are other files.
+func genModelSeeded(dir string, size, seed int64) (string, error) {
 	spec, err := modelgen.ForSize(size)
 	if err != nil {
 		return "", err
 	}
-	p := filepath.Join(dir, fmt.Sprintf("gen-%d.tflite", size))
+	spec.Seed = seed
+	name := fmt.Sprintf("gen-%d.tflite", size)
+	if seed != 0 {
+		name = fmt.Sprintf("gen-%d-s%d.tflite", size, seed)
+	}
+	p := filepath.Join(dir, name)
 	if _, err := os.Stat(p); err == nil {
 		return p, nil
 	}

@@ -21,6 +21,7 @@ import (
 
 // Policies is what the section measured.
 type Policies struct {
+	Seed      int64 // the zoo's and the traces'
 	Models    int
 	Footprint int64
 	Shares    []float64
@@ -48,6 +49,8 @@ type Validation struct {
 	// RealRatios is LRU ÷ the default's cold time, per real pair: one
 	// real pair of a short trace is mostly this machine's noise.
 	RealRatios []float64
+	// RealTotalRatios is LRU ÷ the default's total load work, per pair.
+	RealTotalRatios []float64
 }
 
 // validationPairs is how many real LRU/default pairs the simulator check
@@ -59,7 +62,7 @@ var sdCard = Storage{"SD card, 25 MB/s (simulated)", 25e6}
 
 func policies(ctx context.Context, o Options, work string) (Policies, error) {
 	dir := filepath.Join(work, "zoo")
-	if err := BuildZoo(dir, o.Models, o.Quick); err != nil {
+	if err := BuildZoo(dir, o.Models, o.Quick, o.Seed); err != nil {
 		return Policies{}, err
 	}
 	reps := 5
@@ -74,7 +77,7 @@ func policies(ctx context.Context, o Options, work string) (Policies, error) {
 	if err != nil {
 		return Policies{}, err
 	}
-	out := Policies{Models: len(ids), Footprint: footprint(costs), Shares: []float64{.25, .5, .75},
+	out := Policies{Seed: o.Seed, Models: len(ids), Footprint: footprint(costs), Shares: []float64{.25, .5, .75},
 		Storage:  []Storage{{"page cache (this machine)", 0}, sdCard},
 		Cells:    map[string]map[string]map[float64]map[string]ReplayResult{},
 		Requests: map[string]int{}}
@@ -84,7 +87,7 @@ func policies(ctx context.Context, o Options, work string) (Policies, error) {
 	}
 	traces := map[string][]TraceRequest{}
 	for _, shape := range TraceShapes {
-		t, err := GenerateTrace(TraceOptions{Shape: shape, Models: ids, Seed: 1, Duration: dur})
+		t, err := GenerateTrace(TraceOptions{Shape: shape, Models: ids, Seed: o.Seed, Duration: dur})
 		if err != nil {
 			return out, err
 		}
@@ -133,16 +136,17 @@ func policies(ctx context.Context, o Options, work string) (Policies, error) {
 	realRuns := map[string][]ReplayResult{}
 	for range pairs {
 		// Interleaved, so a slow minute of the machine falls on both.
-		cold := map[string]float64{}
+		cold, total := map[string]float64{}, map[string]float64{}
 		for _, pol := range pols {
 			r, err := replay(pol, false)
 			if err != nil {
 				return out, err
 			}
 			realRuns[pol] = append(realRuns[pol], r)
-			cold[pol] = r.ColdMs
+			cold[pol], total[pol] = r.ColdMs, r.TotalLoadMs
 		}
 		out.Validation.RealRatios = append(out.Validation.RealRatios, cold["lru"]/math.Max(cold[tflite.DefaultPolicy], 1e-9))
+		out.Validation.RealTotalRatios = append(out.Validation.RealTotalRatios, total["lru"]/math.Max(total[tflite.DefaultPolicy], 1e-9))
 	}
 	for _, pol := range pols {
 		runs := realRuns[pol]
@@ -156,6 +160,9 @@ func policies(ctx context.Context, o Options, work string) (Policies, error) {
 	}
 	return out, nil
 }
+
+// gibHours is byte-seconds in GiB·h.
+func gibHours(byteSeconds float64) float64 { return byteSeconds / (1 << 30) / 3600 }
 
 func budgetShare(costs map[string]Cost, share float64) int64 {
 	return int64(share * float64(footprint(costs)))
@@ -173,52 +180,63 @@ func writePolicies(b *strings.Builder, p Policies) {
 	if len(p.Cells) == 0 {
 		return
 	}
-	fmt.Fprintf(b, "## Eviction policies on traces\n\n%d models (the shared ones that run on a CPU and generated ones of 1–256 MiB) holding %.0f MiB warm in all; traces from `edge-agent-bench trace` (seed 1): ", p.Models, float64(p.Footprint)/(1<<20))
+	fmt.Fprintf(b, "## Eviction policies on traces\n\n%d models (the shared ones that run on a CPU and generated ones of 1–256 MiB) holding %.0f MiB warm in all (`edge-agent-bench zoo --seed %d`); traces from `edge-agent-bench trace --seed %d`: ", p.Models, float64(p.Footprint)/(1<<20), p.Seed, p.Seed)
 	var shapes []string
 	for _, s := range TraceShapes {
 		shapes = append(shapes, fmt.Sprintf("%s %d requests", s, p.Requests[s]))
 	}
-	b.WriteString(strings.Join(shapes, ", ") + ". Each cell is a simulated replay (`edge-agent-bench replay --simulate`) with the costs measured here; the cold time a policy saves over LRU is LRU's cold time ÷ the policy's (higher is better), the hit ratio in parentheses. Pre-warm loads (histogram) run off the requests' path and are reported separately; a request that arrives while one holds the load slot pays the wait as cold time. The last column is the ceiling: LRU's cold time ÷ what the best fixed set of warm models would pay at LRU's cost per miss, restored for free after every other request (a knapsack; `ceiling_ms` in `replay --json`); with memoryless arrivals no policy beats it on average.\n\n")
+	b.WriteString(strings.Join(shapes, ", ") + ". Each cell is a simulated replay (`edge-agent-bench replay --simulate`) with the costs measured here, and names both things a policy spends against LRU: **cold time** (what requests paid loading, LRU's ÷ the policy's) and **total load work** (the requests' cold time plus the policy's own background loads: pre-warms and rewarms, LRU's ÷ the policy's); above 1× the policy spends less. A request that arrives while a background load holds the load slot pays the wait as cold time. The default's background loads are listed with how many were evicted before any request used them (wasted), their CPU-seconds and joules by the agent's power model. The last column is LRU's cold time ÷ what the best fixed set of warm models would pay at LRU's cost per miss (a knapsack; `best_fixed_set_ms` in `replay --json`): a reference point, not a bound (a policy that times its loads beats it).\n\n")
 	for i, st := range p.Storage {
-		fmt.Fprintf(b, "### %s\n\n| trace | budget | LRU cold ms |", st.Name)
+		fmt.Fprintf(b, "### %s\n\n| trace | budget | LRU cold / total load ms |", st.Name)
 		for _, pol := range tflite.Policies {
-			fmt.Fprintf(b, " %s |", pol)
+			if pol != "lru" {
+				fmt.Fprintf(b, " %s cold × / total × |", pol)
+			}
 		}
-		b.WriteString(" histogram pre-warm ms | ceiling |\n|---|---|---|")
-		for range tflite.Policies {
+		fmt.Fprintf(b, " %s background loads (wasted), ms, CPU-s, J | cold starts LRU → %s | p50 / p99 ms LRU → %s | held GiB·h LRU → %s | best fixed set |\n|---|---|---|", tflite.DefaultPolicy, tflite.DefaultPolicy, tflite.DefaultPolicy, tflite.DefaultPolicy)
+		for range len(tflite.Policies) - 1 {
 			b.WriteString("---|")
 		}
-		b.WriteString("---|---|\n")
+		b.WriteString("---|---|---|---|---|\n")
 		for _, shape := range TraceShapes {
 			for _, share := range p.Shares {
 				row := p.Cells[st.Name][shape][share]
-				lru := row["lru"]
-				fmt.Fprintf(b, "| %s | %.0f%% | %s |", shape, 100*share, f2(lru.ColdMs))
+				lru, def := row["lru"], row[tflite.DefaultPolicy]
+				fmt.Fprintf(b, "| %s | %.0f%% | %s / %s |", shape, 100*share, f2(lru.ColdMs), f2(lru.TotalLoadMs))
 				for _, pol := range tflite.Policies {
-					r := row[pol]
-					fmt.Fprintf(b, " %s (%.0f%%) |", ratio(lru.ColdMs, r.ColdMs), 100*float64(r.Hits)/float64(max(r.Requests, 1)))
+					if pol != "lru" {
+						r := row[pol]
+						fmt.Fprintf(b, " %s / %s |", ratio(lru.ColdMs, r.ColdMs), ratio(lru.TotalLoadMs, r.TotalLoadMs))
+					}
 				}
-				fmt.Fprintf(b, " %s | %s |\n", f2(row["histogram"].PrewarmMs), ratio(lru.ColdMs, lru.CeilingMs))
+				fmt.Fprintf(b, " %d (%d), %s, %s, %s | %d → %d | %s / %s → %s / %s | %s → %s | %s |\n", def.BackgroundLoads, def.BackgroundWasted, f2(def.BackgroundMs), f2(def.BackgroundCPUSeconds), f2(def.BackgroundJoules),
+					lru.ColdStarts, def.ColdStarts, f2(lru.P50Ms), f2(lru.P99Ms), f2(def.P50Ms), f2(def.P99Ms), f2(gibHours(lru.ByteSeconds)), f2(gibHours(def.ByteSeconds)), ratio(lru.ColdMs, lru.BestFixedSetMs))
 			}
 		}
-		fmt.Fprintf(b, "\n![cold time saved over LRU, %s](%s)\n\n", st.Name, chartName(i))
+		fmt.Fprintf(b, "\n![cold time saved over LRU, %s](%s)\n\n![total load work saved over LRU, %s](%s)\n\n", st.Name, chartName(i, "cold"), st.Name, chartName(i, "total"))
 	}
 	v := p.Validation
 	fmt.Fprintf(b, "**Simulator check**: the %s trace (%d requests) at %.0f%% of the footprint, replayed for real (loads and invokes; %d interleaved pairs, each policy's run of median cold time shown) and simulated:\n\n", v.Shape, v.Real["lru"].Requests, 100*v.Share, len(v.RealRatios))
-	b.WriteString("| policy | cold starts real / sim | cold ms real / sim (error) | evictions real / sim | p50 ms real / sim |\n|---|---|---|---|---|\n")
+	b.WriteString("| policy | cold starts real / sim | cold ms real / sim (error) | background loads real / sim | total load ms real / sim (error) | evictions real / sim | p50 ms real / sim | p99 ms real / sim |\n|---|---|---|---|---|---|---|---|\n")
 	for _, pol := range []string{"lru", tflite.DefaultPolicy} {
 		r, s := v.Real[pol], v.Sim[pol]
-		fmt.Fprintf(b, "| %s | %d / %d | %s / %s (%s) | %d / %d | %s / %s |\n", pol, r.ColdStarts, s.ColdStarts, f2(r.ColdMs), f2(s.ColdMs), relErr(s.ColdMs, r.ColdMs), r.Evictions, s.Evictions, f2(r.P50Ms), f2(s.P50Ms))
+		fmt.Fprintf(b, "| %s | %d / %d | %s / %s (%s) | %d / %d | %s / %s (%s) | %d / %d | %s / %s | %s / %s |\n", pol, r.ColdStarts, s.ColdStarts, f2(r.ColdMs), f2(s.ColdMs), relErr(s.ColdMs, r.ColdMs),
+			r.BackgroundLoads, s.BackgroundLoads, f2(r.TotalLoadMs), f2(s.TotalLoadMs), relErr(s.TotalLoadMs, r.TotalLoadMs), r.Evictions, s.Evictions, f2(r.P50Ms), f2(s.P50Ms), f2(r.P99Ms), f2(s.P99Ms))
 	}
 	rr, sr := dist(v.RealRatios), v.Sim["lru"].ColdMs/math.Max(v.Sim[tflite.DefaultPolicy].ColdMs, 1e-9)
-	fmt.Fprintf(b, "\nLRU ÷ %s cold time: real %s× (median of the pairs, p5–p95), simulated %.2f×; the ceiling (LRU ÷ the best fixed warm set, at each run's own cost per miss): real %s, simulated %s. The simulator replays each model's median measured load; real loads under churn vary around it.\n\n",
-		tflite.DefaultPolicy, spread(rr), sr, ratio(v.Real["lru"].ColdMs, v.Real["lru"].CeilingMs), ratio(v.Sim["lru"].ColdMs, v.Sim["lru"].CeilingMs))
+	fmt.Fprintf(b, "\nLRU ÷ %s cold time: real %s× (median of the pairs, p5–p95), simulated %.2f×; total load work: real %s× (median of the pairs, p5–p95), simulated %s; LRU ÷ the best fixed warm set (at each run's own cost per miss): real %s, simulated %s. The simulator replays each model's median measured load; real loads under churn vary around it.\n\n",
+		tflite.DefaultPolicy, spread(rr), sr, spread(dist(v.RealTotalRatios)), ratio(v.Sim["lru"].TotalLoadMs, v.Sim[tflite.DefaultPolicy].TotalLoadMs),
+		ratio(v.Real["lru"].ColdMs, v.Real["lru"].BestFixedSetMs), ratio(v.Sim["lru"].ColdMs, v.Sim["lru"].BestFixedSetMs))
 }
 
-// policiesChart: for one storage, each policy's cold time saved over LRU
-// (LRU ÷ policy) at every shape and budget, as grouped bars; the line at
-// 1× is LRU.
-func policiesChart(p Policies, st Storage) string {
+// policiesChart: for one storage, each policy's cold time (or with total,
+// total load work) saved over LRU (LRU ÷ policy) at every shape and
+// budget, as grouped bars; the line at 1× is LRU.
+func policiesChart(p Policies, st Storage, total bool) string {
+	spent, title := func(r ReplayResult) float64 { return r.ColdMs }, "Cold time"
+	if total {
+		spent, title = func(r ReplayResult) float64 { return r.TotalLoadMs }, "Total load work (cold + background loads)"
+	}
 	var b strings.Builder
 	pols := []string{}
 	for _, pol := range tflite.Policies {
@@ -228,14 +246,14 @@ func policiesChart(p Policies, st Storage) string {
 	}
 	groups := len(TraceShapes) * len(p.Shares)
 	w, h, l, r, t, bt := 980, 420, 60, 20, 60, 70
-	svgOpen(&b, w, h, "Cold time saved over LRU (LRU ÷ policy), "+st.Name)
+	svgOpen(&b, w, h, title+" saved over LRU (LRU ÷ policy), "+st.Name)
 	maxY := 1.0
 	for _, shape := range TraceShapes {
 		for _, share := range p.Shares {
 			row := p.Cells[st.Name][shape][share]
 			for _, pol := range pols {
-				if c := row[pol].ColdMs; c > 0 {
-					maxY = math.Max(maxY, row["lru"].ColdMs/c)
+				if c := spent(row[pol]); c > 0 {
+					maxY = math.Max(maxY, spent(row["lru"])/c)
 				}
 			}
 		}
@@ -254,8 +272,8 @@ func policiesChart(p Policies, st Storage) string {
 			x0 := float64(l) + float64(g)*gw + gw*0.1
 			for i, pol := range pols {
 				v := 0.0
-				if c := row[pol].ColdMs; c > 0 {
-					v = row["lru"].ColdMs / c
+				if c := spent(row[pol]); c > 0 {
+					v = spent(row["lru"]) / c
 				}
 				fmt.Fprintf(&b, `<rect x="%.1f" y="%.1f" width="%.1f" height="%.1f" fill="%s"><title>%s %s %.0f%%: %.2f×</title></rect>`+"\n",
 					x0+float64(i)*bw, py(v), bw-1, py(0)-py(v), palette[i%len(palette)], pol, shape, 100*share, v)
@@ -275,5 +293,11 @@ func policiesChart(p Policies, st Storage) string {
 	return b.String()
 }
 
-// chartName is the file of st's chart.
-func chartName(i int) string { return fmt.Sprintf("policies-%d.svg", i+1) }
+// chartName is the file of storage i's chart of what: "cold" (the name
+// the README links to) or "total".
+func chartName(i int, what string) string {
+	if what == "cold" {
+		return fmt.Sprintf("policies-%d.svg", i+1)
+	}
+	return fmt.Sprintf("policies-%d-%s.svg", i+1, what)
+}

@@ -14,6 +14,7 @@ import (
 	"sort"
 	"time"
 
+	"github.com/edge-agent/edge-agent/agent"
 	"github.com/edge-agent/edge-agent/tflite"
 )
 
@@ -35,6 +36,11 @@ type ReplayOptions struct {
 	Tick time.Duration
 	// Costs are the zoo's measured costs (zooCosts); nil measures them.
 	Costs map[string]Cost
+	// Cores is the simulated board's CPU cores (0 means 2): a background
+	// load occupies one of them, and a warm request invoking meanwhile on
+	// the interpreter's threads shares them (see ContentionMs). Simulate
+	// only.
+	Cores int
 	// KeepPageCache leaves the zoo's page cache as it is. Otherwise a
 	// real replay first has it hold each model in 2 MiB folios, as the
 	// agent does (huge_pages), so every replay starts from the same state.
@@ -55,24 +61,41 @@ type ReplayResult struct {
 	ColdStarts int     `json:"cold_starts"`
 	// ColdMs is the cold time requests paid: a cold request's latency
 	// over its model's steady invoke (per_model's steady_ms).
-	ColdMs      float64 `json:"cold_ms"`
-	Evictions   uint64  `json:"evictions"`
-	Prewarms    int     `json:"prewarms"`     // loads the policy's pre-warm windows asked for
-	PrewarmMs   float64 `json:"prewarm_ms"`   // what they cost, off the requests' path
-	ByteSeconds float64 `json:"byte_seconds"` // bytes held × virtual seconds
-	P50Ms       float64 `json:"p50_ms"`
-	P95Ms       float64 `json:"p95_ms"`
-	P99Ms       float64 `json:"p99_ms"`
-	TraceSecs   float64 `json:"trace_seconds"`
-	WallSecs    float64 `json:"wall_seconds"`
+	ColdMs float64 `json:"cold_ms"`
+	// ContentionMs (simulated only; part of cold_ms) is what warm requests
+	// lost sharing the CPU with a background load running at the time.
+	ContentionMs float64 `json:"contention_ms"`
+	Evictions    uint64  `json:"evictions"`
+	// BackgroundLoads are the loads the policy made on its own (pre-warm
+	// windows, rewarms of what a load pushed out), BackgroundMs what they
+	// took, off the requests' path; BackgroundWasted of them were evicted
+	// again before any request for their model came.
+	BackgroundLoads  int     `json:"background_loads"`
+	BackgroundMs     float64 `json:"background_ms"`
+	BackgroundWasted int     `json:"background_wasted"`
+	// TotalLoadMs is all the loading the policy paid for: the requests'
+	// cold time and the background loads (cold_ms + background_ms). A
+	// policy that trades one for the other shows here.
+	TotalLoadMs float64 `json:"total_load_ms"`
+	// CPU time and energy the loads cost (see loadCPU), by the agent's
+	// default power model (power.watts_per_cpu_second): the background
+	// loads, and all loads (the requests' too).
+	BackgroundCPUSeconds float64 `json:"background_cpu_seconds"`
+	BackgroundJoules     float64 `json:"background_joules"`
+	LoadCPUSeconds       float64 `json:"load_cpu_seconds"`
+	LoadJoules           float64 `json:"load_joules"`
+	ByteSeconds          float64 `json:"byte_seconds"` // bytes held × virtual seconds
+	P50Ms                float64 `json:"p50_ms"`
+	P95Ms                float64 `json:"p95_ms"`
+	P99Ms                float64 `json:"p99_ms"`
+	TraceSecs            float64 `json:"trace_seconds"`
+	WallSecs             float64 `json:"wall_seconds"`
 	// PerModel says which models paid the cold time.
 	PerModel map[string]ModelPaid `json:"per_model"`
-	// CeilingMs is what the best fixed warm set pays at this replay's cost
-	// per miss (see Ceiling): on an LRU replay, cold_ms ÷ ceiling_ms is the
-	// most any policy saves over LRU on average when arrivals are
-	// memoryless.
-	CeilingMs   float64  `json:"ceiling_ms"`
-	CeilingKeep []string `json:"ceiling_keep"`
+	// BestFixedSetMs is what the best fixed warm set pays at this
+	// replay's cost per miss (see BestFixedSet): a reference, not a bound.
+	BestFixedSetMs   float64  `json:"best_fixed_set_ms"`
+	BestFixedSetKeep []string `json:"best_fixed_set_keep"`
 }
 
 // ModelPaid is one model's share of a replay.
@@ -143,10 +166,20 @@ func Replay(ctx context.Context, o ReplayOptions) (ReplayResult, error) {
 	// its load until its eviction.
 	resident := map[string]bool{}
 	lastLoad := map[string]tflite.LoadReport{}
+	// background: models a background load warmed that no request has
+	// used yet; evicted so, the load was wasted.
+	background := map[string]bool{}
+	const threads = 2
 	po := tflite.PoolOptions{Budget: o.Budget, Policy: policy, Now: func() time.Time { return now },
-		Interpreter: tflite.Options{Threads: 2},
+		Interpreter: tflite.Options{Threads: threads},
 		OnLoad:      func(e tflite.LoadEvent) { lastLoad[e.ModelID] = e.Report },
-		OnEvict:     func(e tflite.EvictEvent) { delete(resident, paths[e.ModelID]) }}
+		OnEvict: func(e tflite.EvictEvent) {
+			delete(resident, paths[e.ModelID])
+			if background[e.ModelID] {
+				res.BackgroundWasted++
+				delete(background, e.ModelID)
+			}
+		}}
 	var pool *tflite.Pool
 	if o.Simulate {
 		sims := map[string]tflite.SimModel{}
@@ -193,6 +226,14 @@ func Replay(ctx context.Context, o ReplayOptions) (ReplayResult, error) {
 	// time, so a cold request (or one for the model being prewarmed)
 	// arriving meanwhile waits, and pays the wait as cold time.
 	var slotFree time.Time
+	// bgUntil is when the latest background load ends: a warm invoke
+	// before then shares the cores with it.
+	var bgUntil time.Time
+	cores := o.Cores
+	if cores <= 0 {
+		cores = 2
+	}
+	contention := map[string]float64{} // ms, per model
 	readyAt := map[string]time.Time{}
 	maintain := func(from time.Time) error {
 		pool.Expire()
@@ -208,9 +249,11 @@ func Replay(ctx context.Context, o ReplayOptions) (ReplayResult, error) {
 				resident[paths[id]] = true
 				cold := rep.Stages.Cold()
 				slotFree = laterOf(slotFree, from).Add(cold)
-				readyAt[id] = slotFree
-				res.Prewarms++
-				res.PrewarmMs += msOf(cold)
+				readyAt[id], bgUntil = slotFree, slotFree
+				res.BackgroundLoads++
+				res.BackgroundMs += msOf(cold)
+				res.BackgroundCPUSeconds += loadCPU(rep.Stages, threads)
+				background[id] = true
 			}
 		}
 		return nil
@@ -277,10 +320,22 @@ func Replay(ctx context.Context, o ReplayOptions) (ReplayResult, error) {
 			wait = readyAt[r.Model].Sub(at) // its prewarm is still loading
 		}
 		latency += wait
+		if o.Simulate && l.Warm && wait == 0 && bgUntil.After(at) && threads+1 > cores {
+			// The invoke's threads and the load's one thread on cores:
+			// the overlap runs (threads+1)/cores times slower.
+			overlap := min(bgUntil.Sub(at), c.Steady)
+			extra := time.Duration(float64(overlap) * (float64(threads+1)/float64(cores) - 1))
+			latency += extra
+			contention[r.Model] += msOf(extra)
+		}
 		if !l.Warm {
 			slotFree = at.Add(latency - c.Steady)
 		}
 		delete(readyAt, r.Model)
+		delete(background, r.Model)
+		if !l.Warm {
+			res.LoadCPUSeconds += loadCPU(lastLoad[r.Model].Stages, threads)
+		}
 		paid := res.PerModel[r.Model]
 		paid.Requests++
 		if l.Warm && wait == 0 {
@@ -321,18 +376,31 @@ func Replay(ctx context.Context, o ReplayOptions) (ReplayResult, error) {
 		for _, l := range coldLat[id] {
 			paid.ColdMs += max(l-steady[id], 0)
 		}
+		paid.ColdMs += contention[id]
+		res.ContentionMs += contention[id]
 		res.ColdMs += paid.ColdMs
 		res.PerModel[id] = paid
 	}
+	res.TotalLoadMs = res.ColdMs + res.BackgroundMs
+	res.LoadCPUSeconds += res.BackgroundCPUSeconds
+	watts := agent.DefaultConfig().Power.WattsPerCPUSecond
+	res.BackgroundJoules, res.LoadJoules = res.BackgroundCPUSeconds*watts, res.LoadCPUSeconds*watts
 	s := pool.Stats()
 	res.Evictions = s.Evictions
 	res.ByteSeconds = held
-	res.CeilingMs, res.CeilingKeep = Ceiling(res, o.Costs, o.Budget)
+	res.BestFixedSetMs, res.BestFixedSetKeep = BestFixedSet(res, o.Costs, o.Budget)
 	sort.Float64s(lat)
 	res.P50Ms, res.P95Ms, res.P99Ms = quantile(lat, .5), quantile(lat, .95), quantile(lat, .99)
 	res.TraceSecs = now.Sub(start).Seconds()
 	res.WallSecs = time.Since(wall).Seconds()
 	return res, nil
+}
+
+// loadCPU is the CPU time a load's stages take: the map, page-in,
+// interpreter and allocation on one core, the first invoke on threads
+// (the agent's power model counts a warm-up the same way, plan.go).
+func loadCPU(s tflite.Stages, threads int) float64 {
+	return (s.Map + s.PageIn + s.Interpreter + s.Allocate).Seconds() + s.FirstInvoke.Seconds()*float64(threads)
 }
 
 func laterOf(a, b time.Time) time.Time {

@@ -40,7 +40,8 @@ func TestReplayCommand(t *testing.T) {
 		t.Fatal(err)
 	}
 	n := strings.Count(string(b), "\n") - 1 // the header
-	keys := []string{"requests", "hits", "cold_starts", "cold_ms", "evictions", "byte_seconds", "p50_ms", "p95_ms", "p99_ms", "policy", "budget"}
+	keys := []string{"requests", "hits", "cold_starts", "cold_ms", "evictions", "byte_seconds", "p50_ms", "p95_ms", "p99_ms", "policy", "budget",
+		"background_loads", "background_ms", "background_wasted", "total_load_ms", "background_cpu_seconds", "background_joules", "load_cpu_seconds", "load_joules", "best_fixed_set_ms", "contention_ms"}
 	for _, policy := range tflite.Policies {
 		for _, sim := range []bool{false, true} {
 			args := []string{"replay", "--trace", trace, "--models", zoo, "--budget", "40%", "--policy", policy, "--json"}
@@ -73,8 +74,16 @@ func TestReplayCommand(t *testing.T) {
 					t.Errorf("%v: %s counted over a steady invoke of %v ms", args, id, pm.SteadyMs)
 				}
 			}
-			if r.CeilingMs <= 0 || len(r.CeilingKeep) == 0 {
-				t.Errorf("%v: ceiling %.2f ms keeping %v", args, r.CeilingMs, r.CeilingKeep)
+			if r.BestFixedSetMs <= 0 || len(r.BestFixedSetKeep) == 0 {
+				t.Errorf("%v: best fixed set %.2f ms keeping %v", args, r.BestFixedSetMs, r.BestFixedSetKeep)
+			}
+			if r.TotalLoadMs != r.ColdMs+r.BackgroundMs || r.BackgroundWasted > r.BackgroundLoads || r.LoadCPUSeconds < r.BackgroundCPUSeconds ||
+				(r.ColdStarts > 0 && r.LoadJoules <= 0) || (r.BackgroundLoads > 0) != (r.BackgroundMs > 0 && r.BackgroundJoules > 0) {
+				t.Errorf("%v: load work: total %.2f ms = cold %.2f + background %.2f (%d loads, %d wasted, %.3f CPU-s, %.2f J; all loads %.3f CPU-s, %.2f J)",
+					args, r.TotalLoadMs, r.ColdMs, r.BackgroundMs, r.BackgroundLoads, r.BackgroundWasted, r.BackgroundCPUSeconds, r.BackgroundJoules, r.LoadCPUSeconds, r.LoadJoules)
+			}
+			if policy == "lru" && r.BackgroundLoads != 0 {
+				t.Errorf("%v: LRU made %d background loads", args, r.BackgroundLoads)
 			}
 			if req != r.Requests-r.Refused || cold != r.ColdStarts || math.Abs(coldMs-r.ColdMs) > 0.01 {
 				t.Errorf("%v: per_model sums to %d requests, %d cold starts, %.2f ms; totals %d (%d refused), %d, %.2f",
@@ -159,10 +168,10 @@ func TestGenerateTraceShapes(t *testing.T) {
 	}
 }
 
-// Ceiling keeps the set of models worth most within the budget (a
+// BestFixedSet keeps the set of models worth most within the budget (a
 // knapsack, not the densest first) and charges each kept model its first
 // request only; a model that never missed counts its measured cost.
-func TestCeiling(t *testing.T) {
+func TestBestFixedSet(t *testing.T) {
 	const mib = 1 << 20
 	res := bench.ReplayResult{PerModel: map[string]bench.ModelPaid{
 		"a": {Requests: 10, ColdStarts: 5, ColdMs: 10}, // 2 ms a miss, 60 MiB
@@ -176,11 +185,11 @@ func TestCeiling(t *testing.T) {
 	}
 	// Within 100 MiB: {b, c} saves 3×10 + 2×1 = 32 ms of the 63 all pay;
 	// {a, c} would save 20, {b} alone 30.
-	ms, keep := bench.Ceiling(res, costs, 100*mib)
+	ms, keep := bench.BestFixedSet(res, costs, 100*mib)
 	if math.Abs(ms-31) > 1e-9 || !slices.Equal(keep, []string{"b", "c"}) {
-		t.Fatalf("ceiling %.2f ms keeping %v, want 31 keeping [b c]", ms, keep)
+		t.Fatalf("best fixed set %.2f ms keeping %v, want 31 keeping [b c]", ms, keep)
 	}
-	if ms, keep := bench.Ceiling(res, costs, 10*mib); ms != 63 || len(keep) != 0 {
+	if ms, keep := bench.BestFixedSet(res, costs, 10*mib); ms != 63 || len(keep) != 0 {
 		t.Fatalf("no room: %.2f ms keeping %v, want all 63 paid", ms, keep)
 	}
 }

@@ -82,11 +82,12 @@ type TraceOptions struct {
 	Seed     int64
 	Duration time.Duration // 0: the shape's default (2 h; diurnal 24 h)
 	Mean     time.Duration // mean time between requests; 0: 2 s (diurnal 10 s)
+	Zipf     float64       // popularity exponent; 0: 1.1
 }
 
 // GenerateTrace makes a synthetic trace; the same options give the same
 // trace.
-//   - heavy: Zipf (s = 1.1) popularity, Poisson arrivals;
+//   - heavy: Zipf (s = Zipf, 1.1 by default) popularity, Poisson arrivals;
 //   - bursty: bursts of 5–40 requests 50–250 ms apart to one model (Zipf),
 //     starting at Poisson times, over a thin heavy-tailed background;
 //   - diurnal: 24 h; each model's rate follows a day cycle (×0.1 to ×1.9),
@@ -114,7 +115,11 @@ func GenerateTrace(o TraceOptions) ([]TraceRequest, error) {
 			mean = 10 * time.Second
 		}
 	}
-	zipf := newZipf(rng, len(ranked), 1.1)
+	s := o.Zipf
+	if s <= 0 {
+		s = 1.1
+	}
+	zipf := newZipf(rng, len(ranked), s)
 	pick := func() string { return ranked[zipf()] }
 	exp := func(m time.Duration) time.Duration { return time.Duration(rng.ExpFloat64() * float64(m)) }
 	var out []TraceRequest

@@ -8,6 +8,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math/rand"
 	"os"
 	"path/filepath"
 	"slices"
@@ -36,8 +37,10 @@ var zooGenerated = []int64{1 << 20, 4 << 20, 16 << 20, 32 << 20, 64 << 20, 96 <<
 var quickGenerated = []int64{1 << 20, 4 << 20, 16 << 20}
 
 // BuildZoo fills dir with the zoo: links to the shared models and the
-// generated ones (written once; an existing file is kept).
-func BuildZoo(dir, shared string, quick bool) error {
+// generated ones (written once; an existing file is kept). seed 0 gives
+// the generated sizes above; any other seed moves each size by up to
+// ±25 % and the weights with it: another seed, another zoo.
+func BuildZoo(dir, shared string, quick bool, seed int64) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
@@ -61,8 +64,12 @@ func BuildZoo(dir, shared string, quick bool) error {
 	if quick {
 		sizes = quickGenerated
 	}
+	rng := rand.New(rand.NewSource(seed))
 	for _, size := range sizes {
-		if _, err := genModel(dir, size); err != nil {
+		if seed != 0 {
+			size = int64(float64(size) * (0.75 + 0.5*rng.Float64()))
+		}
+		if _, err := genModelSeeded(dir, size, seed); err != nil {
 			return fmt.Errorf("zoo: %w", err)
 		}
 	}

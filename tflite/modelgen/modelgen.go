@@ -31,6 +31,9 @@ const (
 type Spec struct {
 	Width  int // features per layer: input [1,Width], output [1,Width]
 	Layers int // FULLY_CONNECTED layers, each with Width×Width weights and Width biases
+	// Seed varies the weights (0: the weights of Weight): models of the
+	// same size with other seeds are other files (the bench's zoos).
+	Seed int64
 }
 
 // ForSize picks the spec whose file is closest to size bytes: the widest
@@ -51,8 +54,12 @@ func layerBytes(w int) int64 { return int64(4 * (w*w + w)) }
 
 // Weight is the deterministic value of weight i of layer l: small enough
 // that activations stay finite through any number of layers.
-func Weight(l, i, width int) float32 {
-	v := (i*7919 + l*104729) % 2001
+func Weight(l, i, width int) float32 { return seededWeight(0, l, i, width) }
+
+// seededWeight is Weight shifted by a seed.
+func seededWeight(seed int64, l, i, width int) float32 {
+	shift := int(uint64(seed) % 2001)
+	v := (i*7919 + l*104729 + shift*15485) % 2001
 	return float32(v-1000) / 1000 / float32(width)
 }
 
@@ -73,7 +80,7 @@ func Write(w io.Writer, s Spec) error {
 	for l := 0; l < s.Layers; l++ {
 		wts := scratch[:4*s.Width*s.Width]
 		for i := 0; i < s.Width*s.Width; i++ {
-			binary.LittleEndian.PutUint32(wts[4*i:], math.Float32bits(Weight(l, i, s.Width)))
+			binary.LittleEndian.PutUint32(wts[4*i:], math.Float32bits(seededWeight(s.Seed, l, i, s.Width)))
 		}
 		bufs = append(bufs, dataBuffer(b, wts))
 		bias := scratch[:4*s.Width]
@@ -221,7 +228,7 @@ func Reference(s Spec, input []float32) []float64 {
 		for o := 0; o < s.Width; o++ {
 			sum := 0.01
 			for i := 0; i < s.Width; i++ {
-				sum += float64(Weight(l, o*s.Width+i, s.Width)) * act[i]
+				sum += float64(seededWeight(s.Seed, l, o*s.Width+i, s.Width)) * act[i]
 			}
 			if l < s.Layers-1 && sum < 0 {
 				sum = 0
