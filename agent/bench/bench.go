@@ -7,11 +7,14 @@ package bench
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"time"
 )
 
@@ -31,6 +34,11 @@ type Options struct {
 	// problem the policies were not tuned on. The report names it: pass it
 	// again to repeat a run.
 	Seed int64
+	// Only, when set, runs just these sections (their step names: startup,
+	// first start, serving, memory, policies, scaling, energy) and writes
+	// report.json instead of the markdown report, which needs them all:
+	// for working on one section without a many-minute run.
+	Only []string
 	// Log receives progress; nil discards.
 	Log *slog.Logger
 }
@@ -101,6 +109,9 @@ func Run(ctx context.Context, o Options) (Report, error) {
 		if err := ctx.Err(); err != nil {
 			return r, err
 		}
+		if len(o.Only) > 0 && !slices.Contains(o.Only, s.name) {
+			continue
+		}
 		t := time.Now()
 		o.Log.Info("bench: "+s.name, "phase", "start")
 		if err := s.run(); err != nil {
@@ -109,5 +120,30 @@ func Run(ctx context.Context, o Options) (Report, error) {
 		o.Log.Info("bench: "+s.name, "phase", "done", "took", time.Since(t).Round(time.Millisecond))
 	}
 	r.Duration = time.Since(start)
+	if len(o.Only) > 0 {
+		return r, writeJSON(filepath.Join(o.Out, "report.json"), r)
+	}
 	return r, write(o.Out, r)
 }
+
+// writeJSON writes a partial run's report (Options.Only).
+func writeJSON(path string, r Report) error {
+	b, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return fmt.Errorf("bench: %w", err)
+	}
+	return os.WriteFile(path, append(b, '\n'), 0o644)
+}
+
+// checkOnly refuses a section name Run does not know.
+func checkOnly(only []string) error {
+	for _, n := range only {
+		if !slices.Contains(Sections, n) {
+			return fmt.Errorf("unknown section %q (sections: %s)", n, strings.Join(Sections, ", "))
+		}
+	}
+	return nil
+}
+
+// Sections are Run's steps, in order (Options.Only names them).
+var Sections = []string{"startup", "first start", "serving", "memory", "policies", "scaling", "energy"}

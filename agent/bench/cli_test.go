@@ -62,3 +62,18 @@ func TestBenchChecksInputsFirst(t *testing.T) {
 		}
 	}
 }
+
+// --only names sections: an unknown one, or one combined with --doc (a
+// partial run cannot write the whole page), is refused before any work.
+func TestBenchOnlyRefusesUnknownSections(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "report")
+	for _, args := range [][]string{{"--only", "startup,bogus"}, {"--only", "startup", "--doc", filepath.Join(t.TempDir(), "b.md")}} {
+		code, _, stderr := benchMain(t, append(args, "--out", out)...)
+		if code != 2 || !strings.Contains(stderr, "--only") {
+			t.Errorf("%v: exit %d, %q; want 2 naming --only", args, code, stderr)
+		}
+		if _, err := os.Stat(out); err == nil {
+			t.Errorf("%v: did work", args)
+		}
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
+	"strings"
 
 	"github.com/edge-agent/edge-agent/agent"
 )
@@ -15,7 +16,7 @@ import (
 const usage = `edge-agent-bench — the agent beside the naive baseline, written as a report
 
 Usage:
-  edge-agent-bench [--out DIR] [--models DIR] [--reps N] [--quick]   the full run (many minutes)
+  edge-agent-bench [--out DIR] [--models DIR] [--reps N] [--quick] [--only S,...]   the full run (many minutes)
   edge-agent-bench replay --trace FILE --models DIR [--budget B] [--policy P] [--json] [--simulate]
   edge-agent-bench trace --models DIR [--shape S] [--seed N] [--out FILE]
   edge-agent-bench trace azure [--seed N] [--zipf S] [--out FILE]      an Azure Functions per-minute file
@@ -62,6 +63,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	reps := fs.Int("reps", 5, "interleaved repetitions of each startup comparison")
 	quick := fs.Bool("quick", false, "a short run (fewer repetitions, smaller models)")
 	doc := fs.String("doc", "", "also write the report as this docs page (make bench: docs/benchmarks.md)")
+	only := fs.String("only", "", `run only these sections, comma-separated (e.g. "startup,first start"); writes report.json, not the report`)
 	seed := fs.Int64("seed", 0, "the policies section's zoo and traces (0: from the clock; the report names it)")
 	if err := fs.Parse(args); err != nil {
 		if err == flag.ErrHelp {
@@ -74,15 +76,31 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "edge-agent-bench: unknown subcommand or argument %q\n%s", fs.Arg(0), usage)
 		return 2
 	}
+	var sections []string
+	if *only != "" {
+		sections = strings.Split(*only, ",")
+		if err := checkOnly(sections); err != nil {
+			fmt.Fprintf(stderr, "edge-agent-bench: --only: %v\n", err)
+			return 2
+		}
+		if *doc != "" {
+			fmt.Fprintf(stderr, "edge-agent-bench: --only writes report.json, not a docs page: drop --doc\n")
+			return 2
+		}
+	}
 	if err := checkInputs(*models, *quick); err != nil {
 		fmt.Fprintf(stderr, "edge-agent-bench: %v\n", err)
 		return 2
 	}
 	log := slog.New(slog.NewTextHandler(stderr, nil))
-	r, err := Run(ctx, Options{Out: *out, Models: *models, Reps: *reps, Quick: *quick, Seed: *seed, Log: log})
+	r, err := Run(ctx, Options{Out: *out, Models: *models, Reps: *reps, Quick: *quick, Seed: *seed, Only: sections, Log: log})
 	if err != nil {
 		fmt.Fprintf(stderr, "edge-agent-bench: %v\n", err)
 		return 1
+	}
+	if len(sections) > 0 {
+		fmt.Fprintf(stdout, "partial run (%s): %s (took %s)\n", *only, filepath.Join(*out, "report.json"), r.Duration.Round(1e9))
+		return 0
 	}
 	fmt.Fprintf(stdout, "%s\nreport: %s (took %s)\n", Summary(r), filepath.Join(*out, "report.md"), r.Duration.Round(1e9))
 	if *doc != "" {
