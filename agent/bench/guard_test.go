@@ -43,6 +43,7 @@ func guardCosts(t *testing.T) (dir string, costs map[string]bench.Cost) {
 // than LRU and does no more total load work (cold time + its own
 // background loads) than LRU, in every cell.
 func TestDefaultPolicyBeatsLRUOnBothAxes(t *testing.T) {
+	tflitetest.Long(t)
 	if testing.Short() {
 		t.Skip("replays 120 simulated traces")
 	}
