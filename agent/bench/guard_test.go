@@ -13,6 +13,7 @@ import (
 
 	"github.com/edge-agent/edge-agent/agent/bench"
 	"github.com/edge-agent/edge-agent/tflite"
+	"github.com/edge-agent/edge-agent/tflite/tflitetest"
 )
 
 // guardCosts are a zoo's measured costs (the `zoo` subcommand's, 6 shared
