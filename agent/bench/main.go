@@ -64,6 +64,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	quick := fs.Bool("quick", false, "a short run (fewer repetitions, smaller models)")
 	doc := fs.String("doc", "", "also write the report as this docs page (make bench: docs/benchmarks.md)")
 	only := fs.String("only", "", `run only these sections, comma-separated (e.g. "startup,first start"); writes report.json, not the report`)
+	sdRate := fs.Float64("sd-rate", sdRateDefault, "the emulated SD card's read rate, bytes/s (startup and first start again on it; needs root; < 0: skip)")
 	seed := fs.Int64("seed", 0, "the policies section's zoo and traces (0: from the clock; the report names it)")
 	if err := fs.Parse(args); err != nil {
 		if err == flag.ErrHelp {
@@ -93,7 +94,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	log := slog.New(slog.NewTextHandler(stderr, nil))
-	r, err := Run(ctx, Options{Out: *out, Models: *models, Reps: *reps, Quick: *quick, Seed: *seed, Only: sections, Log: log})
+	r, err := Run(ctx, Options{Out: *out, Models: *models, Reps: *reps, Quick: *quick, Seed: *seed, Only: sections, SDRate: *sdRate, Log: log})
 	if err != nil {
 		fmt.Fprintf(stderr, "edge-agent-bench: %v\n", err)
 		return 1
