@@ -42,6 +42,9 @@ type Options struct {
 	// SDRate is the emulated SD card's read rate, bytes/s, for the startup
 	// and first-start rows on a card (sdcard.go); 0 means 25 MB/s, < 0 off.
 	SDRate float64
+	// AgentBin is the edge-agent binary the process rows spawn; "" means
+	// edge-agent beside this executable (make bench builds both).
+	AgentBin string
 	// Log receives progress; nil discards.
 	Log *slog.Logger
 }
@@ -58,12 +61,14 @@ type Report struct {
 	StartupSD    Startup
 	FirstStartSD FirstStart
 	SD           SDInfo
-	Serving      Serving
-	Memory     Memory
-	Policies   Policies
-	Scaling    Scaling
-	Energy     Energy
-	Duration   time.Duration
+	// Process is startup and first start as separate processes over MQTT.
+	Process  ProcessRows
+	Serving  Serving
+	Memory   Memory
+	Policies Policies
+	Scaling  Scaling
+	Energy   Energy
+	Duration time.Duration
 }
 
 // Run measures everything and writes the report into o.Out.
@@ -111,6 +116,7 @@ func Run(ctx context.Context, o Options) (Report, error) {
 		{"startup", func() (err error) { r.Startup, err = startup(ctx, o, work); return }},
 		{"first start", func() (err error) { r.FirstStart, err = firstStart(ctx, o, work); return }},
 		{"sd card", func() error { r.StartupSD, r.FirstStartSD, r.SD = onSDCard(ctx, o, work); return nil }},
+		{"processes", func() error { r.Process = processRows(ctx, o, work); return nil }},
 		{"serving", func() (err error) { r.Serving, err = serving(ctx, o, work); return }},
 		{"memory", func() (err error) { r.Memory, err = memory(ctx, o, work); return }},
 		{"policies", func() (err error) { r.Policies, err = policies(ctx, o, work); return }},
@@ -158,4 +164,4 @@ func checkOnly(only []string) error {
 }
 
 // Sections are Run's steps, in order (Options.Only names them).
-var Sections = []string{"startup", "first start", "sd card", "serving", "memory", "policies", "scaling", "energy"}
+var Sections = []string{"startup", "first start", "sd card", "processes", "serving", "memory", "policies", "scaling", "energy"}

@@ -128,6 +128,7 @@ func write(dir string, r Report) error {
 
 	writeFirstStart(&b, r.FirstStart, "")
 	writeSD(&b, r)
+	writeProcess(&b, r.Process, r.Startup.Model)
 
 	sv := r.Serving
 	fmt.Fprintf(&b, "## Serving\n\nA bursty trace: %d requests in bursts of 5–20 to one of four models (weighted), 20–150 ms idle between bursts, replayed on both, interleaved.\n\n", sv.Requests)
@@ -231,4 +232,33 @@ func writeSD(b *strings.Builder, r Report) {
 	}
 	b.WriteString("\n")
 	writeFirstStart(b, r.FirstStartSD, "on the SD card")
+}
+
+// writeProcess writes the rows measured with separate processes over MQTT,
+// or why they were not measured.
+func writeProcess(b *strings.Builder, p ProcessRows, model string) {
+	b.WriteString("## As separate processes over MQTT\n\n")
+	if p.NotMeasured != "" {
+		fmt.Fprintf(b, "Not measured: %s.\n\n", p.NotMeasured)
+		return
+	}
+	fmt.Fprintf(b, "What a device sees after boot: a real mosquitto on loopback is already up; the clock starts when the process is spawned. The agent (`edge-agent run` with a configuration file, fresh device id) is asked once its retained status says online (spawn → online, empty state: %s ms), for raw output; naive is `edge-agent-bench naive`, a process doing the in-process naive loop's work and printing each answer. Every agent answer equals naive's bytes. %d runs, model files dropped from the page cache first.\n\n",
+		spread(p.Online), p.ToFirst[Naive].N)
+	fmt.Fprintf(b, "| %s: spawn → first answer | naive, ms | agent, ms | naive ÷ agent |\n|---|---|---|---|\n", model)
+	for _, c := range []string{Cold, Restored} {
+		n, a := p.ToFirst[Naive], p.ToFirst[c]
+		fmt.Fprintf(b, "| %s | %s | %s | %s |\n", c, spread(n), spread(a), ratio(n.Median, a.Median))
+	}
+	b.WriteString("\n| first start: spawn → answer | naive, ms | agent, ms | naive ÷ agent |\n|---|---|---|---|\n")
+	ids := make([]string, 0, len(p.ToAnswer[Naive]))
+	for _, m := range firstStartModels {
+		if _, ok := p.ToAnswer[Naive][m.id]; ok {
+			ids = append(ids, m.id)
+		}
+	}
+	for _, id := range ids {
+		n, a := p.ToAnswer[Naive][id], p.ToAnswer[Cold][id]
+		fmt.Fprintf(b, "| %s | %s | %s | %s |\n", id, spread(n), spread(a), ratio(n.Median, a.Median))
+	}
+	b.WriteString("\n")
 }
