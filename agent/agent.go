@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/edge-agent/edge-agent/agent/infer"
+	"github.com/edge-agent/edge-agent/agent/observe"
 	"github.com/edge-agent/edge-agent/mqtt"
 	"github.com/edge-agent/edge-agent/power"
 	"github.com/edge-agent/edge-agent/storage"
@@ -99,9 +100,10 @@ type Agent struct {
 	models map[string]*modelState // by id, failed ones included
 	order  []string               // ids as configured, for reports
 
-	// wakeMu guards seen: models asked for since the last wake.
-	wakeMu sync.Mutex
-	seen   map[string]bool
+	// observers learn from every finished request (observers.go); wake
+	// tracks the first request per id after a wake.
+	observers observe.List
+	wake      *wakeTracker
 
 	// planner warms models on wakes; loops runs the periodic loops and
 	// restarts the tuned ones on a reload.
@@ -161,7 +163,7 @@ func New(cfg Config, log *slog.Logger, o Options) *Agent {
 	if o.ScheduleEvery <= 0 {
 		o.ScheduleEvery = time.Minute
 	}
-	a := &Agent{opts: o, log: log, models: map[string]*modelState{}, seen: map[string]bool{}, stop: func() {},
+	a := &Agent{opts: o, log: log, models: map[string]*modelState{}, wake: newWakeTracker(), stop: func() {},
 		laterEvents: make(chan queuedEvent, 256), calKick: make(chan struct{}, 1), hugeKick: make(chan struct{}, 1), statusKick: make(chan struct{}, 1),
 		settled: make(chan struct{}), notify: notifier{log: log}, hb: newHeartbeats(time.Second)}
 	a.updates, a.guards, a.outcomes = map[string]*pendingUpdate{}, map[string]*updateGuard{}, map[string]*outcomes{}
@@ -178,16 +180,13 @@ func New(cfg Config, log *slog.Logger, o Options) *Agent {
 		power: a.powerReader, meter: a.meter, calibrations: a.calibrations, now: o.Now, clock: o.Clock, rand: o.Rand,
 		beforePrewarm: o.BeforePrewarm, scheduleEvery: o.ScheduleEvery, loop: a.loops.kicked, spawn: a.spawn,
 		event: a.event, notify: a.notify.send, noteLoad: a.noteLoad, warmed: a.checkSamplesFor,
-		woke: func() { // a new wake: first requests count from here
-			a.wakeMu.Lock()
-			a.seen = map[string]bool{}
-			a.wakeMu.Unlock()
-		},
+		woke: a.wake.woke, // a new wake: first requests count from here
 		countWake: func(source string) {
 			if a.prom != nil {
 				a.prom.wakes.WithLabelValues(source).Inc()
 			}
 		}})
+	a.observers = a.requestObservers()
 	return a
 }
 
