@@ -45,6 +45,9 @@ type Options struct {
 	// calibration, before its first measuring load (tests hold or crash it
 	// there).
 	BeforeCalibrate func(ctx context.Context, model string)
+	// BeforeModelRead, when set, runs before a model's file is read to
+	// register it (tests hold it there, as a slow or stuck storage would).
+	BeforeModelRead func(model, path string)
 	// ShutdownTimeout bounds Close in Run. Default 10s.
 	ShutdownTimeout time.Duration
 	// ScheduleEvery is how often the schedule looks ahead. Default 1m.
@@ -100,6 +103,9 @@ type Agent struct {
 	mapsMu sync.Mutex
 	models map[string]*modelState // by id, failed ones included
 	order  []string               // ids as configured, for reports
+	// pending are the models the start registers after it accepts
+	// requests (startreg.go); nil before Start.
+	pending *pendingModels
 
 	// wakeMu guards seen: models asked for since the last wake.
 	wakeMu sync.Mutex
@@ -215,6 +221,15 @@ func (a *Agent) Store() *storage.Store { return a.store }
 // Report is what Start found and did, with what the background work
 // (calibration, warming after READY) has learned since.
 func (a *Agent) Report() StartupReport {
+	if a.pending != nil {
+		<-a.pending.all // every configured model in it
+	}
+	return a.startReport()
+}
+
+// startReport is Report as it stands: without the models not registered
+// yet.
+func (a *Agent) startReport() StartupReport {
 	// a.report is written only by Start, before it spawns anything that
 	// calls Report (the final report, the metrics' gauges), and never
 	// after: it needs no lock. What changes later is read under the

@@ -84,6 +84,9 @@ func (a *Agent) registerFrom(m ModelConfig, src string) *modelState {
 	// Mapping verifies the flatbuffer (a truncated or foreign file fails
 	// here with its own code, not at the first request) and costs about
 	// what hashing a file whose digest is not cached does.
+	if a.opts.BeforeModelRead != nil {
+		a.opts.BeforeModelRead(m.ID, src)
+	}
 	model, err := tflite.LoadModel(src)
 	if err != nil {
 		return a.failModel(st, err)

@@ -76,6 +76,7 @@ func (a *Agent) Reload(ctx context.Context, next Config) (ReloadResult, error) {
 func (a *Agent) syncModels() ReloadResult {
 	a.prepMu.Lock()
 	defer a.prepMu.Unlock()
+	a.pending.drop() // the models not registered yet are registered here, as configured now
 	res := ReloadResult{}
 	models, err := resolveModels(*a.config(), a.log)
 	if err != nil {

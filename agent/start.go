@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/edge-agent/edge-agent/mqtt"
@@ -27,15 +28,21 @@ func (a *Agent) Start(ctx context.Context) error {
 	a.baseline = a.memory().RSSBytes
 	plan := a.applyMemoryPlan()
 	a.report.Memory = &plan
+	t := time.Now()
+	a.pending = newPendingModels(models)
 	a.newPool()
-	if err := a.registerAll(ctx, models); err != nil {
+	a.report.Timings.Pool = time.Since(t)
+	runCtx := a.newRunContext()
+	if err := a.registerPinned(ctx, models); err != nil {
 		return err
 	}
+	a.spawn(runCtx, a.registerRest)
 	a.readRateDevice, _ = a.restoreReadRate()
-	runCtx := a.newRunContext()
+	t = time.Now()
 	if err := a.startMQTT(ctx, runCtx); err != nil {
 		return err
 	}
+	a.report.Timings.MQTT = time.Since(t)
 	a.spawn(runCtx, a.statusPublisher) // after a.mq is set: it reads it
 	startPlan, err := a.warmPinned(ctx)
 	if err != nil {
@@ -68,7 +75,7 @@ func (a *Agent) publishStartReport() {
 	a.report.Timings.Total = time.Since(a.opts.Started)
 	a.report.BootID = bootID(a.opts.HardwareRoot)
 	a.report.Process = processStats()
-	if err := a.publish(topicStartup, true, a.Report()); err != nil {
+	if err := a.publish(topicStartup, true, a.startReport()); err != nil {
 		a.log.Error("startup report not queued", "err", err)
 	}
 }
@@ -122,6 +129,7 @@ func (a *Agent) newPool() {
 		PageIn:   a.config().pageIn(),
 		Logger:   a.log,
 		OnLoad:   func(tflite.LoadEvent) { a.statusChanged() },
+		Resolve:  a.resolvePending,
 		OnEvict: func(e tflite.EvictEvent) {
 			a.statusChanged()
 			if e.Bytes >= tflite.HugeMin {
@@ -132,31 +140,89 @@ func (a *Agent) newPool() {
 	})
 }
 
-// registerAll registers every configured model (no model is loaded).
-func (a *Agent) registerAll(ctx context.Context, models []ModelConfig) error {
+// registerPinned registers the pinned models (the start warms them before
+// READY); the others are registered by registerRest, after requests are
+// accepted, or by the first request for them (resolvePending).
+func (a *Agent) registerPinned(ctx context.Context, models []ModelConfig) error {
 	t := time.Now()
-	a.prepMu.Lock()
-	defer a.prepMu.Unlock()
 	for _, m := range models {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		a.notify.send("STATUS=registering " + m.ID)
-		st := a.admitModel(a.register(m), false)
-		a.setModel(st)
-		if st.servable {
-			a.noteServing(st)
+		if m.Pinned {
+			a.resolvePending(ctx, m.ID)
 		}
 	}
 	a.report.Timings.Restore = time.Since(t)
 	return nil
 }
 
+// registerRest registers the models no request asked for yet, in
+// configured order.
+func (a *Agent) registerRest(ctx context.Context) {
+	for ctx.Err() == nil {
+		m, ok := a.pending.next()
+		if !ok {
+			return
+		}
+		a.registerPending(m)
+	}
+}
+
+// resolvePending registers model id now if the start has not yet (the
+// pool asks, for a request or a plan): the caller's model goes ahead of
+// the others, and waits for no other model's file. It reports whether id
+// was pending.
+func (a *Agent) resolvePending(ctx context.Context, id string) bool {
+	if a.pending == nil {
+		return false
+	}
+	m, owner, ok := a.pending.claim(id)
+	switch {
+	case !ok:
+		return false
+	case owner:
+		a.registerPending(m)
+		return true
+	}
+	select {
+	case <-m.done:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// registerPending registers a claimed model: its file is read with no lock
+// held, so registrations of other models (and reloads) do not wait on it.
+func (a *Agent) registerPending(m *pendingModel) {
+	defer a.pending.finish(m)
+	a.notify.send("STATUS=registering " + m.cfg.ID)
+	st := a.register(m.cfg)
+	a.prepMu.Lock()
+	defer a.prepMu.Unlock()
+	if !a.pending.wanted(m) {
+		return // a reload registers what is configured now
+	}
+	st = a.admitModel(st, false)
+	a.setModel(st)
+	if st.servable {
+		a.noteServing(st)
+	}
+}
+
 // setModel makes st the state of its model (called with prepMu held).
 func (a *Agent) setModel(st *modelState) {
 	a.mapsMu.Lock()
 	if _, ok := a.models[st.cfg.ID]; !ok {
-		a.order = append(a.order, st.cfg.ID)
+		// In configured order, whichever registered first.
+		i := len(a.order)
+		if a.pending != nil {
+			for i > 0 && a.pending.before(st.cfg.ID, a.order[i-1]) {
+				i--
+			}
+		}
+		a.order = slices.Insert(a.order, i, st.cfg.ID)
 	}
 	a.models[st.cfg.ID] = st
 	a.mapsMu.Unlock()
@@ -241,6 +307,9 @@ func (a *Agent) warmPinned(ctx context.Context) (PlanResult, error) {
 // newer wake may replace it), then, once calibration is done too,
 // publishes the startup report again with everything the start learned.
 func (a *Agent) finishStart(ctx context.Context) {
+	if a.pending.wait(ctx) != nil { // the plan covers every model
+		return
+	}
 	if _, err := a.Wake(ctx, "start"); err != nil {
 		return
 	}

@@ -48,6 +48,11 @@ type PoolOptions struct {
 	// model evicted, outside the pool's lock, on the caller's goroutine.
 	OnLoad  func(LoadEvent)
 	OnEvict func(EvictEvent)
+	// Resolve, when set, is asked (without the pool's lock) for a model
+	// id that is not registered: it may register it now (a start still
+	// registering models takes a request's model first) and says whether
+	// to look again.
+	Resolve func(ctx context.Context, id string) bool
 }
 
 // ModelSpec registers a model with the pool.
@@ -444,6 +449,14 @@ func (p *Pool) AcquireWarm(ctx context.Context, id string) (*Lease, error) {
 func (p *Pool) acquire(ctx context.Context, id string, demand, mayLoad, guess bool) (*Lease, error) {
 	p.mu.Lock()
 	e, ok := p.entries[id]
+	if !ok && p.opts.Resolve != nil {
+		p.mu.Unlock()
+		resolved := p.opts.Resolve(ctx, id)
+		p.mu.Lock()
+		if resolved {
+			e, ok = p.entries[id]
+		}
+	}
 	if !ok {
 		p.mu.Unlock()
 		return nil, &Error{Op: "acquire " + id, Kind: ErrUnknownModel}

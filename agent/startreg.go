@@ -1,0 +1,156 @@
+package agent
+
+import (
+	"context"
+	"sync"
+)
+
+// pendingModels are the configured models a start has not registered yet.
+// Registering reads each model's file (mapping, verifying, hashing when no
+// digest is cached), so Start does it after it accepts requests: a
+// background goroutine registers them in configured order, and a request
+// for one of them registers it at once, ahead of the rest, on its own
+// goroutine. A model file that is slow to read (a large one on an SD card,
+// or one that blocks) delays only requests for that model.
+type pendingModels struct {
+	// mu guards byID, order and rank.
+	mu    sync.Mutex
+	byID  map[string]*pendingModel
+	order []string
+	// rank is each configured model's place, for the models' listing.
+	rank map[string]int
+	// all is closed once the start registered every model (or a reload
+	// took over).
+	all chan struct{}
+}
+
+// pendingModel is one model waiting to be registered; done is closed once
+// it is (or it was dropped).
+type pendingModel struct {
+	cfg     ModelConfig
+	claimed bool
+	done    chan struct{}
+}
+
+func newPendingModels(models []ModelConfig) *pendingModels {
+	p := &pendingModels{byID: map[string]*pendingModel{}, rank: map[string]int{}, all: make(chan struct{})}
+	for i, m := range models {
+		p.byID[m.ID] = &pendingModel{cfg: m, done: make(chan struct{})}
+		p.order = append(p.order, m.ID)
+		p.rank[m.ID] = i
+	}
+	if len(models) == 0 {
+		close(p.all)
+	}
+	return p
+}
+
+// claim gives the caller model id to register (owner), or the claim of
+// whoever registers it already (wait on done); ok is false when id is not
+// pending.
+func (p *pendingModels) claim(id string) (m *pendingModel, owner, ok bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	m, ok = p.byID[id]
+	if !ok {
+		return nil, false, false
+	}
+	owner = !m.claimed
+	m.claimed = true
+	return m, owner, true
+}
+
+// next claims the first model in configured order no one registers yet.
+func (p *pendingModels) next() (*pendingModel, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, id := range p.order {
+		if m, ok := p.byID[id]; ok && !m.claimed {
+			m.claimed = true
+			return m, true
+		}
+	}
+	return nil, false
+}
+
+// wanted reports whether m is still to be registered: false when a reload
+// dropped it in the meantime (the reload registers the models itself).
+func (p *pendingModels) wanted(m *pendingModel) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.byID[m.cfg.ID] == m
+}
+
+// finish ends m's claim once the model is registered (or not wanted):
+// it leaves the set only then, so a request never finds it in neither.
+func (p *pendingModels) finish(m *pendingModel) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.byID[m.cfg.ID] == m {
+		delete(p.byID, m.cfg.ID)
+	}
+	close(m.done)
+	p.closeIfEmptyLocked()
+}
+
+// drop forgets every pending model: a reload registers what is configured
+// then. Registrations under way finish, and are discarded (wanted).
+func (p *pendingModels) drop() {
+	if p == nil { // before Start
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for id, m := range p.byID {
+		if !m.claimed {
+			close(m.done)
+		}
+		delete(p.byID, id)
+	}
+	p.closeIfEmptyLocked()
+}
+
+func (p *pendingModels) closeIfEmptyLocked() {
+	if len(p.byID) > 0 {
+		return
+	}
+	select {
+	case <-p.all:
+	default:
+		close(p.all)
+	}
+}
+
+// before reports whether configured model a comes before b (unknown ids
+// last, in the order they came).
+func (p *pendingModels) before(a, b string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	ra, oka := p.rank[a]
+	rb, okb := p.rank[b]
+	return oka && (!okb || ra < rb)
+}
+
+// ids are the models still pending.
+func (p *pendingModels) ids() []string {
+	if p == nil {
+		return nil
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make([]string, 0, len(p.byID))
+	for id := range p.byID {
+		out = append(out, id)
+	}
+	return out
+}
+
+// wait returns once every model is registered, or ctx is done.
+func (p *pendingModels) wait(ctx context.Context) error {
+	select {
+	case <-p.all:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
