@@ -106,6 +106,8 @@ type Agent struct {
 	// pending are the models the start registers after it accepts
 	// requests (startreg.go); nil before Start.
 	pending *pendingModels
+	// facts are the model files' facts by identity (filefacts.go).
+	facts *fileFacts
 
 	// wakeMu guards seen: models asked for since the last wake.
 	wakeMu sync.Mutex

@@ -182,7 +182,7 @@ func nilSafe(r ReloadResult) ReloadResult {
 
 // fileDigest is the digest of the file at path (cached by identity).
 func (a *Agent) fileDigest(path string) (string, error) {
-	d, _, err := tflite.Digest(path, digestCache{a.store})
+	d, _, err := tflite.Digest(path, a.facts)
 	return d, err
 }
 

@@ -91,6 +91,9 @@ type ModelSpec struct {
 	// request, as LearnedCosts returned them before a restart: the pool
 	// ranks by them at once instead of relearning them.
 	KnownMisses []time.Duration
+	// Facts, when set and still about the file at Path (same identity),
+	// give its size and variables: registering does not read the file.
+	Facts *FileFacts
 }
 
 // LoadEvent reports one interpreter warmed by the pool.
@@ -305,9 +308,12 @@ func (p *Pool) newEntry(s ModelSpec) (*entry, error) {
 	if s.ID == "" {
 		return nil, fmt.Errorf("register model: empty id")
 	}
-	size, vars, err := p.loader.inspect(s.Path)
-	if err != nil {
-		return nil, fmt.Errorf("register model %q: %w", s.ID, err)
+	size, vars, ok := factsFor(s)
+	if !ok {
+		var err error
+		if size, vars, err = p.loader.inspect(s.Path); err != nil {
+			return nil, fmt.Errorf("register model %q: %w", s.ID, err)
+		}
 	}
 	e := &entry{spec: s, perModel: p.opts.PerModel, opts: p.opts.Interpreter, fileSize: size, vars: vars, resetVars: vars && !s.Stateful,
 		knownHeap: s.KnownHeap, heaps: map[instance]int64{}, gens: map[instance]int{}, unmeasured: map[instance]unmeasured{}, fresh: map[instance]Stages{}, changed: make(chan struct{})}

@@ -1,0 +1,144 @@
+package agent
+
+import (
+	"encoding/json"
+	"sync"
+
+	"github.com/edge-agent/edge-agent/storage"
+	"github.com/edge-agent/edge-agent/tflite"
+)
+
+// fileFacts are what the agent learned about model files: digests by file
+// identity (a changed or replaced file is a new identity: dev, inode,
+// size, mtime, ctime) and what a digest's content says (variables, Edge
+// TPU). Both are kept in memory and in the state file, so a file is read
+// once per identity, by this run or an earlier one; a restart with the
+// same files reads none of them before a request needs it.
+type fileFacts struct {
+	store *storage.Store
+	// mu guards digests and content.
+	mu      sync.Mutex
+	digests map[tflite.FileID]string
+	content map[string]contentFacts
+}
+
+// contentFacts are the facts of a digest's bytes, stored as JSON.
+type contentFacts struct {
+	Variables    bool `json:"variables"`
+	NeedsEdgeTPU bool `json:"needs_edgetpu"`
+}
+
+func newFileFacts(s *storage.Store) *fileFacts {
+	return &fileFacts{store: s, digests: map[tflite.FileID]string{}, content: map[string]contentFacts{}}
+}
+
+// LookupDigest and StoreDigest make fileFacts the tflite.DigestCache.
+func (f *fileFacts) LookupDigest(id tflite.FileID) (string, bool) {
+	f.mu.Lock()
+	d, ok := f.digests[id]
+	f.mu.Unlock()
+	if ok {
+		return d, true
+	}
+	if d, ok = (digestCache{f.store}).LookupDigest(id); ok {
+		f.mu.Lock()
+		f.digests[id] = d
+		f.mu.Unlock()
+	}
+	return d, ok
+}
+
+func (f *fileFacts) StoreDigest(id tflite.FileID, d string) error {
+	f.mu.Lock()
+	f.digests[id] = d
+	f.mu.Unlock()
+	return (digestCache{f.store}).StoreDigest(id, d)
+}
+
+// of returns the facts of the file at path, reading it only for what no
+// earlier read of the same identity (or of the same content) learned;
+// cached says the digest was known.
+func (f *fileFacts) of(path string) (facts tflite.FileFacts, cached bool, err error) {
+	var c contentFacts
+	read := func() error {
+		// Maps and verifies the flatbuffer: a missing, truncated or
+		// foreign file fails here with its own code, before it is hashed.
+		var err error
+		c.Variables, c.NeedsEdgeTPU, err = tflite.ContentFacts(path)
+		return err
+	}
+	id, err := tflite.StatID(path)
+	if err != nil {
+		if rerr := read(); rerr != nil {
+			return facts, false, rerr
+		}
+		return facts, false, err
+	}
+	_, cached = f.LookupDigest(id)
+	if !cached {
+		if err := read(); err != nil {
+			return facts, false, err
+		}
+	}
+	digest, cached, err := tflite.Digest(path, f)
+	if err != nil {
+		return facts, false, err
+	}
+	if known, ok := f.contentOf(digest); ok {
+		c = known
+	} else {
+		if cached { // read above otherwise
+			if err := read(); err != nil {
+				return facts, false, err
+			}
+		}
+		f.storeContent(digest, c)
+	}
+	return tflite.FileFacts{ID: id, Digest: digest, Variables: c.Variables, NeedsEdgeTPU: c.NeedsEdgeTPU}, cached, nil
+}
+
+// known is of without reading the file: nil when something is not known.
+func (f *fileFacts) known(path string) *tflite.FileFacts {
+	id, err := tflite.StatID(path)
+	if err != nil {
+		return nil
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	d, ok := f.digests[id]
+	if !ok {
+		return nil
+	}
+	c, ok := f.content[d]
+	if !ok {
+		return nil
+	}
+	return &tflite.FileFacts{ID: id, Digest: d, Variables: c.Variables, NeedsEdgeTPU: c.NeedsEdgeTPU}
+}
+
+func contentKey(digest string) string { return "content:" + digest }
+
+func (f *fileFacts) contentOf(digest string) (contentFacts, bool) {
+	f.mu.Lock()
+	c, ok := f.content[digest]
+	f.mu.Unlock()
+	if ok {
+		return c, true
+	}
+	raw, ok := f.store.LookupDigest(contentKey(digest))
+	if !ok || json.Unmarshal([]byte(raw), &c) != nil {
+		return contentFacts{}, false
+	}
+	f.mu.Lock()
+	f.content[digest] = c
+	f.mu.Unlock()
+	return c, true
+}
+
+func (f *fileFacts) storeContent(digest string, c contentFacts) {
+	f.mu.Lock()
+	f.content[digest] = c
+	f.mu.Unlock()
+	b, _ := json.Marshal(c)                                // plain struct
+	_ = f.store.StoreDigest(contentKey(digest), string(b)) // a cache: the next start reads the file again
+}
