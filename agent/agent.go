@@ -46,8 +46,9 @@ type Options struct {
 	// there).
 	BeforeCalibrate func(ctx context.Context, model string)
 	// BeforeModelRead, when set, runs before a model's file is read to
-	// register it (tests hold it there, as a slow or stuck storage would).
-	BeforeModelRead func(model, path string)
+	// learn its facts (tests hold it there, as a slow or stuck storage
+	// would, or count the reads).
+	BeforeModelRead func(path string)
 	// ShutdownTimeout bounds Close in Run. Default 10s.
 	ShutdownTimeout time.Duration
 	// ScheduleEvery is how often the schedule looks ahead. Default 1m.

@@ -16,6 +16,8 @@ import (
 // same files reads none of them before a request needs it.
 type fileFacts struct {
 	store *storage.Store
+	// beforeRead, when set, runs before a model file is read (tests).
+	beforeRead func(path string)
 	// mu guards digests and content.
 	mu      sync.Mutex
 	digests map[tflite.FileID]string
@@ -28,8 +30,8 @@ type contentFacts struct {
 	NeedsEdgeTPU bool `json:"needs_edgetpu"`
 }
 
-func newFileFacts(s *storage.Store) *fileFacts {
-	return &fileFacts{store: s, digests: map[tflite.FileID]string{}, content: map[string]contentFacts{}}
+func newFileFacts(s *storage.Store, beforeRead func(path string)) *fileFacts {
+	return &fileFacts{store: s, beforeRead: beforeRead, digests: map[tflite.FileID]string{}, content: map[string]contentFacts{}}
 }
 
 // LookupDigest and StoreDigest make fileFacts the tflite.DigestCache.
@@ -63,6 +65,9 @@ func (f *fileFacts) of(path string) (facts tflite.FileFacts, cached bool, err er
 	read := func() error {
 		// Maps and verifies the flatbuffer: a missing, truncated or
 		// foreign file fails here with its own code, before it is hashed.
+		if f.beforeRead != nil {
+			f.beforeRead(path)
+		}
 		var err error
 		c.Variables, c.NeedsEdgeTPU, err = tflite.ContentFacts(path)
 		return err

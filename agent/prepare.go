@@ -81,9 +81,6 @@ func (a *Agent) registerFrom(m ModelConfig, src string) *modelState {
 		}
 		st.labels = labels
 	}
-	if a.opts.BeforeModelRead != nil {
-		a.opts.BeforeModelRead(m.ID, src)
-	}
 	// Read once per file identity: a restart with the same file reads
 	// nothing here (its digest and facts are in the state file).
 	facts, cached, err := a.facts.of(src)

@@ -100,7 +100,7 @@ func (a *Agent) openState() error {
 		return fmt.Errorf("open state: %w", err)
 	}
 	a.store = store
-	a.facts = newFileFacts(store)
+	a.facts = newFileFacts(store, a.opts.BeforeModelRead)
 	a.report.State = rep
 	a.report.Timings.StateOpen = time.Since(t0)
 	if rep.Corruption != nil {

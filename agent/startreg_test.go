@@ -2,6 +2,10 @@ package agent_test
 
 import (
 	"context"
+	"io"
+	"os"
+	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -15,16 +19,17 @@ import (
 // a request for another model, which is registered ahead of it. Once the
 // read goes on, the report lists both, in configured order.
 func TestRequestServedWhileAnotherModelFileBlocks(t *testing.T) {
+	slow := tflitetest.Path(t, "xor_model.tflite")
 	cfg := testConfig(t,
-		agent.ModelConfig{ID: "slow", Path: tflitetest.Path(t, "xor_model.tflite")},
+		agent.ModelConfig{ID: "slow", Path: slow},
 		agent.ModelConfig{ID: "v1", Path: tflitetest.Path(t, "mobilenet_v1_0.25_128_quant.tflite")})
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
 	release := make(chan struct{})
 	reading := make(chan struct{})
-	a := agent.New(cfg, quietLog(), agent.Options{BeforeModelRead: func(model, _ string) {
-		if model == "slow" {
+	a := agent.New(cfg, quietLog(), agent.Options{BeforeModelRead: func(path string) {
+		if path == slow {
 			close(reading)
 			<-release // storage that does not answer
 		}
@@ -66,5 +71,76 @@ func TestRequestServedWhileAnotherModelFileBlocks(t *testing.T) {
 		if m.Error != nil {
 			t.Fatalf("%s: %+v", m.ID, m.Error)
 		}
+	}
+}
+
+// A restart with the same model file reads nothing of it before the first
+// request (digest and facts are kept by file identity in the state file);
+// a file replaced by another of the same size is read and hashed again.
+func TestRestartReadsModelFileOnlyWhenReplaced(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "v1.tflite")
+	copyTo := func(dst string) {
+		t.Helper()
+		in, err := os.Open(tflitetest.Path(t, "mobilenet_v1_0.25_128_quant.tflite"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer in.Close()
+		out, err := os.Create(dst)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.Copy(out, in); err != nil {
+			t.Fatal(err)
+		}
+		if err := out.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	copyTo(path)
+	cfg := testConfig(t, agent.ModelConfig{ID: "v1", Path: path})
+	var mu sync.Mutex
+	reads := 0
+	o := agent.Options{BeforeModelRead: func(p string) {
+		if p == path {
+			mu.Lock()
+			reads++
+			mu.Unlock()
+		}
+	}}
+	readsNow := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		n := reads
+		reads = 0
+		return n
+	}
+	cat := readShared(t, "cat.bmp")
+	run := func() agent.ModelReport {
+		t.Helper()
+		a := start(t, cfg, o)
+		defer a.Close()
+		if _, err := a.Command(context.Background(), mqtt.Command{Verb: "infer", Binary: true, Model: "v1", ID: "c", Payload: cat}); err != nil {
+			t.Fatal(err)
+		}
+		return byID(t, a.Report(), "v1")
+	}
+	first := run()
+	if n := readsNow(); n == 0 || first.DigestCached {
+		t.Fatalf("first start: %d reads, digest cached %v", n, first.DigestCached)
+	}
+	again := run()
+	if n := readsNow(); n != 0 || !again.DigestCached || again.SHA256 != first.SHA256 {
+		t.Fatalf("restart, same file: %d reads, digest cached %v, same digest %v", n, again.DigestCached, again.SHA256 == first.SHA256)
+	}
+	// The same bytes renamed over it: same size, a new identity.
+	copyTo(path + ".new")
+	if err := os.Rename(path+".new", path); err != nil {
+		t.Fatal(err)
+	}
+	replaced := run()
+	if n := readsNow(); n == 0 || replaced.DigestCached {
+		t.Fatalf("restart, replaced file: %d reads, digest cached %v", n, replaced.DigestCached)
 	}
 }
