@@ -245,6 +245,9 @@ func (a *Agent) startReport() StartupReport {
 		}
 		rep.Pool = a.pool.Stats()
 	}
+	if p := a.pending.startPlan(); p != nil {
+		rep.Plan = p // the start planned before every model was registered
+	}
 	a.mapsMu.Lock()
 	rep.Models = make([]ModelReport, 0, len(a.order))
 	for _, id := range a.order {

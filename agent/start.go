@@ -37,7 +37,7 @@ func (a *Agent) Start(ctx context.Context) error {
 		return err
 	}
 	a.spawn(runCtx, a.registerRest)
-	a.readRateDevice, _ = a.restoreReadRate()
+	a.readRateDevice, _ = a.restoreReadRate(modelPaths(models)...)
 	t = time.Now()
 	if err := a.startMQTT(ctx, runCtx); err != nil {
 		return err
@@ -156,6 +156,14 @@ func (a *Agent) registerPinned(ctx context.Context, models []ModelConfig) error 
 	}
 	a.report.Timings.Restore = time.Since(t)
 	return nil
+}
+
+func modelPaths(models []ModelConfig) []string {
+	paths := make([]string, 0, len(models))
+	for _, m := range models {
+		paths = append(paths, m.Path)
+	}
+	return paths
 }
 
 // registerRest registers the models no request asked for yet, in
@@ -294,6 +302,7 @@ func (a *Agent) startMQTT(ctx, runCtx context.Context) error {
 // ready (READY=1) without them. The rest of the plan runs after.
 func (a *Agent) warmPinned(ctx context.Context) (PlanResult, error) {
 	t := time.Now()
+	a.pending.notePlanning()
 	plan := a.makePlan(power.Wake{Source: "start", At: a.opts.Now()})
 	res := a.runPlan(ctx, plan, true)
 	if res.Cancelled {
@@ -311,9 +320,11 @@ func (a *Agent) finishStart(ctx context.Context) {
 	if a.pending.wait(ctx) != nil { // the plan covers every model
 		return
 	}
-	if _, err := a.Wake(ctx, "start"); err != nil {
+	res, err := a.Wake(ctx, "start")
+	if err != nil {
 		return
 	}
+	a.pending.setPlan(res)
 	a.settleMu.Lock()
 	a.startPlanDone = true
 	a.settleMu.Unlock()

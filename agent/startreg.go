@@ -22,6 +22,10 @@ type pendingModels struct {
 	// all is closed once the start registered every model (or a reload
 	// took over).
 	all chan struct{}
+	// planDeferred: models were pending when the start planned, so the
+	// start's plan (report) is the one run once all are registered.
+	planDeferred bool
+	plan         *PlanResult
 }
 
 // pendingModel is one model waiting to be registered; done is closed once
@@ -143,6 +147,34 @@ func (p *pendingModels) ids() []string {
 		out = append(out, id)
 	}
 	return out
+}
+
+// notePlanning records whether the start plans before every model is
+// registered.
+func (p *pendingModels) notePlanning() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.planDeferred = len(p.byID) > 0
+}
+
+// setPlan keeps res as the start's plan when the start planned early.
+func (p *pendingModels) setPlan(res PlanResult) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.planDeferred {
+		p.plan = &res
+	}
+}
+
+// startPlan is the start's plan over every model, once run (nil when the
+// start's own plan covered them all, or before).
+func (p *pendingModels) startPlan() *PlanResult {
+	if p == nil {
+		return nil
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.plan
 }
 
 // wait returns once every model is registered, or ctx is done.
