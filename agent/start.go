@@ -324,7 +324,7 @@ func (a *Agent) finishStart(ctx context.Context) {
 	if err != nil {
 		return
 	}
-	a.pending.setPlan(res)
+	a.pending.setPlan(a.report.Plan, res)
 	a.settleMu.Lock()
 	a.startPlanDone = true
 	a.settleMu.Unlock()

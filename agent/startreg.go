@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"slices"
 	"sync"
 )
 
@@ -157,13 +158,22 @@ func (p *pendingModels) notePlanning() {
 	p.planDeferred = len(p.byID) > 0
 }
 
-// setPlan keeps res as the start's plan when the start planned early.
-func (p *pendingModels) setPlan(res PlanResult) {
+// setPlan keeps the start's plan when the start planned early: the plan
+// run once every model is registered (rest), with what the start's own
+// plan for the pinned models did (pinned).
+func (p *pendingModels) setPlan(pinned *PlanResult, rest PlanResult) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.planDeferred {
-		p.plan = &res
+	if !p.planDeferred || pinned == nil {
+		return
 	}
+	res := rest
+	res.Warmed = append(slices.Clone(pinned.Warmed), rest.Warmed...)
+	res.Failed = append(slices.Clone(pinned.Failed), rest.Failed...)
+	res.Already = slices.DeleteFunc(slices.Clone(rest.Already), func(id string) bool {
+		return slices.Contains(pinned.Warmed, id) || slices.Contains(pinned.Failed, id)
+	})
+	p.plan = &res
 }
 
 // startPlan is the start's plan over every model, once run (nil when the
