@@ -73,16 +73,14 @@ type Agent struct {
 	// lat records request latencies; prom exports metrics to Prometheus
 	// ([metrics] listen; nil when off); startups are the last starts'
 	// durations (ms), from the state file.
-	lat    *latencies
-	prom   *promMetrics
-	haKick chan struct{} // publish the Home Assistant discovery configs
-	// rewarmKick runs the keep-alive loop after a request that loaded.
-	rewarmKick chan struct{}
-	hw         Hardware // read once, before any goroutine starts
-	startups   atomic.Pointer[[]float64]
-	cfg        atomic.Pointer[Config] // replaced whole by Reload; read with config()
-	opts       Options
-	log        *slog.Logger
+	lat      *latencies
+	prom     *promMetrics
+	haKick   chan struct{} // publish the Home Assistant discovery configs
+	hw       Hardware      // read once, before any goroutine starts
+	startups atomic.Pointer[[]float64]
+	cfg      atomic.Pointer[Config] // replaced whole by Reload; read with config()
+	opts     Options
+	log      *slog.Logger
 
 	store    *storage.Store
 	pool     *tflite.Pool
@@ -114,12 +112,15 @@ type Agent struct {
 	wakeMu sync.Mutex
 	seen   map[string]bool
 
-	wakes       chan wakeRequest
+	// planner warms models on wakes; loops runs the periodic loops and
+	// restarts the tuned ones on a reload.
+	planner *wakePlanner
+	loops   *loopRunner
+
 	laterEvents chan queuedEvent // raised on hot paths, written by eventWriter
 
 	calKick    chan struct{} // the calibrator may have work (cap 1)
 	hugeKick   chan struct{} // a reload or a large eviction: check model pages (cap 1)
-	planning   atomic.Int32  // plans warming now: calibration waits for them
 	statusKick chan struct{} // readiness may have changed (cap 1)
 
 	// settleMu guards settled and startPlanDone.
@@ -129,10 +130,6 @@ type Agent struct {
 
 	notify notifier
 	hb     *heartbeats
-
-	// warmMu guards warming: family variants being warmed in the background.
-	warmMu  sync.Mutex
-	warming map[string]bool
 
 	// The agent's own goroutines (MQTT, metrics, usage, planner) run under
 	// runCtx and stop with stop.
@@ -148,10 +145,6 @@ type Agent struct {
 	outcomes map[string]*outcomes
 	parity   *parityRing // recent requests per model, replayed through updates
 	tiers    *tiers      // fast-path agreement of families
-
-	// tunedMu guards tuned: the loops whose settings a reload may change.
-	tunedMu sync.Mutex
-	tuned   tunedLoops
 }
 
 // New prepares an agent; it does no I/O.
@@ -178,17 +171,32 @@ func New(cfg Config, log *slog.Logger, o Options) *Agent {
 		o.ScheduleEvery = time.Minute
 	}
 	a := &Agent{opts: o, log: log, models: map[string]*modelState{}, seen: map[string]bool{}, stop: func() {},
-		wakes: make(chan wakeRequest, 8), laterEvents: make(chan queuedEvent, 256), calKick: make(chan struct{}, 1), hugeKick: make(chan struct{}, 1), statusKick: make(chan struct{}, 1),
-		settled: make(chan struct{}), warming: map[string]bool{}, notify: notifier{log: log}, hb: newHeartbeats(time.Second)}
+		laterEvents: make(chan queuedEvent, 256), calKick: make(chan struct{}, 1), hugeKick: make(chan struct{}, 1), statusKick: make(chan struct{}, 1),
+		settled: make(chan struct{}), notify: notifier{log: log}, hb: newHeartbeats(time.Second)}
 	a.updates, a.guards, a.outcomes = map[string]*pendingUpdate{}, map[string]*updateGuard{}, map[string]*outcomes{}
 	a.parity = newParityRing(cfg.Updates.ParityRing, int64(cfg.Updates.ParityRingBytes))
 	a.tiers = newTiers()
 	a.lat = newLatencies(o.Started)
-	a.haKick, a.rewarmKick = make(chan struct{}, 1), make(chan struct{}, 1)
+	a.haKick = make(chan struct{}, 1)
 	if cfg.httpListen() != "" {
 		a.prom = newPromMetrics(a)
 	}
 	a.cfg.Store(&cfg)
+	a.loops = &loopRunner{ticks: o.Ticks, spawn: a.spawn, settings: func() tunedSettings { return a.config().tunedSettings() }}
+	a.planner = newWakePlanner(plannerDeps{log: log, config: a.config, pool: a.Pool, store: a.Store,
+		power: a.powerReader, meter: a.meter, calibrations: a.calibrations, now: o.Now, clock: o.Clock, rand: o.Rand,
+		beforePrewarm: o.BeforePrewarm, scheduleEvery: o.ScheduleEvery, loop: a.loops.kicked, spawn: a.spawn,
+		event: a.event, notify: a.notify.send, noteLoad: a.noteLoad, warmed: a.checkSamplesFor,
+		woke: func() { // a new wake: first requests count from here
+			a.wakeMu.Lock()
+			a.seen = map[string]bool{}
+			a.wakeMu.Unlock()
+		},
+		countWake: func(source string) {
+			if a.prom != nil {
+				a.prom.wakes.WithLabelValues(source).Inc()
+			}
+		}})
 	return a
 }
 

@@ -55,7 +55,7 @@ func (a *Agent) Reload(ctx context.Context, next Config) (ReloadResult, error) {
 			a.log.Warn("new budget smaller than what pinned models hold", "err", err)
 		}
 	}
-	if a.retuneLoops() {
+	if a.loops.retune() {
 		a.log.Info("reload: keep-alive, schedule and resume loops restarted with the new settings")
 	}
 	res := a.syncModels()

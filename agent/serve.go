@@ -148,7 +148,7 @@ func (a *Agent) infer(ctx context.Context, q inferCall) (InferReply, infer.Resul
 	res, err := infer.Run(l, r)
 	l.Release() // not held while an escalation waits
 	if !l.Warm {
-		a.kickRewarm() // what the load pushed out may be wanted back
+		a.planner.kickRewarm() // what the load pushed out may be wanted back
 	}
 	version := l.Version() // the old one's, for a request leased before a swap
 	a.noteOutcome(model, version, err != nil)
@@ -216,34 +216,13 @@ func (a *Agent) route(id string) (model, family string) {
 	if a.pool.IsWarm(precise) {
 		return precise, f.ID
 	}
-	a.warmInBackground(precise)
+	a.planner.warmInBackground(precise)
 	for i := len(f.Variants) - 2; i >= 0; i-- {
 		if a.pool.IsWarm(f.Variants[i]) {
 			return f.Variants[i], f.ID
 		}
 	}
 	return f.Variants[0], f.ID
-}
-
-// warmInBackground warms model on an agent-owned goroutine, once at a time.
-func (a *Agent) warmInBackground(model string) {
-	a.warmMu.Lock()
-	if a.warming[model] || a.runCtx == nil {
-		a.warmMu.Unlock()
-		return
-	}
-	a.warming[model] = true
-	a.warmMu.Unlock()
-	a.spawn(a.runCtx, func(ctx context.Context) {
-		defer func() {
-			a.warmMu.Lock()
-			delete(a.warming, model)
-			a.warmMu.Unlock()
-		}()
-		if _, err := a.prewarmOne(ctx, model, "family"); err == nil {
-			a.checkSamplesFor(model)
-		}
-	})
 }
 
 // firstRequest reports the first request to each model after a wake, and

@@ -63,9 +63,8 @@ func (a *Agent) Start(ctx context.Context) error {
 func (a *Agent) newRunContext() context.Context {
 	runCtx, stop := context.WithCancel(context.Background())
 	a.stop = stop
-	a.warmMu.Lock()
 	a.runCtx = runCtx
-	a.warmMu.Unlock()
+	a.planner.start(runCtx)
 	return runCtx
 }
 
@@ -303,8 +302,8 @@ func (a *Agent) startMQTT(ctx, runCtx context.Context) error {
 func (a *Agent) warmPinned(ctx context.Context) (PlanResult, error) {
 	t := time.Now()
 	a.pending.notePlanning()
-	plan := a.makePlan(power.Wake{Source: "start", At: a.opts.Now()})
-	res := a.runPlan(ctx, plan, true)
+	plan := a.planner.makePlan(power.Wake{Source: "start", At: a.opts.Now()})
+	res := a.planner.runPlan(ctx, plan, true)
 	if res.Cancelled {
 		return res, ctx.Err()
 	}
