@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"context"
 	"encoding/json"
 	"sync"
 
@@ -18,10 +19,14 @@ type fileFacts struct {
 	store *storage.Store
 	// beforeRead, when set, runs before a model file is read (tests).
 	beforeRead func(path string)
-	// mu guards digests and content.
+	// mu guards digests, content and unsaved.
 	mu      sync.Mutex
 	digests map[tflite.FileID]string
 	content map[string]contentFacts
+	// unsaved are state-file records not written yet: persist writes them
+	// in one commit, off the path of the request that learned them.
+	unsaved map[string]string
+	kick    chan struct{}
 }
 
 // contentFacts are the facts of a digest's bytes, stored as JSON.
@@ -31,7 +36,39 @@ type contentFacts struct {
 }
 
 func newFileFacts(s *storage.Store, beforeRead func(path string)) *fileFacts {
-	return &fileFacts{store: s, beforeRead: beforeRead, digests: map[tflite.FileID]string{}, content: map[string]contentFacts{}}
+	return &fileFacts{store: s, beforeRead: beforeRead, digests: map[tflite.FileID]string{}, content: map[string]contentFacts{},
+		unsaved: map[string]string{}, kick: make(chan struct{}, 1)}
+}
+
+// persist writes what was learned to the state file until ctx ends, and
+// what is left then.
+func (f *fileFacts) persist(ctx context.Context) {
+	for {
+		select {
+		case <-f.kick:
+			f.save()
+		case <-ctx.Done():
+			f.save()
+			return
+		}
+	}
+}
+
+func (f *fileFacts) save() {
+	f.mu.Lock()
+	kv := f.unsaved
+	f.unsaved = map[string]string{}
+	f.mu.Unlock()
+	_ = f.store.StoreDigests(kv) // a cache: on failure the next start reads the files again
+}
+
+// saveLaterLocked queues a record for persist (called with mu held).
+func (f *fileFacts) saveLaterLocked(key, value string) {
+	f.unsaved[key] = value
+	select {
+	case f.kick <- struct{}{}:
+	default:
+	}
 }
 
 // LookupDigest and StoreDigest make fileFacts the tflite.DigestCache.
@@ -52,9 +89,10 @@ func (f *fileFacts) LookupDigest(id tflite.FileID) (string, bool) {
 
 func (f *fileFacts) StoreDigest(id tflite.FileID, d string) error {
 	f.mu.Lock()
+	defer f.mu.Unlock()
 	f.digests[id] = d
-	f.mu.Unlock()
-	return (digestCache{f.store}).StoreDigest(id, d)
+	f.saveLaterLocked(fileKey(id), d)
+	return nil
 }
 
 // of returns the facts of the file at path, reading it only for what no
@@ -141,9 +179,9 @@ func (f *fileFacts) contentOf(digest string) (contentFacts, bool) {
 }
 
 func (f *fileFacts) storeContent(digest string, c contentFacts) {
+	b, _ := json.Marshal(c) // plain struct
 	f.mu.Lock()
+	defer f.mu.Unlock()
 	f.content[digest] = c
-	f.mu.Unlock()
-	b, _ := json.Marshal(c)                                // plain struct
-	_ = f.store.StoreDigest(contentKey(digest), string(b)) // a cache: the next start reads the file again
+	f.saveLaterLocked(contentKey(digest), string(b))
 }

@@ -33,6 +33,7 @@ func (a *Agent) Start(ctx context.Context) error {
 	a.newPool()
 	a.report.Timings.Pool = time.Since(t)
 	runCtx := a.newRunContext()
+	a.spawn(runCtx, a.facts.persist)
 	if err := a.registerPinned(ctx, models); err != nil {
 		return err
 	}
