@@ -19,10 +19,12 @@ type fileFacts struct {
 	store *storage.Store
 	// beforeRead, when set, runs before a model file is read (tests).
 	beforeRead func(path string)
-	// mu guards digests, content and unsaved.
+	// mu guards digests, content, infos and unsaved.
 	mu      sync.Mutex
 	digests map[tflite.FileID]string
 	content map[string]contentFacts
+	// infos are inspected tensors and ops by digest (this run only).
+	infos map[string]tflite.ModelInfo
 	// unsaved are state-file records not written yet: persist writes them
 	// in one commit, off the path of the request that learned them.
 	unsaved map[string]string
@@ -37,7 +39,7 @@ type contentFacts struct {
 
 func newFileFacts(s *storage.Store, beforeRead func(path string)) *fileFacts {
 	return &fileFacts{store: s, beforeRead: beforeRead, digests: map[tflite.FileID]string{}, content: map[string]contentFacts{},
-		unsaved: map[string]string{}, kick: make(chan struct{}, 1)}
+		infos: map[string]tflite.ModelInfo{}, unsaved: map[string]string{}, kick: make(chan struct{}, 1)}
 }
 
 // persist writes what was learned to the state file until ctx ends, and
@@ -157,6 +159,30 @@ func (f *fileFacts) known(path string) *tflite.FileFacts {
 		return nil
 	}
 	return &tflite.FileFacts{ID: id, Digest: d, Variables: c.Variables, NeedsEdgeTPU: c.NeedsEdgeTPU}
+}
+
+// inspect is tflite.Inspect once per content: a file whose identity has
+// a known digest that was inspected before is not read again.
+func (f *fileFacts) inspect(path string) (tflite.ModelInfo, error) {
+	if id, err := tflite.StatID(path); err == nil {
+		if d, ok := f.LookupDigest(id); ok {
+			f.mu.Lock()
+			info, ok := f.infos[d]
+			f.mu.Unlock()
+			if ok {
+				info.Path = path
+				return info, nil
+			}
+		}
+	}
+	info, err := tflite.Inspect(path, f)
+	if err != nil {
+		return info, err
+	}
+	f.mu.Lock()
+	f.infos[info.SHA256] = info
+	f.mu.Unlock()
+	return info, nil
 }
 
 func contentKey(digest string) string { return "content:" + digest }
