@@ -29,7 +29,7 @@ func (a *Agent) Start(ctx context.Context) error {
 	plan := a.applyMemoryPlan()
 	a.report.Memory = &plan
 	t := time.Now()
-	a.pending = newPendingModels(models)
+	a.pending = newPendingModels(models, a.registerPending)
 	a.newPool()
 	a.report.Timings.Pool = time.Since(t)
 	runCtx := a.newRunContext()
@@ -37,7 +37,7 @@ func (a *Agent) Start(ctx context.Context) error {
 	if err := a.registerPinned(ctx, models); err != nil {
 		return err
 	}
-	a.spawn(runCtx, a.registerRest)
+	a.spawn(runCtx, a.pending.registerRest)
 	a.readRateDevice, _ = a.restoreReadRate(modelPaths(models)...)
 	t = time.Now()
 	if err := a.startMQTT(ctx, runCtx); err != nil {
@@ -130,7 +130,7 @@ func (a *Agent) newPool() {
 		PageIn:   a.config().pageIn(),
 		Logger:   a.log,
 		OnLoad:   func(tflite.LoadEvent) { a.statusChanged() },
-		Resolve:  a.resolvePending,
+		Resolve:  a.pending.resolve,
 		OnEvict: func(e tflite.EvictEvent) {
 			a.statusChanged()
 			if e.Bytes >= tflite.HugeMin {
@@ -142,8 +142,8 @@ func (a *Agent) newPool() {
 }
 
 // registerPinned registers the pinned models (the start warms them before
-// READY); the others are registered by registerRest, after requests are
-// accepted, or by the first request for them (resolvePending).
+// READY); the others are registered by pending.registerRest, after
+// requests are accepted, or by the first request for them (resolve).
 func (a *Agent) registerPinned(ctx context.Context, models []ModelConfig) error {
 	t := time.Now()
 	for _, m := range models {
@@ -151,7 +151,7 @@ func (a *Agent) registerPinned(ctx context.Context, models []ModelConfig) error 
 			return err
 		}
 		if m.Pinned {
-			a.resolvePending(ctx, m.ID)
+			a.pending.resolve(ctx, m.ID)
 		}
 	}
 	a.report.Timings.Restore = time.Since(t)
@@ -164,42 +164,6 @@ func modelPaths(models []ModelConfig) []string {
 		paths = append(paths, m.Path)
 	}
 	return paths
-}
-
-// registerRest registers the models no request asked for yet, in
-// configured order.
-func (a *Agent) registerRest(ctx context.Context) {
-	for ctx.Err() == nil {
-		m, ok := a.pending.next()
-		if !ok {
-			return
-		}
-		a.registerPending(m)
-	}
-}
-
-// resolvePending registers model id now if the start has not yet (the
-// pool asks, for a request or a plan): the caller's model goes ahead of
-// the others, and waits for no other model's file. It reports whether id
-// was pending.
-func (a *Agent) resolvePending(ctx context.Context, id string) bool {
-	if a.pending == nil {
-		return false
-	}
-	m, owner, ok := a.pending.claim(id)
-	switch {
-	case !ok:
-		return false
-	case owner:
-		a.registerPending(m)
-		return true
-	}
-	select {
-	case <-m.done:
-		return true
-	case <-ctx.Done():
-		return false
-	}
 }
 
 // registerPending registers a claimed model: its file is read with no lock

@@ -27,6 +27,9 @@ type pendingModels struct {
 	// start's plan (report) is the one run once all are registered.
 	planDeferred bool
 	plan         *PlanResult
+	// register registers a claimed model (its file read with no lock
+	// held) and finishes its claim.
+	register func(*pendingModel)
 }
 
 // pendingModel is one model waiting to be registered; done is closed once
@@ -37,8 +40,8 @@ type pendingModel struct {
 	done    chan struct{}
 }
 
-func newPendingModels(models []ModelConfig) *pendingModels {
-	p := &pendingModels{byID: map[string]*pendingModel{}, rank: map[string]int{}, all: make(chan struct{})}
+func newPendingModels(models []ModelConfig, register func(*pendingModel)) *pendingModels {
+	p := &pendingModels{byID: map[string]*pendingModel{}, rank: map[string]int{}, all: make(chan struct{}), register: register}
 	for i, m := range models {
 		p.byID[m.ID] = &pendingModel{cfg: m, done: make(chan struct{})}
 		p.order = append(p.order, m.ID)
@@ -48,6 +51,39 @@ func newPendingModels(models []ModelConfig) *pendingModels {
 		close(p.all)
 	}
 	return p
+}
+
+// registerRest registers the models no request asked for yet, in
+// configured order.
+func (p *pendingModels) registerRest(ctx context.Context) {
+	for ctx.Err() == nil {
+		m, ok := p.next()
+		if !ok {
+			return
+		}
+		p.register(m)
+	}
+}
+
+// resolve registers model id now if the start has not yet (the pool asks,
+// for a request or a plan): the caller's model goes ahead of the others,
+// and waits for no other model's file. It reports whether id was pending
+// (and is registered now, unless ctx ended first).
+func (p *pendingModels) resolve(ctx context.Context, id string) bool {
+	m, owner, ok := p.claim(id)
+	switch {
+	case !ok:
+		return false
+	case owner:
+		p.register(m)
+		return true
+	}
+	select {
+	case <-m.done:
+		return true
+	case <-ctx.Done():
+		return false
+	}
 }
 
 // claim gives the caller model id to register (owner), or the claim of
