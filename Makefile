@@ -84,7 +84,7 @@ test-long: deps $(RUNTIME_STAMP) ## the soak, scale and load tests make test lea
 
 BENCH_BIN := bin/edge-agent-bench
 
-bench: deps $(RUNTIME_STAMP) ## the benchmark report: naive vs agent, side by side (bench-report/, and docs/benchmarks.md)
+bench: deps $(RUNTIME_STAMP) build ## the benchmark report: naive vs agent, side by side (bench-report/, and docs/benchmarks.md)
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BENCH_BIN) ./agent/cmd/edge-agent-bench
 	./$(BENCH_BIN) --out bench-report --models $(EDGE_AGENT_MODELS) --doc docs/benchmarks.md
 
