@@ -46,6 +46,10 @@ type Options struct {
 	// calibration, before its first measuring load (tests hold or crash it
 	// there).
 	BeforeCalibrate func(ctx context.Context, model string)
+	// BeforeModelRead, when set, runs before a model's file is read to
+	// learn its facts (tests hold it there, as a slow or stuck storage
+	// would, or count the reads).
+	BeforeModelRead func(path string)
 	// ShutdownTimeout bounds Close in Run. Default 10s.
 	ShutdownTimeout time.Duration
 	// ScheduleEvery is how often the schedule looks ahead. Default 1m.
@@ -99,6 +103,11 @@ type Agent struct {
 	mapsMu sync.Mutex
 	models map[string]*modelState // by id, failed ones included
 	order  []string               // ids as configured, for reports
+	// pending are the models the start registers after it accepts
+	// requests (startreg.go); nil before Start.
+	pending *pendingModels
+	// facts are the model files' facts by identity (filefacts.go).
+	facts *fileFacts
 
 	// observers learn from every finished request (observers.go); wake
 	// tracks the first request per id after a wake.
@@ -222,6 +231,15 @@ func (a *Agent) Store() *storage.Store { return a.store }
 // Report is what Start found and did, with what the background work
 // (calibration, warming after READY) has learned since.
 func (a *Agent) Report() StartupReport {
+	if a.pending != nil {
+		<-a.pending.all // every configured model in it
+	}
+	return a.startReport()
+}
+
+// startReport is Report as it stands: without the models not registered
+// yet.
+func (a *Agent) startReport() StartupReport {
 	// a.report is written only by Start, before it spawns anything that
 	// calls Report (the final report, the metrics' gauges), and never
 	// after: it needs no lock. What changes later is read under the
@@ -233,6 +251,9 @@ func (a *Agent) Report() StartupReport {
 			loads[st.ID] = st
 		}
 		rep.Pool = a.pool.Stats()
+	}
+	if p := a.pending.startPlan(); p != nil {
+		rep.Plan = p // the start planned before every model was registered
 	}
 	a.mapsMu.Lock()
 	rep.Models = make([]ModelReport, 0, len(a.order))

@@ -43,7 +43,14 @@ func (a *Agent) startLoops(runCtx context.Context, startPlan PlanResult) {
 	a.spawn(runCtx, a.eventWriter)
 	a.spawn(runCtx, func(ctx context.Context) {
 		// One after the other: measuring the read rate drops a file
-		// from the page cache and reads it back with read(2).
+		// from the page cache and reads it back with read(2). It picks
+		// from the registered models: all of them.
+		if a.pending.wait(ctx) != nil {
+			return
+		}
+		if a.pool.Stats().ReadRate == 0 { // the device the models are served from
+			a.readRateDevice, _ = a.restoreReadRate()
+		}
 		a.measureReadRate(ctx)
 		a.hugePagesLoop(ctx)
 	})
