@@ -90,7 +90,7 @@ func (a *Agent) registerFrom(m ModelConfig, src string) *modelState {
 	digest, needsAccel := facts.Digest, facts.NeedsEdgeTPU
 	st.digest, st.report.SHA256, st.report.DigestCached = digest, digest, cached
 	if src == m.Path {
-		st.source = a.pinVersion(m.ID, m.Path, digest)
+		st.source = a.upd.Pin(m.ID, m.Path, digest)
 	}
 	st.needsAccel = needsAccel
 	a.settleDelegates(st, false)
