@@ -39,7 +39,7 @@ type modelState struct {
 	report ModelReport
 	labels []string
 	// source is the file this version is served from: its kept copy
-	// under the state dir (versions.go), or the configured path.
+	// under the state dir (agent/update/versions.go), or the configured path.
 	source string
 	// path is what the pool serves: source, or the model's CPU twin.
 	path   string

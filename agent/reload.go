@@ -141,7 +141,7 @@ func (a *Agent) syncModels() ReloadResult {
 			continue
 		case sameCfg && old.digest != st.digest && a.runCtx != nil:
 			// New content: staged beside the serving version, checked,
-			// then swapped in (update.go).
+			// then swapped in (agent/update).
 			h := updateHost{a}
 			a.upd.Start(h.model(old), h.model(st))
 			res.Changed = append(res.Changed, m.ID)
