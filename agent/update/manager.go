@@ -120,7 +120,7 @@ func (m *Manager) Staging(id, digest string) bool {
 // apply stages st in place of old and promotes it when its checks
 // pass; a rollback (reason set) skips the checks. The old version serves
 // throughout, or, when only one fits, its requests wait while the new one
-// is checked alone (see updatestage.go); a request never fails for the
+// is checked alone (see stage.go); a request never fails for the
 // swap, and every check runs whatever the room.
 func (m *Manager) apply(ctx context.Context, old, st Model, rollback string) (Report, error) {
 	t0 := time.Now()
@@ -317,11 +317,13 @@ func shapes(ts []tflite.TensorInfo) []string {
 	return out
 }
 
-// Reject records that st is refused (so the same bytes are not tried
-// on every rescan) and says so; old keeps serving. staged is where it was
-// staged ("" when it was not).
+// Reject records that st, never staged (it failed to prepare), is
+// refused, as reject does.
 func (m *Manager) Reject(old, st Model, err error) error { return m.reject(old, st, err, "") }
 
+// reject records that st is refused (so the same bytes are not tried
+// on every rescan) and says so; old keeps serving. staged is where it was
+// staged ("" when it was not).
 func (m *Manager) reject(old, st Model, err error, staged string) error {
 	id := st.ID
 	code := tflite.Code(err)

@@ -116,7 +116,8 @@ type Manager struct {
 
 	// mu guards updates (versions being staged), guards (updates whose
 	// first requests are watched) and outcomes (recent request results).
-	// It is never held with the agent's locks.
+	// It is taken under the agent's prepMu (a guard starts inside Commit's
+	// swap) and never held while calling the Host or the Pool.
 	mu       sync.Mutex
 	updates  map[string]*pendingUpdate
 	guards   map[string]*updateGuard
