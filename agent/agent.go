@@ -119,17 +119,13 @@ type Agent struct {
 	// restarts the tuned ones on a reload.
 	planner *wakePlanner
 	loops   *loopRunner
+	// calib measures models in the background and keeps Settled.
+	calib *calibrator
 
 	laterEvents chan queuedEvent // raised on hot paths, written by eventWriter
 
-	calKick    chan struct{} // the calibrator may have work (cap 1)
 	hugeKick   chan struct{} // a reload or a large eviction: check model pages (cap 1)
 	statusKick chan struct{} // readiness may have changed (cap 1)
-
-	// settleMu guards settled and startPlanDone.
-	settleMu      sync.Mutex
-	settled       chan struct{}
-	startPlanDone bool
 
 	notify notifier
 	hb     *heartbeats
@@ -168,8 +164,8 @@ func New(cfg Config, log *slog.Logger, o Options) *Agent {
 		o.ScheduleEvery = time.Minute
 	}
 	a := &Agent{opts: o, log: log, models: map[string]*modelState{}, wake: newWakeTracker(), stop: func() {},
-		laterEvents: make(chan queuedEvent, 256), calKick: make(chan struct{}, 1), hugeKick: make(chan struct{}, 1), statusKick: make(chan struct{}, 1),
-		settled: make(chan struct{}), notify: notifier{log: log}, hb: newHeartbeats(time.Second)}
+		laterEvents: make(chan queuedEvent, 256), hugeKick: make(chan struct{}, 1), statusKick: make(chan struct{}, 1),
+		notify: notifier{log: log}, hb: newHeartbeats(time.Second)}
 	a.upd = newUpdates(a, cfg)
 	a.tiers = newTiers()
 	a.lat = newLatencies(o.Started)
@@ -189,6 +185,17 @@ func New(cfg Config, log *slog.Logger, o Options) *Agent {
 				a.prom.wakes.WithLabelValues(source).Inc()
 			}
 		}})
+	a.calib = newCalibrator(calibratorDeps{log: log, config: a.config, power: a.powerReader, now: o.Now,
+		started: o.Started, beforeCalibrate: o.BeforeCalibrate, store: a.Store, pool: a.Pool, planBusy: a.planner.busy,
+		prepMu: &a.prepMu, mapsMu: &a.mapsMu, models: &a.models, order: &a.order,
+		statusChanged: a.statusChanged, event: a.event, observeTime: func(model string, took time.Duration) {
+			if a.prom != nil {
+				a.prom.calibration.WithLabelValues(model).Add(took.Seconds())
+			}
+		},
+		settleDelegates: a.settleDelegates, restoreCalibration: a.restoreCalibration, calibrationKey: a.calibrationKey,
+		failModel: a.failModel, modelSpec: a.modelSpec,
+		adoptFleet: a.adoptFleet, verifyFleet: a.verifyFleet, fleetPublish: a.fleetPublish})
 	a.observers = a.requestObservers()
 	return a
 }
