@@ -7,8 +7,8 @@ import (
 	"os"
 	"time"
 
+	"github.com/edge-agent/edge-agent/errcode"
 	"github.com/edge-agent/edge-agent/mqtt"
-	"github.com/edge-agent/edge-agent/tflite"
 )
 
 // call is `edge-agent call VERB [flags]`: one command to a running agent
@@ -67,7 +67,7 @@ func (c cli) call(ctx context.Context, args []string) (bool, error) {
 	}
 	if !r.OK && r.Error != nil {
 		// The agent's code, so the exit status is the CLI table's.
-		return *asJSON, tflite.NewKind(r.Error.Code, r.Error.Message)
+		return *asJSON, errcode.New(r.Error.Code, r.Error.Message)
 	}
 	return *asJSON, nil
 }

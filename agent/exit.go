@@ -4,6 +4,7 @@ import (
 	"errors"
 	"flag"
 
+	"github.com/edge-agent/edge-agent/errcode"
 	"github.com/edge-agent/edge-agent/tflite"
 )
 
@@ -19,10 +20,10 @@ const (
 )
 
 // ErrUsage marks command-line mistakes.
-var ErrUsage = tflite.NewKind("usage", "usage")
+var ErrUsage = errcode.New("usage", "usage")
 
 // ErrConfig marks an invalid configuration.
-var ErrConfig = tflite.NewKind("config_invalid", "invalid configuration")
+var ErrConfig = errcode.New("config_invalid", "invalid configuration")
 
 var exitByCode = map[string]int{
 	"usage":                 ExitUsage,
