@@ -17,7 +17,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/edge-agent/edge-agent/agent"
+	edgecli "github.com/edge-agent/edge-agent/agent/cli"
 	"github.com/edge-agent/edge-agent/tflite/tflitetest"
 )
 
@@ -27,7 +27,7 @@ func TestMain(m *testing.M) {
 	switch {
 	case os.Getenv("EDGE_AGENT_TEST_CLI") == "1":
 		ctx, stop := signalContext()
-		code := agent.Main(ctx, os.Args[1:], os.Stdout, os.Stderr)
+		code := edgecli.Main(ctx, os.Args[1:], os.Stdout, os.Stderr)
 		stop()
 		os.Exit(code)
 	case os.Getenv("EDGE_AGENT_TEST_FILL_CGROUP") != "":
@@ -107,21 +107,21 @@ func TestCLIBadInputs(t *testing.T) {
 		exit int
 		code string
 	}{
-		{"empty model", []string{"infer", "--model", empty, "--input", cat}, agent.ExitModelFile, "model_empty"},
-		{"truncated model", []string{"infer", "--model", trunc, "--input", cat}, agent.ExitModelFile, "model_truncated"},
-		{"random bytes", []string{"infer", "--model", random, "--input", cat}, agent.ExitModelFile, "model_not_tflite"},
-		{"corrupted header", []string{"infer", "--model", corrupt, "--input", cat}, agent.ExitModelFile, "model_invalid"},
-		{"directory", []string{"infer", "--model", dir, "--input", cat}, agent.ExitModelFile, "model_not_regular"},
-		{"missing", []string{"infer", "--model", filepath.Join(dir, "none.tflite"), "--input", cat}, agent.ExitModelFile, "model_not_found"},
-		{"custom op", []string{"infer", "--model", tflitetest.Path(t, "model_invoking_error.tflite"), "--input", cat}, agent.ExitModelRuntime, "model_unresolved_op"},
-		{"edge tpu only", []string{"infer", "--model", tflitetest.Path(t, "mobilenet_v1_0.25_128_quant_edgetpu.tflite"), "--input", cat}, agent.ExitModelRuntime, "model_needs_delegate"},
-		{"image of the wrong kind", []string{"infer", "--model", v2, "--input", fakePNG}, agent.ExitInput, "input_image_decode"},
-		{"image for a non-image model", []string{"infer", "--model", xor, "--input", cat}, agent.ExitInput, "input_not_image_model"},
-		{"raw input wrong size", []string{"infer", "--model", xor, "--input", raw7}, agent.ExitInput, "input_size"},
-		{"inspect corrupt", []string{"models", "inspect", trunc}, agent.ExitModelFile, "model_truncated"},
-		{"unknown command", []string{"frobnicate"}, agent.ExitUsage, "usage"},
-		{"missing flag", []string{"infer", "--model", v2}, agent.ExitUsage, "usage"},
-		{"bad config", []string{"config", "check", badCfg}, agent.ExitConfig, "config_invalid"},
+		{"empty model", []string{"infer", "--model", empty, "--input", cat}, edgecli.ExitModelFile, "model_empty"},
+		{"truncated model", []string{"infer", "--model", trunc, "--input", cat}, edgecli.ExitModelFile, "model_truncated"},
+		{"random bytes", []string{"infer", "--model", random, "--input", cat}, edgecli.ExitModelFile, "model_not_tflite"},
+		{"corrupted header", []string{"infer", "--model", corrupt, "--input", cat}, edgecli.ExitModelFile, "model_invalid"},
+		{"directory", []string{"infer", "--model", dir, "--input", cat}, edgecli.ExitModelFile, "model_not_regular"},
+		{"missing", []string{"infer", "--model", filepath.Join(dir, "none.tflite"), "--input", cat}, edgecli.ExitModelFile, "model_not_found"},
+		{"custom op", []string{"infer", "--model", tflitetest.Path(t, "model_invoking_error.tflite"), "--input", cat}, edgecli.ExitModelRuntime, "model_unresolved_op"},
+		{"edge tpu only", []string{"infer", "--model", tflitetest.Path(t, "mobilenet_v1_0.25_128_quant_edgetpu.tflite"), "--input", cat}, edgecli.ExitModelRuntime, "model_needs_delegate"},
+		{"image of the wrong kind", []string{"infer", "--model", v2, "--input", fakePNG}, edgecli.ExitInput, "input_image_decode"},
+		{"image for a non-image model", []string{"infer", "--model", xor, "--input", cat}, edgecli.ExitInput, "input_not_image_model"},
+		{"raw input wrong size", []string{"infer", "--model", xor, "--input", raw7}, edgecli.ExitInput, "input_size"},
+		{"inspect corrupt", []string{"models", "inspect", trunc}, edgecli.ExitModelFile, "model_truncated"},
+		{"unknown command", []string{"frobnicate"}, edgecli.ExitUsage, "usage"},
+		{"missing flag", []string{"infer", "--model", v2}, edgecli.ExitUsage, "usage"},
+		{"bad config", []string{"config", "check", badCfg}, edgecli.ExitConfig, "config_invalid"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -183,8 +183,8 @@ func TestCLIUnreadableModel(t *testing.T) {
 		cmd = cliCmd(t, "infer", "--model", model, "--input", raw)
 	}
 	r := runCmd(t, cmd)
-	if r.code != agent.ExitModelFile || !strings.Contains(r.stderr, "[model_unreadable]") {
-		t.Fatalf("exit %d, stderr %q; want %d [model_unreadable]", r.code, r.stderr, agent.ExitModelFile)
+	if r.code != edgecli.ExitModelFile || !strings.Contains(r.stderr, "[model_unreadable]") {
+		t.Fatalf("exit %d, stderr %q; want %d [model_unreadable]", r.code, r.stderr, edgecli.ExitModelFile)
 	}
 }
 
@@ -196,7 +196,7 @@ func TestCLIInferJSON(t *testing.T) {
 	if r.code != 0 {
 		t.Fatalf("exit %d: %s", r.code, r.stderr)
 	}
-	var res agent.InferResult
+	var res edgecli.InferResult
 	dec := json.NewDecoder(strings.NewReader(r.stdout))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&res); err != nil {
