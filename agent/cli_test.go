@@ -1,18 +1,13 @@
 package agent_test
 
 import (
-	"bufio"
 	"bytes"
-	"context"
 	"encoding/json"
-	"errors"
-	"io"
 	"math/rand"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -20,65 +15,6 @@ import (
 	edgecli "github.com/edge-agent/edge-agent/agent/cli"
 	"github.com/edge-agent/edge-agent/tflite/tflitetest"
 )
-
-// The test binary doubles as the edge-agent command, so CLI tests check
-// real exit statuses and signals without a separate build.
-func TestMain(m *testing.M) {
-	switch {
-	case os.Getenv("EDGE_AGENT_TEST_CLI") == "1":
-		ctx, stop := signalContext()
-		code := edgecli.Main(ctx, os.Args[1:], os.Stdout, os.Stderr)
-		stop()
-		os.Exit(code)
-	case os.Getenv("EDGE_AGENT_TEST_FILL_CGROUP") != "":
-		os.Exit(childFillCgroup(os.Getenv("EDGE_AGENT_TEST_FILL_CGROUP")))
-	case os.Getenv("EDGE_AGENT_TEST_QUEUE") != "":
-		os.Exit(childQueueEvents(os.Getenv("EDGE_AGENT_TEST_QUEUE")))
-	case os.Getenv("EDGE_AGENT_TEST_CRASH_CALIBRATION") != "":
-		os.Exit(childCrashCalibration(os.Getenv("EDGE_AGENT_TEST_CRASH_CALIBRATION")))
-	}
-	// No test agent serves a local broker on 127.0.0.1:1883 unless it asks
-	// for one (children inherit this): they would meet on it.
-	os.Setenv("EDGE_AGENT_MQTT_LOCAL_LISTEN", "off")
-	os.Exit(m.Run())
-}
-
-type result struct {
-	code           int
-	stdout, stderr string
-}
-
-func cliCmd(t *testing.T, args ...string) *exec.Cmd {
-	t.Helper()
-	cmd := exec.Command(os.Args[0], args...)
-	cmd.Env = append(os.Environ(), "EDGE_AGENT_TEST_CLI=1")
-	return cmd
-}
-
-func runCmd(t *testing.T, cmd *exec.Cmd) result {
-	t.Helper()
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	var ee *exec.ExitError
-	if err != nil && !errors.As(err, &ee) {
-		t.Fatalf("run %v: %v", cmd.Args, err)
-	}
-	if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-		t.Fatalf("%v died of signal %v; stderr:\n%s", cmd.Args[1:], ws.Signal(), errb.String())
-	}
-	return result{cmd.ProcessState.ExitCode(), out.String(), errb.String()}
-}
-
-func cli(t *testing.T, args ...string) result { return runCmd(t, cliCmd(t, args...)) }
-
-func writeFile(t *testing.T, path string, b []byte, mode os.FileMode) string {
-	t.Helper()
-	if err := os.WriteFile(path, b, mode); err != nil {
-		t.Fatal(err)
-	}
-	return path
-}
 
 func TestCLIBadInputs(t *testing.T) {
 	dir := t.TempDir()
@@ -243,91 +179,6 @@ func TestCLIGenInspectAndInferRaw(t *testing.T) {
 	}
 }
 
-// logBuf collects a child's log lines; the scanner goroutine writes while
-// the test may read.
-type logBuf struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *logBuf) add(line string) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.b.WriteString(line + "\n")
-}
-
-// waitFor waits until the log holds want; otherwise it kills cmd and fails.
-func (l *logBuf) waitFor(t *testing.T, cmd *exec.Cmd, want string) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !strings.Contains(l.String(), want) {
-		if time.Now().After(deadline) {
-			cmd.Process.Kill()
-			t.Fatalf("no %q in the log:\n%s", want, l)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
-// stopRun sends SIGTERM and fails unless `run` exits cleanly.
-func stopRun(t *testing.T, cmd *exec.Cmd, logs *logBuf, done <-chan error) {
-	t.Helper()
-	cmd.Process.Signal(syscall.SIGTERM)
-	if err := <-done; err != nil {
-		t.Fatalf("exit: %v\n%s", err, logs)
-	}
-}
-
-func (l *logBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-// startRun starts `run` in dir and waits for its "ready" log line. done
-// delivers the exit once the child's output has been read to the end.
-func startRun(t *testing.T, dir string, args ...string) (*exec.Cmd, *logBuf, <-chan error) {
-	t.Helper()
-	cmd := cliCmd(t, append([]string{"run"}, args...)...)
-	cmd.Dir = dir
-	pr, pw := io.Pipe()
-	cmd.Stderr = pw
-	logs := &logBuf{}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	ready := make(chan struct{})
-	scanned := make(chan struct{})
-	go func() {
-		defer close(scanned)
-		sc := bufio.NewScanner(pr)
-		once := false
-		for sc.Scan() {
-			logs.add(sc.Text())
-			if !once && strings.Contains(sc.Text(), "msg=ready") {
-				once = true
-				close(ready)
-			}
-		}
-	}()
-	done := make(chan error, 1)
-	go func() {
-		err := cmd.Wait()
-		pw.Close()
-		<-scanned
-		done <- err
-	}()
-	select {
-	case <-ready:
-	case err := <-done:
-		t.Fatalf("run exited before ready: %v\n%s", err, logs)
-	case <-time.After(2 * time.Minute):
-		cmd.Process.Kill()
-		t.Fatalf("run not ready:\n%s", logs)
-	}
-	return cmd, logs, done
-}
-
 func TestRunDefaultsUntilSignal(t *testing.T) {
 	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGINT} {
 		t.Run(sig.String(), func(t *testing.T) {
@@ -392,8 +243,4 @@ path = "`+trunc+`"
 	if !strings.Contains(l, `msg="model not usable" model=broken`) || !strings.Contains(l, "code=model_truncated") || !strings.Contains(l, "warm=1") {
 		t.Fatalf("logs:\n%s", l)
 	}
-}
-
-func signalContext() (context.Context, context.CancelFunc) {
-	return signalNotify()
 }

@@ -22,10 +22,6 @@ type stepper struct {
 	c    chan time.Time
 }
 
-func newStepper(t *testing.T, loop string) *stepper {
-	return &stepper{t: t, name: loop, c: make(chan time.Time)}
-}
-
 func (s *stepper) ticks(loop string) <-chan time.Time {
 	if loop == s.name {
 		return s.c
@@ -44,15 +40,6 @@ func (s *stepper) step(n int) {
 		case <-time.After(10 * time.Second):
 			s.t.Fatalf("the %s loop is not running", s.name)
 		}
-	}
-}
-
-// wakeBarrier returns once every wake posted before it has been planned
-// and recorded: wakes are planned in order.
-func wakeBarrier(t *testing.T, a *agent.Agent) {
-	t.Helper()
-	if _, err := a.Wake(context.Background(), "barrier"); err != nil {
-		t.Fatal(err)
 	}
 }
 
