@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/edge-agent/edge-agent/agent/hardware"
 	"github.com/edge-agent/edge-agent/agent/infer"
 	"github.com/edge-agent/edge-agent/mqtt"
 	"github.com/edge-agent/edge-agent/power"
@@ -74,7 +75,7 @@ type Agent struct {
 	haKick chan struct{} // publish the Home Assistant discovery configs
 	// rewarmKick runs the keep-alive loop after a request that loaded.
 	rewarmKick chan struct{}
-	hw         Hardware // read once, before any goroutine starts
+	hw         hardware.Info // read once, before any goroutine starts
 	startups   atomic.Pointer[[]float64]
 	cfg        atomic.Pointer[Config] // replaced whole by Reload; read with config()
 	opts       Options

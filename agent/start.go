@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/edge-agent/edge-agent/agent/hardware"
 	"github.com/edge-agent/edge-agent/mqtt"
 	"github.com/edge-agent/edge-agent/power"
 	"github.com/edge-agent/edge-agent/storage"
@@ -77,7 +78,7 @@ func (a *Agent) publishStartReport() {
 func (a *Agent) openState() error {
 	t0 := time.Now()
 	a.notify.send("STATUS=opening state")
-	hw := ReadHardware(a.opts.HardwareRoot)
+	hw := hardware.Read(a.opts.HardwareRoot)
 	a.hw = hw
 	a.report = StartupReport{
 		Schema: SchemaVersion, Agent: Version, Runtime: a.opts.RuntimeVersion,

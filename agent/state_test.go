@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/edge-agent/edge-agent/agent"
+	"github.com/edge-agent/edge-agent/agent/hardware"
 	"github.com/edge-agent/edge-agent/agent/infer"
 	"github.com/edge-agent/edge-agent/storage"
 	"github.com/edge-agent/edge-agent/tflite/tflitetest"
@@ -102,18 +103,18 @@ func TestCalibrationInvalidation(t *testing.T) {
 }
 
 func TestHardwareFingerprintFixtures(t *testing.T) {
-	pi := agent.ReadHardware(filepath.Join("testdata", "hw", "rpi4"))
+	pi := hardware.Read(filepath.Join("testdata", "hw", "rpi4"))
 	if pi.Cores != 4 || pi.Board != "Raspberry Pi 4 Model B Rev 1.4" || !strings.Contains(pi.CPUModel, "part=0xd08") {
 		t.Fatalf("rpi4: %+v", pi)
 	}
-	x86 := agent.ReadHardware(filepath.Join("testdata", "hw", "x86"))
+	x86 := hardware.Read(filepath.Join("testdata", "hw", "x86"))
 	if x86.Cores != 2 || x86.CPUModel != "AMD EPYC 7B13" || x86.Board != "" {
 		t.Fatalf("x86: %+v", x86)
 	}
-	if pi.Fingerprint() == x86.Fingerprint() || x86.Fingerprint() != agent.ReadHardware(filepath.Join("testdata", "hw", "x86")).Fingerprint() {
+	if pi.Fingerprint() == x86.Fingerprint() || x86.Fingerprint() != hardware.Read(filepath.Join("testdata", "hw", "x86")).Fingerprint() {
 		t.Fatal("fingerprints not distinct and stable")
 	}
-	if none := agent.ReadHardware(t.TempDir()); none.Cores == 0 {
+	if none := hardware.Read(t.TempDir()); none.Cores == 0 {
 		t.Fatalf("missing /proc: %+v", none)
 	}
 }
