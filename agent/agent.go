@@ -12,6 +12,7 @@ import (
 
 	"github.com/edge-agent/edge-agent/agent/hardware"
 	"github.com/edge-agent/edge-agent/agent/infer"
+	"github.com/edge-agent/edge-agent/agent/sdnotify"
 	"github.com/edge-agent/edge-agent/mqtt"
 	"github.com/edge-agent/edge-agent/power"
 	"github.com/edge-agent/edge-agent/storage"
@@ -119,8 +120,8 @@ type Agent struct {
 	settled       chan struct{}
 	startPlanDone bool
 
-	notify notifier
-	hb     *heartbeats
+	notify sdnotify.Notifier
+	hb     *sdnotify.Heartbeats
 
 	// warmMu guards warming: family variants being warmed in the background.
 	warmMu  sync.Mutex
@@ -171,7 +172,7 @@ func New(cfg Config, log *slog.Logger, o Options) *Agent {
 	}
 	a := &Agent{opts: o, log: log, models: map[string]*modelState{}, seen: map[string]bool{}, stop: func() {},
 		wakes: make(chan wakeRequest, 8), laterEvents: make(chan queuedEvent, 256), calKick: make(chan struct{}, 1), hugeKick: make(chan struct{}, 1), statusKick: make(chan struct{}, 1),
-		settled: make(chan struct{}), warming: map[string]bool{}, notify: notifier{log: log}, hb: newHeartbeats(time.Second)}
+		settled: make(chan struct{}), warming: map[string]bool{}, notify: sdnotify.Notifier{Log: log}, hb: sdnotify.NewHeartbeats(time.Second)}
 	a.updates, a.guards, a.outcomes = map[string]*pendingUpdate{}, map[string]*updateGuard{}, map[string]*outcomes{}
 	a.parity = newParityRing(cfg.Updates.ParityRing, int64(cfg.Updates.ParityRingBytes))
 	a.tiers = newTiers()

@@ -99,14 +99,14 @@ func (a *Agent) prewarmOne(ctx context.Context, model, source string) (bool, err
 		}
 	}
 	if source == "start" {
-		a.notify.send("STATUS=warming " + model)
+		a.notify.Send("STATUS=warming " + model)
 	}
 	meter := a.meter()
 	sample := meter.Start()
 	rep, loaded, err := a.pool.Prewarm(ctx, model)
 	energy := meter.Since(sample)
 	if source == "start" && err == nil {
-		a.notify.send("STATUS=warm " + model)
+		a.notify.Send("STATUS=warm " + model)
 	}
 	a.noteLoad(model, err)
 	if err != nil {
@@ -168,10 +168,10 @@ func (a *Agent) planner(ctx context.Context, deferred time.Duration) {
 		}
 	}
 	defer stopRunning()
-	beat := time.NewTicker(a.hb.period)
+	beat := time.NewTicker(a.hb.Period())
 	defer beat.Stop()
 	for {
-		a.hb.beat("planner")
+		a.hb.Beat("planner")
 		var req wakeRequest
 		select {
 		case <-ctx.Done():

@@ -77,7 +77,7 @@ func (a *Agent) publishStartReport() {
 // openState opens the state file and reports what it found.
 func (a *Agent) openState() error {
 	t0 := time.Now()
-	a.notify.send("STATUS=opening state")
+	a.notify.Send("STATUS=opening state")
 	hw := hardware.Read(a.opts.HardwareRoot)
 	a.hw = hw
 	a.report = StartupReport{
@@ -142,7 +142,7 @@ func (a *Agent) registerAll(ctx context.Context, models []ModelConfig) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		a.notify.send("STATUS=registering " + m.ID)
+		a.notify.Send("STATUS=registering " + m.ID)
 		st := a.admitModel(a.register(m), false)
 		a.setModel(st)
 		if st.servable {
