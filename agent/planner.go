@@ -5,6 +5,7 @@ import (
 	"errors"
 	"time"
 
+	"github.com/edge-agent/edge-agent/agent/plan"
 	"github.com/edge-agent/edge-agent/power"
 	"github.com/edge-agent/edge-agent/tflite"
 )
@@ -13,8 +14,8 @@ import (
 // calibrations, the pool's models and budget) and plans (plan, pure).
 func (a *Agent) makePlan(w power.Wake) Plan {
 	st := a.powerReader().Read()
-	in := planInput{Wake: w, Power: st, Allowance: a.config().policy().Allow(st, a.opts.Rand),
-		Budget: a.pool.Stats().Budget, Watts: a.config().Power.WattsPerCPUSecond, Families: a.config().Families}
+	in := plan.Input{Wake: w, Power: st, Allowance: a.config().policy().Allow(st, a.opts.Rand),
+		Budget: a.pool.Stats().Budget, Watts: a.config().Power.WattsPerCPUSecond, Families: planFamilies(a.config().Families)}
 	usage, err := a.store.Usage()
 	if err != nil {
 		a.log.Error("usage history unreadable; planning without it", "err", err)
@@ -26,11 +27,11 @@ func (a *Agent) makePlan(w power.Wake) Plan {
 			continue // a new version being checked: the update warms it
 		}
 		cal, u := cals[m.ID], usage[m.ID]
-		in.Models = append(in.Models, planModel{ID: m.ID, Pinned: m.Pinned,
+		in.Models = append(in.Models, plan.Model{ID: m.ID, Pinned: m.Pinned,
 			Demand: u.Expected(now, now, half) + u.Expected(now.Add(time.Hour), now, half),
 			Stages: tflite.Stages(cal.Stages), Bytes: cal.HeapBytes + cal.MappedBytes, Threads: cal.Threads})
 	}
-	return plan(in)
+	return plan.Make(in)
 }
 
 // runPlan warms the chosen models in order, each in stages (page-in,
