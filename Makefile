@@ -49,7 +49,7 @@ CROSS_DEPS := gcc-aarch64-linux-gnu gcc-arm-linux-gnueabihf libc6-dev-arm64-cros
 # prometheus: its promtool lints /metrics in the tests
 TEST_DEPS := mosquitto systemd prometheus
 
-.PHONY: help deps runtime build run test bench gobench fuzz fmt lint vet clean env bundle cross cross-check systemd-check
+.PHONY: help deps runtime build run test test-long bench gobench fuzz fmt lint vet clean env bundle cross cross-check systemd-check
 
 help: ## list targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -70,15 +70,21 @@ build: $(RUNTIME_STAMP) ## build bin/edge-agent against the runtime
 run: build ## run the agent on its embedded defaults, with its own MQTT broker on 127.0.0.1:1883
 	./$(BIN) run
 
-test: deps $(RUNTIME_STAMP) lint ## make lint, then every test with -race (provisions first)
+test: deps $(RUNTIME_STAMP) lint ## make lint, then every test with -race but the long ones (provisions first)
 	$(GO) test -race -count=1 -timeout 30m -ldflags='$(LINKMODE)' ./...
-	@# Load tests excluded under -race (//go:build !race): the detector, not
-	@# the agent, would set their rate.
-	$(GO) test -count=1 -timeout 10m -ldflags='$(LINKMODE)' -run 'UnderLoad' ./agent
+
+# The soak, scale and load tests `make test` skips (tflitetest.Long) or
+# cannot build under -race (//go:build !race): run without the detector,
+# which would set their rates and figures. .ci/run runs them after make
+# test. Every tflitetest.Long caller must be named here (scripts checks).
+LONG_TESTS := UnderLoad|^TestSoakRSSHoldsTheBudget$$|^TestFleetTwinsStartWarm$$|^TestMemoryLimitBombs$$|^TestDefaultPolicyBeatsLRUOnBothAxes$$
+
+test-long: deps $(RUNTIME_STAMP) ## the soak, scale and load tests make test leaves out (.ci/run runs both)
+	EDGE_AGENT_LONG=1 $(GO) test -count=1 -timeout 30m -ldflags='$(LINKMODE)' -run '$(LONG_TESTS)' ./...
 
 BENCH_BIN := bin/edge-agent-bench
 
-bench: deps $(RUNTIME_STAMP) ## the benchmark report: naive vs agent, side by side (bench-report/, and docs/benchmarks.md)
+bench: deps $(RUNTIME_STAMP) build ## the benchmark report: naive vs agent, side by side (bench-report/, and docs/benchmarks.md)
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BENCH_BIN) ./agent/cmd/edge-agent-bench
 	./$(BENCH_BIN) --out bench-report --models $(EDGE_AGENT_MODELS) --doc docs/benchmarks.md
 

@@ -12,6 +12,7 @@ import (
 
 	"github.com/edge-agent/edge-agent/agent/hardware"
 	"github.com/edge-agent/edge-agent/agent/infer"
+	"github.com/edge-agent/edge-agent/agent/observe"
 	"github.com/edge-agent/edge-agent/agent/sdnotify"
 	"github.com/edge-agent/edge-agent/mqtt"
 	"github.com/edge-agent/edge-agent/power"
@@ -47,6 +48,10 @@ type Options struct {
 	// calibration, before its first measuring load (tests hold or crash it
 	// there).
 	BeforeCalibrate func(ctx context.Context, model string)
+	// BeforeModelRead, when set, runs before a model's file is read to
+	// learn its facts (tests hold it there, as a slow or stuck storage
+	// would, or count the reads).
+	BeforeModelRead func(path string)
 	// ShutdownTimeout bounds Close in Run. Default 10s.
 	ShutdownTimeout time.Duration
 	// ScheduleEvery is how often the schedule looks ahead. Default 1m.
@@ -71,16 +76,14 @@ type Agent struct {
 	// lat records request latencies; prom exports metrics to Prometheus
 	// ([metrics] listen; nil when off); startups are the last starts'
 	// durations (ms), from the state file.
-	lat    *latencies
-	prom   *promMetrics
-	haKick chan struct{} // publish the Home Assistant discovery configs
-	// rewarmKick runs the keep-alive loop after a request that loaded.
-	rewarmKick chan struct{}
-	hw         hardware.Info // read once, before any goroutine starts
-	startups   atomic.Pointer[[]float64]
-	cfg        atomic.Pointer[Config] // replaced whole by Reload; read with config()
-	opts       Options
-	log        *slog.Logger
+	lat      *latencies
+	prom     *promMetrics
+	haKick   chan struct{} // publish the Home Assistant discovery configs
+	hw       hardware.Info // read once, before any goroutine starts
+	startups atomic.Pointer[[]float64]
+	cfg      atomic.Pointer[Config] // replaced whole by Reload; read with config()
+	opts     Options
+	log      *slog.Logger
 
 	store    *storage.Store
 	pool     *tflite.Pool
@@ -102,17 +105,26 @@ type Agent struct {
 	mapsMu sync.Mutex
 	models map[string]*modelState // by id, failed ones included
 	order  []string               // ids as configured, for reports
+	// pending are the models the start registers after it accepts
+	// requests (startreg.go); nil before Start.
+	pending *pendingModels
+	// facts are the model files' facts by identity (filefacts.go).
+	facts *fileFacts
 
-	// wakeMu guards seen: models asked for since the last wake.
-	wakeMu sync.Mutex
-	seen   map[string]bool
+	// observers learn from every finished request (observers.go); wake
+	// tracks the first request per id after a wake.
+	observers observe.List
+	wake      *wakeTracker
 
-	wakes       chan wakeRequest
+	// planner warms models on wakes; loops runs the periodic loops and
+	// restarts the tuned ones on a reload.
+	planner *wakePlanner
+	loops   *loopRunner
+
 	laterEvents chan queuedEvent // raised on hot paths, written by eventWriter
 
 	calKick    chan struct{} // the calibrator may have work (cap 1)
 	hugeKick   chan struct{} // a reload or a large eviction: check model pages (cap 1)
-	planning   atomic.Int32  // plans warming now: calibration waits for them
 	statusKick chan struct{} // readiness may have changed (cap 1)
 
 	// settleMu guards settled and startPlanDone.
@@ -122,10 +134,6 @@ type Agent struct {
 
 	notify sdnotify.Notifier
 	hb     *sdnotify.Heartbeats
-
-	// warmMu guards warming: family variants being warmed in the background.
-	warmMu  sync.Mutex
-	warming map[string]bool
 
 	// The agent's own goroutines (MQTT, metrics, usage, planner) run under
 	// runCtx and stop with stop.
@@ -141,10 +149,6 @@ type Agent struct {
 	outcomes map[string]*outcomes
 	parity   *parityRing // recent requests per model, replayed through updates
 	tiers    *tiers      // fast-path agreement of families
-
-	// tunedMu guards tuned: the loops whose settings a reload may change.
-	tunedMu sync.Mutex
-	tuned   tunedLoops
 }
 
 // New prepares an agent; it does no I/O.
@@ -170,18 +174,30 @@ func New(cfg Config, log *slog.Logger, o Options) *Agent {
 	if o.ScheduleEvery <= 0 {
 		o.ScheduleEvery = time.Minute
 	}
-	a := &Agent{opts: o, log: log, models: map[string]*modelState{}, seen: map[string]bool{}, stop: func() {},
-		wakes: make(chan wakeRequest, 8), laterEvents: make(chan queuedEvent, 256), calKick: make(chan struct{}, 1), hugeKick: make(chan struct{}, 1), statusKick: make(chan struct{}, 1),
-		settled: make(chan struct{}), warming: map[string]bool{}, notify: sdnotify.Notifier{Log: log}, hb: sdnotify.NewHeartbeats(time.Second)}
+	a := &Agent{opts: o, log: log, models: map[string]*modelState{}, wake: newWakeTracker(), stop: func() {},
+		laterEvents: make(chan queuedEvent, 256), calKick: make(chan struct{}, 1), hugeKick: make(chan struct{}, 1), statusKick: make(chan struct{}, 1),
+		settled: make(chan struct{}), notify: sdnotify.Notifier{Log: log}, hb: sdnotify.NewHeartbeats(time.Second)}
 	a.updates, a.guards, a.outcomes = map[string]*pendingUpdate{}, map[string]*updateGuard{}, map[string]*outcomes{}
 	a.parity = newParityRing(cfg.Updates.ParityRing, int64(cfg.Updates.ParityRingBytes))
 	a.tiers = newTiers()
 	a.lat = newLatencies(o.Started)
-	a.haKick, a.rewarmKick = make(chan struct{}, 1), make(chan struct{}, 1)
+	a.haKick = make(chan struct{}, 1)
 	if cfg.httpListen() != "" {
 		a.prom = newPromMetrics(a)
 	}
 	a.cfg.Store(&cfg)
+	a.loops = &loopRunner{ticks: o.Ticks, spawn: a.spawn, settings: func() tunedSettings { return a.config().tunedSettings() }}
+	a.planner = newWakePlanner(plannerDeps{log: log, config: a.config, pool: a.Pool, store: a.Store,
+		power: a.powerReader, meter: a.meter, calibrations: a.calibrations, now: o.Now, clock: o.Clock, rand: o.Rand,
+		beforePrewarm: o.BeforePrewarm, scheduleEvery: o.ScheduleEvery, loop: a.loops.kicked, spawn: a.spawn,
+		event: a.event, notify: a.notify.Send, noteLoad: a.noteLoad, warmed: a.checkSamplesFor,
+		woke: a.wake.woke, // a new wake: first requests count from here
+		countWake: func(source string) {
+			if a.prom != nil {
+				a.prom.wakes.WithLabelValues(source).Inc()
+			}
+		}})
+	a.observers = a.requestObservers()
 	return a
 }
 
@@ -217,6 +233,15 @@ func (a *Agent) Store() *storage.Store { return a.store }
 // Report is what Start found and did, with what the background work
 // (calibration, warming after READY) has learned since.
 func (a *Agent) Report() StartupReport {
+	if a.pending != nil {
+		<-a.pending.all // every configured model in it
+	}
+	return a.startReport()
+}
+
+// startReport is Report as it stands: without the models not registered
+// yet.
+func (a *Agent) startReport() StartupReport {
 	// a.report is written only by Start, before it spawns anything that
 	// calls Report (the final report, the metrics' gauges), and never
 	// after: it needs no lock. What changes later is read under the
@@ -228,6 +253,9 @@ func (a *Agent) Report() StartupReport {
 			loads[st.ID] = st
 		}
 		rep.Pool = a.pool.Stats()
+	}
+	if p := a.pending.startPlan(); p != nil {
+		rep.Plan = p // the start planned before every model was registered
 	}
 	a.mapsMu.Lock()
 	rep.Models = make([]ModelReport, 0, len(a.order))

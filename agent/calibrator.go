@@ -120,7 +120,7 @@ func (a *Agent) yieldToRequests(ctx context.Context) error {
 		started := a.startPlanDone
 		a.settleMu.Unlock()
 		quiet := time.Since(last)
-		if started && a.planning.Load() == 0 && leased == 0 && quiet >= idle {
+		if started && !a.planner.busy() && leased == 0 && quiet >= idle {
 			return nil
 		}
 		wait := max(idle-quiet, 10*time.Millisecond)

@@ -283,6 +283,7 @@ func calibrationCPU(t *testing.T, reps map[string]finalReport) float64 {
 // and answer correctly. The calibration CPU of the five is compared with
 // five independent first starts (logged; the test asserts the statuses).
 func TestFleetTwinsStartWarm(t *testing.T) {
+	tflitetest.Long(t)
 	b := mqtttest.Start(t, mqtttest.Options{})
 	labels := tflitetest.Path(t, "imagenet_labels.txt")
 	models := []agent.ModelConfig{

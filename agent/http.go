@@ -131,7 +131,7 @@ func (b *oipBackend) Model(name string) (oip.Model, bool) {
 			m.Versions = append(m.Versions, v.Previous)
 		}
 	}
-	info, err := tflite.Inspect(path, digestCache{b.a.store})
+	info, err := b.a.facts.inspect(path)
 	if err != nil {
 		return m, true // a model that cannot run here: no tensors to show, nothing kept
 	}

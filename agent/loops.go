@@ -16,14 +16,14 @@ import (
 // loops (resume, schedule, keep-alive).
 func (a *Agent) startLoops(runCtx context.Context, startPlan PlanResult) {
 	a.spawn(runCtx, func(ctx context.Context) {
-		a.loop(ctx, "metrics", a.config().MQTT.MetricsInterval, func() {
+		a.loops.every(ctx, "metrics", a.config().MQTT.MetricsInterval, func() {
 			if err := a.publish(topicMetrics, false, a.metrics(true)); err != nil {
 				a.log.Error("metrics not queued", "err", err)
 			}
 		})
 	})
 	a.spawn(runCtx, func(ctx context.Context) {
-		a.loop(ctx, "usage", time.Minute, func() {
+		a.loops.every(ctx, "usage", time.Minute, func() {
 			if err := a.usage.flush(a.store); err != nil {
 				a.log.Error("usage not stored", "err", err)
 			}
@@ -33,7 +33,7 @@ func (a *Agent) startLoops(runCtx context.Context, startPlan PlanResult) {
 	if startPlan.Plan.Allowance.Mode == power.ModeDefer {
 		deferred = startPlan.Plan.Allowance.RetryIn
 	}
-	a.spawn(runCtx, func(ctx context.Context) { a.planner(ctx, deferred) })
+	a.spawn(runCtx, func(ctx context.Context) { a.planner.run(ctx, deferred, a.hb) })
 	a.spawn(runCtx, a.calibrator)
 	if a.fleet != nil {
 		a.spawn(runCtx, a.fleetLoop)
@@ -43,20 +43,43 @@ func (a *Agent) startLoops(runCtx context.Context, startPlan PlanResult) {
 	a.spawn(runCtx, a.eventWriter)
 	a.spawn(runCtx, func(ctx context.Context) {
 		// One after the other: measuring the read rate drops a file
-		// from the page cache and reads it back with read(2).
+		// from the page cache and reads it back with read(2). It picks
+		// from the registered models: all of them.
+		if a.pending.wait(ctx) != nil {
+			return
+		}
+		if a.pool.Stats().ReadRate == 0 { // the device the models are served from
+			a.readRateDevice, _ = a.restoreReadRate()
+		}
 		a.measureReadRate(ctx)
 		a.hugePagesLoop(ctx)
 	})
-	a.restartTunedLoops(runCtx)
+	p := a.planner
+	a.loops.startTuned(runCtx, p.resumeLoop, p.scheduleLoop, p.trimLoop, a.watchModels, p.keepAliveLoop)
 }
 
-// tunedLoops are the loops that read settings when they start (keep_alive,
-// keep_mapping, schedule_lead, schedule_min_demand, resume_check, the
-// model watch): a reload that changes one restarts them all.
-type tunedLoops struct {
-	cancel   context.CancelFunc
-	wg       *sync.WaitGroup
-	settings tunedSettings
+// loopRunner runs the agent's periodic loops (on a test's ticks when
+// Options.Ticks gives a channel for one) and owns the tuned loops: the
+// loops that read settings when they start (keep_alive, keep_mapping,
+// schedule_lead, schedule_min_demand, resume_check, the model watch), all
+// restarted when a reload changes one.
+//
+// mu is held while the old tuned loops stop, so they must never take it
+// (nor call retune); it is taken under no other lock.
+type loopRunner struct {
+	// ticks is Options.Ticks (nil: every loop on its ticker).
+	ticks func(loop string) <-chan time.Time
+	spawn func(ctx context.Context, f func(context.Context))
+	// settings are the tuned loops' settings in force.
+	settings func() tunedSettings
+
+	// mu guards the fields below.
+	mu     sync.Mutex
+	runCtx context.Context         // nil until startTuned
+	loops  []func(context.Context) // the tuned loops
+	cancel context.CancelFunc      // stops the running ones
+	wg     *sync.WaitGroup         // done when they have stopped
+	tuned  tunedSettings           // what they started with
 }
 
 type tunedSettings struct {
@@ -77,69 +100,56 @@ func (c *Config) tunedSettings() tunedSettings {
 		watched: fmt.Sprint(dirs, slices.Sorted(maps.Keys(files)))}
 }
 
-// restartTunedLoops stops the tuned loops (waiting until they have) and
-// starts them again on the configuration in force.
-func (a *Agent) restartTunedLoops(runCtx context.Context) {
-	a.tunedMu.Lock()
-	defer a.tunedMu.Unlock()
-	if a.tuned.cancel != nil {
-		a.tuned.cancel()
-		a.tuned.wg.Wait()
+// startTuned starts loops under runCtx as the tuned loops.
+func (r *loopRunner) startTuned(runCtx context.Context, loops ...func(context.Context)) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.runCtx, r.loops = runCtx, loops
+	r.restartLocked()
+}
+
+// retune restarts the tuned loops if the settings in force are not what
+// they started with (a reload); false when they were not restarted.
+func (r *loopRunner) retune() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.cancel == nil || r.tuned == r.settings() {
+		return false
 	}
-	ctx, cancel := context.WithCancel(runCtx)
+	r.restartLocked()
+	return true
+}
+
+// restartLocked stops the tuned loops (waiting until they have) and starts
+// them again on the settings in force.
+func (r *loopRunner) restartLocked() {
+	if r.cancel != nil {
+		r.cancel()
+		r.wg.Wait()
+	}
+	ctx, cancel := context.WithCancel(r.runCtx)
 	wg := &sync.WaitGroup{}
-	for _, f := range []func(context.Context){a.resumeLoop, a.scheduleLoop, a.trimLoop, a.watchModels, a.keepAliveLoop} {
+	for _, f := range r.loops {
 		wg.Add(1)
-		a.spawn(ctx, func(ctx context.Context) {
+		r.spawn(ctx, func(ctx context.Context) {
 			defer wg.Done()
 			f(ctx)
 		})
 	}
-	a.tuned = tunedLoops{cancel: cancel, wg: wg, settings: a.config().tunedSettings()}
+	r.cancel, r.wg, r.tuned = cancel, wg, r.settings()
 }
 
-// retuneLoops restarts the tuned loops if the configuration in force
-// changed their settings (a reload).
-func (a *Agent) retuneLoops() bool {
-	a.tunedMu.Lock()
-	same := a.tuned.cancel == nil || a.tuned.settings == a.config().tunedSettings()
-	a.tunedMu.Unlock()
-	if same || a.runCtx == nil {
-		return false
-	}
-	a.restartTunedLoops(a.runCtx)
-	return true
-}
-
-// resumeLoop posts a wake when the machine resumed from suspend.
-func (a *Agent) resumeLoop(ctx context.Context) {
-	every := a.config().Prewarm.ResumeCheck
-	if every <= 0 {
-		return
-	}
-	d := power.NewResumeDetector(a.opts.Clock, 0)
-	a.loop(ctx, "resume", every, func() {
-		if ctx.Err() != nil {
-			return
-		}
-		if slept, ok := d.Check(); ok {
-			a.log.Info("resumed from suspend", "slept", slept)
-			a.PostWake("resume")
-		}
-	})
-}
-
-// loop runs f every interval (or on Options.Ticks' ticks for name) until
+// every runs f every interval (or on Options.Ticks' ticks for name) until
 // ctx ends, and once more at the end.
-func (a *Agent) loop(ctx context.Context, name string, interval time.Duration, f func()) {
-	a.kickedLoop(ctx, name, interval, nil, f)
+func (r *loopRunner) every(ctx context.Context, name string, interval time.Duration, f func()) {
+	r.kicked(ctx, name, interval, nil, f)
 }
 
-// kickedLoop is loop that also runs f when kicked.
-func (a *Agent) kickedLoop(ctx context.Context, name string, interval time.Duration, kick <-chan struct{}, f func()) {
+// kicked is every that also runs f when kicked.
+func (r *loopRunner) kicked(ctx context.Context, name string, interval time.Duration, kick <-chan struct{}, f func()) {
 	var ticks <-chan time.Time
-	if a.opts.Ticks != nil {
-		ticks = a.opts.Ticks(name)
+	if r.ticks != nil {
+		ticks = r.ticks(name)
 	}
 	if ticks == nil {
 		t := time.NewTicker(interval)

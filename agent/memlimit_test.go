@@ -154,6 +154,7 @@ func buildAgent(t *testing.T, dir string) string {
 // cgroup's peak below its limit. Before the decode budget, the first bomb
 // alone took 321 MB and the kernel killed the agent.
 func TestMemoryLimitBombs(t *testing.T) {
+	tflitetest.Long(t)
 	const limit = 160 << 20
 	cg := newMemCgroup(t, limit)
 	broker := mqtttest.Start(t, mqtttest.Options{})

@@ -162,7 +162,7 @@ func (a *Agent) memoryLoop(ctx context.Context) {
 	if every <= 0 {
 		return
 	}
-	a.loop(ctx, "memory", every, func() {
+	a.loops.every(ctx, "memory", every, func() {
 		if ctx.Err() == nil {
 			a.relievePressure()
 		}

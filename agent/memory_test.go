@@ -108,6 +108,7 @@ func TestMemoryPressureEvictsDownToTheLowWatermark(t *testing.T) {
 // forces evictions: the process's RSS stays within the budget plus 32 MiB
 // of its own idle baseline, and does not creep up over the run.
 func TestSoakRSSHoldsTheBudget(t *testing.T) {
+	tflitetest.Long(t)
 	if testing.Short() {
 		t.Skip("soak: skipped with -short")
 	}

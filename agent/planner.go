@@ -3,26 +3,102 @@ package agent
 import (
 	"context"
 	"errors"
+	"log/slog"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/edge-agent/edge-agent/agent/plan"
+	"github.com/edge-agent/edge-agent/agent/sdnotify"
 	"github.com/edge-agent/edge-agent/power"
+	"github.com/edge-agent/edge-agent/storage"
 	"github.com/edge-agent/edge-agent/tflite"
 )
 
+// wakePlanner turns wakes into warm models: one plan at a time (a newer
+// wake cancels the running one), the loops that post wakes or keep the
+// pool in shape (schedule, resume, trim, keep-alive), and family variants
+// warmed in the background. The energy policy decides; it only asks.
+//
+// Its one lock, warmMu, is a leaf: nothing else is taken under it.
+type wakePlanner struct {
+	plannerDeps
+
+	wakes chan wakeRequest
+	// rewarmKick runs the keep-alive loop after a request that loaded.
+	rewarmKick chan struct{}
+	planning   atomic.Int32 // plans warming now: calibration waits for them
+
+	// warmMu guards warming (family variants being warmed in the
+	// background) and runCtx (what they run under; nil before the start).
+	warmMu  sync.Mutex
+	warming map[string]bool
+	runCtx  context.Context
+}
+
+// plannerDeps is what the planner asks of the agent.
+type plannerDeps struct {
+	log    *slog.Logger
+	config func() *Config
+	// pool and store are the agent's (nil before the start).
+	pool  func() *tflite.Pool
+	store func() *storage.Store
+	// power reads the power state; meter measures a prewarm's energy.
+	power        func() *power.Reader
+	meter        func() power.Meter
+	calibrations func() map[string]storage.Calibration
+	now          func() time.Time
+	clock        power.Clock    // the kernel clock pair for resume detection (nil: real)
+	rand         func() float64 // the policy's stagger
+	// beforePrewarm is Options.BeforePrewarm (nil: none).
+	beforePrewarm func(ctx context.Context, model string)
+	scheduleEvery time.Duration
+	// loop runs f every interval, on a test's ticks for name, and when
+	// kicked (loopRunner.kicked).
+	loop  func(ctx context.Context, name string, interval time.Duration, kick <-chan struct{}, f func())
+	spawn func(ctx context.Context, f func(context.Context))
+	event func(kind string, fields map[string]any)
+	// notify tells systemd the start's progress; noteLoad records a
+	// model's load outcome for readiness.
+	notify   func(state string)
+	noteLoad func(model string, err error)
+	// woke runs once a wake is planned, before its plan warms anything;
+	// countWake counts a plan by wake source (metrics).
+	woke      func()
+	countWake func(source string)
+	// warmed runs after a family variant warmed in the background.
+	warmed func(model string)
+}
+
+func newWakePlanner(d plannerDeps) *wakePlanner {
+	return &wakePlanner{plannerDeps: d, wakes: make(chan wakeRequest, 8), rewarmKick: make(chan struct{}, 1),
+		warming: map[string]bool{}}
+}
+
+// start lets background warms run under runCtx (until Close).
+func (p *wakePlanner) start(runCtx context.Context) {
+	p.warmMu.Lock()
+	p.runCtx = runCtx
+	p.warmMu.Unlock()
+}
+
+// busy says whether a plan is warming now.
+func (p *wakePlanner) busy() bool { return p.planning.Load() != 0 }
+
 // makePlan gathers what a plan depends on (power, allowance, usage,
 // calibrations, the pool's models and budget) and plans (plan, pure).
-func (a *Agent) makePlan(w power.Wake) Plan {
-	st := a.powerReader().Read()
-	in := plan.Input{Wake: w, Power: st, Allowance: a.config().policy().Allow(st, a.opts.Rand),
-		Budget: a.pool.Stats().Budget, Watts: a.config().Power.WattsPerCPUSecond, Families: planFamilies(a.config().Families)}
-	usage, err := a.store.Usage()
+func (p *wakePlanner) makePlan(w power.Wake) Plan {
+	pool, store := p.pool(), p.store()
+	st := p.power().Read()
+	in := plan.Input{Wake: w, Power: st, Allowance: p.config().policy().Allow(st, p.rand),
+		Budget: pool.Stats().Budget, Watts: p.config().Power.WattsPerCPUSecond, Families: planFamilies(p.config().Families)}
+	usage, err := store.Usage()
 	if err != nil {
-		a.log.Error("usage history unreadable; planning without it", "err", err)
+		p.log.Error("usage history unreadable; planning without it", "err", err)
 	}
-	now, half := a.opts.Now(), a.store.UsageHalfLife()
-	cals := a.calibrations()
-	for _, m := range a.pool.Models() {
+	now, half := p.now(), store.UsageHalfLife()
+	cals := p.calibrations()
+	for _, m := range pool.Models() {
 		if isStaging(m.ID) {
 			continue // a new version being checked: the update warms it
 		}
@@ -37,48 +113,46 @@ func (a *Agent) makePlan(w power.Wake) Plan {
 // runPlan warms the chosen models in order, each in stages (page-in,
 // interpreter, allocate, warm-up invoke), until done or ctx is cancelled.
 // With pinnedOnly it warms the pinned ones and leaves the rest (Later).
-func (a *Agent) runPlan(ctx context.Context, p Plan, pinnedOnly bool) (res PlanResult) {
-	res = PlanResult{Plan: p, Warmed: []string{}, Already: []string{}, Failed: []string{}, Later: []string{}}
+func (p *wakePlanner) runPlan(ctx context.Context, pl Plan, pinnedOnly bool) (res PlanResult) {
+	res = PlanResult{Plan: pl, Warmed: []string{}, Already: []string{}, Failed: []string{}, Later: []string{}}
 	if pinnedOnly {
 		var pinned []PlanItem
-		for _, it := range p.Chosen {
+		for _, it := range pl.Chosen {
 			if it.Pinned {
 				pinned = append(pinned, it)
 			} else {
 				res.Later = append(res.Later, it.Model)
 			}
 		}
-		p.Chosen = pinned
+		pl.Chosen = pinned
 	}
-	meter := a.meter()
+	meter := p.meter()
 	whole := meter.Start()
 	defer func() { res.Energy = meter.Since(whole) }()
-	if a.prom != nil {
-		a.prom.wakes.WithLabelValues(p.Wake.Source).Inc()
-	}
-	a.log.Info("plan", "wake", p.Wake.Source, "mode", p.Allowance.Mode, "reason", p.Allowance.Reason,
-		"chosen", modelIDs(p.Chosen), "skipped", modelIDs(p.Skipped))
-	for _, s := range p.Skipped {
-		a.log.Info("plan: skipped", "model", s.Model, "reason", s.Reason)
+	p.countWake(pl.Wake.Source)
+	p.log.Info("plan", "wake", pl.Wake.Source, "mode", pl.Allowance.Mode, "reason", pl.Allowance.Reason,
+		"chosen", modelIDs(pl.Chosen), "skipped", modelIDs(pl.Skipped))
+	for _, s := range pl.Skipped {
+		p.log.Info("plan: skipped", "model", s.Model, "reason", s.Reason)
 	}
 	// The start's pinned models are not delayed: READY waits for them.
-	if d := p.Allowance.Stagger; d > 0 && !pinnedOnly {
+	if d := pl.Allowance.Stagger; d > 0 && !pinnedOnly {
 		select {
 		case <-time.After(d):
 		case <-ctx.Done():
 		}
 	}
-	for i, it := range p.Chosen {
+	for i, it := range pl.Chosen {
 		if ctx.Err() != nil {
 			res.Cancelled = true
-			a.event("prewarm_cancelled", map[string]any{"wake": p.Wake.Source, "remaining": modelIDs(p.Chosen[i:])})
+			p.event("prewarm_cancelled", map[string]any{"wake": pl.Wake.Source, "remaining": modelIDs(pl.Chosen[i:])})
 			return res
 		}
-		loaded, err := a.prewarmOne(ctx, it.Model, p.Wake.Source)
+		loaded, err := p.prewarmOne(ctx, it.Model, pl.Wake.Source)
 		switch {
 		case errors.Is(err, context.Canceled):
 			res.Cancelled = true
-			a.event("prewarm_cancelled", map[string]any{"wake": p.Wake.Source, "remaining": modelIDs(p.Chosen[i:])})
+			p.event("prewarm_cancelled", map[string]any{"wake": pl.Wake.Source, "remaining": modelIDs(pl.Chosen[i:])})
 			return res
 		case err != nil:
 			res.Failed = append(res.Failed, it.Model)
@@ -92,37 +166,37 @@ func (a *Agent) runPlan(ctx context.Context, p Plan, pinnedOnly bool) (res PlanR
 }
 
 // prewarmOne warms one model, with its energy in the prewarm_done event.
-func (a *Agent) prewarmOne(ctx context.Context, model, source string) (bool, error) {
-	if a.opts.BeforePrewarm != nil {
-		a.opts.BeforePrewarm(ctx, model)
+func (p *wakePlanner) prewarmOne(ctx context.Context, model, source string) (bool, error) {
+	if p.beforePrewarm != nil {
+		p.beforePrewarm(ctx, model)
 		if err := ctx.Err(); err != nil {
 			return false, err
 		}
 	}
 	if source == "start" {
-		a.notify.Send("STATUS=warming " + model)
+		p.notify("STATUS=warming " + model)
 	}
-	meter := a.meter()
+	meter := p.meter()
 	sample := meter.Start()
-	rep, loaded, err := a.pool.Prewarm(ctx, model)
+	rep, loaded, err := p.pool().Prewarm(ctx, model)
 	energy := meter.Since(sample)
 	if source == "start" && err == nil {
-		a.notify.Send("STATUS=warm " + model)
+		p.notify("STATUS=warm " + model)
 	}
-	a.noteLoad(model, err)
+	p.noteLoad(model, err)
 	if err != nil {
 		if !errors.Is(err, context.Canceled) {
-			a.log.Error("prewarm failed", "model", model, "err", err)
+			p.log.Error("prewarm failed", "model", model, "err", err)
 		}
 		return false, err
 	}
 	if loaded {
 		s := rep.Stages
-		a.log.Info("model warm", "model", model, "wake", source,
+		p.log.Info("model warm", "model", model, "wake", source,
 			"map_ms", ms(s.Map), "page_in_ms", ms(s.PageIn), "interpreter_ms", ms(s.Interpreter),
 			"allocate_ms", ms(s.Allocate), "first_invoke_ms", ms(s.FirstInvoke), "steady_invoke_ms", ms(s.Steady),
 			"cold_ms", ms(s.Cold()), "heap_bytes", rep.Footprint.Heap, "cpu_s", energy.CPUSeconds)
-		a.event("prewarm_done", map[string]any{"model": model, "wake": source, "stages": rep.Stages,
+		p.event("prewarm_done", map[string]any{"model": model, "wake": source, "stages": rep.Stages,
 			"footprint": rep.Footprint, "energy": energy})
 	}
 	return loaded, nil
@@ -144,17 +218,21 @@ type wakeRequest struct {
 }
 
 // PostWake asks for a plan without waiting for it.
-func (a *Agent) PostWake(source string) {
+func (a *Agent) PostWake(source string) { a.planner.post(source) }
+
+// post asks for a plan without waiting for it.
+func (p *wakePlanner) post(source string) {
 	select {
-	case a.wakes <- wakeRequest{wake: power.Wake{Source: source, At: a.opts.Now()}}:
+	case p.wakes <- wakeRequest{wake: power.Wake{Source: source, At: p.now()}}:
 	default:
-		a.log.Warn("wake dropped: planner busy with earlier wakes", "source", source)
+		p.log.Warn("wake dropped: planner busy with earlier wakes", "source", source)
 	}
 }
 
-// planner owns the running plan: a newer wake cancels it and plans again;
-// a deferred plan is retried after the policy's delay.
-func (a *Agent) planner(ctx context.Context, deferred time.Duration) {
+// run owns the running plan until ctx ends: a newer wake cancels it and
+// plans again; a deferred plan is retried after the policy's delay. It
+// beats hb as the "planner" loop.
+func (p *wakePlanner) run(ctx context.Context, deferred time.Duration, hb *sdnotify.Heartbeats) {
 	cancel := func() {}
 	var running chan struct{}
 	var retry <-chan time.Time
@@ -169,40 +247,38 @@ func (a *Agent) planner(ctx context.Context, deferred time.Duration) {
 		}
 	}
 	defer stopRunning()
-	beat := time.NewTicker(a.hb.Period())
+	beat := time.NewTicker(hb.Period())
 	defer beat.Stop()
 	for {
-		a.hb.Beat("planner")
+		hb.Beat("planner")
 		var req wakeRequest
 		select {
 		case <-ctx.Done():
 			return
 		case <-beat.C:
 			continue
-		case req = <-a.wakes:
+		case req = <-p.wakes:
 		case <-retry:
-			req = wakeRequest{wake: power.Wake{Source: "deferred", At: a.opts.Now()}}
+			req = wakeRequest{wake: power.Wake{Source: "deferred", At: p.now()}}
 		}
 		stopRunning()
 		retry = nil
 		pctx, cancelPlan := context.WithCancel(ctx)
 		cancel = cancelPlan
-		plan := a.makePlan(req.wake)
+		plan := p.makePlan(req.wake)
 		if plan.Allowance.Mode == power.ModeDefer {
 			retry = time.After(plan.Allowance.RetryIn)
 		}
-		a.event("wake", map[string]any{"source": req.wake.Source, "slept_ns": req.wake.Slept, "mode": plan.Allowance.Mode,
+		p.event("wake", map[string]any{"source": req.wake.Source, "slept_ns": req.wake.Slept, "mode": plan.Allowance.Mode,
 			"reason": plan.Allowance.Reason, "chosen": modelIDs(plan.Chosen), "skipped": plan.Skipped})
-		a.wakeMu.Lock()
-		a.seen = map[string]bool{}
-		a.wakeMu.Unlock()
+		p.woke()
 		done := make(chan struct{})
 		running = done
-		a.planning.Add(1)
+		p.planning.Add(1)
 		go func() {
 			defer close(done)
-			defer a.planning.Add(-1)
-			res := a.runPlan(pctx, plan, false)
+			defer p.planning.Add(-1)
+			res := p.runPlan(pctx, plan, false)
 			if req.reply != nil {
 				req.reply <- res
 			}
@@ -213,9 +289,13 @@ func (a *Agent) planner(ctx context.Context, deferred time.Duration) {
 // Wake plans and warms for a wake from source and waits for the result. A
 // newer wake cancels it (the result says so).
 func (a *Agent) Wake(ctx context.Context, source string) (PlanResult, error) {
+	return a.planner.wake(ctx, source)
+}
+
+func (p *wakePlanner) wake(ctx context.Context, source string) (PlanResult, error) {
 	reply := make(chan PlanResult, 1)
 	select {
-	case a.wakes <- wakeRequest{wake: power.Wake{Source: source, At: a.opts.Now()}, reply: reply}:
+	case p.wakes <- wakeRequest{wake: power.Wake{Source: source, At: p.now()}, reply: reply}:
 	case <-ctx.Done():
 		return PlanResult{}, ctx.Err()
 	}
@@ -227,110 +307,25 @@ func (a *Agent) Wake(ctx context.Context, source string) (PlanResult, error) {
 	}
 }
 
-// scheduleLoop wakes ahead of hours in which the usage history predicts
-// demand for a model that is not warm; at most once an hour.
-func (a *Agent) scheduleLoop(ctx context.Context) {
-	lead, minDemand := a.config().Prewarm.ScheduleLead, a.config().Prewarm.ScheduleMinDemand
-	if lead <= 0 {
+// warmInBackground warms model on a goroutine the agent owns, once at a
+// time; it does nothing before the start.
+func (p *wakePlanner) warmInBackground(model string) {
+	p.warmMu.Lock()
+	if p.warming[model] || p.runCtx == nil {
+		p.warmMu.Unlock()
 		return
 	}
-	var woke time.Time // the hour last woken for
-	a.loop(ctx, "schedule", a.opts.ScheduleEvery, func() {
-		if ctx.Err() != nil {
-			return
-		}
-		now := a.opts.Now()
-		next := now.Truncate(time.Hour).Add(time.Hour)
-		if next.Sub(now) > lead || next.Equal(woke) {
-			return
-		}
-		usage, err := a.store.Usage()
-		if err != nil {
-			return
-		}
-		for id, u := range usage {
-			if u.Expected(next, now, a.store.UsageHalfLife()) >= minDemand && !a.pool.IsWarm(id) {
-				woke = next
-				a.PostWake("schedule")
-				return
-			}
+	p.warming[model] = true
+	runCtx := p.runCtx
+	p.warmMu.Unlock()
+	p.spawn(runCtx, func(ctx context.Context) {
+		defer func() {
+			p.warmMu.Lock()
+			delete(p.warming, model)
+			p.warmMu.Unlock()
+		}()
+		if _, err := p.prewarmOne(ctx, model, "family"); err == nil {
+			p.warmed(model)
 		}
 	})
-}
-
-// trimLoop frees what was not used for the keep-alive.
-func (a *Agent) trimLoop(ctx context.Context) {
-	ka := a.config().Prewarm.KeepAlive
-	if ka <= 0 {
-		return
-	}
-	keep := a.config().Prewarm.KeepMapping == nil || *a.config().Prewarm.KeepMapping
-	a.loop(ctx, "trim", max(ka/4, time.Second), func() {
-		if ctx.Err() != nil {
-			return
-		}
-		if n := a.pool.Trim(ka, keep); n > 0 {
-			a.log.Info("trimmed idle interpreters", "freed", n, "keep_alive", ka)
-		}
-	})
-}
-
-// keepAliveLoop applies the eviction policy's windows every second, and
-// right after a request that loaded (kickRewarm): it frees what the
-// policy no longer keeps warm and rewarms the models it expects
-// (histogram: a timer's pre-warm window, a model evicted while requests
-// for it are still expected), when the energy policy allows a full
-// prewarm. A rewarm only takes room from models worth less.
-func (a *Agent) keepAliveLoop(ctx context.Context) {
-	a.kickedLoop(ctx, "keep-alive", time.Second, a.rewarmKick, func() {
-		if n := a.pool.Expire(); n > 0 {
-			a.log.Debug("keep-alive freed models", "freed", n)
-		}
-		due := a.pool.DuePrewarms()
-		if len(due) == 0 {
-			return
-		}
-		al := a.config().policy().Allow(a.powerReader().Read(), nil)
-		if al.Mode != power.ModeAll && al.Mode != power.ModeTopK {
-			return
-		}
-		a.pool.SetRewarmsPerHour(rewarmsPerHour(al.Mode))
-		for _, id := range due {
-			if ctx.Err() != nil {
-				return
-			}
-			rep, loaded, err := a.pool.PrewarmDue(ctx, id)
-			switch {
-			case err != nil:
-				a.log.Warn("rewarm failed", "model", id, "err", err)
-			case loaded:
-				a.log.Info("rewarmed", "model", id, "cold_ms", ms(rep.Stages.Cold()))
-			}
-		}
-	})
-}
-
-// Rewarm allowances per hour by the energy policy's mode: on external
-// power the policy's own payoff test decides and this only stops a
-// runaway; on battery a fifth of that (each load is CPU-seconds of charge).
-const (
-	rewarmsPerHourAC      = 60
-	rewarmsPerHourBattery = 12
-)
-
-func rewarmsPerHour(m power.Mode) float64 {
-	if m == power.ModeAll {
-		return rewarmsPerHourAC
-	}
-	return rewarmsPerHourBattery
-}
-
-// kickRewarm runs the keep-alive loop now (never blocks): a request that
-// loaded may have pushed out models still expected, and the sooner they
-// are back the likelier they are warm for their next request.
-func (a *Agent) kickRewarm() {
-	select {
-	case a.rewarmKick <- struct{}{}:
-	default:
-	}
 }

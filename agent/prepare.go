@@ -81,21 +81,13 @@ func (a *Agent) registerFrom(m ModelConfig, src string) *modelState {
 		}
 		st.labels = labels
 	}
-	// Mapping verifies the flatbuffer (a truncated or foreign file fails
-	// here with its own code, not at the first request) and costs about
-	// what hashing a file whose digest is not cached does.
-	model, err := tflite.LoadModel(src)
+	// Read once per file identity: a restart with the same file reads
+	// nothing here (its digest and facts are in the state file).
+	facts, cached, err := a.facts.of(src)
 	if err != nil {
 		return a.failModel(st, err)
 	}
-	needsAccel := model.NeedsEdgeTPU()
-	if err := model.Close(); err != nil {
-		return a.failModel(st, err)
-	}
-	digest, cached, err := tflite.Digest(src, digestCache{a.store})
-	if err != nil {
-		return a.failModel(st, err)
-	}
+	digest, needsAccel := facts.Digest, facts.NeedsEdgeTPU
 	st.digest, st.report.SHA256, st.report.DigestCached = digest, digest, cached
 	if src == m.Path {
 		st.source = a.pinVersion(m.ID, m.Path, digest)
@@ -183,7 +175,7 @@ func (a *Agent) settleDelegates(st *modelState, attempt bool) {
 func (a *Agent) restoreCalibration(st *modelState) error {
 	digest := st.digest
 	if st.path != st.source {
-		d, cached, err := tflite.Digest(st.path, digestCache{a.store})
+		d, cached, err := tflite.Digest(st.path, a.facts)
 		if err != nil {
 			return err
 		}
@@ -248,7 +240,7 @@ func (a *Agent) modelSpec(st *modelState) tflite.ModelSpec {
 	stages := tflite.Stages(st.cal.Stages)
 	return tflite.ModelSpec{ID: st.cfg.ID, Path: st.path, Version: st.digest, Pinned: st.cfg.Pinned, Stateful: st.cfg.Stateful, KnownHeap: st.cal.HeapBytes,
 		KnownSteady: st.cal.Stages.Steady, KnownSaved: stages.Saved(), KnownMisses: st.cal.LearnedMisses,
-		Interpreter: &tflite.Options{Threads: threads, Delegates: st.chosen}}
+		Interpreter: &tflite.Options{Threads: threads, Delegates: st.chosen}, Facts: a.facts.known(st.path)}
 }
 
 // knownDelegate is what the state knows about delegate spec for the model.

@@ -48,7 +48,7 @@ func newPromMetrics(a *Agent) *promMetrics {
 	stage := func(name string, f func(StartupTimings) time.Duration) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "edge_agent_startup_stage_seconds",
 			Help: "The last start's stages.", ConstLabels: prometheus.Labels{"stage": name}},
-			func() float64 { return f(a.Report().Timings).Seconds() })
+			func() float64 { return f(a.report.Timings).Seconds() }) // written before HTTP starts
 	}
 	b2f := func(b bool) float64 {
 		if b {

@@ -77,6 +77,12 @@ func (a *Agent) readiness() map[string]ModelReadiness {
 		}
 		out[id] = r
 	}
+	// Not registered yet, but servable: a request registers it first.
+	for _, id := range a.pending.ids() {
+		if _, ok := out[id]; !ok {
+			out[id] = ModelReadiness{State: StateRegistered, Calibration: "queued"}
+		}
+	}
 	return out
 }
 

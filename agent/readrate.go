@@ -39,20 +39,31 @@ func deviceOf(path string) (string, error) {
 
 // restoreReadRate gives the pool the read rate stored for the models'
 // device, if any; it reports the device and whether one was found.
-func (a *Agent) restoreReadRate() (string, bool) {
-	ms := a.pool.Models()
-	if len(ms) == 0 {
-		return "", false
+// Before any model is registered (the start registers them after it
+// accepts requests) the device is the kept versions' (state dir) or the
+// configured files'.
+func (a *Agent) restoreReadRate(configured ...string) (string, bool) {
+	var paths []string
+	if ms := a.pool.Models(); len(ms) > 0 {
+		paths = []string{ms[0].Path}
+	} else {
+		paths = append([]string{a.config().StateDir}, configured...)
 	}
-	dev, err := deviceOf(ms[0].Path)
-	if err != nil {
-		return "", false
+	first := ""
+	for _, p := range paths {
+		dev, err := deviceOf(p)
+		if err != nil {
+			continue
+		}
+		if r, ok := a.store.ReadRate(dev); ok {
+			a.pool.SetReadRate(r.BytesPerSec)
+			return dev, true
+		}
+		if first == "" {
+			first = dev
+		}
 	}
-	r, ok := a.store.ReadRate(dev)
-	if ok {
-		a.pool.SetReadRate(r.BytesPerSec)
-	}
-	return dev, ok
+	return first, false
 }
 
 // measureReadRate measures and stores the read rate of the models'

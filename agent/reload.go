@@ -55,7 +55,7 @@ func (a *Agent) Reload(ctx context.Context, next Config) (ReloadResult, error) {
 			a.log.Warn("new budget smaller than what pinned models hold", "err", err)
 		}
 	}
-	if a.retuneLoops() {
+	if a.loops.retune() {
 		a.log.Info("reload: keep-alive, schedule and resume loops restarted with the new settings")
 	}
 	res := a.syncModels()
@@ -76,6 +76,7 @@ func (a *Agent) Reload(ctx context.Context, next Config) (ReloadResult, error) {
 func (a *Agent) syncModels() ReloadResult {
 	a.prepMu.Lock()
 	defer a.prepMu.Unlock()
+	a.pending.drop() // the models not registered yet are registered here, as configured now
 	res := ReloadResult{}
 	models, err := resolveModels(*a.config(), a.log)
 	if err != nil {
@@ -181,7 +182,7 @@ func nilSafe(r ReloadResult) ReloadResult {
 
 // fileDigest is the digest of the file at path (cached by identity).
 func (a *Agent) fileDigest(path string) (string, error) {
-	d, _, err := tflite.Digest(path, digestCache{a.store})
+	d, _, err := tflite.Digest(path, a.facts)
 	return d, err
 }
 

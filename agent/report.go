@@ -37,12 +37,16 @@ type StartupReport struct {
 }
 
 // StartupTimings split the start into its stages.
+// The steps before requests are accepted are StateOpen, Pool, Restore and
+// MQTT; Prewarm (the pinned models) comes before READY.
 type StartupTimings struct {
 	StateOpen     time.Duration // opening and verifying the state file
 	BrokerConnect time.Duration // until the broker accepted us (0: not within connect_wait)
-	Restore       time.Duration // digests, delegates, calibration (restored or measured)
-	Prewarm       time.Duration // warming the models
+	Restore       time.Duration // registering the pinned models: digests, delegates, calibration (the others register after)
+	Prewarm       time.Duration // warming the pinned models
 	Total         time.Duration // process start → ready
+	Pool          time.Duration // creating the pool
+	MQTT          time.Duration // starting MQTT: the local broker, connect_wait
 }
 
 type timingsJSON struct {
@@ -51,10 +55,12 @@ type timingsJSON struct {
 	RestoreMs       float64 `json:"restore_ms"`
 	PrewarmMs       float64 `json:"prewarm_ms"`
 	TotalMs         float64 `json:"total_ms"`
+	PoolMs          float64 `json:"pool_ms"`
+	MQTTMs          float64 `json:"mqtt_ms"`
 }
 
 func (t StartupTimings) MarshalJSON() ([]byte, error) {
-	return json.Marshal(timingsJSON{ms(t.StateOpen), ms(t.BrokerConnect), ms(t.Restore), ms(t.Prewarm), ms(t.Total)})
+	return json.Marshal(timingsJSON{ms(t.StateOpen), ms(t.BrokerConnect), ms(t.Restore), ms(t.Prewarm), ms(t.Total), ms(t.Pool), ms(t.MQTT)})
 }
 
 func (t *StartupTimings) UnmarshalJSON(b []byte) error {
@@ -63,7 +69,7 @@ func (t *StartupTimings) UnmarshalJSON(b []byte) error {
 		return err
 	}
 	d := func(v float64) time.Duration { return time.Duration(v * 1e6) }
-	*t = StartupTimings{d(j.StateOpenMs), d(j.BrokerConnectMs), d(j.RestoreMs), d(j.PrewarmMs), d(j.TotalMs)}
+	*t = StartupTimings{d(j.StateOpenMs), d(j.BrokerConnectMs), d(j.RestoreMs), d(j.PrewarmMs), d(j.TotalMs), d(j.PoolMs), d(j.MQTTMs)}
 	return nil
 }
 

@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 
 	"github.com/edge-agent/edge-agent/agent/infer"
+	"github.com/edge-agent/edge-agent/agent/observe"
 	"github.com/edge-agent/edge-agent/mqtt"
 	"github.com/edge-agent/edge-agent/tflite"
 )
@@ -133,29 +134,33 @@ func (a *Agent) infer(ctx context.Context, q inferCall) (InferReply, infer.Resul
 		r.Image = d.Image
 	}
 	model, family := a.route(req.Model)
+	// What the request produced goes to the observers (observers.go), once,
+	// however it ends.
+	done := observe.RequestDone{Asked: req.Model, Model: model, Family: family, Image: img, Tensor: input, Transport: q.transport, Arrived: arrived}
+	fail := func(stage observe.Stage, err error) error {
+		done.Err, done.Stage = err, stage
+		a.observers.Done(done)
+		return err
+	}
 	l, err := a.pool.Acquire(ctx, model)
 	if err != nil {
-		a.noteLoad(model, err)
+		_ = fail(observe.StageLoad, err)
 		return InferReply{}, infer.Result{}, a.modelError(model, err)
 	}
 	defer l.Release()
-	if !l.Warm {
-		a.noteLoad(model, nil)
-	}
+	done.Loaded = !l.Warm
 	if !r.Raw {
 		r.Labels = a.labelsFor(model)
 	}
 	res, err := infer.Run(l, r)
-	l.Release() // not held while an escalation waits
-	if !l.Warm {
-		a.kickRewarm() // what the load pushed out may be wanted back
-	}
-	version := l.Version() // the old one's, for a request leased before a swap
-	a.noteOutcome(model, version, err != nil)
+	l.Release()                // not held while an escalation waits
+	done.Version = l.Version() // the old one's, for a request leased before a swap
 	if err != nil {
-		return InferReply{}, infer.Result{}, err
+		return InferReply{}, infer.Result{}, fail(observe.StageRun, err)
 	}
-	a.recordParity(model, version, img, input, res)
+	done.Result = res
+	// Family tiers decide the answer (an escalation replaces it), so they
+	// are part of serving, not observers.
 	warm, answered, escalated := l.Warm, model, ""
 	if f, ok := a.config().family(family); ok {
 		if precise := f.Variants[len(f.Variants)-1]; model == precise {
@@ -166,7 +171,7 @@ func (a *Agent) infer(ctx context.Context, q inferCall) (InferReply, infer.Resul
 				pres, ok, pwarm, err := a.escalate(ctx, f, r)
 				switch {
 				case err != nil:
-					return InferReply{}, infer.Result{}, err
+					return InferReply{}, infer.Result{}, fail(observe.StageEscalate, err)
 				case ok:
 					res, answered, warm, escalated = pres, precise, pwarm, "escalated: "+why
 				default:
@@ -175,23 +180,12 @@ func (a *Agent) infer(ctx context.Context, q inferCall) (InferReply, infer.Resul
 			}
 		}
 	}
-	// Demand is recorded for models, never family ids (the planner and the
-	// schedule rank models): for the variant that answered, and for the
-	// family's precise variant when a faster one stood in for it, since
-	// that is the one the next wake should have warm.
-	now := a.opts.Now()
-	a.usage.record(model, now)
-	if family != "" {
-		if f, ok := a.config().family(family); ok && f.Variants[len(f.Variants)-1] != model {
-			a.usage.record(f.Variants[len(f.Variants)-1], now)
-		}
-	}
-	first := a.firstRequest(req.Model, l.Warm)
-	answeredBy := version
+	done.Answered, done.AnsweredVersion, done.Warm = answered, done.Version, warm
 	if answered != model {
-		answeredBy = "" // the precise variant's lease, not this one
+		done.AnsweredVersion = "" // the precise variant's lease, not this one
 	}
-	a.observeRequest(answered, answeredBy, warm, first, q.transport, time.Since(arrived), res.Invoke)
+	done.E2E, done.Invoke = time.Since(arrived), res.Invoke
+	a.observers.Done(done)
 	rep := InferReply{Model: answered, Warm: warm, InvokeMs: ms(res.Invoke), Top: res.Top, Outputs: res.Outputs,
 		Detections: res.Detections, Keypoints: res.Keypoints, Escalated: escalated}
 	if family != "" {
@@ -216,54 +210,11 @@ func (a *Agent) route(id string) (model, family string) {
 	if a.pool.IsWarm(precise) {
 		return precise, f.ID
 	}
-	a.warmInBackground(precise)
+	a.planner.warmInBackground(precise)
 	for i := len(f.Variants) - 2; i >= 0; i-- {
 		if a.pool.IsWarm(f.Variants[i]) {
 			return f.Variants[i], f.ID
 		}
 	}
 	return f.Variants[0], f.ID
-}
-
-// warmInBackground warms model on an agent-owned goroutine, once at a time.
-func (a *Agent) warmInBackground(model string) {
-	a.warmMu.Lock()
-	if a.warming[model] || a.runCtx == nil {
-		a.warmMu.Unlock()
-		return
-	}
-	a.warming[model] = true
-	a.warmMu.Unlock()
-	a.spawn(a.runCtx, func(ctx context.Context) {
-		defer func() {
-			a.warmMu.Lock()
-			delete(a.warming, model)
-			a.warmMu.Unlock()
-		}()
-		if _, err := a.prewarmOne(ctx, model, "family"); err == nil {
-			a.checkSamplesFor(model)
-		}
-	})
-}
-
-// firstRequest reports the first request to each model after a wake, and
-// whether it found the model warm.
-func (a *Agent) firstRequest(model string, warm bool) bool {
-	a.wakeMu.Lock()
-	first := !a.seen[model]
-	a.seen[model] = true
-	a.wakeMu.Unlock()
-	if first {
-		a.event("first_request", map[string]any{"model": model, "warm": warm})
-	}
-	return first
-}
-
-// observeRequest records an answered request's latencies (MQTT metrics
-// and status, and Prometheus when it is on).
-func (a *Agent) observeRequest(model, version string, warm, first bool, transport string, e2e, invoke time.Duration) {
-	a.lat.observe(model, version, warm, first, e2e, invoke)
-	if p := a.prom; p != nil {
-		p.observe(model, warm, transport, e2e, invoke)
-	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/edge-agent/edge-agent/agent/hardware"
@@ -28,15 +29,22 @@ func (a *Agent) Start(ctx context.Context) error {
 	a.baseline = a.memory().RSSBytes
 	plan := a.applyMemoryPlan()
 	a.report.Memory = &plan
+	t := time.Now()
+	a.pending = newPendingModels(models, a.registerPending)
 	a.newPool()
-	if err := a.registerAll(ctx, models); err != nil {
+	a.report.Timings.Pool = time.Since(t)
+	runCtx := a.newRunContext()
+	a.spawn(runCtx, a.facts.persist)
+	if err := a.registerPinned(ctx, models); err != nil {
 		return err
 	}
-	a.readRateDevice, _ = a.restoreReadRate()
-	runCtx := a.newRunContext()
+	a.spawn(runCtx, a.pending.registerRest)
+	a.readRateDevice, _ = a.restoreReadRate(modelPaths(models)...)
+	t = time.Now()
 	if err := a.startMQTT(ctx, runCtx); err != nil {
 		return err
 	}
+	a.report.Timings.MQTT = time.Since(t)
 	a.spawn(runCtx, a.statusPublisher) // after a.mq is set: it reads it
 	startPlan, err := a.warmPinned(ctx)
 	if err != nil {
@@ -57,9 +65,8 @@ func (a *Agent) Start(ctx context.Context) error {
 func (a *Agent) newRunContext() context.Context {
 	runCtx, stop := context.WithCancel(context.Background())
 	a.stop = stop
-	a.warmMu.Lock()
 	a.runCtx = runCtx
-	a.warmMu.Unlock()
+	a.planner.start(runCtx)
 	return runCtx
 }
 
@@ -69,7 +76,7 @@ func (a *Agent) publishStartReport() {
 	a.report.Timings.Total = time.Since(a.opts.Started)
 	a.report.BootID = bootID(a.opts.HardwareRoot)
 	a.report.Process = processStats()
-	if err := a.publish(topicStartup, true, a.Report()); err != nil {
+	if err := a.publish(topicStartup, true, a.startReport()); err != nil {
 		a.log.Error("startup report not queued", "err", err)
 	}
 }
@@ -94,6 +101,7 @@ func (a *Agent) openState() error {
 		return fmt.Errorf("open state: %w", err)
 	}
 	a.store = store
+	a.facts = newFileFacts(store, a.opts.BeforeModelRead)
 	a.report.State = rep
 	a.report.Timings.StateOpen = time.Since(t0)
 	if rep.Corruption != nil {
@@ -123,6 +131,7 @@ func (a *Agent) newPool() {
 		PageIn:   a.config().pageIn(),
 		Logger:   a.log,
 		OnLoad:   func(tflite.LoadEvent) { a.statusChanged() },
+		Resolve:  a.pending.resolve,
 		OnEvict: func(e tflite.EvictEvent) {
 			a.statusChanged()
 			if e.Bytes >= tflite.HugeMin {
@@ -133,31 +142,61 @@ func (a *Agent) newPool() {
 	})
 }
 
-// registerAll registers every configured model (no model is loaded).
-func (a *Agent) registerAll(ctx context.Context, models []ModelConfig) error {
+// registerPinned registers the pinned models (the start warms them before
+// READY); the others are registered by pending.registerRest, after
+// requests are accepted, or by the first request for them (resolve).
+func (a *Agent) registerPinned(ctx context.Context, models []ModelConfig) error {
 	t := time.Now()
-	a.prepMu.Lock()
-	defer a.prepMu.Unlock()
 	for _, m := range models {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		a.notify.Send("STATUS=registering " + m.ID)
-		st := a.admitModel(a.register(m), false)
-		a.setModel(st)
-		if st.servable {
-			a.noteServing(st)
+		if m.Pinned {
+			a.pending.resolve(ctx, m.ID)
 		}
 	}
 	a.report.Timings.Restore = time.Since(t)
 	return nil
 }
 
+func modelPaths(models []ModelConfig) []string {
+	paths := make([]string, 0, len(models))
+	for _, m := range models {
+		paths = append(paths, m.Path)
+	}
+	return paths
+}
+
+// registerPending registers a claimed model: its file is read with no lock
+// held, so registrations of other models (and reloads) do not wait on it.
+func (a *Agent) registerPending(m *pendingModel) {
+	defer a.pending.finish(m)
+	a.notify.Send("STATUS=registering " + m.cfg.ID)
+	st := a.register(m.cfg)
+	a.prepMu.Lock()
+	defer a.prepMu.Unlock()
+	if !a.pending.wanted(m) {
+		return // a reload registers what is configured now
+	}
+	st = a.admitModel(st, false)
+	a.setModel(st)
+	if st.servable {
+		a.noteServing(st)
+	}
+}
+
 // setModel makes st the state of its model (called with prepMu held).
 func (a *Agent) setModel(st *modelState) {
 	a.mapsMu.Lock()
 	if _, ok := a.models[st.cfg.ID]; !ok {
-		a.order = append(a.order, st.cfg.ID)
+		// In configured order, whichever registered first.
+		i := len(a.order)
+		if a.pending != nil {
+			for i > 0 && a.pending.before(st.cfg.ID, a.order[i-1]) {
+				i--
+			}
+		}
+		a.order = slices.Insert(a.order, i, st.cfg.ID)
 	}
 	a.models[st.cfg.ID] = st
 	a.mapsMu.Unlock()
@@ -228,8 +267,9 @@ func (a *Agent) startMQTT(ctx, runCtx context.Context) error {
 // ready (READY=1) without them. The rest of the plan runs after.
 func (a *Agent) warmPinned(ctx context.Context) (PlanResult, error) {
 	t := time.Now()
-	plan := a.makePlan(power.Wake{Source: "start", At: a.opts.Now()})
-	res := a.runPlan(ctx, plan, true)
+	a.pending.notePlanning()
+	plan := a.planner.makePlan(power.Wake{Source: "start", At: a.opts.Now()})
+	res := a.planner.runPlan(ctx, plan, true)
 	if res.Cancelled {
 		return res, ctx.Err()
 	}
@@ -242,9 +282,14 @@ func (a *Agent) warmPinned(ctx context.Context) (PlanResult, error) {
 // newer wake may replace it), then, once calibration is done too,
 // publishes the startup report again with everything the start learned.
 func (a *Agent) finishStart(ctx context.Context) {
-	if _, err := a.Wake(ctx, "start"); err != nil {
+	if a.pending.wait(ctx) != nil { // the plan covers every model
 		return
 	}
+	res, err := a.Wake(ctx, "start")
+	if err != nil {
+		return
+	}
+	a.pending.setPlan(a.report.Plan, res)
 	a.settleMu.Lock()
 	a.startPlanDone = true
 	a.settleMu.Unlock()

@@ -92,7 +92,7 @@ func (a *Agent) escalation(f FamilyConfig, res *infer.Result) string {
 // answered (false: the wait ran out) and whether it was warm.
 func (a *Agent) escalate(ctx context.Context, f FamilyConfig, r infer.Request) (res infer.Result, answered, warm bool, err error) {
 	precise := f.Variants[len(f.Variants)-1]
-	a.warmInBackground(precise)
+	a.planner.warmInBackground(precise)
 	wctx, cancel := context.WithTimeout(ctx, f.escalateWait())
 	defer cancel()
 	// Not loading it here: a load cannot be stopped at the deadline. The

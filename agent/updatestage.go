@@ -68,5 +68,5 @@ func (a *Agent) restoreServing(id string, s *stage) {
 	}
 	s.resume()
 	s.resume = nil
-	a.warmInBackground(id)
+	a.planner.warmInBackground(id)
 }

@@ -31,14 +31,14 @@ func (a *Agent) versionFile(id, digest string) string {
 // there, that version cannot be rolled back to.
 func (a *Agent) pinVersion(id, path, digest string) string {
 	dst := a.versionFile(id, digest)
-	if d, _, err := tflite.Digest(dst, digestCache{a.store}); err == nil && d == digest {
+	if d, _, err := tflite.Digest(dst, a.facts); err == nil && d == digest {
 		return dst
 	}
 	if err := a.keepCopy(path, dst); err != nil {
 		a.log.Warn("model version not kept: served from its path, no rollback to it", "model", id, "err", err)
 		return path
 	}
-	if d, _, err := tflite.Digest(dst, digestCache{a.store}); err != nil || d != digest {
+	if d, _, err := tflite.Digest(dst, a.facts); err != nil || d != digest {
 		// The path changed between hashing and copying: the next rescan
 		// sees the new content.
 		_ = os.Remove(dst)

@@ -106,8 +106,22 @@ func (s *Store) putDelegate(model, delegate string, v Validity, st DelegateState
 	})
 }
 
-// markCrashedAttempts turns every unfinished attempt into Crashed.
+// markCrashedAttempts turns every unfinished attempt into Crashed. A
+// start with none writes nothing (no commit, no fsync on the start path).
 func (s *Store) markCrashedAttempts() ([]DelegateRecord, error) {
+	attempting := false
+	if err := s.view("find unfinished delegate attempts", func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketDelegates).ForEach(func(_, v []byte) error {
+			var r DelegateRecord
+			if err := decodeJSON(v, &r); err != nil {
+				return err
+			}
+			attempting = attempting || r.State == Attempting
+			return nil
+		})
+	}); err != nil || !attempting {
+		return nil, err
+	}
 	var crashed []DelegateRecord
 	err := s.update("mark crashed delegates", func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketDelegates)

@@ -26,3 +26,20 @@ func (s *Store) StoreDigest(key, digest string) error {
 		return tx.Bucket(bucketDigests).Put([]byte(key), seal([]byte(digest)))
 	})
 }
+
+// StoreDigests stores several digests in one write (one commit, one
+// fsync): a cache written behind the work that learned them.
+func (s *Store) StoreDigests(kv map[string]string) error {
+	if len(kv) == 0 {
+		return nil
+	}
+	return s.update("store digests", func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketDigests)
+		for k, d := range kv {
+			if err := b.Put([]byte(k), seal([]byte(d))); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}

@@ -162,7 +162,13 @@ func Open(dir string, o Options) (*Store, OpenReport, error) {
 		return nil, rep, err
 	}
 	s := &Store{db: db, opts: o}
+	// A new state file's schema is not worth an fsync on the start's path:
+	// the next write's sync makes it durable. A crash before that loses
+	// only an empty file: the older meta page is used (migrated again), or
+	// the file is found corrupt and replaced, as any damaged one is.
+	db.NoSync = rep.Created
 	from, err := s.migrate()
+	db.NoSync = false
 	if err != nil {
 		_ = db.Close()
 		return nil, rep, err

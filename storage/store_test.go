@@ -373,6 +373,18 @@ func TestDigestCache(t *testing.T) {
 	}
 }
 
+func TestDigestsStoredTogether(t *testing.T) {
+	s, _ := mustOpen(t, t.TempDir(), storage.Options{})
+	if err := s.StoreDigests(map[string]string{"a": "1", "b": "2"}); err != nil {
+		t.Fatal(err)
+	}
+	for k, want := range map[string]string{"a": "1", "b": "2"} {
+		if d, ok := s.LookupDigest(k); !ok || d != want {
+			t.Fatalf("%s: %q %v", k, d, ok)
+		}
+	}
+}
+
 func TestClosedStore(t *testing.T) {
 	s, _, err := storage.Open(t.TempDir(), storage.Options{})
 	if err != nil {

@@ -12,6 +12,13 @@ import (
 // a boot with every model asked at once, the small ones answer in
 // milliseconds instead of queueing behind the large ones, and the last
 // answer comes no later.
+//
+// Cheapest first alone lets a steady stream of small loads starve a large
+// one, so waiting ages a load: each time another waiter is served before
+// it, its cost counts half (cost >> passed). A load passed over k times
+// goes before any newcomer more than 2^-k as costly, so a large load waits
+// behind at most about log2(its cost / theirs) smaller ones. Aging counts
+// hand-overs, not time: the order stays deterministic.
 type loadSlot struct {
 	// mu guards held, grants and waiters.
 	mu      sync.Mutex
@@ -21,8 +28,9 @@ type loadSlot struct {
 }
 
 type slotWaiter struct {
-	cost  int64
-	ready chan struct{} // closed when the slot is handed over
+	cost   int64
+	passed int           // waiters served before this one (its age)
+	ready  chan struct{} // closed when the slot is handed over
 }
 
 // acquire takes the slot, waiting behind cheaper loads, until ctx ends.
@@ -53,8 +61,8 @@ func (s *loadSlot) acquire(ctx context.Context, cost int64) error {
 	}
 }
 
-// release hands the slot to the cheapest waiter (the earliest among
-// equals), or frees it.
+// release hands the slot to the waiter cheapest after aging (the earliest
+// among equals), or frees it.
 func (s *loadSlot) release() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -64,15 +72,22 @@ func (s *loadSlot) release() {
 	}
 	best := 0
 	for i, w := range s.waiters {
-		if w.cost < s.waiters[best].cost {
+		if w.aged() < s.waiters[best].aged() {
 			best = i
 		}
 	}
 	w := s.waiters[best]
 	s.waiters = slices.Delete(s.waiters, best, best+1)
+	for _, o := range s.waiters {
+		o.passed++
+	}
 	s.grants++
 	close(w.ready)
 }
+
+// aged is the cost the waiter is ordered by: halved for each waiter
+// served before it.
+func (w *slotWaiter) aged() int64 { return w.cost >> min(w.passed, 62) }
 
 // activity is a reading of the slot: a measurement between two equal
 // readings, both idle, ran beside no load (or reservation).

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/edge-agent/edge-agent/tflite"
 	"github.com/edge-agent/edge-agent/tflite/tflitetest"
@@ -210,6 +211,56 @@ func TestDigestCachedByFileIdentity(t *testing.T) {
 	d3, hit, err := tflite.Digest(p, &cache)
 	if err != nil || hit || d3 == d1 {
 		t.Fatalf("after rewrite: %v hit=%v changed=%v", err, hit, d3 != d1)
+	}
+}
+
+// A file replaced by one of the same size (and even the same mtime) is a
+// new identity: renamed over (a new inode) or rewritten in place (a new
+// ctime), its digest is computed again, never the old one reused.
+func TestDigestNotReusedForSameSizeReplacement(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "m.tflite")
+	write := func(path, content string) {
+		t.Helper()
+		if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(p, "aaaaaaaa")
+	var cache tflite.MemDigestCache
+	d1, hit, err := tflite.Digest(p, &cache)
+	if err != nil || hit {
+		t.Fatalf("first digest: %v hit=%v", err, hit)
+	}
+	if d, hit, err := tflite.Digest(p, &cache); err != nil || !hit || d != d1 {
+		t.Fatalf("unchanged file: %v hit=%v same=%v", err, hit, d == d1)
+	}
+	fi, err := os.Stat(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Renamed over: same size, same mtime, new inode.
+	tmp := filepath.Join(dir, "m.tmp")
+	write(tmp, "bbbbbbbb")
+	if err := os.Chtimes(tmp, fi.ModTime(), fi.ModTime()); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, p); err != nil {
+		t.Fatal(err)
+	}
+	d2, hit, err := tflite.Digest(p, &cache)
+	if err != nil || hit || d2 == d1 {
+		t.Fatalf("renamed over: %v hit=%v changed=%v", err, hit, d2 != d1)
+	}
+	// Rewritten in place: same inode, size and mtime; the ctime moves.
+	time.Sleep(10 * time.Millisecond) // a ctime tick on coarse clocks
+	write(p, "cccccccc")
+	if err := os.Chtimes(p, fi.ModTime(), fi.ModTime()); err != nil {
+		t.Fatal(err)
+	}
+	d3, hit, err := tflite.Digest(p, &cache)
+	if err != nil || hit || d3 == d2 {
+		t.Fatalf("rewritten in place: %v hit=%v changed=%v", err, hit, d3 != d2)
 	}
 }
 

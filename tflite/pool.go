@@ -48,6 +48,11 @@ type PoolOptions struct {
 	// model evicted, outside the pool's lock, on the caller's goroutine.
 	OnLoad  func(LoadEvent)
 	OnEvict func(EvictEvent)
+	// Resolve, when set, is asked (without the pool's lock) for a model
+	// id that is not registered: it may register it now (a start still
+	// registering models takes a request's model first) and says whether
+	// to look again.
+	Resolve func(ctx context.Context, id string) bool
 }
 
 // ModelSpec registers a model with the pool.
@@ -86,6 +91,9 @@ type ModelSpec struct {
 	// request, as LearnedCosts returned them before a restart: the pool
 	// ranks by them at once instead of relearning them.
 	KnownMisses []time.Duration
+	// Facts, when set and still about the file at Path (same identity),
+	// give its size and variables: registering does not read the file.
+	Facts *FileFacts
 }
 
 // LoadEvent reports one interpreter warmed by the pool.
@@ -300,9 +308,12 @@ func (p *Pool) newEntry(s ModelSpec) (*entry, error) {
 	if s.ID == "" {
 		return nil, fmt.Errorf("register model: empty id")
 	}
-	size, vars, err := p.loader.inspect(s.Path)
-	if err != nil {
-		return nil, fmt.Errorf("register model %q: %w", s.ID, err)
+	size, vars, ok := factsFor(s)
+	if !ok {
+		var err error
+		if size, vars, err = p.loader.inspect(s.Path); err != nil {
+			return nil, fmt.Errorf("register model %q: %w", s.ID, err)
+		}
 	}
 	e := &entry{spec: s, perModel: p.opts.PerModel, opts: p.opts.Interpreter, fileSize: size, vars: vars, resetVars: vars && !s.Stateful,
 		knownHeap: s.KnownHeap, heaps: map[instance]int64{}, gens: map[instance]int{}, unmeasured: map[instance]unmeasured{}, fresh: map[instance]Stages{}, changed: make(chan struct{})}
@@ -444,6 +455,14 @@ func (p *Pool) AcquireWarm(ctx context.Context, id string) (*Lease, error) {
 func (p *Pool) acquire(ctx context.Context, id string, demand, mayLoad, guess bool) (*Lease, error) {
 	p.mu.Lock()
 	e, ok := p.entries[id]
+	if !ok && p.opts.Resolve != nil {
+		p.mu.Unlock()
+		resolved := p.opts.Resolve(ctx, id)
+		p.mu.Lock()
+		if resolved {
+			e, ok = p.entries[id]
+		}
+	}
 	if !ok {
 		p.mu.Unlock()
 		return nil, &Error{Op: "acquire " + id, Kind: ErrUnknownModel}

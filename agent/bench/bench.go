@@ -39,6 +39,12 @@ type Options struct {
 	// report.json instead of the markdown report, which needs them all:
 	// for working on one section without a many-minute run.
 	Only []string
+	// SDRate is the emulated SD card's read rate, bytes/s, for the startup
+	// and first-start rows on a card (sdcard.go); 0 means 25 MB/s, < 0 off.
+	SDRate float64
+	// AgentBin is the edge-agent binary the process rows spawn; "" means
+	// edge-agent beside this executable (make bench builds both).
+	AgentBin string
 	// Log receives progress; nil discards.
 	Log *slog.Logger
 }
@@ -50,12 +56,19 @@ type Report struct {
 	Runtime    string
 	Startup    Startup
 	FirstStart FirstStart
-	Serving    Serving
-	Memory     Memory
-	Policies   Policies
-	Scaling    Scaling
-	Energy     Energy
-	Duration   time.Duration
+	// StartupSD and FirstStartSD are the same sections with the models on
+	// an emulated SD card (SD says how, or why they were not measured).
+	StartupSD    Startup
+	FirstStartSD FirstStart
+	SD           SDInfo
+	// Process is startup and first start as separate processes over MQTT.
+	Process  ProcessRows
+	Serving  Serving
+	Memory   Memory
+	Policies Policies
+	Scaling  Scaling
+	Energy   Energy
+	Duration time.Duration
 }
 
 // Run measures everything and writes the report into o.Out.
@@ -78,6 +91,9 @@ func Run(ctx context.Context, o Options) (Report, error) {
 	if o.Log == nil {
 		o.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
+	if o.SDRate == 0 {
+		o.SDRate = sdRateDefault
+	}
 	if o.Seed == 0 {
 		o.Seed = 1 + time.Now().UnixNano()%1_000_000
 	}
@@ -99,6 +115,8 @@ func Run(ctx context.Context, o Options) (Report, error) {
 	}{
 		{"startup", func() (err error) { r.Startup, err = startup(ctx, o, work); return }},
 		{"first start", func() (err error) { r.FirstStart, err = firstStart(ctx, o, work); return }},
+		{"sd card", func() error { r.StartupSD, r.FirstStartSD, r.SD = onSDCard(ctx, o, work); return nil }},
+		{"processes", func() error { r.Process = processRows(ctx, o, work); return nil }},
 		{"serving", func() (err error) { r.Serving, err = serving(ctx, o, work); return }},
 		{"memory", func() (err error) { r.Memory, err = memory(ctx, o, work); return }},
 		{"policies", func() (err error) { r.Policies, err = policies(ctx, o, work); return }},
@@ -146,4 +164,4 @@ func checkOnly(only []string) error {
 }
 
 // Sections are Run's steps, in order (Options.Only names them).
-var Sections = []string{"startup", "first start", "serving", "memory", "policies", "scaling", "energy"}
+var Sections = []string{"startup", "first start", "sd card", "processes", "serving", "memory", "policies", "scaling", "energy"}

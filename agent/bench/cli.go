@@ -22,6 +22,7 @@ var subcommands = map[string]func(ctx context.Context, args []string, stdout, st
 	"replay": replayCmd,
 	"trace":  traceCmd,
 	"zoo":    zooCmd,
+	"naive":  naiveCmd,
 }
 
 // usageError is a bad command line: exit status 2.

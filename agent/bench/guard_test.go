@@ -13,6 +13,7 @@ import (
 
 	"github.com/edge-agent/edge-agent/agent/bench"
 	"github.com/edge-agent/edge-agent/tflite"
+	"github.com/edge-agent/edge-agent/tflite/tflitetest"
 )
 
 // guardCosts are a zoo's measured costs (the `zoo` subcommand's, 6 shared
@@ -43,6 +44,7 @@ func guardCosts(t *testing.T) (dir string, costs map[string]bench.Cost) {
 // than LRU and does no more total load work (cold time + its own
 // background loads) than LRU, in every cell.
 func TestDefaultPolicyBeatsLRUOnBothAxes(t *testing.T) {
+	tflitetest.Long(t)
 	if testing.Short() {
 		t.Skip("replays 120 simulated traces")
 	}

@@ -22,6 +22,7 @@ Usage:
   edge-agent-bench trace azure [--seed N] [--zipf S] [--out FILE]      an Azure Functions per-minute file
   edge-agent-bench trace import --azure FILE --models DIR [--seed N] [--out FILE]
   edge-agent-bench zoo --out DIR [--models SHARED] [--quick]
+  edge-agent-bench naive MODEL=INPUT...                              the naive loop as a process (the process rows' baseline)
   edge-agent-bench help | -h | --help                                this text
 
 Each subcommand takes -h for its flags.
@@ -64,6 +65,8 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	quick := fs.Bool("quick", false, "a short run (fewer repetitions, smaller models)")
 	doc := fs.String("doc", "", "also write the report as this docs page (make bench: docs/benchmarks.md)")
 	only := fs.String("only", "", `run only these sections, comma-separated (e.g. "startup,first start"); writes report.json, not the report`)
+	sdRate := fs.Float64("sd-rate", sdRateDefault, "the emulated SD card's read rate, bytes/s (startup and first start again on it; needs root; < 0: skip)")
+	agentBin := fs.String("agent-bin", "", "the edge-agent binary for the process rows (default: edge-agent beside this program)")
 	seed := fs.Int64("seed", 0, "the policies section's zoo and traces (0: from the clock; the report names it)")
 	if err := fs.Parse(args); err != nil {
 		if err == flag.ErrHelp {
@@ -93,7 +96,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	log := slog.New(slog.NewTextHandler(stderr, nil))
-	r, err := Run(ctx, Options{Out: *out, Models: *models, Reps: *reps, Quick: *quick, Seed: *seed, Only: sections, Log: log})
+	r, err := Run(ctx, Options{Out: *out, Models: *models, Reps: *reps, Quick: *quick, Seed: *seed, Only: sections, SDRate: *sdRate, AgentBin: *agentBin, Log: log})
 	if err != nil {
 		fmt.Fprintf(stderr, "edge-agent-bench: %v\n", err)
 		return 1

@@ -126,7 +126,9 @@ func write(dir string, r Report) error {
 	fmt.Fprintf(&b, "\nSteady request (the physical limit for a first request): naive %s ms with %d threads, agent %s ms with its auto-tuned threads.\n\n![startup waterfall](startup.svg)\n\n",
 		spread(s.Steady), runtime.NumCPU(), spread(s.AgentSteady))
 
-	writeFirstStart(&b, r.FirstStart)
+	writeFirstStart(&b, r.FirstStart, "")
+	writeSD(&b, r)
+	writeProcess(&b, r.Process, r.Startup.Model)
 
 	sv := r.Serving
 	fmt.Fprintf(&b, "## Serving\n\nA bursty trace: %d requests in bursts of 5–20 to one of four models (weighted), 20–150 ms idle between bursts, replayed on both, interleaved.\n\n", sv.Requests)
@@ -187,12 +189,16 @@ func write(dir string, r Report) error {
 	return nil
 }
 
-func writeFirstStart(b *strings.Builder, fs FirstStart) {
+func writeFirstStart(b *strings.Builder, fs FirstStart, where string) {
 	if len(fs.Models) == 0 {
 		return
 	}
-	fmt.Fprintf(b, "## First start (%d models, empty state, %d runs)\n\n", len(fs.Models), fs.AllAnswered[Naive].N)
-	b.WriteString("A client sends one request per model at t=0: for naive at process start (each request loads its model, one goroutine per request), for the agent right after `Start` returns on an empty state. Time to the first correct answer (output identical to the naive loop's), every model file dropped from the page cache first.\n\n")
+	if where != "" {
+		fmt.Fprintf(b, "### First start %s (%d models, empty state, %d runs)\n\n", where, len(fs.Models), fs.AllAnswered[Naive].N)
+	} else {
+		fmt.Fprintf(b, "## First start (%d models, empty state, %d runs)\n\n", len(fs.Models), fs.AllAnswered[Naive].N)
+		b.WriteString("A client sends one request per model at t=0: for naive at process start (each request loads its model, one goroutine per request), for the agent right after `Start` returns on an empty state. Time to the first correct answer (output identical to the naive loop's), every model file dropped from the page cache first.\n\n")
+	}
 	b.WriteString("| model | naive, ms | agent, ms | naive ÷ agent |\n|---|---|---|---|\n")
 	for _, id := range fs.Models {
 		n, a := fs.ToAnswer[Naive][id], fs.ToAnswer[Cold][id]
@@ -206,4 +212,53 @@ func writeFirstStart(b *strings.Builder, fs FirstStart) {
 	if fs.Wrong > 0 {
 		fmt.Fprintf(b, "**%d answers differed from the naive loop's output.**\n\n", fs.Wrong)
 	}
+}
+
+// writeSD writes the startup and first-start rows measured on the emulated
+// SD card, or why they were not measured.
+func writeSD(b *strings.Builder, r Report) {
+	sd := r.SD
+	fmt.Fprintf(b, "## On an SD card (%.0f MB/s)\n\n", sd.Rate/1e6)
+	if sd.NotMeasured != "" {
+		fmt.Fprintf(b, "Not measured: %s.\n\n", sd.NotMeasured)
+		return
+	}
+	fmt.Fprintf(b, "The startup and first-start runs again, with the models on an ext4 image on a loop device (direct I/O) whose reads the cgroup blkio controller throttles to %.0f MB/s; the bench process is in that cgroup, so naive and the agent read everything they read before their first answer at the card's rate (a cold read of %s measured %.1f MB/s through it). The state file stays on the machine's disk.\n\n",
+		sd.Rate/1e6, r.StartupSD.Model, sd.Measured/1e6)
+	s := r.StartupSD
+	fmt.Fprintf(b, "| configuration (%s) | start (or wake) → first result, ms | first request, ms | vs naive (start → first result) |\n|---|---|---|---|\n", s.Model)
+	for _, c := range Configs {
+		fmt.Fprintf(b, "| %s | %s | %s | %s |\n", c, spread(s.ToFirst[c]), spread(s.FirstRequest[c]), ratio(s.ToFirst[Naive].Median, s.ToFirst[c].Median))
+	}
+	b.WriteString("\n")
+	writeFirstStart(b, r.FirstStartSD, "on the SD card")
+}
+
+// writeProcess writes the rows measured with separate processes over MQTT,
+// or why they were not measured.
+func writeProcess(b *strings.Builder, p ProcessRows, model string) {
+	b.WriteString("## As separate processes over MQTT\n\n")
+	if p.NotMeasured != "" {
+		fmt.Fprintf(b, "Not measured: %s.\n\n", p.NotMeasured)
+		return
+	}
+	fmt.Fprintf(b, "What a device sees after boot: a real mosquitto on loopback is already up; the clock starts when the process is spawned. The agent (`edge-agent run` with a configuration file, fresh device id) is asked once its retained status says online (spawn → online, empty state: %s ms), for raw output; naive is `edge-agent-bench naive`, a process doing the in-process naive loop's work and printing each answer. Every agent answer equals naive's bytes. %d runs, model files dropped from the page cache first.\n\n",
+		spread(p.Online), p.ToFirst[Naive].N)
+	fmt.Fprintf(b, "| %s: spawn → first answer | naive, ms | agent, ms | naive ÷ agent |\n|---|---|---|---|\n", model)
+	for _, c := range []string{Cold, Restored} {
+		n, a := p.ToFirst[Naive], p.ToFirst[c]
+		fmt.Fprintf(b, "| %s | %s | %s | %s |\n", c, spread(n), spread(a), ratio(n.Median, a.Median))
+	}
+	b.WriteString("\n| first start: spawn → answer | naive, ms | agent, ms | naive ÷ agent |\n|---|---|---|---|\n")
+	ids := make([]string, 0, len(p.ToAnswer[Naive]))
+	for _, m := range firstStartModels {
+		if _, ok := p.ToAnswer[Naive][m.id]; ok {
+			ids = append(ids, m.id)
+		}
+	}
+	for _, id := range ids {
+		n, a := p.ToAnswer[Naive][id], p.ToAnswer[Cold][id]
+		fmt.Fprintf(b, "| %s | %s | %s | %s |\n", id, spread(n), spread(a), ratio(n.Median, a.Median))
+	}
+	b.WriteString("\n")
 }

@@ -15,31 +15,51 @@ import (
 type RequestDone struct {
 	// Asked is the id the request named: a model, or a family.
 	Asked string
-	// Model is the model that ran; Family is set when Asked was a family.
+	// Model is the model the request was routed to (a family's variant);
+	// Family is set when Asked was a family.
 	Model, Family string
-	// Version is the digest of the version that answered ("" when not
-	// known, e.g. a family's precise variant answered on its own lease).
+	// Version is the digest of the version of Model whose lease ran it.
 	Version string
 	// Image and Tensor are the request's input as it arrived (exactly one
 	// is set), kept by reference: observers must not modify them. An
 	// observer that keeps them (the parity ring) keeps the reference.
 	Image, Tensor []byte
-	// Result is what the model answered (zero when Err is set).
+	// Result is what Model answered, before any escalation.
 	Result infer.Result
-	// Warm: served by an interpreter that was already warm; Loaded: this
-	// request's lease loaded the model (a cold start).
-	Warm, Loaded bool
-	// First is the first request for Asked since the last wake.
-	First bool
+	// Loaded: Model's lease loaded it (a cold start).
+	Loaded bool
+	// Answered is who answered: Model, or the family's precise variant when
+	// the request escalated to it; AnsweredVersion is "" then (the precise
+	// variant answered on its own lease). Warm: the answer came from an
+	// interpreter that was already warm.
+	Answered, AnsweredVersion string
+	Warm                      bool
 	// Transport is the metrics' transport label (mqtt, http).
 	Transport string
 	// Arrived is when the transport received the request; E2E is arrival
-	// to answer; Invoke the invoke alone.
+	// to answer; Invoke the answer's invoke alone.
 	Arrived     time.Time
 	E2E, Invoke time.Duration
-	// Err is the request's failure, nil when answered.
-	Err error
+	// Err is the request's failure (nil when answered) and Stage where it
+	// failed: StageLoad (acquiring Model), StageRun (Model's invoke) or
+	// StageEscalate (Model answered, the escalation failed).
+	Err   error
+	Stage Stage
 }
+
+// Stage is where a request failed.
+type Stage string
+
+// The stages a request can fail at.
+const (
+	StageLoad     Stage = "load"
+	StageRun      Stage = "run"
+	StageEscalate Stage = "escalate"
+)
+
+// Ran says Model ran and answered (the request may still have failed
+// after, at StageEscalate).
+func (d RequestDone) Ran() bool { return d.Err == nil || d.Stage == StageEscalate }
 
 // Observer learns from finished requests. RequestDone runs on the request's
 // goroutine after the answer is ready: it must be quick and must not block

@@ -27,6 +27,19 @@ var (
 	dirErr  error
 )
 
+// Long skips a soak, scale or load test unless EDGE_AGENT_LONG is set:
+// `make test` leaves these to `make test-long` (which .ci/run runs too), so
+// everyday feedback stays short without dropping a test. test-long runs
+// them without the race detector, whose slowdown and memory would set
+// their rates and figures. Makefile's LONG_TESTS must name every caller
+// (scripts' TestLongTestsRunInTestLong checks it).
+func Long(t testing.TB) {
+	t.Helper()
+	if os.Getenv("EDGE_AGENT_LONG") == "" {
+		t.Skip("long test: `make test-long` runs it")
+	}
+}
+
 // ModelsDir returns the verified shared models folder, or skips (fails
 // under CI) when it is missing.
 func ModelsDir(t testing.TB) string {

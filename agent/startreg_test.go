@@ -1,0 +1,146 @@
+package agent_test
+
+import (
+	"context"
+	"io"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/edge-agent/edge-agent/agent"
+	"github.com/edge-agent/edge-agent/mqtt"
+	"github.com/edge-agent/edge-agent/tflite/tflitetest"
+)
+
+// The first request is accepted before the other models are registered: a
+// model whose file read blocks (configured first) delays neither Start nor
+// a request for another model, which is registered ahead of it. Once the
+// read goes on, the report lists both, in configured order.
+func TestRequestServedWhileAnotherModelFileBlocks(t *testing.T) {
+	slow := tflitetest.Path(t, "xor_model.tflite")
+	cfg := testConfig(t,
+		agent.ModelConfig{ID: "slow", Path: slow},
+		agent.ModelConfig{ID: "v1", Path: tflitetest.Path(t, "mobilenet_v1_0.25_128_quant.tflite")})
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	release := make(chan struct{})
+	reading := make(chan struct{})
+	a := agent.New(cfg, quietLog(), agent.Options{BeforeModelRead: func(path string) {
+		if path == slow {
+			close(reading)
+			<-release // storage that does not answer
+		}
+	}})
+	started := make(chan error, 1)
+	go func() { started <- a.Start(context.Background()) }()
+	released := false
+	unblock := func() {
+		if !released {
+			released = true
+			close(release)
+		}
+	}
+	defer func() {
+		unblock()
+		a.Close()
+	}()
+	select {
+	case err := <-started:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(60 * time.Second): // a failure bound, not a measure
+		unblock()
+		<-started
+		t.Fatal("Start waited for a model file whose read blocks")
+	}
+	<-reading // slow's registration has begun, and cannot end before release
+	cat := readShared(t, "cat.bmp")
+	if _, err := a.Command(context.Background(), mqtt.Command{Verb: "infer", Binary: true, Model: "v1", ID: "c", Payload: cat}); err != nil {
+		t.Fatalf("request for v1 while slow's file blocks: %v", err)
+	}
+	unblock()
+	rep := a.Report() // waits for every model
+	if len(rep.Models) != 2 || rep.Models[0].ID != "slow" || rep.Models[1].ID != "v1" {
+		t.Fatalf("models in the report: %+v", rep.Models)
+	}
+	for _, m := range rep.Models {
+		if m.Error != nil {
+			t.Fatalf("%s: %+v", m.ID, m.Error)
+		}
+	}
+}
+
+// A restart with the same model file reads nothing of it before the first
+// request (digest and facts are kept by file identity in the state file);
+// a file replaced by another of the same size is read and hashed again.
+func TestRestartReadsModelFileOnlyWhenReplaced(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "v1.tflite")
+	copyTo := func(dst string) {
+		t.Helper()
+		in, err := os.Open(tflitetest.Path(t, "mobilenet_v1_0.25_128_quant.tflite"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer in.Close()
+		out, err := os.Create(dst)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.Copy(out, in); err != nil {
+			t.Fatal(err)
+		}
+		if err := out.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	copyTo(path)
+	cfg := testConfig(t, agent.ModelConfig{ID: "v1", Path: path})
+	var mu sync.Mutex
+	reads := 0
+	o := agent.Options{BeforeModelRead: func(p string) {
+		if p == path {
+			mu.Lock()
+			reads++
+			mu.Unlock()
+		}
+	}}
+	readsNow := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		n := reads
+		reads = 0
+		return n
+	}
+	cat := readShared(t, "cat.bmp")
+	run := func() agent.ModelReport {
+		t.Helper()
+		a := start(t, cfg, o)
+		defer a.Close()
+		if _, err := a.Command(context.Background(), mqtt.Command{Verb: "infer", Binary: true, Model: "v1", ID: "c", Payload: cat}); err != nil {
+			t.Fatal(err)
+		}
+		return byID(t, a.Report(), "v1")
+	}
+	first := run()
+	if n := readsNow(); n == 0 || first.DigestCached {
+		t.Fatalf("first start: %d reads, digest cached %v", n, first.DigestCached)
+	}
+	again := run()
+	if n := readsNow(); n != 0 || !again.DigestCached || again.SHA256 != first.SHA256 {
+		t.Fatalf("restart, same file: %d reads, digest cached %v, same digest %v", n, again.DigestCached, again.SHA256 == first.SHA256)
+	}
+	// The same bytes renamed over it: same size, a new identity.
+	copyTo(path + ".new")
+	if err := os.Rename(path+".new", path); err != nil {
+		t.Fatal(err)
+	}
+	replaced := run()
+	if n := readsNow(); n == 0 || replaced.DigestCached {
+		t.Fatalf("restart, replaced file: %d reads, digest cached %v", n, replaced.DigestCached)
+	}
+}
