@@ -201,6 +201,34 @@ func runConfig(t *testing.T, dir, extra string, models ...agent.ModelConfig) str
 	return writeFile(t, filepath.Join(dir, "edge-agent.toml"), []byte(b.String()), 0o644)
 }
 
+// stepper drives one loop by hand through Options.Ticks.
+type stepper struct {
+	t    *testing.T
+	name string
+	c    chan time.Time
+}
+
+func (s *stepper) ticks(loop string) <-chan time.Time {
+	if loop == s.name {
+		return s.c
+	}
+	return nil
+}
+
+// step makes the loop check n times and returns once those checks have
+// finished: a tick is taken only when the loop is back waiting, so the
+// (n+1)th send proves the nth check done.
+func (s *stepper) step(n int) {
+	s.t.Helper()
+	for range n + 1 {
+		select {
+		case s.c <- time.Now():
+		case <-time.After(10 * time.Second):
+			s.t.Fatalf("the %s loop is not running", s.name)
+		}
+	}
+}
+
 func newStepper(t *testing.T, loop string) *stepper {
 	return &stepper{t: t, name: loop, c: make(chan time.Time)}
 }
