@@ -14,6 +14,7 @@ import (
 	"github.com/edge-agent/edge-agent/agent/infer"
 	"github.com/edge-agent/edge-agent/agent/observe"
 	"github.com/edge-agent/edge-agent/agent/sdnotify"
+	"github.com/edge-agent/edge-agent/agent/update"
 	"github.com/edge-agent/edge-agent/mqtt"
 	"github.com/edge-agent/edge-agent/power"
 	"github.com/edge-agent/edge-agent/storage"
@@ -141,14 +142,8 @@ type Agent struct {
 	stop   func()
 	wg     sync.WaitGroup
 
-	// updMu guards updates (versions being staged), guards (updates whose
-	// first requests are watched) and outcomes (recent request results).
-	updMu    sync.Mutex
-	updates  map[string]*pendingUpdate
-	guards   map[string]*updateGuard
-	outcomes map[string]*outcomes
-	parity   *parityRing // recent requests per model, replayed through updates
-	tiers    *tiers      // fast-path agreement of families
+	upd   *update.Manager // model updates: staging, checks, rollback
+	tiers *tiers          // fast-path agreement of families
 }
 
 // New prepares an agent; it does no I/O.
@@ -177,8 +172,7 @@ func New(cfg Config, log *slog.Logger, o Options) *Agent {
 	a := &Agent{opts: o, log: log, models: map[string]*modelState{}, wake: newWakeTracker(), stop: func() {},
 		laterEvents: make(chan queuedEvent, 256), calKick: make(chan struct{}, 1), hugeKick: make(chan struct{}, 1), statusKick: make(chan struct{}, 1),
 		settled: make(chan struct{}), notify: sdnotify.Notifier{Log: log}, hb: sdnotify.NewHeartbeats(time.Second)}
-	a.updates, a.guards, a.outcomes = map[string]*pendingUpdate{}, map[string]*updateGuard{}, map[string]*outcomes{}
-	a.parity = newParityRing(cfg.Updates.ParityRing, int64(cfg.Updates.ParityRingBytes))
+	a.upd = newUpdates(a, cfg)
 	a.tiers = newTiers()
 	a.lat = newLatencies(o.Started)
 	a.haKick = make(chan struct{}, 1)

@@ -127,7 +127,7 @@ func (b *oipBackend) Model(name string) (oip.Model, bool) {
 	}
 	m = oip.Model{Name: name, Versions: []string{digest}}
 	if v, err := b.a.store.Versions(name); err == nil && v.Previous != "" && v.Previous != digest {
-		if _, err := os.Stat(b.a.versionFile(name, v.Previous)); err == nil {
+		if _, err := os.Stat(b.a.upd.VersionFile(name, v.Previous)); err == nil {
 			m.Versions = append(m.Versions, v.Previous)
 		}
 	}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/edge-agent/edge-agent/agent/plan"
 	"github.com/edge-agent/edge-agent/agent/sdnotify"
+	"github.com/edge-agent/edge-agent/agent/update"
 	"github.com/edge-agent/edge-agent/power"
 	"github.com/edge-agent/edge-agent/storage"
 	"github.com/edge-agent/edge-agent/tflite"
@@ -99,7 +100,7 @@ func (p *wakePlanner) makePlan(w power.Wake) Plan {
 	now, half := p.now(), store.UsageHalfLife()
 	cals := p.calibrations()
 	for _, m := range pool.Models() {
-		if isStaging(m.ID) {
+		if update.IsStaging(m.ID) {
 			continue // a new version being checked: the update warms it
 		}
 		cal, u := cals[m.ID], usage[m.ID]

@@ -181,7 +181,7 @@ func (a *Agent) registerPending(m *pendingModel) {
 	st = a.admitModel(st, false)
 	a.setModel(st)
 	if st.servable {
-		a.noteServing(st)
+		a.upd.NoteServing(st.cfg.ID, st.digest)
 	}
 }
 

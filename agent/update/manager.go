@@ -1,4 +1,4 @@
-package agent
+package update
 
 import (
 	"context"
@@ -17,8 +17,7 @@ import (
 // Model updates: a new version of a serving model (its file replaced) is
 // staged beside the serving one under a staging id, warmed, checked
 // (signature, golden answer, parity with recent requests) and promoted in
-// one step, or rejected while the old one keeps serving. See README
-// "Model updates".
+// one step, or rejected while the old one keeps serving.
 
 // The kinds of a refused update.
 var (
@@ -44,9 +43,9 @@ type pendingUpdate struct {
 	cancel context.CancelFunc
 }
 
-// UpdateReport is what an update (or rollback) did: the model_updated
+// Report is what an update (or rollback) did: the model_updated
 // event and the rollback reply.
-type UpdateReport struct {
+type Report struct {
 	Model     string `json:"model"`
 	OldSHA256 string `json:"old_sha256"`
 	NewSHA256 string `json:"new_sha256"`
@@ -65,156 +64,155 @@ type UpdateReport struct {
 	Reason   string        `json:"reason,omitempty"` // of a rollback
 }
 
-// isStaging reports whether a pool id is a version being staged ("id@sha"):
+// IsStaging reports whether a pool id is a version being staged ("id@sha"):
 // '@' is never in a model id.
-func isStaging(id string) bool { return strings.Contains(id, "@") }
+func IsStaging(id string) bool { return strings.Contains(id, "@") }
 
-// startUpdate stages st, a new version of the serving old, in the
-// background. A newer version of the same model supersedes one still
-// being staged.
-func (a *Agent) startUpdate(old, st *modelState) {
-	id := st.cfg.ID
-	a.updMu.Lock()
-	if u, ok := a.updates[id]; ok {
-		if u.digest == st.digest {
-			a.updMu.Unlock()
+// Start stages st, a new version of the serving old, in the background.
+// A newer version of the same model supersedes one still being staged.
+func (m *Manager) Start(old, st Model) {
+	id := st.ID
+	m.mu.Lock()
+	if u, ok := m.updates[id]; ok {
+		if u.digest == st.Digest {
+			m.mu.Unlock()
 			return
 		}
 		u.cancel()
 	}
-	ctx, cancel := context.WithCancel(a.runCtx)
-	u := &pendingUpdate{digest: st.digest, cancel: cancel}
-	a.updates[id] = u
-	a.updMu.Unlock()
-	a.spawn(ctx, func(ctx context.Context) {
+	ctx, cancel := context.WithCancel(m.o.RunCtx())
+	u := &pendingUpdate{digest: st.Digest, cancel: cancel}
+	m.updates[id] = u
+	m.mu.Unlock()
+	m.o.Spawn(ctx, func(ctx context.Context) {
 		defer func() {
-			a.updMu.Lock()
-			if a.updates[id] == u {
-				delete(a.updates, id)
+			m.mu.Lock()
+			if m.updates[id] == u {
+				delete(m.updates, id)
 			}
-			a.updMu.Unlock()
+			m.mu.Unlock()
 			cancel()
 		}()
-		if _, err := a.applyUpdate(ctx, old, st, ""); err != nil && ctx.Err() == nil {
-			a.log.Debug("update not applied", "model", id, "err", err)
+		if _, err := m.apply(ctx, old, st, ""); err != nil && ctx.Err() == nil {
+			m.log.Debug("update not applied", "model", id, "err", err)
 		}
 	})
 }
 
-// cancelUpdate stops staging a version of id (its file went back to the
+// Cancel stops staging a version of id (its file went back to the
 // serving content, or the model was removed).
-func (a *Agent) cancelUpdate(id string) {
-	a.updMu.Lock()
-	if u, ok := a.updates[id]; ok {
+func (m *Manager) Cancel(id string) {
+	m.mu.Lock()
+	if u, ok := m.updates[id]; ok {
 		u.cancel()
-		delete(a.updates, id)
+		delete(m.updates, id)
 	}
-	a.updMu.Unlock()
+	m.mu.Unlock()
 }
 
-// staging reports whether version digest of id is being staged.
-func (a *Agent) staging(id, digest string) bool {
-	a.updMu.Lock()
-	defer a.updMu.Unlock()
-	u, ok := a.updates[id]
+// Staging reports whether version digest of id is being staged.
+func (m *Manager) Staging(id, digest string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	u, ok := m.updates[id]
 	return ok && u.digest == digest
 }
 
-// applyUpdate stages st in place of old and promotes it when its checks
+// apply stages st in place of old and promotes it when its checks
 // pass; a rollback (reason set) skips the checks. The old version serves
 // throughout, or, when only one fits, its requests wait while the new one
-// is checked alone (see updatestage.go); a request never fails for the
+// is checked alone (see stage.go); a request never fails for the
 // swap, and every check runs whatever the room.
-func (a *Agent) applyUpdate(ctx context.Context, old, st *modelState, rollback string) (UpdateReport, error) {
+func (m *Manager) apply(ctx context.Context, old, st Model, rollback string) (Report, error) {
 	t0 := time.Now()
-	id := st.cfg.ID
-	rep := UpdateReport{Model: id, OldSHA256: old.digest, NewSHA256: st.digest, Checks: []string{}, Rollback: rollback != "", Reason: rollback}
-	staged := id + "@" + st.digest[:min(12, len(st.digest))]
-	spec := a.modelSpec(st)
+	id := st.ID
+	rep := Report{Model: id, OldSHA256: old.Digest, NewSHA256: st.Digest, Checks: []string{}, Rollback: rollback != "", Reason: rollback}
+	staged := id + "@" + st.Digest[:min(12, len(st.Digest))]
+	spec := m.o.Host.Spec(st)
 	spec.ID, spec.Pinned, spec.StagingOf = staged, false, id
-	_ = a.pool.Unregister(staged) // a leftover of a superseded attempt
-	if err := a.pool.Register(spec); err != nil {
-		return rep, a.rejectUpdate(old, st, err, "")
+	_ = m.pool().Unregister(staged) // a leftover of a superseded attempt
+	if err := m.pool().Register(spec); err != nil {
+		return rep, m.reject(old, st, err, "")
 	}
 	var s stage
 	promoted := false
 	defer func() {
 		if !promoted {
-			_ = a.pool.Unregister(staged)
-			a.restoreServing(id, &s)
+			_ = m.pool().Unregister(staged)
+			m.restoreServing(id, &s)
 		}
 	}()
 
 	var swapped time.Time
 	for attempt := 1; ; attempt++ {
 		rep.Checks = rep.Checks[:0]
-		load, err := a.stageUpdate(ctx, id, staged, &s)
+		load, err := m.stage(ctx, id, staged, &s)
 		rep.Staged = s.how
 		if ctx.Err() != nil {
 			return rep, ctx.Err()
 		}
 		if err != nil {
-			return rep, a.rejectUpdate(old, st, err, s.how)
+			return rep, m.reject(old, st, err, s.how)
 		}
 		rep.Stages = load.Stages
 		rep.WarmMs = ms(time.Since(t0))
 
 		tc := time.Now()
 		if rollback == "" {
-			if err := a.checkUpdate(ctx, old, st, staged, &rep); err != nil {
+			if err := m.check(ctx, old, st, staged, &rep); err != nil {
 				if ctx.Err() != nil {
 					return rep, ctx.Err()
 				}
-				return rep, a.rejectUpdate(old, st, err, s.how)
+				return rep, m.reject(old, st, err, s.how)
 			}
 		}
 		rep.CheckMs = ms(time.Since(tc))
 
-		a.prepMu.Lock()
-		a.mapsMu.Lock()
-		current := a.models[id] == old
-		a.mapsMu.Unlock()
-		if !current || ctx.Err() != nil {
-			a.prepMu.Unlock()
+		err = m.o.Host.Commit(old, st, func() error {
+			if ctx.Err() != nil {
+				return ErrSuperseded
+			}
+			var err error
+			if swapped, err = m.promote(ctx, staged, id); err != nil {
+				return err
+			}
+			if rollback == "" {
+				m.guard(id, old.Digest, st.Digest) // from the first request it serves
+			}
+			return nil
+		})
+		if errors.Is(err, ErrSuperseded) {
 			return rep, fmt.Errorf("update of %q superseded", id)
 		}
-		swapped, err = a.promote(ctx, staged, id)
 		if err == nil {
-			break // prepMu held until the model map says so too
+			break
 		}
-		a.prepMu.Unlock()
 		if !errors.Is(err, tflite.ErrCold) || attempt == 2 {
-			return rep, a.rejectUpdate(old, st, err, s.how)
+			return rep, m.reject(old, st, err, s.how)
 		}
 		// Evicted between its checks and the swap (by the serving
 		// version's own requests): warmed and checked again, never
 		// swapped in blind.
-		a.log.Info("the staged update lost its warm staging; checking it again", "model", id)
+		m.log.Info("the staged update lost its warm staging; checking it again", "model", id)
 	}
 	promoted = true
-	if rollback == "" {
-		a.guardUpdate(id, old.digest, st.digest) // from the first request it serves
-	}
-	a.setModel(st)
-	a.unsettle()
-	a.prepMu.Unlock()
 
-	a.recordVersions(id, func(v *storage.Versions) {
-		v.Previous, v.Current = old.digest, st.digest
-		v.Forgive(st.digest)
+	m.recordVersions(id, func(v *storage.Versions) {
+		v.Previous, v.Current = old.Digest, st.Digest
+		v.Forgive(st.Digest)
 		if rollback != "" {
-			v.Reject(storage.Rejection{SHA256: old.digest, Code: "rolled_back", Reason: rollback, At: a.opts.Now()})
+			v.Reject(storage.Rejection{SHA256: old.Digest, Code: "rolled_back", Reason: rollback, At: m.o.Now()})
 		}
 	})
-	a.pruneVersions(id, st.digest, old.digest)
+	m.pruneVersions(id, st.Digest, old.Digest)
 	rep.TookMs = ms(time.Since(t0))
 	if rollback != "" {
-		a.log.Warn("model rolled back", "model", id, "from", old.digest, "to", st.digest, "reason", rollback, "staged", rep.Staged)
-		a.event("model_rolled_back", map[string]any{"model": id, "from_sha256": old.digest, "to_sha256": st.digest,
+		m.log.Warn("model rolled back", "model", id, "from", old.Digest, "to", st.Digest, "reason", rollback, "staged", rep.Staged)
+		m.event("model_rolled_back", map[string]any{"model": id, "from_sha256": old.Digest, "to_sha256": st.Digest,
 			"reason": rollback, "staged": rep.Staged, "took_ms": rep.TookMs, "swapped_at": swapped.UTC().Format(time.RFC3339Nano)})
 	} else {
-		a.log.Info("model updated", "model", id, "old", old.digest, "new", st.digest, "staged", rep.Staged, "took_ms", rep.TookMs)
-		a.event("model_updated", map[string]any{"model": id, "old_sha256": old.digest, "new_sha256": st.digest,
+		m.log.Info("model updated", "model", id, "old", old.Digest, "new", st.Digest, "staged", rep.Staged, "took_ms", rep.TookMs)
+		m.event("model_updated", map[string]any{"model": id, "old_sha256": old.Digest, "new_sha256": st.Digest,
 			"staged": rep.Staged, "stages": rep.Stages, "parity": rep.Parity, "checks": rep.Checks,
 			"warm_ms": rep.WarmMs, "checks_ms": rep.CheckMs, "took_ms": rep.TookMs,
 			"swapped_at": swapped.UTC().Format(time.RFC3339Nano)})
@@ -224,9 +222,9 @@ func (a *Agent) applyUpdate(ctx context.Context, old, st *modelState, rollback s
 
 // promote swaps the staged version in, retrying while a check's lease on
 // it is still being released; it returns when the swap happened.
-func (a *Agent) promote(ctx context.Context, staged, id string) (time.Time, error) {
+func (m *Manager) promote(ctx context.Context, staged, id string) (time.Time, error) {
 	for {
-		at, err := a.pool.Promote(staged, id)
+		at, err := m.pool().Promote(staged, id)
 		if !errors.Is(err, tflite.ErrBusy) {
 			return at, err
 		}
@@ -238,24 +236,24 @@ func (a *Agent) promote(ctx context.Context, staged, id string) (time.Time, erro
 	}
 }
 
-// checkUpdate validates the staged version st against the serving old:
+// check validates the staged version st against the serving old:
 // tensors, the golden answer, and parity on recent requests. Only the new
 // version runs (parity compares with the answers old gave), so every check
 // runs whether or not both fit.
-func (a *Agent) checkUpdate(ctx context.Context, old, st *modelState, staged string, rep *UpdateReport) error {
-	oldInfo, err := tflite.Inspect(old.path, digestCache{a.store})
+func (m *Manager) check(ctx context.Context, old, st Model, staged string, rep *Report) error {
+	oldInfo, err := tflite.Inspect(old.Path, m.o.Inspected())
 	if err != nil {
 		// The old version's file is gone (served from its path, not kept):
 		// nothing to compare with but the update itself.
-		a.log.Warn("serving version not inspectable; update checked alone", "model", st.cfg.ID, "err", err)
+		m.log.Warn("serving version not inspectable; update checked alone", "model", st.ID, "err", err)
 	}
-	newInfo, err := tflite.Inspect(st.path, digestCache{a.store})
+	newInfo, err := tflite.Inspect(st.Path, m.o.Inspected())
 	if err != nil {
 		return err
 	}
 	sameSig := oldInfo.Path != "" && sameTensors(oldInfo.Inputs, newInfo.Inputs) && sameTensors(oldInfo.Outputs, newInfo.Outputs)
 	if oldInfo.Path != "" && !sameSig {
-		if !st.cfg.AllowSignatureChange {
+		if !st.Checks.AllowSignatureChange {
 			return fmt.Errorf("%w: inputs %v → %v, outputs %v → %v (allow_signature_change = true accepts it)", ErrSignatureChanged,
 				shapes(oldInfo.Inputs), shapes(newInfo.Inputs), shapes(oldInfo.Outputs), shapes(newInfo.Outputs))
 		}
@@ -263,42 +261,42 @@ func (a *Agent) checkUpdate(ctx context.Context, old, st *modelState, staged str
 	} else {
 		rep.Checks = append(rep.Checks, "signature")
 	}
-	if st.cfg.GoldenInput != "" && st.cfg.GoldenTop1 != nil {
-		req, err := infer.ReadRequest(st.cfg.GoldenInput, a.config().Infer.MaxImagePixels)
+	if st.Checks.GoldenInput != "" && st.Checks.GoldenTop1 != nil {
+		req, err := infer.ReadRequest(st.Checks.GoldenInput, m.settings().MaxImagePixels)
 		if err != nil {
 			return fmt.Errorf("golden_input: %w", err)
 		}
 		req.Top = 1
-		res, err := a.runOn(ctx, staged, req)
+		res, err := RunOn(ctx, m.pool(), staged, req)
 		if err != nil {
 			return err
 		}
-		if len(res.Top) == 0 || res.Top[0].Index != *st.cfg.GoldenTop1 {
+		if len(res.Top) == 0 || res.Top[0].Index != *st.Checks.GoldenTop1 {
 			got := -1
 			if len(res.Top) > 0 {
 				got = res.Top[0].Index
 			}
-			return fmt.Errorf("%w: class %d, want %d", ErrGoldenMismatch, got, *st.cfg.GoldenTop1)
+			return fmt.Errorf("%w: class %d, want %d", ErrGoldenMismatch, got, *st.Checks.GoldenTop1)
 		}
 		rep.Checks = append(rep.Checks, "golden")
 	}
-	p := a.replayParity(ctx, st.cfg.ID, old.digest, staged, rep.Staged == "beside")
+	p := m.replayParity(ctx, st.ID, old.Digest, staged, rep.Staged == "beside")
 	if p.NewFailed > 0 {
 		return fmt.Errorf("%w: %d of the last %d requests", ErrFailsRequests, p.NewFailed, p.NewFailed+p.Replayed)
 	}
 	if p.Replayed > 0 {
 		rep.Parity = &p
 		rep.Checks = append(rep.Checks, "parity")
-		if m := st.cfg.MinAgreement; m > 0 && p.Agreement < m {
+		if m := st.Checks.MinAgreement; m > 0 && p.Agreement < m {
 			return fmt.Errorf("%w: top-1 agreement %.2f on %d recent requests is below min_agreement %.2f", ErrDisagrees, p.Agreement, p.Replayed, m)
 		}
 	}
 	return ctx.Err()
 }
 
-// runOn runs one request on the model registered as id.
-func (a *Agent) runOn(ctx context.Context, id string, req infer.Request) (infer.Result, error) {
-	l, err := a.pool.Acquire(ctx, id)
+// RunOn runs one request on the model registered as id.
+func RunOn(ctx context.Context, pool Pool, id string, req infer.Request) (infer.Result, error) {
+	l, err := pool.Acquire(ctx, id)
 	if err != nil {
 		return infer.Result{}, err
 	}
@@ -320,63 +318,63 @@ func shapes(ts []tflite.TensorInfo) []string {
 	return out
 }
 
-// rejectUpdate records that st is refused (so the same bytes are not tried
+// Reject records that st, never staged (it failed to prepare), is
+// refused, as reject does.
+func (m *Manager) Reject(old, st Model, err error) error { return m.reject(old, st, err, "") }
+
+// reject records that st is refused (so the same bytes are not tried
 // on every rescan) and says so; old keeps serving. staged is where it was
 // staged ("" when it was not).
-func (a *Agent) rejectUpdate(old, st *modelState, err error, staged string) error {
-	id := st.cfg.ID
+func (m *Manager) reject(old, st Model, err error, staged string) error {
+	id := st.ID
 	code := tflite.Code(err)
 	var coded interface{ Code() string }
 	if errors.As(err, &coded) {
 		code = coded.Code()
 	}
-	a.log.Error("model update rejected; the previous version keeps serving", "model", id, "sha256", st.digest, "code", code, "err", err)
-	ev := map[string]any{"model": id, "sha256": st.digest, "code": code, "reason": err.Error()}
+	m.log.Error("model update rejected; the previous version keeps serving", "model", id, "sha256", st.Digest, "code", code, "err", err)
+	ev := map[string]any{"model": id, "sha256": st.Digest, "code": code, "reason": err.Error()}
 	if staged != "" {
 		ev["staged"] = staged
 	}
-	a.event("model_update_rejected", ev)
-	if st.digest != "" {
-		a.recordVersions(id, func(v *storage.Versions) {
-			v.Reject(storage.Rejection{SHA256: st.digest, Code: code, Reason: err.Error(), At: a.opts.Now()})
+	m.event("model_update_rejected", ev)
+	if st.Digest != "" {
+		m.recordVersions(id, func(v *storage.Versions) {
+			v.Reject(storage.Rejection{SHA256: st.Digest, Code: code, Reason: err.Error(), At: m.o.Now()})
 		})
-		if st.digest != old.digest {
-			v, _ := a.store.Versions(id)
-			a.pruneVersions(id, old.digest, v.Previous)
+		if st.Digest != old.Digest {
+			v, _ := m.store().Versions(id)
+			m.pruneVersions(id, old.Digest, v.Previous)
 		}
 	}
 	return err
 }
 
 // recordVersions changes model id's versions record; a failure is logged.
-func (a *Agent) recordVersions(id string, fn func(*storage.Versions)) {
-	if err := a.store.UpdateVersions(id, fn); err != nil {
-		a.log.Error("model versions not stored", "model", id, "err", err)
+func (m *Manager) recordVersions(id string, fn func(*storage.Versions)) {
+	if err := m.store().UpdateVersions(id, fn); err != nil {
+		m.log.Error("model versions not stored", "model", id, "err", err)
 	}
 }
 
 // Rollback restores model id's previous version, warm, and refuses the
 // version it replaces from then on (until a new version is deployed).
-func (a *Agent) Rollback(ctx context.Context, id, reason string) (UpdateReport, error) {
-	a.cancelUpdate(id)
-	a.mapsMu.Lock()
-	cur, ok := a.models[id]
-	a.mapsMu.Unlock()
-	if !ok || !cur.servable {
-		return UpdateReport{}, &tflite.Error{Op: "rollback " + id, Kind: tflite.ErrUnknownModel}
+func (m *Manager) Rollback(ctx context.Context, id, reason string) (Report, error) {
+	m.Cancel(id)
+	cur, ok := m.o.Host.Current(id)
+	if !ok || !cur.Servable {
+		return Report{}, &tflite.Error{Op: "rollback " + id, Kind: tflite.ErrUnknownModel}
 	}
-	v, err := a.store.Versions(id)
+	v, err := m.store().Versions(id)
 	if err != nil {
-		return UpdateReport{}, err
+		return Report{}, err
 	}
-	if v.Previous == "" || v.Previous == cur.digest {
-		return UpdateReport{}, fmt.Errorf("rollback %q: %w", id, ErrNoPrevious)
+	if v.Previous == "" || v.Previous == cur.Digest {
+		return Report{}, fmt.Errorf("rollback %q: %w", id, ErrNoPrevious)
 	}
-	a.prepMu.Lock()
-	st := a.registerFrom(cur.cfg, a.versionFile(id, v.Previous))
-	a.prepMu.Unlock()
-	if !st.servable || st.digest != v.Previous {
-		return UpdateReport{}, fmt.Errorf("rollback %q: %w: the kept copy is missing or damaged", id, ErrNoPrevious)
+	st := m.o.Host.Prepare(cur, m.VersionFile(id, v.Previous))
+	if !st.Servable || st.Digest != v.Previous {
+		return Report{}, fmt.Errorf("rollback %q: %w: the kept copy is missing or damaged", id, ErrNoPrevious)
 	}
-	return a.applyUpdate(ctx, cur, st, reason)
+	return m.apply(ctx, cur, st, reason)
 }
