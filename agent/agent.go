@@ -10,8 +10,10 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/edge-agent/edge-agent/agent/hardware"
 	"github.com/edge-agent/edge-agent/agent/infer"
 	"github.com/edge-agent/edge-agent/agent/observe"
+	"github.com/edge-agent/edge-agent/agent/sdnotify"
 	"github.com/edge-agent/edge-agent/agent/update"
 	"github.com/edge-agent/edge-agent/mqtt"
 	"github.com/edge-agent/edge-agent/power"
@@ -78,7 +80,7 @@ type Agent struct {
 	lat      *latencies
 	prom     *promMetrics
 	haKick   chan struct{} // publish the Home Assistant discovery configs
-	hw       Hardware      // read once, before any goroutine starts
+	hw       hardware.Info // read once, before any goroutine starts
 	startups atomic.Pointer[[]float64]
 	cfg      atomic.Pointer[Config] // replaced whole by Reload; read with config()
 	opts     Options
@@ -127,8 +129,8 @@ type Agent struct {
 	hugeKick   chan struct{} // a reload or a large eviction: check model pages (cap 1)
 	statusKick chan struct{} // readiness may have changed (cap 1)
 
-	notify notifier
-	hb     *heartbeats
+	notify sdnotify.Notifier
+	hb     *sdnotify.Heartbeats
 
 	// The agent's own goroutines (MQTT, metrics, usage, planner) run under
 	// runCtx and stop with stop.
@@ -165,7 +167,7 @@ func New(cfg Config, log *slog.Logger, o Options) *Agent {
 	}
 	a := &Agent{opts: o, log: log, models: map[string]*modelState{}, wake: newWakeTracker(), stop: func() {},
 		laterEvents: make(chan queuedEvent, 256), hugeKick: make(chan struct{}, 1), statusKick: make(chan struct{}, 1),
-		notify: notifier{log: log}, hb: newHeartbeats(time.Second)}
+		notify: sdnotify.Notifier{Log: log}, hb: sdnotify.NewHeartbeats(time.Second)}
 	a.upd = newUpdates(a, cfg)
 	a.tiers = newTiers()
 	a.lat = newLatencies(o.Started)
@@ -178,7 +180,7 @@ func New(cfg Config, log *slog.Logger, o Options) *Agent {
 	a.planner = newWakePlanner(plannerDeps{log: log, config: a.config, pool: a.Pool, store: a.Store,
 		power: a.powerReader, meter: a.meter, calibrations: a.calibrations, now: o.Now, clock: o.Clock, rand: o.Rand,
 		beforePrewarm: o.BeforePrewarm, scheduleEvery: o.ScheduleEvery, loop: a.loops.kicked, spawn: a.spawn,
-		event: a.event, notify: a.notify.send, noteLoad: a.noteLoad, warmed: a.checkSamplesFor,
+		event: a.event, notify: a.notify.Send, noteLoad: a.noteLoad, warmed: a.checkSamplesFor,
 		woke: a.wake.woke, // a new wake: first requests count from here
 		countWake: func(source string) {
 			if a.prom != nil {

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/edge-agent/edge-agent/agent/calibrate"
 	"github.com/edge-agent/edge-agent/power"
 	"github.com/edge-agent/edge-agent/storage"
 	"github.com/edge-agent/edge-agent/tflite"
@@ -227,9 +228,9 @@ func (c *calibrator) calibrate(ctx context.Context, st *modelState) {
 }
 
 // calibrationRun is how the calibrator measures, from the configuration.
-func (c *calibrator) calibrationRun() calibration {
+func (c *calibrator) calibrationRun() calibrate.Calibration {
 	cfg := c.d.config().Calibration
-	return calibration{Runs: cfg.Runs, Steady: cfg.SteadyInvokes, MaxThreads: cfg.MaxThreads, PageIn: c.d.config().pageIn(),
+	return calibrate.Calibration{Runs: cfg.Runs, Steady: cfg.SteadyInvokes, MaxThreads: cfg.MaxThreads, PageIn: c.d.config().pageIn(),
 		Budget: c.d.pool(), Yield: c.yieldToRequests}
 }
 
@@ -260,7 +261,7 @@ func (c *calibrator) measureHere(ctx context.Context, st, work *modelState, v st
 	run := c.calibrationRun()
 	run.HeapGuess = c.knownHeap(id)
 	t := time.Now()
-	cal, err := run.run(ctx, work.path, c.d.config().Pool.Threads, work.chosen)
+	cal, err := run.Run(ctx, work.path, c.d.config().Pool.Threads, work.chosen)
 	took := time.Since(t)
 	work.report.CalibrationCPU += run.CPU
 	switch {

@@ -17,26 +17,6 @@ import (
 	"github.com/edge-agent/edge-agent/tflite/tflitetest"
 )
 
-// updateAgent serves model "cls" from a file it may replace.
-func updateAgent(t *testing.T, first []byte, m agent.ModelConfig) (*agent.Agent, string) {
-	t.Helper()
-	path := filepath.Join(t.TempDir(), "cls.tflite")
-	replaceFile(t, path, first)
-	m.ID, m.Path = "cls", path
-	a := start(t, testConfig(t, m), agent.Options{})
-	t.Cleanup(func() { _ = a.Close() })
-	return a, path
-}
-
-func rescanNow(t *testing.T, a *agent.Agent) agent.ReloadResult {
-	t.Helper()
-	res, err := a.Command(context.Background(), mqtt.Command{Verb: "rescan"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return res.(agent.ReloadResult)
-}
-
 func field[T any](t *testing.T, ev map[string]any, key string) T {
 	t.Helper()
 	b, _ := json.Marshal(ev[key])

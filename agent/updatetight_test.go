@@ -8,15 +8,6 @@ import (
 	"github.com/edge-agent/edge-agent/agent/update"
 )
 
-// warmBytes serves model file b alone, pinned and without a budget, and
-// returns what the pool accounts for it warm.
-func warmBytes(t *testing.T, b []byte) int64 {
-	t.Helper()
-	a, _ := updateAgent(t, b, agent.ModelConfig{Pinned: true})
-	top1(t, a, "cls", readShared(t, "cat.bmp"))
-	return a.Pool().Stats().BytesInUse
-}
-
 // tightAgent serves v1 pinned under a budget that holds the larger of v1
 // and next warm, but never both.
 func tightAgent(t *testing.T, v1, next []byte, m agent.ModelConfig) (*agent.Agent, string) {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/edge-agent/edge-agent/agent/infer"
+	"github.com/edge-agent/edge-agent/errcode"
 	"github.com/edge-agent/edge-agent/storage"
 	"github.com/edge-agent/edge-agent/tflite"
 )
@@ -22,18 +23,18 @@ import (
 var (
 	// ErrSignatureChanged: the update's input or output tensors differ and
 	// the model does not allow it (allow_signature_change).
-	ErrSignatureChanged = tflite.NewKind("update_signature_changed", "the update changes the model's input or output tensors")
+	ErrSignatureChanged = errcode.New("update_signature_changed", "the update changes the model's input or output tensors")
 	// ErrGoldenMismatch: the update answers golden_input with another class
 	// than golden_top1.
-	ErrGoldenMismatch = tflite.NewKind("update_golden_mismatch", "the update answers the golden input differently")
+	ErrGoldenMismatch = errcode.New("update_golden_mismatch", "the update answers the golden input differently")
 	// ErrDisagrees: the update agrees with the serving version on recent
 	// requests less often than min_agreement.
-	ErrDisagrees = tflite.NewKind("update_disagrees", "the update disagrees with the serving version on recent requests")
+	ErrDisagrees = errcode.New("update_disagrees", "the update disagrees with the serving version on recent requests")
 	// ErrFailsRequests: the update cannot answer recent requests the
 	// serving version answered.
-	ErrFailsRequests = tflite.NewKind("update_fails_requests", "the update fails requests the serving version answers")
+	ErrFailsRequests = errcode.New("update_fails_requests", "the update fails requests the serving version answers")
 	// ErrNoPrevious: rollback without a kept previous version.
-	ErrNoPrevious = tflite.NewKind("no_previous_version", "no previous version is kept for this model")
+	ErrNoPrevious = errcode.New("no_previous_version", "no previous version is kept for this model")
 )
 
 // pendingUpdate is a version being staged for one model id.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/edge-agent/edge-agent/errcode"
 	"github.com/edge-agent/edge-agent/tflite"
 )
 
@@ -18,7 +19,7 @@ import (
 
 // ErrNoRoom: the update does not fit the budget even alone, or the serving
 // version did not drain in time.
-var ErrNoRoom = tflite.NewKind("update_no_room", "the update does not fit the memory budget, even alone")
+var ErrNoRoom = errcode.New("update_no_room", "the update does not fit the memory budget, even alone")
 
 // updateDrain bounds the wait for the serving version's requests in flight
 // before a new version is checked alone.
