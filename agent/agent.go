@@ -121,17 +121,13 @@ type Agent struct {
 	// restarts the tuned ones on a reload.
 	planner *wakePlanner
 	loops   *loopRunner
+	// calib measures models in the background and keeps Settled.
+	calib *calibrator
 
 	laterEvents chan queuedEvent // raised on hot paths, written by eventWriter
 
-	calKick    chan struct{} // the calibrator may have work (cap 1)
 	hugeKick   chan struct{} // a reload or a large eviction: check model pages (cap 1)
 	statusKick chan struct{} // readiness may have changed (cap 1)
-
-	// settleMu guards settled and startPlanDone.
-	settleMu      sync.Mutex
-	settled       chan struct{}
-	startPlanDone bool
 
 	notify sdnotify.Notifier
 	hb     *sdnotify.Heartbeats
@@ -170,8 +166,8 @@ func New(cfg Config, log *slog.Logger, o Options) *Agent {
 		o.ScheduleEvery = time.Minute
 	}
 	a := &Agent{opts: o, log: log, models: map[string]*modelState{}, wake: newWakeTracker(), stop: func() {},
-		laterEvents: make(chan queuedEvent, 256), calKick: make(chan struct{}, 1), hugeKick: make(chan struct{}, 1), statusKick: make(chan struct{}, 1),
-		settled: make(chan struct{}), notify: sdnotify.Notifier{Log: log}, hb: sdnotify.NewHeartbeats(time.Second)}
+		laterEvents: make(chan queuedEvent, 256), hugeKick: make(chan struct{}, 1), statusKick: make(chan struct{}, 1),
+		notify: sdnotify.Notifier{Log: log}, hb: sdnotify.NewHeartbeats(time.Second)}
 	a.upd = newUpdates(a, cfg)
 	a.tiers = newTiers()
 	a.lat = newLatencies(o.Started)
@@ -191,6 +187,17 @@ func New(cfg Config, log *slog.Logger, o Options) *Agent {
 				a.prom.wakes.WithLabelValues(source).Inc()
 			}
 		}})
+	a.calib = newCalibrator(calibratorDeps{log: log, config: a.config, power: a.powerReader, now: o.Now,
+		started: o.Started, beforeCalibrate: o.BeforeCalibrate, store: a.Store, pool: a.Pool, planBusy: a.planner.busy,
+		prepMu: &a.prepMu, mapsMu: &a.mapsMu, models: &a.models, order: &a.order,
+		statusChanged: a.statusChanged, event: a.event, observeTime: func(model string, took time.Duration) {
+			if a.prom != nil {
+				a.prom.calibration.WithLabelValues(model).Add(took.Seconds())
+			}
+		},
+		settleDelegates: a.settleDelegates, restoreCalibration: a.restoreCalibration, calibrationKey: a.calibrationKey,
+		failModel: a.failModel, modelSpec: a.modelSpec,
+		adoptFleet: a.adoptFleet, verifyFleet: a.verifyFleet, fleetPublish: a.fleetPublish})
 	a.observers = a.requestObservers()
 	return a
 }

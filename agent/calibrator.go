@@ -3,7 +3,9 @@ package agent
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"sort"
+	"sync"
 	"time"
 
 	"github.com/edge-agent/edge-agent/agent/calibrate"
@@ -17,57 +19,108 @@ import (
 // registered, and the measurement is applied to its next load when done.
 // It waits while requests are served (they preempt it between loads),
 // obeys the energy policy, and takes each load's memory from the pool's
-// budget and load slot.
+// budget and load slot. It also keeps Settled: closed once the start's
+// plan is done and nothing is queued or measured.
+//
+// Locks: the calibrator's settleMu is never held with another; it takes
+// prepMu → mapsMu in apply (the agent's order), and mapsMu alone elsewhere.
+type calibrator struct {
+	d calibratorDeps
+
+	kick chan struct{} // there may be work (cap 1)
+
+	// settleMu guards settled and planDone.
+	settleMu sync.Mutex
+	settled  chan struct{}
+	planDone bool // the start's plan is warmed
+}
+
+// calibratorDeps is what the calibrator asks of the agent.
+type calibratorDeps struct {
+	log             *slog.Logger
+	config          func() *Config
+	power           func() *power.Reader
+	now             func() time.Time
+	started         time.Time
+	beforeCalibrate func(ctx context.Context, model string) // nil: none
+	store           func() *storage.Store
+	pool            func() *tflite.Pool
+	planBusy        func() bool // a plan is warming
+	// The agent's model states, read and swapped under mapsMu; apply
+	// holds prepMu around it.
+	prepMu, mapsMu *sync.Mutex
+	models         *map[string]*modelState
+	order          *[]string
+
+	statusChanged func()
+	event         func(kind string, fields map[string]any)
+	observeTime   func(model string, took time.Duration) // metrics; nil: none
+
+	settleDelegates    func(st *modelState, attempt bool)
+	restoreCalibration func(st *modelState) error
+	calibrationKey     func(digest, delegate string) storage.Validity
+	failModel          func(st *modelState, err error) *modelState
+	modelSpec          func(st *modelState) tflite.ModelSpec
+
+	// The fleet's part (fleet.go).
+	adoptFleet   func(ctx context.Context, work *modelState, k storage.Validity) bool
+	verifyFleet  func(ctx context.Context, st, work *modelState)
+	fleetPublish func(work *modelState, cal storage.Calibration)
+}
+
+func newCalibrator(d calibratorDeps) *calibrator {
+	return &calibrator{d: d, kick: make(chan struct{}, 1), settled: make(chan struct{})}
+}
 
 // kickCalibrator tells the calibrator there may be work.
-func (a *Agent) kickCalibrator() {
+func (c *calibrator) kickCalibrator() {
 	select {
-	case a.calKick <- struct{}{}:
+	case c.kick <- struct{}{}:
 	default:
 	}
 }
 
-// calibrator runs until ctx ends.
-func (a *Agent) calibrator(ctx context.Context) {
+// run calibrates until ctx ends.
+func (c *calibrator) run(ctx context.Context) {
 	for {
-		st := a.nextToCalibrate()
+		st := c.nextToCalibrate()
 		if st == nil {
-			a.settle(false)
+			c.settle(false)
 			select {
 			case <-ctx.Done():
 				return
-			case <-a.calKick:
+			case <-c.kick:
 			}
 			continue
 		}
-		if wait, reason := a.calibrationAllowed(); wait > 0 {
-			a.mapsMu.Lock()
+		if wait, reason := c.calibrationAllowed(); wait > 0 {
+			c.d.mapsMu.Lock()
 			st.queued, st.calibrating = true, false
-			a.mapsMu.Unlock()
-			a.settle(true) // nothing more happens until the policy allows it
-			a.log.Info("calibration deferred", "reason", reason, "retry_in", wait)
+			c.d.mapsMu.Unlock()
+			c.settle(true) // nothing more happens until the policy allows it
+			c.d.log.Info("calibration deferred", "reason", reason, "retry_in", wait)
 			select {
 			case <-ctx.Done():
 				return
 			case <-time.After(wait):
-			case <-a.calKick:
+			case <-c.kick:
 			}
 			continue
 		}
-		a.calibrate(ctx, st)
+		c.calibrate(ctx, st)
 	}
 }
 
 // nextToCalibrate takes the queued model that matters most: pinned first,
 // then by demand; verifications of fleet records last.
-func (a *Agent) nextToCalibrate() *modelState {
-	usage, _ := a.store.Usage()
-	now := a.opts.Now()
-	a.mapsMu.Lock()
-	defer a.mapsMu.Unlock()
+func (c *calibrator) nextToCalibrate() *modelState {
+	usage, _ := c.d.store().Usage()
+	now := c.d.now()
+	c.d.mapsMu.Lock()
+	defer c.d.mapsMu.Unlock()
 	var queued []*modelState
-	for _, id := range a.order {
-		if st := a.models[id]; st.queued && st.failed == nil {
+	for _, id := range *c.d.order {
+		if st := (*c.d.models)[id]; st.queued && st.failed == nil {
 			queued = append(queued, st)
 		}
 	}
@@ -75,7 +128,7 @@ func (a *Agent) nextToCalibrate() *modelState {
 		return nil
 	}
 	demand := func(st *modelState) float64 {
-		return usage[st.cfg.ID].Expected(now, now, a.store.UsageHalfLife())
+		return usage[st.cfg.ID].Expected(now, now, c.d.store().UsageHalfLife())
 	}
 	sort.SliceStable(queued, func(i, j int) bool {
 		// Verifying a twin's record waits until every model has one.
@@ -95,13 +148,13 @@ func (a *Agent) nextToCalibrate() *modelState {
 // calibrationAllowed says how long to wait before calibrating, and why:
 // not while hot or busy (the policy defers), not on a battery below
 // low_percent (pinned-only or nothing: models keep their defaults).
-func (a *Agent) calibrationAllowed() (time.Duration, string) {
-	al := a.config().policy().Allow(a.powerReader().Read(), nil)
+func (c *calibrator) calibrationAllowed() (time.Duration, string) {
+	al := c.d.config().policy().Allow(c.d.power().Read(), nil)
 	switch al.Mode {
 	case power.ModeDefer:
 		return al.RetryIn, al.Reason
 	case power.ModeNone, power.ModePinned:
-		return max(a.config().Power.DeferFor, time.Second), al.Reason
+		return max(c.d.config().Power.DeferFor, time.Second), al.Reason
 	}
 	return 0, ""
 }
@@ -109,18 +162,18 @@ func (a *Agent) calibrationAllowed() (time.Duration, string) {
 // yieldToRequests waits until the start's plan is done, no plan is
 // warming, no request is in flight and none came for calibration.idle_after
 // (counted from the start, too): calibration has the lowest priority.
-func (a *Agent) yieldToRequests(ctx context.Context) error {
-	idle := a.config().Calibration.IdleAfter
+func (c *calibrator) yieldToRequests(ctx context.Context) error {
+	idle := c.d.config().Calibration.IdleAfter
 	for {
-		leased, last := a.pool.Activity()
-		if last.Before(a.opts.Started) {
-			last = a.opts.Started
+		leased, last := c.d.pool().Activity()
+		if last.Before(c.d.started) {
+			last = c.d.started
 		}
-		a.settleMu.Lock()
-		started := a.startPlanDone
-		a.settleMu.Unlock()
+		c.settleMu.Lock()
+		started := c.planDone
+		c.settleMu.Unlock()
 		quiet := time.Since(last)
-		if started && !a.planner.busy() && leased == 0 && quiet >= idle {
+		if started && !c.d.planBusy() && leased == 0 && quiet >= idle {
 			return nil
 		}
 		wait := max(idle-quiet, 10*time.Millisecond)
@@ -134,171 +187,171 @@ func (a *Agent) yieldToRequests(ctx context.Context) error {
 
 // calibrate settles st's delegates and measures it, then applies the result
 // if st is still the registered state of its model.
-func (a *Agent) calibrate(ctx context.Context, st *modelState) {
+func (c *calibrator) calibrate(ctx context.Context, st *modelState) {
 	defer func() {
-		a.mapsMu.Lock()
+		c.d.mapsMu.Lock()
 		st.calibrating = false
-		a.mapsMu.Unlock()
-		a.statusChanged()
+		c.d.mapsMu.Unlock()
+		c.d.statusChanged()
 	}()
-	a.statusChanged()
+	c.d.statusChanged()
 	// Work on a copy: the live state is read by requests meanwhile.
-	a.mapsMu.Lock()
+	c.d.mapsMu.Lock()
 	work := *st
-	a.mapsMu.Unlock()
+	c.d.mapsMu.Unlock()
 
 	if work.delegatesPending {
-		if err := a.yieldToRequests(ctx); err != nil {
+		if err := c.yieldToRequests(ctx); err != nil {
 			return
 		}
-		a.settleDelegates(&work, true)
+		c.d.settleDelegates(&work, true)
 	}
-	if err := a.restoreCalibration(&work); err != nil {
-		a.apply(ctx, st, &work, err)
+	if err := c.d.restoreCalibration(&work); err != nil {
+		c.apply(ctx, st, &work, err)
 		return
 	}
 	switch {
 	case work.needsVerifying():
-		a.verifyFleet(ctx, st, &work)
+		c.d.verifyFleet(ctx, st, &work)
 		return
 	case work.cal.Threads > 0 || work.failed != nil:
-		a.apply(ctx, st, &work, nil) // known after all (a delegate's key was restored)
+		c.apply(ctx, st, &work, nil) // known after all (a delegate's key was restored)
 		return
 	}
-	v := a.calibrationKey(work.report.SHA256, work.report.Delegate.Chosen)
-	if a.adoptFleet(ctx, &work, v) {
-		a.apply(ctx, st, &work, nil)
-		a.requeue(st) // to verify, once every model has what the fleet knows
+	v := c.d.calibrationKey(work.report.SHA256, work.report.Delegate.Chosen)
+	if c.d.adoptFleet(ctx, &work, v) {
+		c.apply(ctx, st, &work, nil)
+		c.requeue(st) // to verify, once every model has what the fleet knows
 		return
 	}
-	a.measureHere(ctx, st, &work, v)
+	c.measureHere(ctx, st, &work, v)
 }
 
 // calibrationRun is how the calibrator measures, from the configuration.
-func (a *Agent) calibrationRun() calibrate.Calibration {
-	cfg := a.config().Calibration
-	return calibrate.Calibration{Runs: cfg.Runs, Steady: cfg.SteadyInvokes, MaxThreads: cfg.MaxThreads, PageIn: a.config().pageIn(),
-		Budget: a.pool, Yield: a.yieldToRequests}
+func (c *calibrator) calibrationRun() calibrate.Calibration {
+	cfg := c.d.config().Calibration
+	return calibrate.Calibration{Runs: cfg.Runs, Steady: cfg.SteadyInvokes, MaxThreads: cfg.MaxThreads, PageIn: c.d.config().pageIn(),
+		Budget: c.d.pool(), Yield: c.yieldToRequests}
 }
 
 // requeue queues st for the calibrator again if it is still its model's
 // state.
-func (a *Agent) requeue(st *modelState) {
-	a.mapsMu.Lock()
-	if a.models[st.cfg.ID] == st && st.needsVerifying() {
+func (c *calibrator) requeue(st *modelState) {
+	c.d.mapsMu.Lock()
+	if (*c.d.models)[st.cfg.ID] == st && st.needsVerifying() {
 		st.queued = true
 	}
-	a.mapsMu.Unlock()
-	a.kickCalibrator()
+	c.d.mapsMu.Unlock()
+	c.kickCalibrator()
 }
 
 // measureHere calibrates work on this device under key v, stores and
 // applies the result, and offers it to the fleet.
-func (a *Agent) measureHere(ctx context.Context, st, work *modelState, v storage.Validity) {
+func (c *calibrator) measureHere(ctx context.Context, st, work *modelState, v storage.Validity) {
 	id := work.cfg.ID
 	// Mark the attempt first: if a kernel crashes the process inside it,
 	// the next start finds the mark and does not try again.
-	if err := a.store.PutCalibration(id, storage.Calibration{Validity: v, Pending: true}); err != nil {
-		a.log.Error("calibration not begun: its attempt could not be recorded", "model", id, "err", err)
+	if err := c.d.store().PutCalibration(id, storage.Calibration{Validity: v, Pending: true}); err != nil {
+		c.d.log.Error("calibration not begun: its attempt could not be recorded", "model", id, "err", err)
 		return
 	}
-	if a.opts.BeforeCalibrate != nil {
-		a.opts.BeforeCalibrate(ctx, id)
+	if c.d.beforeCalibrate != nil {
+		c.d.beforeCalibrate(ctx, id)
 	}
-	c := a.calibrationRun()
-	c.HeapGuess = a.knownHeap(id)
+	run := c.calibrationRun()
+	run.HeapGuess = c.knownHeap(id)
 	t := time.Now()
-	cal, err := c.Run(ctx, work.path, a.config().Pool.Threads, work.chosen)
+	cal, err := run.Run(ctx, work.path, c.d.config().Pool.Threads, work.chosen)
 	took := time.Since(t)
-	work.report.CalibrationCPU += c.CPU
+	work.report.CalibrationCPU += run.CPU
 	switch {
 	case ctx.Err() != nil || errors.Is(err, context.Canceled):
 		// Shutdown: not a failure, measure again next time.
-		if ferr := a.store.ForgetCalibration(id, v); ferr != nil {
-			a.log.Error("cancelled calibration not forgotten", "model", id, "err", ferr)
+		if ferr := c.d.store().ForgetCalibration(id, v); ferr != nil {
+			c.d.log.Error("cancelled calibration not forgotten", "model", id, "err", ferr)
 		}
 		return
 	case errors.Is(err, tflite.ErrOverBudget):
 		// Pinned models hold the budget: no room to measure in. Not the
 		// model's fault; it keeps its defaults and is measured next start.
-		if ferr := a.store.ForgetCalibration(id, v); ferr != nil {
-			a.log.Error("skipped calibration not forgotten", "model", id, "err", ferr)
+		if ferr := c.d.store().ForgetCalibration(id, v); ferr != nil {
+			c.d.log.Error("skipped calibration not forgotten", "model", id, "err", ferr)
 		}
-		a.log.Warn("calibration skipped: no room in the budget beside pinned models", "model", id, "err", err)
-		a.event("calibration_skipped", map[string]any{"model": id, "reason": err.Error()})
+		c.d.log.Warn("calibration skipped: no room in the budget beside pinned models", "model", id, "err", err)
+		c.d.event("calibration_skipped", map[string]any{"model": id, "reason": err.Error()})
 		return
 	case err != nil:
-		a.log.Error("calibration failed; the model keeps its defaults", "model", id, "code", tflite.Code(err), "err", err)
+		c.d.log.Error("calibration failed; the model keeps its defaults", "model", id, "code", tflite.Code(err), "err", err)
 		rec := storage.Calibration{Validity: v, Failed: tflite.Code(err), FailedMessage: err.Error()}
-		if perr := a.store.PutCalibration(id, rec); perr != nil {
-			a.log.Error("calibration failure not stored", "model", id, "err", perr)
+		if perr := c.d.store().PutCalibration(id, rec); perr != nil {
+			c.d.log.Error("calibration failure not stored", "model", id, "err", perr)
 		}
-		a.event("calibration_failed", map[string]any{"model": id, "code": tflite.Code(err), "reason": err.Error()})
-		a.apply(ctx, st, work, err)
+		c.d.event("calibration_failed", map[string]any{"model": id, "code": tflite.Code(err), "reason": err.Error()})
+		c.apply(ctx, st, work, err)
 		return
 	}
 	cal.Validity = v
-	cal.At = a.opts.Now()
-	if err := a.store.PutCalibration(id, cal); err != nil {
+	cal.At = c.d.now()
+	if err := c.d.store().PutCalibration(id, cal); err != nil {
 		// Not fatal: the model serves; the next start measures again.
-		a.log.Error("calibration not stored", "model", id, "err", err)
+		c.d.log.Error("calibration not stored", "model", id, "err", err)
 	}
 	work.cal = cal
 	work.report.CalibrationTime = took
 	work.report.Threads = cal.Threads
 	work.report.Calibrated = &cal
-	a.log.Info("model calibrated", "model", id, "status", work.report.Calibration.Status, "reason", work.report.Calibration.Reason,
+	c.d.log.Info("model calibrated", "model", id, "status", work.report.Calibration.Status, "reason", work.report.Calibration.Reason,
 		"threads", cal.Threads, "calibration_ms", ms(took), "cpu_ms", ms(work.report.CalibrationCPU))
-	if a.prom != nil {
-		a.prom.calibration.WithLabelValues(id).Add(took.Seconds())
+	if c.d.observeTime != nil {
+		c.d.observeTime(id, took)
 	}
-	a.event("calibrated", map[string]any{"model": id, "threads": cal.Threads, "calibration_ms": ms(took),
+	c.d.event("calibrated", map[string]any{"model": id, "threads": cal.Threads, "calibration_ms": ms(took),
 		"heap_bytes": cal.HeapBytes, "steady_ms": ms(cal.Stages.Steady)})
-	a.fleetPublish(work, cal)
-	a.apply(ctx, st, work, nil)
+	c.d.fleetPublish(work, cal)
+	c.apply(ctx, st, work, nil)
 }
 
 // apply makes what the calibrator learned (work) the model's state, unless
 // the model was registered again or removed meanwhile.
-func (a *Agent) apply(ctx context.Context, st, work *modelState, failure error) {
+func (c *calibrator) apply(ctx context.Context, st, work *modelState, failure error) {
 	defer func() {
 		// A warm model whose options changed gets an interpreter with the
 		// new ones before the old ones go: no request meets it cold.
-		if _, err := a.pool.Refresh(ctx, work.cfg.ID); err != nil && ctx.Err() == nil {
-			a.log.Warn("model not re-warmed with its calibration; the next load uses it", "model", work.cfg.ID, "err", err)
+		if _, err := c.d.pool().Refresh(ctx, work.cfg.ID); err != nil && ctx.Err() == nil {
+			c.d.log.Warn("model not re-warmed with its calibration; the next load uses it", "model", work.cfg.ID, "err", err)
 		}
 	}()
-	a.prepMu.Lock()
-	defer a.prepMu.Unlock()
-	a.mapsMu.Lock()
-	current := a.models[work.cfg.ID] == st
-	a.mapsMu.Unlock()
+	c.d.prepMu.Lock()
+	defer c.d.prepMu.Unlock()
+	c.d.mapsMu.Lock()
+	current := (*c.d.models)[work.cfg.ID] == st
+	c.d.mapsMu.Unlock()
 	if !current {
 		return
 	}
 	if failure != nil {
-		a.failModel(work, failure)
+		c.d.failModel(work, failure)
 	}
-	spec := a.modelSpec(work)
+	spec := c.d.modelSpec(work)
 	var err error
 	if spec.Path != st.path {
 		// A delegate now serves the accelerator model its twin stood in for.
-		err = a.pool.Replace(spec)
+		err = c.d.pool().Replace(spec)
 	} else {
-		err = a.pool.Update(spec)
+		err = c.d.pool().Update(spec)
 	}
 	if err != nil {
-		a.failModel(work, err)
+		c.d.failModel(work, err)
 	}
-	a.mapsMu.Lock()
+	c.d.mapsMu.Lock()
 	work.queued, work.calibrating = false, true // cleared by calibrate's defer on st
 	*st = *work
-	a.mapsMu.Unlock()
+	c.d.mapsMu.Unlock()
 }
 
 // knownHeap is the pool's measurement of model id's heap, if it has one.
-func (a *Agent) knownHeap(id string) int64 {
-	for _, m := range a.pool.Models() {
+func (c *calibrator) knownHeap(id string) int64 {
+	for _, m := range c.d.pool().Models() {
 		if m.ID == id && m.Interpreters > 0 {
 			return max(m.Bytes-m.LastLoad.Footprint.Mapped, 0) / int64(m.Interpreters)
 		}
@@ -308,41 +361,52 @@ func (a *Agent) knownHeap(id string) int64 {
 
 // settle closes the settled channel once nothing is queued or measured,
 // or (deferred) once what is queued waits for the energy policy.
-func (a *Agent) settle(deferred bool) {
-	a.mapsMu.Lock()
+func (c *calibrator) settle(deferred bool) {
+	c.d.mapsMu.Lock()
 	busy := false
-	for _, st := range a.models {
+	for _, st := range *c.d.models {
 		busy = busy || st.calibrating || (st.queued && !deferred)
 	}
-	a.mapsMu.Unlock()
+	c.d.mapsMu.Unlock()
 	if busy {
 		return
 	}
-	a.settleMu.Lock()
-	if a.startPlanDone && !closed(a.settled) {
-		close(a.settled)
+	c.settleMu.Lock()
+	if c.planDone && !closed(c.settled) {
+		close(c.settled)
 	}
-	a.settleMu.Unlock()
+	c.settleMu.Unlock()
 }
 
-// unsettle re-arms Settled for new work (a reload registered models).
-func (a *Agent) unsettle() {
-	a.settleMu.Lock()
-	if closed(a.settled) {
-		a.settled = make(chan struct{})
+// unsettle re-arms Settled for new work (a reload registered models) and
+// looks for it.
+func (c *calibrator) unsettle() {
+	c.settleMu.Lock()
+	if closed(c.settled) {
+		c.settled = make(chan struct{})
 	}
-	a.settleMu.Unlock()
-	a.kickCalibrator()
-	a.kickHugePages()
+	c.settleMu.Unlock()
+	c.kickCalibrator()
+}
+
+// startPlanDone lets Settled close once the rest is done too.
+func (c *calibrator) startPlanDone() {
+	c.settleMu.Lock()
+	c.planDone = true
+	c.settleMu.Unlock()
+	c.kickCalibrator()
+}
+
+// Settled is the channel closed once the background work is done.
+func (c *calibrator) Settled() <-chan struct{} {
+	c.settleMu.Lock()
+	defer c.settleMu.Unlock()
+	return c.settled
 }
 
 // Settled is closed once the start's background work is done (every
 // model warmed as planned and calibrated), and again after a reload's.
-func (a *Agent) Settled() <-chan struct{} {
-	a.settleMu.Lock()
-	defer a.settleMu.Unlock()
-	return a.settled
-}
+func (a *Agent) Settled() <-chan struct{} { return a.calib.Settled() }
 
 func closed(ch <-chan struct{}) bool {
 	select {

@@ -187,7 +187,7 @@ const verifyAttempts = 3
 func (a *Agent) verifyFleet(ctx context.Context, st, work *modelState) {
 	id := work.cfg.ID
 	cal := work.cal
-	if err := a.yieldToRequests(ctx); err != nil {
+	if err := a.calib.yieldToRequests(ctx); err != nil {
 		return // verified at the next start
 	}
 	// A load the pool made anyway (the start's prewarm, a request) is a
@@ -196,7 +196,7 @@ func (a *Agent) verifyFleet(ctx context.Context, st, work *modelState) {
 		a.verified(ctx, st, work, "the pool's load", heap)
 		return
 	}
-	c := a.calibrationRun()
+	c := a.calib.calibrationRun()
 	// Checking needs fewer invokes than choosing among thread counts: a
 	// disagreement is measured again anyway before it is believed.
 	c.Steady = min(c.Steady, 2)
@@ -217,7 +217,7 @@ func (a *Agent) verifyFleet(ctx context.Context, st, work *modelState) {
 			return // verified at the next start
 		case err != nil:
 			a.log.Warn("fleet calibration not verified: the measuring load failed; measuring here", "model", id, "err", err)
-			a.measureHere(ctx, st, work, cal.Validity)
+			a.calib.measureHere(ctx, st, work, cal.Validity)
 			return
 		}
 		why, timing := disagreement(cal, steady, rep.Footprint.Heap, a.config().Fleet.Tolerance)
@@ -240,13 +240,13 @@ func (a *Agent) verifyFleet(ctx context.Context, st, work *modelState) {
 	if believed == "" {
 		a.log.Info("fleet calibration not verified yet: the cores were busy; kept, and checked at the next start", "model", id, "from", cal.From, "why", doubted)
 		work.report.Calibration.Reason = "from " + cal.From + ", not verified yet: cores busy"
-		a.apply(ctx, st, work, nil)
+		a.calib.apply(ctx, st, work, nil)
 		return
 	}
 	a.log.Warn("fleet calibration disagrees with this device; measuring here", "model", id, "from", cal.From, "why", believed)
 	a.event("fleet_disagreed", map[string]any{"model": id, "from": cal.From, "why": believed})
 	work.report.Calibration = storage.Lookup{Status: storage.New, Reason: "fleet record disagreed: " + believed}
-	a.measureHere(ctx, st, work, cal.Validity)
+	a.calib.measureHere(ctx, st, work, cal.Validity)
 }
 
 // maxContention is the run-queue wait (per wall second) above which a
@@ -291,7 +291,7 @@ func (a *Agent) verified(ctx context.Context, st, work *modelState, how string, 
 	}
 	a.useCalibration(work, cal)
 	a.log.Info("fleet calibration verified", "model", work.cfg.ID, "from", cal.From, "by", how)
-	a.apply(ctx, st, work, nil)
+	a.calib.apply(ctx, st, work, nil)
 }
 
 // disagreement says how one measuring load differs from cal beyond the

@@ -34,7 +34,7 @@ func (a *Agent) startLoops(runCtx context.Context, startPlan PlanResult) {
 		deferred = startPlan.Plan.Allowance.RetryIn
 	}
 	a.spawn(runCtx, func(ctx context.Context) { a.planner.run(ctx, deferred, a.hb) })
-	a.spawn(runCtx, a.calibrator)
+	a.spawn(runCtx, a.calib.run)
 	if a.fleet != nil {
 		a.spawn(runCtx, a.fleetLoop)
 	}

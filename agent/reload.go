@@ -160,7 +160,8 @@ func (a *Agent) syncModels() ReloadResult {
 		}
 	}
 	if len(res.Added)+len(res.Changed) > 0 {
-		a.unsettle()
+		a.calib.unsettle()
+		a.kickHugePages()
 	}
 	return nilSafe(res)
 }

@@ -202,7 +202,7 @@ func (a *Agent) setModel(st *modelState) {
 	a.mapsMu.Unlock()
 	a.statusChanged()
 	if st.queued {
-		a.kickCalibrator()
+		a.calib.kickCalibrator()
 	}
 }
 
@@ -290,10 +290,7 @@ func (a *Agent) finishStart(ctx context.Context) {
 		return
 	}
 	a.pending.setPlan(a.report.Plan, res)
-	a.settleMu.Lock()
-	a.startPlanDone = true
-	a.settleMu.Unlock()
-	a.kickCalibrator()
+	a.calib.startPlanDone()
 	select {
 	case <-ctx.Done():
 		return

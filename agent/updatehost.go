@@ -76,7 +76,8 @@ func (h updateHost) Commit(from, to update.Model, swap func() error) error {
 		return err
 	}
 	a.setModel(st)
-	a.unsettle()
+	a.calib.unsettle()
+	a.kickHugePages()
 	return nil
 }
 
