@@ -63,8 +63,8 @@ type Options struct {
 
 // Agent is the running daemon: state, pool and what it learned at start.
 type Agent struct {
-	// readRateDevice is the models' storage device (see readrate.go).
-	readRateDevice string
+	// files is the models' files below the pool: read rate, huge pages.
+	files *pageCache
 	// localBroker is the embedded broker when the agent serves MQTT itself.
 	localBroker *mqtt.LocalBroker
 	// localInfo is how it admits clients (the status shows it).
@@ -122,7 +122,6 @@ type Agent struct {
 	laterEvents chan queuedEvent // raised on hot paths, written by eventWriter
 
 	calKick    chan struct{} // the calibrator may have work (cap 1)
-	hugeKick   chan struct{} // a reload or a large eviction: check model pages (cap 1)
 	statusKick chan struct{} // readiness may have changed (cap 1)
 
 	// settleMu guards settled and startPlanDone.
@@ -173,7 +172,7 @@ func New(cfg Config, log *slog.Logger, o Options) *Agent {
 		o.ScheduleEvery = time.Minute
 	}
 	a := &Agent{opts: o, log: log, models: map[string]*modelState{}, wake: newWakeTracker(), stop: func() {},
-		laterEvents: make(chan queuedEvent, 256), calKick: make(chan struct{}, 1), hugeKick: make(chan struct{}, 1), statusKick: make(chan struct{}, 1),
+		laterEvents: make(chan queuedEvent, 256), calKick: make(chan struct{}, 1), statusKick: make(chan struct{}, 1),
 		settled: make(chan struct{}), notify: notifier{log: log}, hb: newHeartbeats(time.Second)}
 	a.updates, a.guards, a.outcomes = map[string]*pendingUpdate{}, map[string]*updateGuard{}, map[string]*outcomes{}
 	a.parity = newParityRing(cfg.Updates.ParityRing, int64(cfg.Updates.ParityRingBytes))
@@ -195,6 +194,7 @@ func New(cfg Config, log *slog.Logger, o Options) *Agent {
 				a.prom.wakes.WithLabelValues(source).Inc()
 			}
 		}})
+	a.files = newPageCache(pageCacheDeps{log: log, config: a.config, pool: a.Pool, store: a.Store, settled: a.Settled, event: a.event})
 	a.observers = a.requestObservers()
 	return a
 }

@@ -332,7 +332,7 @@ func (a *Agent) unsettle() {
 	}
 	a.settleMu.Unlock()
 	a.kickCalibrator()
-	a.kickHugePages()
+	a.files.kickHugePages()
 }
 
 // Settled is closed once the start's background work is done (every
