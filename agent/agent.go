@@ -65,10 +65,8 @@ type Options struct {
 type Agent struct {
 	// files is the models' files below the pool: read rate, huge pages.
 	files *pageCache
-	// localBroker is the embedded broker when the agent serves MQTT itself.
-	localBroker *mqtt.LocalBroker
-	// localInfo is how it admits clients (the status shows it).
-	localInfo atomic.Pointer[mqtt.LocalInfo]
+	// broker is the embedded broker when the agent serves MQTT itself.
+	broker embeddedBroker
 	// fleet shares calibrations with twins (nil unless a fleet member).
 	fleet *fleetState
 	// lat records request latencies; prom exports metrics to Prometheus
@@ -276,9 +274,8 @@ func (a *Agent) Close() error {
 	a.stop()
 	a.wg.Wait()
 	var errs []error
-	if a.localBroker != nil { // after the agent's own client has gone
-		errs = append(errs, a.localBroker.Close())
-		a.localBroker = nil
+	if err := a.broker.close(); err != nil { // after the agent's own client has gone
+		errs = append(errs, err)
 	}
 	if a.pool != nil {
 		a.saveLearnedCosts()

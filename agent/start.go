@@ -2,7 +2,6 @@ package agent
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -214,7 +213,7 @@ func (a *Agent) startMQTT(ctx, runCtx context.Context) error {
 	if len(brokers) == 0 {
 		var user, pw string
 		var err error
-		if brokers, user, pw, err = a.startLocalBroker(); err != nil {
+		if brokers, user, pw, err = a.broker.start(a.config().localBrokerOptions(), a.log); err != nil {
 			return err
 		}
 		if pw != "" { // its own broker (someone else's there: [mqtt] username, as before)
@@ -303,39 +302,6 @@ func (a *Agent) finishStart(ctx context.Context) {
 	if err := a.publish(topicStartup, true, rep); err != nil {
 		a.log.Error("final startup report not queued", "err", err)
 	}
-}
-
-// startLocalBroker serves MQTT on [mqtt] local_listen when no broker is
-// configured, and returns the broker to connect to (its own, or the one
-// already listening there) and the agent's login there. With local_listen
-// off, or when it cannot listen, the agent runs without MQTT (and says
-// why); a users file or certificate that cannot be read is an error.
-func (a *Agent) startLocalBroker() (brokers []string, user, password string, err error) {
-	o := a.config().localBrokerOptions()
-	if o.Addr == "" {
-		return nil, "", "", nil
-	}
-	o.Logger = a.log
-	b, err := mqtt.ServeLocal(o)
-	switch {
-	case errors.Is(err, mqtt.ErrAddrInUse):
-		a.log.Info("mqtt: something already listens on local_listen; connecting to it as a client", "addr", o.Addr)
-		return []string{"tcp://" + o.Addr}, "", "", nil
-	case errors.Is(err, mqtt.ErrOpenBroker), err != nil && o.UsersFile+o.CertFile != "": // asked-for protection that cannot be had
-		return nil, "", "", fmt.Errorf("mqtt: %w", err)
-	case err != nil:
-		a.log.Error("mqtt: no local broker; running without MQTT", "addr", o.Addr, "err", err)
-		return nil, "", "", nil
-	}
-	info := b.Info()
-	if info.Auth == "anonymous" {
-		a.log.Warn("mqtt: the local broker listens beyond loopback and admits anyone (local_allow_anonymous)", "addr", info.Addr)
-	}
-	a.log.Info("mqtt: serving a local broker", "addr", info.Addr, "auth", info.Auth, "tls", info.TLS)
-	a.localBroker = b
-	a.localInfo.Store(&info)
-	user, password = b.Login()
-	return []string{b.URL()}, user, password, nil
 }
 
 // recordStart keeps this start's duration with the last ones (a state
