@@ -67,6 +67,8 @@ type Agent struct {
 	files *pageCache
 	// broker is the embedded broker when the agent serves MQTT itself.
 	broker embeddedBroker
+	// ha announces the agent to Home Assistant ([homeassistant]).
+	ha *homeAssistant
 	// fleet shares calibrations with twins (nil unless a fleet member).
 	fleet *fleetState
 	// lat records request latencies; prom exports metrics to Prometheus
@@ -74,8 +76,7 @@ type Agent struct {
 	// durations (ms), from the state file.
 	lat      *latencies
 	prom     *promMetrics
-	haKick   chan struct{} // publish the Home Assistant discovery configs
-	hw       Hardware      // read once, before any goroutine starts
+	hw       Hardware // read once, before any goroutine starts
 	startups atomic.Pointer[[]float64]
 	cfg      atomic.Pointer[Config] // replaced whole by Reload; read with config()
 	opts     Options
@@ -176,7 +177,8 @@ func New(cfg Config, log *slog.Logger, o Options) *Agent {
 	a.parity = newParityRing(cfg.Updates.ParityRing, int64(cfg.Updates.ParityRingBytes))
 	a.tiers = newTiers()
 	a.lat = newLatencies(o.Started)
-	a.haKick = make(chan struct{}, 1)
+	a.ha = newHomeAssistant(homeAssistantDeps{log: log, config: a.config, hw: func() Hardware { return a.hw }, lat: a.lat, pool: a.Pool,
+		mq: func() *mqtt.Client { return a.mq }, memory: a.memory, power: a.powerReader, publish: a.publish})
 	if cfg.httpListen() != "" {
 		a.prom = newPromMetrics(a)
 	}

@@ -230,7 +230,7 @@ func (a *Agent) startMQTT(ctx, runCtx context.Context) error {
 	o.Brokers = brokers
 	o.Logger = a.log
 	o.Watch = map[string]func(string, []byte){}
-	a.haOptions(&o)
+	a.ha.options(&o)
 	a.fleetOptions(&o)
 	o.OnPanic = func(c mqtt.Command, v any, _ []byte) {
 		a.event("command_panic", map[string]any{"verb": c.Verb, "id": c.ID, "panic": fmt.Sprint(v)})
@@ -242,7 +242,7 @@ func (a *Agent) startMQTT(ctx, runCtx context.Context) error {
 	mq.SetStatus(a.statusFields())
 	a.mq = mq
 	if a.config().HomeAssistant.Enabled {
-		a.spawn(runCtx, a.haLoop)
+		a.spawn(runCtx, a.ha.loop)
 	}
 	a.spawn(runCtx, func(ctx context.Context) {
 		if err := mq.Run(ctx); err != nil {
