@@ -16,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/edge-agent/edge-agent/agent/hardware"
 	"github.com/edge-agent/edge-agent/mqtt"
 	"github.com/edge-agent/edge-agent/power"
 	"github.com/edge-agent/edge-agent/tflite"
@@ -34,7 +35,7 @@ type homeAssistant struct {
 type homeAssistantDeps struct {
 	log     *slog.Logger
 	config  func() *Config
-	hw      func() Hardware // read by the start
+	hw      func() hardware.Info // read by the start
 	lat     *latencies
 	pool    func() *tflite.Pool
 	mq      func() *mqtt.Client

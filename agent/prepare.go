@@ -39,7 +39,7 @@ type modelState struct {
 	report ModelReport
 	labels []string
 	// source is the file this version is served from: its kept copy
-	// under the state dir (versions.go), or the configured path.
+	// under the state dir (agent/update/versions.go), or the configured path.
 	source string
 	// path is what the pool serves: source, or the model's CPU twin.
 	path   string
@@ -90,7 +90,7 @@ func (a *Agent) registerFrom(m ModelConfig, src string) *modelState {
 	digest, needsAccel := facts.Digest, facts.NeedsEdgeTPU
 	st.digest, st.report.SHA256, st.report.DigestCached = digest, digest, cached
 	if src == m.Path {
-		st.source = a.pinVersion(m.ID, m.Path, digest)
+		st.source = a.upd.Pin(m.ID, m.Path, digest)
 	}
 	st.needsAccel = needsAccel
 	a.settleDelegates(st, false)

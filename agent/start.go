@@ -6,6 +6,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/edge-agent/edge-agent/agent/hardware"
 	"github.com/edge-agent/edge-agent/mqtt"
 	"github.com/edge-agent/edge-agent/power"
 	"github.com/edge-agent/edge-agent/storage"
@@ -82,8 +83,8 @@ func (a *Agent) publishStartReport() {
 // openState opens the state file and reports what it found.
 func (a *Agent) openState() error {
 	t0 := time.Now()
-	a.notify.send("STATUS=opening state")
-	hw := ReadHardware(a.opts.HardwareRoot)
+	a.notify.Send("STATUS=opening state")
+	hw := hardware.Read(a.opts.HardwareRoot)
 	a.hw = hw
 	a.report = StartupReport{
 		Schema: SchemaVersion, Agent: Version, Runtime: a.opts.RuntimeVersion,
@@ -169,7 +170,7 @@ func modelPaths(models []ModelConfig) []string {
 // held, so registrations of other models (and reloads) do not wait on it.
 func (a *Agent) registerPending(m *pendingModel) {
 	defer a.pending.finish(m)
-	a.notify.send("STATUS=registering " + m.cfg.ID)
+	a.notify.Send("STATUS=registering " + m.cfg.ID)
 	st := a.register(m.cfg)
 	a.prepMu.Lock()
 	defer a.prepMu.Unlock()
@@ -179,7 +180,7 @@ func (a *Agent) registerPending(m *pendingModel) {
 	st = a.admitModel(st, false)
 	a.setModel(st)
 	if st.servable {
-		a.noteServing(st)
+		a.upd.NoteServing(st.cfg.ID, st.digest)
 	}
 }
 

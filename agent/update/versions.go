@@ -1,4 +1,4 @@
-package agent
+package update
 
 import (
 	"errors"
@@ -19,26 +19,26 @@ import (
 // place cannot change a mapped model under a running interpreter, and the
 // previous version is still there for a rollback.
 
-// versionFile is where version digest of model id is kept.
-func (a *Agent) versionFile(id, digest string) string {
-	return filepath.Join(a.config().StateDir, "versions", id, digest+".tflite")
+// VersionFile is where version digest of model id is kept.
+func (m *Manager) VersionFile(id, digest string) string {
+	return filepath.Join(m.settings().StateDir, "versions", id, digest+".tflite")
 }
 
-// pinVersion keeps the bytes of model id's version digest, read from
+// Pin keeps the bytes of model id's version digest, read from
 // path: a copy up to updates.keep_previous_bytes, a hard link beyond (same
 // file system), and returns the kept file. When neither is possible, or
 // path no longer has that content, it returns path itself: served from
 // there, that version cannot be rolled back to.
-func (a *Agent) pinVersion(id, path, digest string) string {
-	dst := a.versionFile(id, digest)
-	if d, _, err := tflite.Digest(dst, a.facts); err == nil && d == digest {
+func (m *Manager) Pin(id, path, digest string) string {
+	dst := m.VersionFile(id, digest)
+	if d, _, err := tflite.Digest(dst, m.o.Facts()); err == nil && d == digest {
 		return dst
 	}
-	if err := a.keepCopy(path, dst); err != nil {
-		a.log.Warn("model version not kept: served from its path, no rollback to it", "model", id, "err", err)
+	if err := m.keepCopy(path, dst); err != nil {
+		m.log.Warn("model version not kept: served from its path, no rollback to it", "model", id, "err", err)
 		return path
 	}
-	if d, _, err := tflite.Digest(dst, a.facts); err != nil || d != digest {
+	if d, _, err := tflite.Digest(dst, m.o.Facts()); err != nil || d != digest {
 		// The path changed between hashing and copying: the next rescan
 		// sees the new content.
 		_ = os.Remove(dst)
@@ -49,7 +49,7 @@ func (a *Agent) pinVersion(id, path, digest string) string {
 
 // keepCopy makes dst hold path's bytes: a copy when small enough, else a
 // hard link. The file appears whole (written aside, then renamed).
-func (a *Agent) keepCopy(path, dst string) error {
+func (m *Manager) keepCopy(path, dst string) error {
 	fi, err := os.Stat(path)
 	if err != nil {
 		return err
@@ -59,7 +59,7 @@ func (a *Agent) keepCopy(path, dst string) error {
 	}
 	tmp := dst + ".tmp"
 	_ = os.Remove(tmp)
-	if fi.Size() > int64(a.config().Updates.KeepPreviousBytes) {
+	if fi.Size() > m.settings().KeepPreviousBytes {
 		if err := os.Link(path, tmp); err != nil {
 			return fmt.Errorf("%d bytes is over updates.keep_previous_bytes and a hard link failed: %w", fi.Size(), err)
 		}
@@ -94,11 +94,11 @@ func copyFile(src, dst string) error {
 }
 
 // pruneVersions removes the kept files of model id other than keep.
-func (a *Agent) pruneVersions(id string, keep ...string) {
+func (m *Manager) pruneVersions(id string, keep ...string) {
 	if len(keep) == 0 || keep[0] == "" {
 		return // nothing known to keep: keep everything
 	}
-	dir := filepath.Join(a.config().StateDir, "versions", id)
+	dir := filepath.Join(m.settings().StateDir, "versions", id)
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return
@@ -107,32 +107,31 @@ func (a *Agent) pruneVersions(id string, keep ...string) {
 		digest, ok := strings.CutSuffix(e.Name(), ".tflite")
 		if !ok || !slices.Contains(keep, digest) {
 			if err := os.Remove(filepath.Join(dir, e.Name())); err != nil && !errors.Is(err, os.ErrNotExist) {
-				a.log.Warn("old model version not removed", "model", id, "err", err)
+				m.log.Warn("old model version not removed", "model", id, "err", err)
 			}
 		}
 	}
 }
 
-// noteServing records that st's version serves its model (at start: the
+// NoteServing records that version digest serves model id (at start: the
 // file may have changed while the agent was down) and drops kept versions
 // other than it and the one before.
-func (a *Agent) noteServing(st *modelState) {
-	id := st.cfg.ID
-	v, err := a.store.Versions(id)
-	if err == nil && v.Current == st.digest {
+func (m *Manager) NoteServing(id, digest string) {
+	v, err := m.store().Versions(id)
+	if err == nil && v.Current == digest {
 		// The usual start: nothing new to write (no fsync per model).
-		a.pruneVersions(id, v.Current, v.Previous)
+		m.pruneVersions(id, v.Current, v.Previous)
 		return
 	}
 	var keep []string
-	a.recordVersions(id, func(v *storage.Versions) {
-		if v.Current != st.digest {
+	m.recordVersions(id, func(v *storage.Versions) {
+		if v.Current != digest {
 			if v.Current != "" {
 				v.Previous = v.Current
 			}
-			v.Current = st.digest
+			v.Current = digest
 		}
 		keep = []string{v.Current, v.Previous}
 	})
-	a.pruneVersions(id, keep...)
+	m.pruneVersions(id, keep...)
 }
