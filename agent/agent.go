@@ -66,12 +66,12 @@ type Options struct {
 
 // Agent is the running daemon: state, pool and what it learned at start.
 type Agent struct {
-	// readRateDevice is the models' storage device (see readrate.go).
-	readRateDevice string
-	// localBroker is the embedded broker when the agent serves MQTT itself.
-	localBroker *mqtt.LocalBroker
-	// localInfo is how it admits clients (the status shows it).
-	localInfo atomic.Pointer[mqtt.LocalInfo]
+	// files is the models' files below the pool: read rate, huge pages.
+	files *pageCache
+	// broker is the embedded broker when the agent serves MQTT itself.
+	broker embeddedBroker
+	// ha announces the agent to Home Assistant ([homeassistant]).
+	ha *homeAssistant
 	// fleet shares calibrations with twins (nil unless a fleet member).
 	fleet *fleetState
 	// lat records request latencies; prom exports metrics to Prometheus
@@ -79,7 +79,6 @@ type Agent struct {
 	// durations (ms), from the state file.
 	lat      *latencies
 	prom     *promMetrics
-	haKick   chan struct{} // publish the Home Assistant discovery configs
 	hw       hardware.Info // read once, before any goroutine starts
 	startups atomic.Pointer[[]float64]
 	cfg      atomic.Pointer[Config] // replaced whole by Reload; read with config()
@@ -126,7 +125,6 @@ type Agent struct {
 
 	laterEvents chan queuedEvent // raised on hot paths, written by eventWriter
 
-	hugeKick   chan struct{} // a reload or a large eviction: check model pages (cap 1)
 	statusKick chan struct{} // readiness may have changed (cap 1)
 
 	notify sdnotify.Notifier
@@ -166,12 +164,13 @@ func New(cfg Config, log *slog.Logger, o Options) *Agent {
 		o.ScheduleEvery = time.Minute
 	}
 	a := &Agent{opts: o, log: log, models: map[string]*modelState{}, wake: newWakeTracker(), stop: func() {},
-		laterEvents: make(chan queuedEvent, 256), hugeKick: make(chan struct{}, 1), statusKick: make(chan struct{}, 1),
+		laterEvents: make(chan queuedEvent, 256), statusKick: make(chan struct{}, 1),
 		notify: sdnotify.Notifier{Log: log}, hb: sdnotify.NewHeartbeats(time.Second)}
 	a.upd = newUpdates(a, cfg)
 	a.tiers = newTiers()
 	a.lat = newLatencies(o.Started)
-	a.haKick = make(chan struct{}, 1)
+	a.ha = newHomeAssistant(homeAssistantDeps{log: log, config: a.config, hw: func() hardware.Info { return a.hw }, lat: a.lat, pool: a.Pool,
+		mq: func() *mqtt.Client { return a.mq }, memory: a.memory, power: a.powerReader, publish: a.publish})
 	if cfg.httpListen() != "" {
 		a.prom = newPromMetrics(a)
 	}
@@ -198,6 +197,7 @@ func New(cfg Config, log *slog.Logger, o Options) *Agent {
 		settleDelegates: a.settleDelegates, restoreCalibration: a.restoreCalibration, calibrationKey: a.calibrationKey,
 		failModel: a.failModel, modelSpec: a.modelSpec,
 		adoptFleet: a.adoptFleet, verifyFleet: a.verifyFleet, fleetPublish: a.fleetPublish})
+	a.files = newPageCache(pageCacheDeps{log: log, config: a.config, pool: a.Pool, store: a.Store, settled: a.Settled, event: a.event})
 	a.observers = a.requestObservers()
 	return a
 }
@@ -279,9 +279,8 @@ func (a *Agent) Close() error {
 	a.stop()
 	a.wg.Wait()
 	var errs []error
-	if a.localBroker != nil { // after the agent's own client has gone
-		errs = append(errs, a.localBroker.Close())
-		a.localBroker = nil
+	if err := a.broker.close(); err != nil { // after the agent's own client has gone
+		errs = append(errs, err)
 	}
 	if a.pool != nil {
 		a.saveLearnedCosts()

@@ -153,7 +153,7 @@ func (a *Agent) Status() Status {
 		<-a.pending.all // every configured model in it
 	}
 	return Status{Agent: Version, Device: a.config().device(), UptimeS: time.Since(a.opts.Started).Seconds(),
-		Models: a.pool.Models(), Readiness: a.readiness(), Metrics: a.metrics(false), LocalBroker: a.localInfo.Load()}
+		Models: a.pool.Models(), Readiness: a.readiness(), Metrics: a.metrics(false), LocalBroker: a.broker.info.Load()}
 }
 
 func (a *Agent) modelCommand(ctx context.Context, verb, id string) (any, error) {

@@ -12,11 +12,41 @@ package agent
 import (
 	"context"
 	"encoding/json"
+	"log/slog"
 	"strings"
 	"time"
 
+	"github.com/edge-agent/edge-agent/agent/hardware"
 	"github.com/edge-agent/edge-agent/mqtt"
+	"github.com/edge-agent/edge-agent/power"
+	"github.com/edge-agent/edge-agent/tflite"
 )
+
+// homeAssistant announces the agent to Home Assistant (discovery configs)
+// and publishes its sensors' state. Its loop runs under the agent's
+// runCtx; it holds no lock.
+type homeAssistant struct {
+	homeAssistantDeps
+	kick chan struct{} // publish the discovery configs (cap 1)
+}
+
+// homeAssistantDeps is what Home Assistant's part asks of the agent. pool
+// and mq are functions: both exist only once the agent has started.
+type homeAssistantDeps struct {
+	log     *slog.Logger
+	config  func() *Config
+	hw      func() hardware.Info // read by the start
+	lat     *latencies
+	pool    func() *tflite.Pool
+	mq      func() *mqtt.Client
+	memory  func() power.Memory
+	power   func() *power.Reader
+	publish func(topic string, retain bool, v any) error
+}
+
+func newHomeAssistant(d homeAssistantDeps) *homeAssistant {
+	return &homeAssistant{homeAssistantDeps: d, kick: make(chan struct{}, 1)}
+}
 
 // HomeAssistantConfig is [homeassistant].
 type HomeAssistantConfig struct {
@@ -74,12 +104,12 @@ func haEntities(prefix, device string) []haEntity {
 	}
 }
 
-// haDiscovery is every discovery topic with its retained config.
-func (a *Agent) haDiscovery() map[string][]byte {
-	cfg := a.config()
+// discovery is every discovery topic with its retained config.
+func (h *homeAssistant) discovery() map[string][]byte {
+	cfg := h.config()
 	dev, prefix := cfg.device(), cfg.MQTT.Prefix
 	node := haNode(dev)
-	hw := a.hw
+	hw := h.hw()
 	model := hw.Board
 	if model == "" {
 		model = hw.Arch + " " + hw.CPUModel
@@ -100,14 +130,14 @@ func (a *Agent) haDiscovery() map[string][]byte {
 	return out
 }
 
-// haState reads the sensors' values now.
-func (a *Agent) haState() haState {
-	st := haState{WarmModels: a.pool.Stats().WarmModels, RSSBytes: a.memory().RSSBytes, FirstAfterWakeMs: ms(a.lat.lastFirst())}
-	for _, r := range a.lat.snapshot(time.Now(), false) {
+// state reads the sensors' values now.
+func (h *homeAssistant) state() haState {
+	st := haState{WarmModels: h.pool().Stats().WarmModels, RSSBytes: h.memory().RSSBytes, FirstAfterWakeMs: ms(h.lat.lastFirst())}
+	for _, r := range h.lat.snapshot(time.Now(), false) {
 		st.ColdStartsPerH += r.ColdPerHour
 		st.P95Ms = max(st.P95Ms, r.E2EMs.P95) // the slowest model's
 	}
-	p := a.powerReader().Read()
+	p := h.power().Read()
 	if p.Battery != nil {
 		st.BatteryPercent = p.Battery.Capacity
 	}
@@ -115,51 +145,51 @@ func (a *Agent) haState() haState {
 	return st
 }
 
-// haLoop publishes the discovery configs when kicked (a connection, Home
+// loop publishes the discovery configs when kicked (a connection, Home
 // Assistant back online) and the sensors' state every metrics interval.
-func (a *Agent) haLoop(ctx context.Context) {
-	tick := time.NewTicker(a.config().MQTT.MetricsInterval)
+func (h *homeAssistant) loop(ctx context.Context) {
+	tick := time.NewTicker(h.config().MQTT.MetricsInterval)
 	defer tick.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-a.haKick:
-			for topic, b := range a.haDiscovery() {
+		case <-h.kick:
+			for topic, b := range h.discovery() {
 				pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-				err := a.mq.PublishNow(pctx, topic, true, b)
+				err := h.mq().PublishNow(pctx, topic, true, b)
 				cancel()
 				if err != nil {
-					a.log.Warn("homeassistant: discovery not published; again on the next connection", "topic", topic, "err", err)
+					h.log.Warn("homeassistant: discovery not published; again on the next connection", "topic", topic, "err", err)
 					break
 				}
 			}
 		case <-tick.C:
 		}
-		if err := a.publish("ha/state", true, a.haState()); err != nil {
-			a.log.Error("homeassistant: state not queued", "err", err)
+		if err := h.publish("ha/state", true, h.state()); err != nil {
+			h.log.Error("homeassistant: state not queued", "err", err)
 		}
 	}
 }
 
-// kickHA asks haLoop to publish the discovery configs (never blocks).
-func (a *Agent) kickHA() {
+// kickHA asks loop to publish the discovery configs (never blocks).
+func (h *homeAssistant) kickHA() {
 	select {
-	case a.haKick <- struct{}{}:
+	case h.kick <- struct{}{}:
 	default:
 	}
 }
 
-// haOptions wires discovery into the MQTT client's options.
-func (a *Agent) haOptions(o *mqtt.Options) {
-	ha := a.config().HomeAssistant
+// options wires discovery into the MQTT client's options.
+func (h *homeAssistant) options(o *mqtt.Options) {
+	ha := h.config().HomeAssistant
 	if !ha.Enabled {
 		return
 	}
-	o.OnConnect = chain(o.OnConnect, a.kickHA)
+	o.OnConnect = chain(o.OnConnect, h.kickHA)
 	o.Watch[ha.DiscoveryPrefix+"/status"] = func(_ string, p []byte) {
 		if string(p) == "online" { // Home Assistant restarted: announce again
-			a.kickHA()
+			h.kickHA()
 		}
 	}
 }

@@ -17,8 +17,8 @@ const hugeRecheck = 10 * time.Minute
 // after each reload has, when a large model leaves the pool (a mapped
 // file's pages cannot be dropped, so a warm model waits for that) and
 // every hugeRecheck.
-func (a *Agent) hugePagesLoop(ctx context.Context) {
-	if !a.config().hugePages() {
+func (c *pageCache) hugePagesLoop(ctx context.Context) {
+	if !c.config().hugePages() {
 		return
 	}
 	t := time.NewTicker(hugeRecheck)
@@ -28,16 +28,16 @@ func (a *Agent) hugePagesLoop(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case <-a.Settled():
+		case <-c.settled():
 		}
-		if !a.cacheHugePages(ctx, checked) {
-			a.log.Info("this kernel keeps model files in small pages: [pool] huge_pages has nothing to do")
+		if !c.cacheHugePages(ctx, checked) {
+			c.log.Info("this kernel keeps model files in small pages: [pool] huge_pages has nothing to do")
 			return
 		}
 		select {
 		case <-ctx.Done():
 			return
-		case <-a.hugeKick:
+		case <-c.kick:
 		case <-t.C:
 		}
 	}
@@ -45,9 +45,9 @@ func (a *Agent) hugePagesLoop(ctx context.Context) {
 
 // kickHugePages asks hugePagesLoop for a pass (a large model was evicted,
 // models were registered).
-func (a *Agent) kickHugePages() {
+func (c *pageCache) kickHugePages() {
 	select {
-	case a.hugeKick <- struct{}{}:
+	case c.kick <- struct{}{}:
 	default:
 	}
 }
@@ -56,14 +56,14 @@ func (a *Agent) kickHugePages() {
 // mapped ones, the small ones and those checked within hugeRecheck. It
 // returns false when a reread gave no huge folio at all: the kernel has
 // none for these files, and rereading them would only cost reads.
-func (a *Agent) cacheHugePages(ctx context.Context, checked map[tflite.FileID]time.Time) bool {
+func (c *pageCache) cacheHugePages(ctx context.Context, checked map[tflite.FileID]time.Time) bool {
 	now := time.Now()
 	for id, at := range checked {
 		if now.Sub(at) >= hugeRecheck {
 			delete(checked, id)
 		}
 	}
-	for _, m := range a.pool.Models() {
+	for _, m := range c.pool().Models() {
 		if ctx.Err() != nil {
 			return true
 		}
@@ -78,17 +78,17 @@ func (a *Agent) cacheHugePages(ctx context.Context, checked map[tflite.FileID]ti
 		r, err := tflite.CacheHuge(m.Path, true)
 		switch {
 		case err != nil:
-			a.log.Warn("model pages not read in as huge pages", "model", m.ID, "err", err)
+			c.log.Warn("model pages not read in as huge pages", "model", m.ID, "err", err)
 		case r.Reread > 0:
-			a.log.Info("model pages read in again as huge pages", "model", m.ID,
+			c.log.Info("model pages read in again as huge pages", "model", m.ID,
 				"huge_bytes", r.Huge, "size", r.Size, "reread_bytes", r.Reread, "took_ms", ms(r.Took))
-			a.event("huge_pages", map[string]any{"model": m.ID, "huge_bytes": r.Huge, "size": r.Size,
+			c.event("huge_pages", map[string]any{"model": m.ID, "huge_bytes": r.Huge, "size": r.Size,
 				"reread_bytes": r.Reread, "took_ms": ms(r.Took)})
 			if r.Huge == 0 {
 				return false
 			}
 		default:
-			a.log.Debug("model pages checked", "model", m.ID, "huge_bytes", r.Huge, "size", r.Size)
+			c.log.Debug("model pages checked", "model", m.ID, "huge_bytes", r.Huge, "size", r.Size)
 		}
 	}
 	return true

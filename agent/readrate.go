@@ -42,12 +42,12 @@ func deviceOf(path string) (string, error) {
 // Before any model is registered (the start registers them after it
 // accepts requests) the device is the kept versions' (state dir) or the
 // configured files'.
-func (a *Agent) restoreReadRate(configured ...string) (string, bool) {
+func (c *pageCache) restoreReadRate(configured ...string) (string, bool) {
 	var paths []string
-	if ms := a.pool.Models(); len(ms) > 0 {
+	if ms := c.pool().Models(); len(ms) > 0 {
 		paths = []string{ms[0].Path}
 	} else {
-		paths = append([]string{a.config().StateDir}, configured...)
+		paths = append([]string{c.config().StateDir}, configured...)
 	}
 	first := ""
 	for _, p := range paths {
@@ -55,8 +55,8 @@ func (a *Agent) restoreReadRate(configured ...string) (string, bool) {
 		if err != nil {
 			continue
 		}
-		if r, ok := a.store.ReadRate(dev); ok {
-			a.pool.SetReadRate(r.BytesPerSec)
+		if r, ok := c.store().ReadRate(dev); ok {
+			c.pool().SetReadRate(r.BytesPerSec)
 			return dev, true
 		}
 		if first == "" {
@@ -69,17 +69,17 @@ func (a *Agent) restoreReadRate(configured ...string) (string, bool) {
 // measureReadRate measures and stores the read rate of the models'
 // device unless the start restored it: it reads the largest model file
 // (up to 64 MiB) that is not mapped, once, after the start has settled.
-func (a *Agent) measureReadRate(ctx context.Context) {
-	dev := a.readRateDevice
-	if dev == "" || a.pool.Stats().ReadRate > 0 {
+func (c *pageCache) measureReadRate(ctx context.Context) {
+	dev := c.device
+	if dev == "" || c.pool().Stats().ReadRate > 0 {
 		return
 	}
 	select {
 	case <-ctx.Done():
 		return
-	case <-a.Settled():
+	case <-c.settled():
 	}
-	ms := a.pool.Models()
+	ms := c.pool().Models()
 	slices.SortFunc(ms, func(x, y tflite.ModelStatus) int { return int(fileSize(y.Path) - fileSize(x.Path)) })
 	for _, m := range ms {
 		size := fileSize(m.Path)
@@ -94,19 +94,19 @@ func (a *Agent) measureReadRate(ctx context.Context) {
 			continue
 		}
 		if err != nil {
-			a.log.Warn("storage read rate not measured", "file", m.Path, "err", err)
+			c.log.Warn("storage read rate not measured", "file", m.Path, "err", err)
 			return
 		}
-		a.pool.SetReadRate(rate)
+		c.pool().SetReadRate(rate)
 		r := storage.ReadRate{BytesPerSec: rate, Bytes: size, File: m.Path, Measured: time.Now().UTC()}
-		if err := a.store.PutReadRate(dev, r); err != nil {
-			a.log.Warn("storage read rate not stored", "err", err)
+		if err := c.store().PutReadRate(dev, r); err != nil {
+			c.log.Warn("storage read rate not stored", "err", err)
 		}
-		a.log.Info("storage read rate measured", "device", dev, "mb_per_s", rate/1e6, "file", m.Path)
-		a.event("storage_read_rate", map[string]any{"device": dev, "bytes_per_sec": rate, "bytes": size})
+		c.log.Info("storage read rate measured", "device", dev, "mb_per_s", rate/1e6, "file", m.Path)
+		c.event("storage_read_rate", map[string]any{"device": dev, "bytes_per_sec": rate, "bytes": size})
 		return
 	}
-	a.log.Info("storage read rate not measured: no model file that nothing maps could be read cold", "device", dev)
+	c.log.Info("storage read rate not measured: no model file that nothing maps could be read cold", "device", dev)
 }
 
 func fileSize(path string) int64 {

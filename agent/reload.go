@@ -161,7 +161,7 @@ func (a *Agent) syncModels() ReloadResult {
 	}
 	if len(res.Added)+len(res.Changed) > 0 {
 		a.calib.unsettle()
-		a.kickHugePages()
+		a.files.kickHugePages()
 	}
 	return nilSafe(res)
 }

@@ -2,7 +2,6 @@ package agent
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -39,7 +38,7 @@ func (a *Agent) Start(ctx context.Context) error {
 		return err
 	}
 	a.spawn(runCtx, a.pending.registerRest)
-	a.readRateDevice, _ = a.restoreReadRate(modelPaths(models)...)
+	a.files.device, _ = a.files.restoreReadRate(modelPaths(models)...)
 	t = time.Now()
 	if err := a.startMQTT(ctx, runCtx); err != nil {
 		return err
@@ -135,7 +134,7 @@ func (a *Agent) newPool() {
 		OnEvict: func(e tflite.EvictEvent) {
 			a.statusChanged()
 			if e.Bytes >= tflite.HugeMin {
-				a.kickHugePages() // its file is no longer mapped
+				a.files.kickHugePages() // its file is no longer mapped
 			}
 			a.eventLater("eviction", map[string]any{"model": e.ModelID, "bytes": e.Bytes, "reason": e.Reason})
 		},
@@ -215,7 +214,7 @@ func (a *Agent) startMQTT(ctx, runCtx context.Context) error {
 	if len(brokers) == 0 {
 		var user, pw string
 		var err error
-		if brokers, user, pw, err = a.startLocalBroker(); err != nil {
+		if brokers, user, pw, err = a.broker.start(a.config().localBrokerOptions(), a.log); err != nil {
 			return err
 		}
 		if pw != "" { // its own broker (someone else's there: [mqtt] username, as before)
@@ -232,7 +231,7 @@ func (a *Agent) startMQTT(ctx, runCtx context.Context) error {
 	o.Brokers = brokers
 	o.Logger = a.log
 	o.Watch = map[string]func(string, []byte){}
-	a.haOptions(&o)
+	a.ha.options(&o)
 	a.fleetOptions(&o)
 	o.OnPanic = func(c mqtt.Command, v any, _ []byte) {
 		a.event("command_panic", map[string]any{"verb": c.Verb, "id": c.ID, "panic": fmt.Sprint(v)})
@@ -244,7 +243,7 @@ func (a *Agent) startMQTT(ctx, runCtx context.Context) error {
 	mq.SetStatus(a.statusFields())
 	a.mq = mq
 	if a.config().HomeAssistant.Enabled {
-		a.spawn(runCtx, a.haLoop)
+		a.spawn(runCtx, a.ha.loop)
 	}
 	a.spawn(runCtx, func(ctx context.Context) {
 		if err := mq.Run(ctx); err != nil {
@@ -301,39 +300,6 @@ func (a *Agent) finishStart(ctx context.Context) {
 	if err := a.publish(topicStartup, true, rep); err != nil {
 		a.log.Error("final startup report not queued", "err", err)
 	}
-}
-
-// startLocalBroker serves MQTT on [mqtt] local_listen when no broker is
-// configured, and returns the broker to connect to (its own, or the one
-// already listening there) and the agent's login there. With local_listen
-// off, or when it cannot listen, the agent runs without MQTT (and says
-// why); a users file or certificate that cannot be read is an error.
-func (a *Agent) startLocalBroker() (brokers []string, user, password string, err error) {
-	o := a.config().localBrokerOptions()
-	if o.Addr == "" {
-		return nil, "", "", nil
-	}
-	o.Logger = a.log
-	b, err := mqtt.ServeLocal(o)
-	switch {
-	case errors.Is(err, mqtt.ErrAddrInUse):
-		a.log.Info("mqtt: something already listens on local_listen; connecting to it as a client", "addr", o.Addr)
-		return []string{"tcp://" + o.Addr}, "", "", nil
-	case errors.Is(err, mqtt.ErrOpenBroker), err != nil && o.UsersFile+o.CertFile != "": // asked-for protection that cannot be had
-		return nil, "", "", fmt.Errorf("mqtt: %w", err)
-	case err != nil:
-		a.log.Error("mqtt: no local broker; running without MQTT", "addr", o.Addr, "err", err)
-		return nil, "", "", nil
-	}
-	info := b.Info()
-	if info.Auth == "anonymous" {
-		a.log.Warn("mqtt: the local broker listens beyond loopback and admits anyone (local_allow_anonymous)", "addr", info.Addr)
-	}
-	a.log.Info("mqtt: serving a local broker", "addr", info.Addr, "auth", info.Auth, "tls", info.TLS)
-	a.localBroker = b
-	a.localInfo.Store(&info)
-	user, password = b.Login()
-	return []string{b.URL()}, user, password, nil
 }
 
 // recordStart keeps this start's duration with the last ones (a state

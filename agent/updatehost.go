@@ -77,7 +77,7 @@ func (h updateHost) Commit(from, to update.Model, swap func() error) error {
 	}
 	a.setModel(st)
 	a.calib.unsettle()
-	a.kickHugePages()
+	a.files.kickHugePages()
 	return nil
 }
 
