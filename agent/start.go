@@ -101,6 +101,7 @@ func (a *Agent) openState() error {
 	}
 	a.store = store
 	a.facts = newFileFacts(store, a.opts.BeforeModelRead)
+	a.versions = newVersionKeeper(a.opts.BeforeVersionKeep)
 	a.report.State = rep
 	a.report.Timings.StateOpen = time.Since(t0)
 	if rep.Corruption != nil {
@@ -171,7 +172,7 @@ func modelPaths(models []ModelConfig) []string {
 func (a *Agent) registerPending(m *pendingModel) {
 	defer a.pending.finish(m)
 	a.notify.send("STATUS=registering " + m.cfg.ID)
-	st := a.register(m.cfg)
+	st := a.registerFrom(m.cfg, m.cfg.Path, true)
 	a.prepMu.Lock()
 	defer a.prepMu.Unlock()
 	if !a.pending.wanted(m) {
@@ -179,7 +180,19 @@ func (a *Agent) registerPending(m *pendingModel) {
 	}
 	st = a.admitModel(st, false)
 	a.setModel(st)
-	if st.servable {
+	switch {
+	case st.servable && st.keepLater:
+		// The copy's fsync and the versions record after the model
+		// serves: a first answer needs neither.
+		a.versions.keep(func(f func(context.Context)) { a.spawn(a.runCtx, f) }, st.cfg.ID, func() {
+			if st.source != st.cfg.Path {
+				if err := syncKept(st.source); err != nil {
+					a.log.Warn("model version copy not synced", "model", st.cfg.ID, "err", err)
+				}
+			}
+			a.noteServing(st)
+		})
+	case st.servable:
 		a.noteServing(st)
 	}
 }

@@ -125,6 +125,11 @@ func (a *Agent) staging(id, digest string) bool {
 // is checked alone (see updatestage.go); a request never fails for the
 // swap, and every check runs whatever the room.
 func (a *Agent) applyUpdate(ctx context.Context, old, st *modelState, rollback string) (UpdateReport, error) {
+	// The serving version's record and copy first (a start keeps them
+	// in the background): this update names it as the previous version.
+	if err := a.versions.wait(ctx, st.cfg.ID); err != nil {
+		return UpdateReport{}, err
+	}
 	t0 := time.Now()
 	id := st.cfg.ID
 	rep := UpdateReport{Model: id, OldSHA256: old.digest, NewSHA256: st.digest, Checks: []string{}, Rollback: rollback != "", Reason: rollback}
@@ -364,6 +369,9 @@ func (a *Agent) Rollback(ctx context.Context, id, reason string) (UpdateReport, 
 	if !ok || !cur.servable {
 		return UpdateReport{}, &tflite.Error{Op: "rollback " + id, Kind: tflite.ErrUnknownModel}
 	}
+	if err := a.versions.wait(ctx, id); err != nil {
+		return UpdateReport{}, err
+	}
 	v, err := a.store.Versions(id)
 	if err != nil {
 		return UpdateReport{}, err
@@ -372,7 +380,7 @@ func (a *Agent) Rollback(ctx context.Context, id, reason string) (UpdateReport, 
 		return UpdateReport{}, fmt.Errorf("rollback %q: %w", id, ErrNoPrevious)
 	}
 	a.prepMu.Lock()
-	st := a.registerFrom(cur.cfg, a.versionFile(id, v.Previous))
+	st := a.registerFrom(cur.cfg, a.versionFile(id, v.Previous), false)
 	a.prepMu.Unlock()
 	if !st.servable || st.digest != v.Previous {
 		return UpdateReport{}, fmt.Errorf("rollback %q: %w: the kept copy is missing or damaged", id, ErrNoPrevious)
