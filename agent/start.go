@@ -184,13 +184,16 @@ func (a *Agent) registerPending(m *pendingModel) {
 	case st.servable && st.keepLater:
 		// The copy's fsync and the versions record after the model
 		// serves: a first answer needs neither.
+		// What it needs is read here, under prepMu: st changes later.
+		version := &modelState{cfg: st.cfg, digest: st.digest}
+		source := st.source
 		a.versions.keep(func(f func(context.Context)) { a.spawn(a.runCtx, f) }, st.cfg.ID, func() {
-			if st.source != st.cfg.Path {
-				if err := syncKept(st.source); err != nil {
-					a.log.Warn("model version copy not synced", "model", st.cfg.ID, "err", err)
+			if source != version.cfg.Path {
+				if err := syncKept(source); err != nil {
+					a.log.Warn("model version copy not synced", "model", version.cfg.ID, "err", err)
 				}
 			}
-			a.noteServing(st)
+			a.noteServing(version)
 		})
 	case st.servable:
 		a.noteServing(st)
@@ -211,9 +214,10 @@ func (a *Agent) setModel(st *modelState) {
 		a.order = slices.Insert(a.order, i, st.cfg.ID)
 	}
 	a.models[st.cfg.ID] = st
+	queued := st.queued // the calibrator changes it under mapsMu once st is listed
 	a.mapsMu.Unlock()
 	a.statusChanged()
-	if st.queued {
+	if queued {
 		a.kickCalibrator()
 	}
 }
