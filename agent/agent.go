@@ -10,8 +10,11 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/edge-agent/edge-agent/agent/hardware"
 	"github.com/edge-agent/edge-agent/agent/infer"
 	"github.com/edge-agent/edge-agent/agent/observe"
+	"github.com/edge-agent/edge-agent/agent/sdnotify"
+	"github.com/edge-agent/edge-agent/agent/update"
 	"github.com/edge-agent/edge-agent/mqtt"
 	"github.com/edge-agent/edge-agent/power"
 	"github.com/edge-agent/edge-agent/storage"
@@ -81,7 +84,7 @@ type Agent struct {
 	lat      *latencies
 	prom     *promMetrics
 	haKick   chan struct{} // publish the Home Assistant discovery configs
-	hw       Hardware      // read once, before any goroutine starts
+	hw       hardware.Info // read once, before any goroutine starts
 	startups atomic.Pointer[[]float64]
 	cfg      atomic.Pointer[Config] // replaced whole by Reload; read with config()
 	opts     Options
@@ -136,8 +139,8 @@ type Agent struct {
 	settled       chan struct{}
 	startPlanDone bool
 
-	notify notifier
-	hb     *heartbeats
+	notify sdnotify.Notifier
+	hb     *sdnotify.Heartbeats
 
 	// The agent's own goroutines (MQTT, metrics, usage, planner) run under
 	// runCtx and stop with stop.
@@ -145,14 +148,8 @@ type Agent struct {
 	stop   func()
 	wg     sync.WaitGroup
 
-	// updMu guards updates (versions being staged), guards (updates whose
-	// first requests are watched) and outcomes (recent request results).
-	updMu    sync.Mutex
-	updates  map[string]*pendingUpdate
-	guards   map[string]*updateGuard
-	outcomes map[string]*outcomes
-	parity   *parityRing // recent requests per model, replayed through updates
-	tiers    *tiers      // fast-path agreement of families
+	upd   *update.Manager // model updates: staging, checks, rollback
+	tiers *tiers          // fast-path agreement of families
 }
 
 // New prepares an agent; it does no I/O.
@@ -180,9 +177,8 @@ func New(cfg Config, log *slog.Logger, o Options) *Agent {
 	}
 	a := &Agent{opts: o, log: log, models: map[string]*modelState{}, wake: newWakeTracker(), stop: func() {},
 		laterEvents: make(chan queuedEvent, 256), calKick: make(chan struct{}, 1), hugeKick: make(chan struct{}, 1), statusKick: make(chan struct{}, 1),
-		settled: make(chan struct{}), notify: notifier{log: log}, hb: newHeartbeats(time.Second)}
-	a.updates, a.guards, a.outcomes = map[string]*pendingUpdate{}, map[string]*updateGuard{}, map[string]*outcomes{}
-	a.parity = newParityRing(cfg.Updates.ParityRing, int64(cfg.Updates.ParityRingBytes))
+		settled: make(chan struct{}), notify: sdnotify.Notifier{Log: log}, hb: sdnotify.NewHeartbeats(time.Second)}
+	a.upd = newUpdates(a, cfg)
 	a.tiers = newTiers()
 	a.lat = newLatencies(o.Started)
 	a.haKick = make(chan struct{}, 1)
@@ -194,7 +190,7 @@ func New(cfg Config, log *slog.Logger, o Options) *Agent {
 	a.planner = newWakePlanner(plannerDeps{log: log, config: a.config, pool: a.Pool, store: a.Store,
 		power: a.powerReader, meter: a.meter, calibrations: a.calibrations, now: o.Now, clock: o.Clock, rand: o.Rand,
 		beforePrewarm: o.BeforePrewarm, scheduleEvery: o.ScheduleEvery, loop: a.loops.kicked, spawn: a.spawn,
-		event: a.event, notify: a.notify.send, noteLoad: a.noteLoad, warmed: a.checkSamplesFor,
+		event: a.event, notify: a.notify.Send, noteLoad: a.noteLoad, warmed: a.checkSamplesFor,
 		woke: a.wake.woke, // a new wake: first requests count from here
 		countWake: func(source string) {
 			if a.prom != nil {

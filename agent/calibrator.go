@@ -6,6 +6,7 @@ import (
 	"sort"
 	"time"
 
+	"github.com/edge-agent/edge-agent/agent/calibrate"
 	"github.com/edge-agent/edge-agent/power"
 	"github.com/edge-agent/edge-agent/storage"
 	"github.com/edge-agent/edge-agent/tflite"
@@ -174,9 +175,9 @@ func (a *Agent) calibrate(ctx context.Context, st *modelState) {
 }
 
 // calibrationRun is how the calibrator measures, from the configuration.
-func (a *Agent) calibrationRun() calibration {
+func (a *Agent) calibrationRun() calibrate.Calibration {
 	cfg := a.config().Calibration
-	return calibration{Runs: cfg.Runs, Steady: cfg.SteadyInvokes, MaxThreads: cfg.MaxThreads, PageIn: a.config().pageIn(),
+	return calibrate.Calibration{Runs: cfg.Runs, Steady: cfg.SteadyInvokes, MaxThreads: cfg.MaxThreads, PageIn: a.config().pageIn(),
 		Budget: a.pool, Yield: a.yieldToRequests}
 }
 
@@ -207,7 +208,7 @@ func (a *Agent) measureHere(ctx context.Context, st, work *modelState, v storage
 	c := a.calibrationRun()
 	c.HeapGuess = a.knownHeap(id)
 	t := time.Now()
-	cal, err := c.run(ctx, work.path, a.config().Pool.Threads, work.chosen)
+	cal, err := c.Run(ctx, work.path, a.config().Pool.Threads, work.chosen)
 	took := time.Since(t)
 	work.report.CalibrationCPU += c.CPU
 	switch {

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/edge-agent/edge-agent/agent"
+	edgecli "github.com/edge-agent/edge-agent/agent/cli"
 	"github.com/edge-agent/edge-agent/mqtt/mqtttest"
 	"github.com/edge-agent/edge-agent/tflite/tflitetest"
 )
@@ -54,7 +55,7 @@ func TestCallCommand(t *testing.T) {
 		t.Fatalf("call infer --top 1: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
 
-	if r := call("rollback", "--model", "cls"); r.code != agent.ExitFailure || !strings.Contains(r.stderr, "no_previous_version") {
+	if r := call("rollback", "--model", "cls"); r.code != edgecli.ExitFailure || !strings.Contains(r.stderr, "no_previous_version") {
 		t.Fatalf("rollback with nothing to roll back to: exit %d\n%s", r.code, r.stderr)
 	}
 	replaceFile(t, path, v2)
@@ -70,10 +71,10 @@ func TestCallCommand(t *testing.T) {
 		t.Fatalf("after the rollback:\n%s\nwant v1's answer %d", r.stdout, fromV1)
 	}
 
-	if r := call("infer", "--model", "cls", "--image", tflitetest.Path(t, "xor_model.tflite")); r.code != agent.ExitInput {
-		t.Fatalf("infer of a non-image as an image: exit %d, want %d\n%s", r.code, agent.ExitInput, r.stderr)
+	if r := call("infer", "--model", "cls", "--image", tflitetest.Path(t, "xor_model.tflite")); r.code != edgecli.ExitInput {
+		t.Fatalf("infer of a non-image as an image: exit %d, want %d\n%s", r.code, edgecli.ExitInput, r.stderr)
 	}
-	if r := call("fly"); r.code != agent.ExitUsage {
+	if r := call("fly"); r.code != edgecli.ExitUsage {
 		t.Fatalf("unknown verb: exit %d", r.code)
 	}
 	if r := call("set-budget", "96MiB"); r.code != 0 || a.Pool().Stats().Budget != 96<<20 {

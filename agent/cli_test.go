@@ -1,84 +1,20 @@
 package agent_test
 
 import (
-	"bufio"
 	"bytes"
-	"context"
 	"encoding/json"
-	"errors"
-	"io"
 	"math/rand"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/edge-agent/edge-agent/agent"
+	edgecli "github.com/edge-agent/edge-agent/agent/cli"
 	"github.com/edge-agent/edge-agent/tflite/tflitetest"
 )
-
-// The test binary doubles as the edge-agent command, so CLI tests check
-// real exit statuses and signals without a separate build.
-func TestMain(m *testing.M) {
-	switch {
-	case os.Getenv("EDGE_AGENT_TEST_CLI") == "1":
-		ctx, stop := signalContext()
-		code := agent.Main(ctx, os.Args[1:], os.Stdout, os.Stderr)
-		stop()
-		os.Exit(code)
-	case os.Getenv("EDGE_AGENT_TEST_FILL_CGROUP") != "":
-		os.Exit(childFillCgroup(os.Getenv("EDGE_AGENT_TEST_FILL_CGROUP")))
-	case os.Getenv("EDGE_AGENT_TEST_QUEUE") != "":
-		os.Exit(childQueueEvents(os.Getenv("EDGE_AGENT_TEST_QUEUE")))
-	case os.Getenv("EDGE_AGENT_TEST_CRASH_CALIBRATION") != "":
-		os.Exit(childCrashCalibration(os.Getenv("EDGE_AGENT_TEST_CRASH_CALIBRATION")))
-	}
-	// No test agent serves a local broker on 127.0.0.1:1883 unless it asks
-	// for one (children inherit this): they would meet on it.
-	os.Setenv("EDGE_AGENT_MQTT_LOCAL_LISTEN", "off")
-	os.Exit(m.Run())
-}
-
-type result struct {
-	code           int
-	stdout, stderr string
-}
-
-func cliCmd(t *testing.T, args ...string) *exec.Cmd {
-	t.Helper()
-	cmd := exec.Command(os.Args[0], args...)
-	cmd.Env = append(os.Environ(), "EDGE_AGENT_TEST_CLI=1")
-	return cmd
-}
-
-func runCmd(t *testing.T, cmd *exec.Cmd) result {
-	t.Helper()
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	var ee *exec.ExitError
-	if err != nil && !errors.As(err, &ee) {
-		t.Fatalf("run %v: %v", cmd.Args, err)
-	}
-	if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-		t.Fatalf("%v died of signal %v; stderr:\n%s", cmd.Args[1:], ws.Signal(), errb.String())
-	}
-	return result{cmd.ProcessState.ExitCode(), out.String(), errb.String()}
-}
-
-func cli(t *testing.T, args ...string) result { return runCmd(t, cliCmd(t, args...)) }
-
-func writeFile(t *testing.T, path string, b []byte, mode os.FileMode) string {
-	t.Helper()
-	if err := os.WriteFile(path, b, mode); err != nil {
-		t.Fatal(err)
-	}
-	return path
-}
 
 func TestCLIBadInputs(t *testing.T) {
 	dir := t.TempDir()
@@ -107,21 +43,21 @@ func TestCLIBadInputs(t *testing.T) {
 		exit int
 		code string
 	}{
-		{"empty model", []string{"infer", "--model", empty, "--input", cat}, agent.ExitModelFile, "model_empty"},
-		{"truncated model", []string{"infer", "--model", trunc, "--input", cat}, agent.ExitModelFile, "model_truncated"},
-		{"random bytes", []string{"infer", "--model", random, "--input", cat}, agent.ExitModelFile, "model_not_tflite"},
-		{"corrupted header", []string{"infer", "--model", corrupt, "--input", cat}, agent.ExitModelFile, "model_invalid"},
-		{"directory", []string{"infer", "--model", dir, "--input", cat}, agent.ExitModelFile, "model_not_regular"},
-		{"missing", []string{"infer", "--model", filepath.Join(dir, "none.tflite"), "--input", cat}, agent.ExitModelFile, "model_not_found"},
-		{"custom op", []string{"infer", "--model", tflitetest.Path(t, "model_invoking_error.tflite"), "--input", cat}, agent.ExitModelRuntime, "model_unresolved_op"},
-		{"edge tpu only", []string{"infer", "--model", tflitetest.Path(t, "mobilenet_v1_0.25_128_quant_edgetpu.tflite"), "--input", cat}, agent.ExitModelRuntime, "model_needs_delegate"},
-		{"image of the wrong kind", []string{"infer", "--model", v2, "--input", fakePNG}, agent.ExitInput, "input_image_decode"},
-		{"image for a non-image model", []string{"infer", "--model", xor, "--input", cat}, agent.ExitInput, "input_not_image_model"},
-		{"raw input wrong size", []string{"infer", "--model", xor, "--input", raw7}, agent.ExitInput, "input_size"},
-		{"inspect corrupt", []string{"models", "inspect", trunc}, agent.ExitModelFile, "model_truncated"},
-		{"unknown command", []string{"frobnicate"}, agent.ExitUsage, "usage"},
-		{"missing flag", []string{"infer", "--model", v2}, agent.ExitUsage, "usage"},
-		{"bad config", []string{"config", "check", badCfg}, agent.ExitConfig, "config_invalid"},
+		{"empty model", []string{"infer", "--model", empty, "--input", cat}, edgecli.ExitModelFile, "model_empty"},
+		{"truncated model", []string{"infer", "--model", trunc, "--input", cat}, edgecli.ExitModelFile, "model_truncated"},
+		{"random bytes", []string{"infer", "--model", random, "--input", cat}, edgecli.ExitModelFile, "model_not_tflite"},
+		{"corrupted header", []string{"infer", "--model", corrupt, "--input", cat}, edgecli.ExitModelFile, "model_invalid"},
+		{"directory", []string{"infer", "--model", dir, "--input", cat}, edgecli.ExitModelFile, "model_not_regular"},
+		{"missing", []string{"infer", "--model", filepath.Join(dir, "none.tflite"), "--input", cat}, edgecli.ExitModelFile, "model_not_found"},
+		{"custom op", []string{"infer", "--model", tflitetest.Path(t, "model_invoking_error.tflite"), "--input", cat}, edgecli.ExitModelRuntime, "model_unresolved_op"},
+		{"edge tpu only", []string{"infer", "--model", tflitetest.Path(t, "mobilenet_v1_0.25_128_quant_edgetpu.tflite"), "--input", cat}, edgecli.ExitModelRuntime, "model_needs_delegate"},
+		{"image of the wrong kind", []string{"infer", "--model", v2, "--input", fakePNG}, edgecli.ExitInput, "input_image_decode"},
+		{"image for a non-image model", []string{"infer", "--model", xor, "--input", cat}, edgecli.ExitInput, "input_not_image_model"},
+		{"raw input wrong size", []string{"infer", "--model", xor, "--input", raw7}, edgecli.ExitInput, "input_size"},
+		{"inspect corrupt", []string{"models", "inspect", trunc}, edgecli.ExitModelFile, "model_truncated"},
+		{"unknown command", []string{"frobnicate"}, edgecli.ExitUsage, "usage"},
+		{"missing flag", []string{"infer", "--model", v2}, edgecli.ExitUsage, "usage"},
+		{"bad config", []string{"config", "check", badCfg}, edgecli.ExitConfig, "config_invalid"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -183,8 +119,8 @@ func TestCLIUnreadableModel(t *testing.T) {
 		cmd = cliCmd(t, "infer", "--model", model, "--input", raw)
 	}
 	r := runCmd(t, cmd)
-	if r.code != agent.ExitModelFile || !strings.Contains(r.stderr, "[model_unreadable]") {
-		t.Fatalf("exit %d, stderr %q; want %d [model_unreadable]", r.code, r.stderr, agent.ExitModelFile)
+	if r.code != edgecli.ExitModelFile || !strings.Contains(r.stderr, "[model_unreadable]") {
+		t.Fatalf("exit %d, stderr %q; want %d [model_unreadable]", r.code, r.stderr, edgecli.ExitModelFile)
 	}
 }
 
@@ -196,7 +132,7 @@ func TestCLIInferJSON(t *testing.T) {
 	if r.code != 0 {
 		t.Fatalf("exit %d: %s", r.code, r.stderr)
 	}
-	var res agent.InferResult
+	var res edgecli.InferResult
 	dec := json.NewDecoder(strings.NewReader(r.stdout))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&res); err != nil {
@@ -241,91 +177,6 @@ func TestCLIGenInspectAndInferRaw(t *testing.T) {
 	if r := cli(t, "version", "--json"); r.code != 0 || !strings.Contains(r.stdout, `"tflite": "2.`) {
 		t.Fatalf("version: %s", r.stdout)
 	}
-}
-
-// logBuf collects a child's log lines; the scanner goroutine writes while
-// the test may read.
-type logBuf struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *logBuf) add(line string) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.b.WriteString(line + "\n")
-}
-
-// waitFor waits until the log holds want; otherwise it kills cmd and fails.
-func (l *logBuf) waitFor(t *testing.T, cmd *exec.Cmd, want string) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !strings.Contains(l.String(), want) {
-		if time.Now().After(deadline) {
-			cmd.Process.Kill()
-			t.Fatalf("no %q in the log:\n%s", want, l)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
-// stopRun sends SIGTERM and fails unless `run` exits cleanly.
-func stopRun(t *testing.T, cmd *exec.Cmd, logs *logBuf, done <-chan error) {
-	t.Helper()
-	cmd.Process.Signal(syscall.SIGTERM)
-	if err := <-done; err != nil {
-		t.Fatalf("exit: %v\n%s", err, logs)
-	}
-}
-
-func (l *logBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-// startRun starts `run` in dir and waits for its "ready" log line. done
-// delivers the exit once the child's output has been read to the end.
-func startRun(t *testing.T, dir string, args ...string) (*exec.Cmd, *logBuf, <-chan error) {
-	t.Helper()
-	cmd := cliCmd(t, append([]string{"run"}, args...)...)
-	cmd.Dir = dir
-	pr, pw := io.Pipe()
-	cmd.Stderr = pw
-	logs := &logBuf{}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	ready := make(chan struct{})
-	scanned := make(chan struct{})
-	go func() {
-		defer close(scanned)
-		sc := bufio.NewScanner(pr)
-		once := false
-		for sc.Scan() {
-			logs.add(sc.Text())
-			if !once && strings.Contains(sc.Text(), "msg=ready") {
-				once = true
-				close(ready)
-			}
-		}
-	}()
-	done := make(chan error, 1)
-	go func() {
-		err := cmd.Wait()
-		pw.Close()
-		<-scanned
-		done <- err
-	}()
-	select {
-	case <-ready:
-	case err := <-done:
-		t.Fatalf("run exited before ready: %v\n%s", err, logs)
-	case <-time.After(2 * time.Minute):
-		cmd.Process.Kill()
-		t.Fatalf("run not ready:\n%s", logs)
-	}
-	return cmd, logs, done
 }
 
 func TestRunDefaultsUntilSignal(t *testing.T) {
@@ -392,8 +243,4 @@ path = "`+trunc+`"
 	if !strings.Contains(l, `msg="model not usable" model=broken`) || !strings.Contains(l, "code=model_truncated") || !strings.Contains(l, "warm=1") {
 		t.Fatalf("logs:\n%s", l)
 	}
-}
-
-func signalContext() (context.Context, context.CancelFunc) {
-	return signalNotify()
 }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"time"
 
+	"github.com/edge-agent/edge-agent/errcode"
 	"github.com/edge-agent/edge-agent/mqtt"
 	"github.com/edge-agent/edge-agent/tflite"
 )
@@ -15,9 +16,9 @@ import (
 // Command errors; tflite's kinds (unknown_model, input_size, over_budget,
 // model_pinned, model_busy, ...) pass through with their own codes.
 var (
-	ErrBadCommand  = tflite.NewKind("bad_request", "malformed command")
-	ErrBadModelID  = tflite.NewKind("bad_model_id", "model id is not an id (letters, digits, '.', '_', '-'; no paths)")
-	ErrUnknownVerb = tflite.NewKind("unknown_verb", "unknown command")
+	ErrBadCommand  = errcode.New("bad_request", "malformed command")
+	ErrBadModelID  = errcode.New("bad_model_id", "model id is not an id (letters, digits, '.', '_', '-'; no paths)")
+	ErrUnknownVerb = errcode.New("unknown_verb", "unknown command")
 )
 
 type commandError struct {

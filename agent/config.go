@@ -831,9 +831,6 @@ var sizeRE = regexp.MustCompile(`^\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*$`)
 // measured baseline.
 const AutoBudget ByteSize = -2
 
-// unsetBudget marks a --budget flag not given.
-const unsetBudget ByteSize = -1
-
 // ParseBudget parses a budget: a size, or "auto".
 func ParseBudget(s string) (ByteSize, error) {
 	if strings.EqualFold(strings.TrimSpace(s), "auto") {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/coreos/go-systemd/v22/daemon"
+	"github.com/edge-agent/edge-agent/agent/sdnotify"
 )
 
 // The daemon around an agent: signals, systemd readiness and watchdog,
@@ -41,13 +42,13 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, o Options, ro RunOpt
 	a := New(cfg, log, o)
 	interval, _ := daemon.SdWatchdogEnabled(false)
 	if interval > 0 {
-		a.hb = newHeartbeats(min(time.Second, interval/4))
+		a.hb = sdnotify.NewHeartbeats(min(time.Second, interval/4))
 	}
-	a.hb.beat("main")
+	a.hb.Beat("main")
 	wdCtx, stopWatchdog := context.WithCancel(context.Background())
 	defer stopWatchdog()
 	if interval > 0 {
-		go watchdog(wdCtx, interval, a.hb, a.notify)
+		go sdnotify.Watchdog(wdCtx, interval, a.hb, a.notify)
 	}
 	if err := a.Start(ctx); err != nil {
 		_ = a.shutdown()
@@ -59,7 +60,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, o Options, ro RunOpt
 	rep := a.Report()
 	log.Info("ready", "models", len(rep.Models), "warm", rep.Pool.WarmModels, "bytes_in_use", rep.Pool.BytesInUse,
 		"budget", rep.Pool.Budget, "startup_ms", ms(rep.Timings.Total))
-	a.notify.send(fmt.Sprintf("READY=1\nSTATUS=ready: %d of %d models warm", rep.Pool.WarmModels, len(rep.Models)))
+	a.notify.Send(fmt.Sprintf("READY=1\nSTATUS=ready: %d of %d models warm", rep.Pool.WarmModels, len(rep.Models)))
 	if ro.ReportPath != "" {
 		if err := writeJSONFile(ro.ReportPath, rep); err != nil {
 			log.Error("startup report not written", "path", ro.ReportPath, "err", err)
@@ -82,14 +83,14 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, o Options, ro RunOpt
 			}
 		}
 	}()
-	beat := time.NewTicker(a.hb.period)
+	beat := time.NewTicker(a.hb.Period())
 	defer beat.Stop()
 	for ctx.Err() == nil {
 		select {
 		case <-beat.C:
-			a.hb.beat("main")
+			a.hb.Beat("main")
 		case sig := <-sigs:
-			a.hb.beat("main")
+			a.hb.Beat("main")
 			if sig == syscall.SIGUSR1 {
 				log.Info("SIGUSR1: wake")
 				a.PostWake("signal")
@@ -104,7 +105,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, o Options, ro RunOpt
 	}
 	reloader.Wait()
 	log.Info("stopping", "reason", context.Cause(ctx))
-	a.notify.send("STOPPING=1\nSTATUS=stopping")
+	a.notify.Send("STOPPING=1\nSTATUS=stopping")
 	stopWatchdog()
 	return a.shutdown()
 }
@@ -115,8 +116,8 @@ func (a *Agent) reloadFromSignal(ctx context.Context, ro RunOptions) {
 		a.log.Warn("SIGHUP: no configuration file to reload")
 		return
 	}
-	a.notify.send("RELOADING=1\nSTATUS=reloading")
-	defer a.notify.send("READY=1\nSTATUS=reloaded")
+	a.notify.Send("RELOADING=1\nSTATUS=reloading")
+	defer a.notify.Send("READY=1\nSTATUS=reloaded")
 	next, err := ro.Reload()
 	if err != nil {
 		a.log.Error("SIGHUP: configuration not reloaded; keeping the current one", "err", err)

@@ -217,19 +217,6 @@ func TestReloadKeepsWarmModels(t *testing.T) {
 	}
 }
 
-func runConfig(t *testing.T, dir, extra string, models ...agent.ModelConfig) string {
-	t.Helper()
-	var b strings.Builder
-	fmt.Fprintf(&b, "state_dir = %q\n", filepath.Join(dir, "state"))
-	b.WriteString("[calibration]\nruns = 1\nsteady_invokes = 1\nmax_threads = 1\n")
-	fmt.Fprintf(&b, "[power]\nsysfs_root = %q\nbusy_load_per_core = 1000.0\n", fixture("rpi"))
-	b.WriteString(extra)
-	for _, m := range models {
-		fmt.Fprintf(&b, "[[models]]\nid = %q\npath = %q\npinned = %v\n", m.ID, m.Path, m.Pinned)
-	}
-	return writeFile(t, filepath.Join(dir, "edge-agent.toml"), []byte(b.String()), 0o644)
-}
-
 func TestSIGHUPReloadsConfig(t *testing.T) {
 	dir := t.TempDir()
 	models := planModels(t)

@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/edge-agent/edge-agent/agent/calibrate"
 	"github.com/edge-agent/edge-agent/agent/fleet"
 	"github.com/edge-agent/edge-agent/mqtt"
 	"github.com/edge-agent/edge-agent/storage"
@@ -208,7 +209,7 @@ func (a *Agent) verifyFleet(ctx context.Context, st, work *modelState) {
 			case <-time.After(time.Second + time.Duration(a.opts.Rand()*float64(2*time.Second))):
 			}
 		}
-		rep, steady, err := c.measure(ctx, work.path, tflite.Options{Threads: cal.Threads, Delegates: work.chosen})
+		rep, steady, err := c.Measure(ctx, work.path, tflite.Options{Threads: cal.Threads, Delegates: work.chosen})
 		work.report.CalibrationCPU += c.CPU
 		c.CPU = 0
 		switch {
@@ -299,7 +300,7 @@ func (a *Agent) verified(ctx context.Context, st, work *modelState, how string, 
 // any load, so it is checked first: busy cores, which make a time
 // disagreement doubtful, must not hide a wrong heap. Time is compared as
 // CPU time per invoke when both sides have it.
-func disagreement(cal storage.Calibration, steady steadyTimes, heap int64, tol float64) (string, bool) {
+func disagreement(cal storage.Calibration, steady calibrate.SteadyTimes, heap int64, tol float64) (string, bool) {
 	if why := fleet.CompareHeap(heap, cal.HeapBytes); why != "" {
 		return why, false
 	}

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edge-agent/edge-agent/agent/calibrate"
 	"github.com/edge-agent/edge-agent/storage"
 )
 
@@ -26,7 +27,7 @@ func TestDisagreementHeapBeforeTime(t *testing.T) {
 		{"wrong heap", 10 * time.Millisecond, 40 << 20, "heap", false},
 		{"wrong heap, slow too", 30 * time.Millisecond, 40 << 20, "heap", false},
 	} {
-		why, timing := disagreement(cal, steadyTimes{Wall: c.steady}, c.heap, 0.5)
+		why, timing := disagreement(cal, calibrate.SteadyTimes{Wall: c.steady}, c.heap, 0.5)
 		if (c.want == "") != (why == "") || !strings.Contains(why, c.want) || timing != c.timingOnly {
 			t.Errorf("%s: %q (timing %v), want %q (timing %v)", c.name, why, timing, c.want, c.timingOnly)
 		}

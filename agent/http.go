@@ -18,12 +18,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/edge-agent/edge-agent/agent/oip"
+	"github.com/edge-agent/edge-agent/errcode"
 	"github.com/edge-agent/edge-agent/tflite"
 )
 
 // ErrVersionNotServing: an infer named a kept version other than the one
 // serving (a rollback serves it again).
-var ErrVersionNotServing = tflite.NewKind("version_not_serving", "that version is kept but not serving (roll back to serve it)")
+var ErrVersionNotServing = errcode.New("version_not_serving", "that version is kept but not serving (roll back to serve it)")
 
 // startHTTP listens on http.listen and serves there until runCtx ends. A
 // listen that fails, or a token file that cannot be read, is logged and
@@ -126,7 +127,7 @@ func (b *oipBackend) Model(name string) (oip.Model, bool) {
 	}
 	m = oip.Model{Name: name, Versions: []string{digest}}
 	if v, err := b.a.store.Versions(name); err == nil && v.Previous != "" && v.Previous != digest {
-		if _, err := os.Stat(b.a.versionFile(name, v.Previous)); err == nil {
+		if _, err := os.Stat(b.a.upd.VersionFile(name, v.Previous)); err == nil {
 			m.Versions = append(m.Versions, v.Previous)
 		}
 	}

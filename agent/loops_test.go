@@ -15,47 +15,6 @@ import (
 	"github.com/edge-agent/edge-agent/tflite/tflitetest"
 )
 
-// stepper drives one loop by hand through Options.Ticks.
-type stepper struct {
-	t    *testing.T
-	name string
-	c    chan time.Time
-}
-
-func newStepper(t *testing.T, loop string) *stepper {
-	return &stepper{t: t, name: loop, c: make(chan time.Time)}
-}
-
-func (s *stepper) ticks(loop string) <-chan time.Time {
-	if loop == s.name {
-		return s.c
-	}
-	return nil
-}
-
-// step makes the loop check n times and returns once those checks have
-// finished: a tick is taken only when the loop is back waiting, so the
-// (n+1)th send proves the nth check done.
-func (s *stepper) step(n int) {
-	s.t.Helper()
-	for range n + 1 {
-		select {
-		case s.c <- time.Now():
-		case <-time.After(10 * time.Second):
-			s.t.Fatalf("the %s loop is not running", s.name)
-		}
-	}
-}
-
-// wakeBarrier returns once every wake posted before it has been planned
-// and recorded: wakes are planned in order.
-func wakeBarrier(t *testing.T, a *agent.Agent) {
-	t.Helper()
-	if _, err := a.Wake(context.Background(), "barrier"); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // A model with demand predicted for the next hour, not warm, is warmed
 // ahead of that hour by the schedule, once.
 func TestScheduleWakesAheadOfPredictedDemand(t *testing.T) {

@@ -13,8 +13,6 @@ import (
 	"github.com/edge-agent/edge-agent/tflite/tflitetest"
 )
 
-func ptr[T any](v T) *T { return &v }
-
 // budget = "auto" splits what the cgroup's limit leaves beyond the
 // agent's baseline (without a limit, what the machine has available): a
 // quarter for image decodes, a tenth for the MQTT queue (shortened to

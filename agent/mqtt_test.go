@@ -3,10 +3,8 @@ package agent_test
 import (
 	"context"
 	"encoding/base64"
-	"encoding/binary"
 	"encoding/json"
 	"fmt"
-	"math"
 	"os"
 	"runtime"
 	"sort"
@@ -21,16 +19,6 @@ import (
 	"github.com/edge-agent/edge-agent/mqtt/mqtttest"
 	"github.com/edge-agent/edge-agent/tflite/tflitetest"
 )
-
-func mqttConfig(t *testing.T, broker string, models ...agent.ModelConfig) agent.Config {
-	cfg := testConfig(t, models...)
-	cfg.MQTT.Brokers = []string{broker}
-	cfg.MQTT.Device = "dev1"
-	cfg.MQTT.KeepAlive = 2 * time.Second
-	cfg.MQTT.ConnectWait = 5 * time.Second
-	cfg.Fleet.Enabled = false // the fleet tests turn it on
-	return cfg
-}
 
 func TestStartupReportAndStatusOverMQTT(t *testing.T) {
 	b := mqtttest.Start(t, mqtttest.Options{})
@@ -115,51 +103,6 @@ func TestStartupReportAndStatusOverMQTT(t *testing.T) {
 			t.Errorf("calibration status %v", mm["calibration"])
 		}
 	}
-}
-
-// events collects test events by their "n" field, counting duplicates.
-type events struct {
-	seen  map[int]int
-	order []int
-	seqs  map[int]float64
-}
-
-func collect(t *testing.T, sub *mqtttest.Subscriber, want int, timeout time.Duration) events {
-	t.Helper()
-	ev := events{seen: map[int]int{}, seqs: map[int]float64{}}
-	deadline := time.After(timeout)
-	for len(ev.seen) < want {
-		select {
-		case m := <-sub.Chan():
-			var e struct {
-				Event string  `json:"event"`
-				N     int     `json:"n"`
-				Seq   float64 `json:"seq"`
-			}
-			if json.Unmarshal(m.Payload, &e) != nil || e.Event != "test" {
-				continue
-			}
-			if ev.seen[e.N] == 0 {
-				ev.order = append(ev.order, e.N)
-			}
-			if s, ok := ev.seqs[e.N]; ok && s != e.Seq {
-				t.Fatalf("event %d arrived with seq %v and %v", e.N, s, e.Seq)
-			}
-			ev.seqs[e.N] = e.Seq
-			ev.seen[e.N]++
-		case <-deadline:
-			t.Fatalf("got %d of %d events", len(ev.seen), want)
-		}
-	}
-	return ev
-}
-
-func (ev events) duplicates() int {
-	d := 0
-	for _, n := range ev.seen {
-		d += n - 1
-	}
-	return d
 }
 
 func TestBrokerKilledWhileEventsAreProduced(t *testing.T) {
@@ -315,14 +258,6 @@ func TestLastWillWhenAgentKilled(t *testing.T) {
 	waitStatus("offline", 10*time.Second) // published on a clean stop
 }
 
-func float32Input(v ...float32) []byte {
-	b := make([]byte, 4*len(v))
-	for i, f := range v {
-		binary.LittleEndian.PutUint32(b[4*i:], math.Float32bits(f))
-	}
-	return b
-}
-
 func TestCommandBurst(t *testing.T) {
 	b := mqtttest.Start(t, mqtttest.Options{})
 	sub := b.Subscribe(t, "operator", "edge/dev1/reply/#")
@@ -432,16 +367,4 @@ func TestCommandBurst(t *testing.T) {
 	}
 	a.Close()
 	waitGoroutines(t, goroutines)
-}
-
-func waitGoroutines(t *testing.T, want int) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for runtime.NumGoroutine() > want {
-		if time.Now().After(deadline) {
-			buf := make([]byte, 1<<20)
-			t.Fatalf("goroutine leak: %d > %d\n%s", runtime.NumGoroutine(), want, buf[:runtime.Stack(buf, true)])
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }

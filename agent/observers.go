@@ -16,7 +16,7 @@ import (
 func (a *Agent) requestObservers() observe.List {
 	return observe.List{
 		loadObserver{note: a.noteLoad, rewarm: a.planner.kickRewarm},
-		observe.Func(a.updateObserve),
+		a.upd,
 		usageObserver{record: a.usage.record, precise: a.preciseVariant, now: a.opts.Now},
 		requestRecorder{wake: a.wake, lat: a.lat, prom: a.prom, event: a.event},
 	}
@@ -38,19 +38,6 @@ func (o loadObserver) RequestDone(d observe.RequestDone) {
 	case d.Loaded:
 		o.note(d.Model, nil)
 		o.rewarm()
-	}
-}
-
-// updateObserve feeds the update guard (per-version outcomes, for the
-// automatic rollback) and the parity ring (recent requests replayed
-// through a staged update) from every request the routed model ran.
-func (a *Agent) updateObserve(d observe.RequestDone) {
-	if d.Stage == observe.StageLoad {
-		return
-	}
-	a.noteOutcome(d.Model, d.Version, d.Stage == observe.StageRun)
-	if d.Ran() {
-		a.recordParity(d.Model, d.Version, d.Image, d.Tensor, d.Result)
 	}
 }
 

@@ -33,7 +33,7 @@ func TestServeKnowsNoObservers(t *testing.T) {
 			}
 		}
 	}
-	banned := map[string]bool{"noteOutcome": true, "recordParity": true, "usage": true, "lat": true, "prom": true,
+	banned := map[string]bool{"noteOutcome": true, "recordParity": true, "upd": true, "usage": true, "lat": true, "prom": true,
 		"noteLoad": true, "kickRewarm": true, "wake": true, "firstRequest": true, "observeRequest": true, "parity": true}
 	ast.Inspect(f, func(n ast.Node) bool {
 		if sel, ok := n.(*ast.SelectorExpr); ok && banned[sel.Sel.Name] {

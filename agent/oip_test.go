@@ -74,21 +74,6 @@ type (
 
 const oipModel = "mobilenet_v2_1.0_224_quant"
 
-// argmax of a JSON data array.
-func argmax(t *testing.T, data []any) int {
-	t.Helper()
-	best, at := -1.0, -1
-	for i, v := range data {
-		if f, ok := v.(float64); ok && f > best {
-			best, at = f, i
-		}
-	}
-	if at < 0 {
-		t.Fatalf("no numbers in output data (%d elements)", len(data))
-	}
-	return at
-}
-
 // catTensor is cat.bmp prepared by the documented image rule into the
 // model's UINT8 [1,224,224,3] input.
 func catTensor(t *testing.T) []byte {
@@ -99,20 +84,6 @@ func catTensor(t *testing.T) []byte {
 		t.Fatal(err)
 	}
 	return in.Bytes
-}
-
-func startOIP(t *testing.T, listen string, edit func(*agent.Config)) (*agent.Agent, string) {
-	t.Helper()
-	cfg := testConfig(t, agent.ModelConfig{ID: oipModel, Path: tflitetest.Path(t, oipModel+".tflite"),
-		Labels: tflitetest.Path(t, "imagenet_labels.txt")})
-	cfg.HTTP.Listen = listen
-	if edit != nil {
-		edit(&cfg)
-	}
-	a := start(t, cfg, agent.Options{})
-	t.Cleanup(func() { a.Close() })
-	_, port, _ := net.SplitHostPort(listen)
-	return a, "http://127.0.0.1:" + port
 }
 
 // curl runs curl with args and returns the HTTP status and the body.
@@ -327,21 +298,6 @@ func grepLines(b []byte, s string) string {
 		}
 	}
 	return strings.Join(out, "\n")
-}
-
-// promtoolCheck lints a /metrics body with promtool, which must be
-// installed (Debian: prometheus): a lint that skips shows nothing.
-func promtoolCheck(t *testing.T, body []byte) {
-	t.Helper()
-	promtool, err := exec.LookPath("promtool")
-	if err != nil {
-		t.Fatal("promtool not installed (Debian: prometheus): cannot lint /metrics")
-	}
-	cmd := exec.Command(promtool, "check", "metrics")
-	cmd.Stdin = bytes.NewReader(body)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Errorf("promtool check metrics: %v\n%s", err, out)
-	}
 }
 
 // On every interface, the listener wants the token: anonymous and wrong

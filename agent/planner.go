@@ -8,6 +8,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/edge-agent/edge-agent/agent/plan"
+	"github.com/edge-agent/edge-agent/agent/sdnotify"
+	"github.com/edge-agent/edge-agent/agent/update"
 	"github.com/edge-agent/edge-agent/power"
 	"github.com/edge-agent/edge-agent/storage"
 	"github.com/edge-agent/edge-agent/tflite"
@@ -88,8 +91,8 @@ func (p *wakePlanner) busy() bool { return p.planning.Load() != 0 }
 func (p *wakePlanner) makePlan(w power.Wake) Plan {
 	pool, store := p.pool(), p.store()
 	st := p.power().Read()
-	in := planInput{Wake: w, Power: st, Allowance: p.config().policy().Allow(st, p.rand),
-		Budget: pool.Stats().Budget, Watts: p.config().Power.WattsPerCPUSecond, Families: p.config().Families}
+	in := plan.Input{Wake: w, Power: st, Allowance: p.config().policy().Allow(st, p.rand),
+		Budget: pool.Stats().Budget, Watts: p.config().Power.WattsPerCPUSecond, Families: planFamilies(p.config().Families)}
 	usage, err := store.Usage()
 	if err != nil {
 		p.log.Error("usage history unreadable; planning without it", "err", err)
@@ -97,15 +100,15 @@ func (p *wakePlanner) makePlan(w power.Wake) Plan {
 	now, half := p.now(), store.UsageHalfLife()
 	cals := p.calibrations()
 	for _, m := range pool.Models() {
-		if isStaging(m.ID) {
+		if update.IsStaging(m.ID) {
 			continue // a new version being checked: the update warms it
 		}
 		cal, u := cals[m.ID], usage[m.ID]
-		in.Models = append(in.Models, planModel{ID: m.ID, Pinned: m.Pinned,
+		in.Models = append(in.Models, plan.Model{ID: m.ID, Pinned: m.Pinned,
 			Demand: u.Expected(now, now, half) + u.Expected(now.Add(time.Hour), now, half),
 			Stages: tflite.Stages(cal.Stages), Bytes: cal.HeapBytes + cal.MappedBytes, Threads: cal.Threads})
 	}
-	return plan(in)
+	return plan.Make(in)
 }
 
 // runPlan warms the chosen models in order, each in stages (page-in,
@@ -230,7 +233,7 @@ func (p *wakePlanner) post(source string) {
 // run owns the running plan until ctx ends: a newer wake cancels it and
 // plans again; a deferred plan is retried after the policy's delay. It
 // beats hb as the "planner" loop.
-func (p *wakePlanner) run(ctx context.Context, deferred time.Duration, hb *heartbeats) {
+func (p *wakePlanner) run(ctx context.Context, deferred time.Duration, hb *sdnotify.Heartbeats) {
 	cancel := func() {}
 	var running chan struct{}
 	var retry <-chan time.Time
@@ -245,10 +248,10 @@ func (p *wakePlanner) run(ctx context.Context, deferred time.Duration, hb *heart
 		}
 	}
 	defer stopRunning()
-	beat := time.NewTicker(hb.period)
+	beat := time.NewTicker(hb.Period())
 	defer beat.Stop()
 	for {
-		hb.beat("planner")
+		hb.Beat("planner")
 		var req wakeRequest
 		select {
 		case <-ctx.Done():

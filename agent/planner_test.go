@@ -5,12 +5,10 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"os"
-	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -21,33 +19,12 @@ import (
 	"github.com/edge-agent/edge-agent/tflite/tflitetest"
 )
 
-func idleSystem() power.System { return power.System{Load1: 0.1, Cores: 2, MemAvailMiB: 2048} }
-
-func fixture(name string) string { return filepath.Join("..", "power", "testdata", name) }
-
-func planModels(t *testing.T) []agent.ModelConfig {
-	return []agent.ModelConfig{
-		{ID: "xor", Path: tflitetest.Path(t, "xor_model.tflite"), Pinned: true},
-		{ID: "v1", Path: tflitetest.Path(t, "mobilenet_v1_0.25_128_quant.tflite"), Labels: tflitetest.Path(t, "imagenet_labels.txt")},
-		{ID: "v2", Path: tflitetest.Path(t, "mobilenet_v2_1.0_224_quant.tflite"), Labels: tflitetest.Path(t, "imagenet_labels.txt")},
-		{ID: "lstm", Path: tflitetest.Path(t, "keras_lstm_mnist_ptq.tflite")},
-	}
-}
-
 func chosenIDs(r agent.PlanResult) []string {
 	out := []string{}
 	for _, c := range r.Plan.Chosen {
 		out = append(out, c.Model)
 	}
 	slices.Sort(out)
-	return out
-}
-
-func loadsOf(a *agent.Agent) map[string]uint64 {
-	out := map[string]uint64{}
-	for _, m := range a.Pool().Models() {
-		out[m.ID] = m.Loads
-	}
 	return out
 }
 
@@ -111,30 +88,6 @@ func TestPlanFollowsPolicyPerFixture(t *testing.T) {
 				}
 			}
 		})
-	}
-}
-
-// gate holds the warm-up of one model while armed, so a test can act
-// during it.
-type gate struct {
-	armed   atomic.Bool
-	model   string
-	reached chan string
-	release chan struct{}
-}
-
-func newGate(model string) *gate {
-	return &gate{model: model, reached: make(chan string, 16), release: make(chan struct{})}
-}
-
-func (g *gate) hook(ctx context.Context, model string) {
-	if !g.armed.Load() || model != g.model {
-		return
-	}
-	g.reached <- model
-	select {
-	case <-g.release:
-	case <-ctx.Done():
 	}
 }
 
@@ -203,22 +156,6 @@ func (c *fakeClock) tick(awake, asleep time.Duration) {
 }
 func (c *fakeClock) Boottime() time.Duration  { c.mu.Lock(); defer c.mu.Unlock(); return c.boot }
 func (c *fakeClock) Monotonic() time.Duration { c.mu.Lock(); defer c.mu.Unlock(); return c.mono }
-
-func wakeEvents(t *testing.T, a *agent.Agent, source string) int {
-	t.Helper()
-	msgs, err := a.Store().Pending(0, 1<<20)
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := 0
-	for _, m := range msgs {
-		var e struct{ Event, Source string }
-		if json.Unmarshal(m.Payload, &e) == nil && e.Event == "wake" && e.Source == source {
-			n++
-		}
-	}
-	return n
-}
 
 func TestResumeFromSuspendEmitsOneWake(t *testing.T) {
 	cfg := testConfig(t, planModels(t)[:2]...)

@@ -39,7 +39,7 @@ type modelState struct {
 	report ModelReport
 	labels []string
 	// source is the file this version is served from: its kept copy
-	// under the state dir (versions.go), or the configured path.
+	// under the state dir (agent/update/versions.go), or the configured path.
 	source string
 	// path is what the pool serves: source, or the model's CPU twin.
 	path   string
@@ -95,14 +95,14 @@ func (a *Agent) registerFrom(m ModelConfig, src string, keepLater bool) *modelSt
 	}
 	digest, needsAccel := facts.Digest, facts.NeedsEdgeTPU
 	st.digest, st.report.SHA256, st.report.DigestCached = digest, digest, cached
-	switch dst := a.versionFile(m.ID, digest); {
+	switch {
 	case src != m.Path:
-	case !keepLater || kept(dst, digest, a.facts):
-		st.source = a.pinVersion(m.ID, m.Path, digest, true)
+	case !keepLater || a.upd.Kept(m.ID, digest):
+		st.source = a.upd.Pin(m.ID, m.Path, digest)
 	default:
 		// Served from the copy at once (never from a path a deployment
 		// may rewrite in place); its sync and record come later.
-		st.source, st.keepLater = a.pinVersion(m.ID, m.Path, digest, false), true
+		st.source, st.keepLater = a.upd.PinUnsynced(m.ID, m.Path, digest), true
 	}
 	st.needsAccel = needsAccel
 	a.settleDelegates(st, false)

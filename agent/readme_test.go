@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/edge-agent/edge-agent/agent"
+	edgecli "github.com/edge-agent/edge-agent/agent/cli"
 	"github.com/edge-agent/edge-agent/mqtt/mqtttest"
 )
 
@@ -95,7 +96,7 @@ func TestCallFlagsEitherSideOfTheVerb(t *testing.T) {
 			t.Errorf("%v: exit %d\n%s%s", args, r.code, r.stdout, r.stderr)
 		}
 	}
-	if r := cli(t, "call", "--broker", broker, "status", "extra"); r.code != agent.ExitUsage || !strings.Contains(r.stderr, `"extra"`) {
+	if r := cli(t, "call", "--broker", broker, "status", "extra"); r.code != edgecli.ExitUsage || !strings.Contains(r.stderr, `"extra"`) {
 		t.Errorf("a stray argument: exit %d %s, want usage naming it", r.code, r.stderr)
 	}
 }

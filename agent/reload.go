@@ -95,12 +95,12 @@ func (a *Agent) syncModels() ReloadResult {
 	a.mapsMu.Unlock()
 	for id := range known {
 		if _, ok := want[id]; !ok {
-			a.cancelUpdate(id)
+			a.upd.Cancel(id)
 			if err := a.pool.Unregister(id); err == nil {
 				res.Removed = append(res.Removed, id)
 			}
 			a.removeModel(id)
-			a.parity.forget(id)
+			a.upd.Forget(id)
 		}
 	}
 	for _, m := range models {
@@ -114,10 +114,10 @@ func (a *Agent) syncModels() ReloadResult {
 			d, err = a.fileDigest(m.Path)
 			switch {
 			case err == nil && d == old.digest:
-				a.cancelUpdate(m.ID) // back to what serves (a touch, or a revert)
+				a.upd.Cancel(m.ID) // back to what serves (a touch, or a revert)
 				res.Unchanged = append(res.Unchanged, m.ID)
 				continue
-			case err == nil && a.staging(m.ID, d):
+			case err == nil && a.upd.Staging(m.ID, d):
 				res.Changed = append(res.Changed, m.ID) // already on its way
 				continue
 			case err == nil && a.refused(m.ID, d):
@@ -136,12 +136,14 @@ func (a *Agent) syncModels() ReloadResult {
 			if st.digest == "" {
 				st.digest = d // recorded, so the same bytes are not tried again
 			}
-			_ = a.rejectUpdate(old, st, &modelFailure{id: m.ID, r: st.failed}, "")
+			h := updateHost{a}
+			_ = a.upd.Reject(h.model(old), h.model(st), &modelFailure{id: m.ID, r: st.failed})
 			continue
 		case sameCfg && old.digest != st.digest && a.runCtx != nil:
 			// New content: staged beside the serving version, checked,
-			// then swapped in (update.go).
-			a.startUpdate(old, st)
+			// then swapped in (agent/update).
+			h := updateHost{a}
+			a.upd.Start(h.model(old), h.model(st))
 			res.Changed = append(res.Changed, m.ID)
 			continue
 		case isKnown:

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"time"
 
+	"github.com/edge-agent/edge-agent/agent/hardware"
 	"github.com/edge-agent/edge-agent/storage"
 	"github.com/edge-agent/edge-agent/tflite"
 )
@@ -15,7 +16,7 @@ type StartupReport struct {
 	Agent           string             `json:"agent"`
 	Runtime         string             `json:"runtime"`
 	BootID          string             `json:"boot_id"`
-	Hardware        Hardware           `json:"hardware"`
+	Hardware        hardware.Info      `json:"hardware"`
 	Fingerprint     string             `json:"hardware_fingerprint"`
 	State           storage.OpenReport `json:"state"`
 	BrokerConnected bool               `json:"broker_connected"`

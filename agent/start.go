@@ -7,6 +7,8 @@ import (
 	"slices"
 	"time"
 
+	"github.com/edge-agent/edge-agent/agent/hardware"
+	"github.com/edge-agent/edge-agent/agent/update"
 	"github.com/edge-agent/edge-agent/mqtt"
 	"github.com/edge-agent/edge-agent/power"
 	"github.com/edge-agent/edge-agent/storage"
@@ -83,8 +85,8 @@ func (a *Agent) publishStartReport() {
 // openState opens the state file and reports what it found.
 func (a *Agent) openState() error {
 	t0 := time.Now()
-	a.notify.send("STATUS=opening state")
-	hw := ReadHardware(a.opts.HardwareRoot)
+	a.notify.Send("STATUS=opening state")
+	hw := hardware.Read(a.opts.HardwareRoot)
 	a.hw = hw
 	a.report = StartupReport{
 		Schema: SchemaVersion, Agent: Version, Runtime: a.opts.RuntimeVersion,
@@ -171,7 +173,7 @@ func modelPaths(models []ModelConfig) []string {
 // held, so registrations of other models (and reloads) do not wait on it.
 func (a *Agent) registerPending(m *pendingModel) {
 	defer a.pending.finish(m)
-	a.notify.send("STATUS=registering " + m.cfg.ID)
+	a.notify.Send("STATUS=registering " + m.cfg.ID)
 	st := a.registerFrom(m.cfg, m.cfg.Path, true)
 	a.prepMu.Lock()
 	defer a.prepMu.Unlock()
@@ -183,20 +185,19 @@ func (a *Agent) registerPending(m *pendingModel) {
 	switch {
 	case st.servable && st.keepLater:
 		// The copy's fsync and the versions record after the model
-		// serves: a first answer needs neither.
-		// What it needs is read here, under prepMu: st changes later.
-		version := &modelState{cfg: st.cfg, digest: st.digest}
-		source := st.source
-		a.versions.keep(func(f func(context.Context)) { a.spawn(a.runCtx, f) }, st.cfg.ID, func() {
-			if source != version.cfg.Path {
-				if err := syncKept(source); err != nil {
-					a.log.Warn("model version copy not synced", "model", version.cfg.ID, "err", err)
+		// serves: a first answer needs neither. What it needs is read
+		// here, under prepMu: st changes later.
+		id, digest, source, path := st.cfg.ID, st.digest, st.source, st.cfg.Path
+		a.versions.keep(func(f func(context.Context)) { a.spawn(a.runCtx, f) }, id, func() {
+			if source != path {
+				if err := update.SyncKept(source); err != nil {
+					a.log.Warn("model version copy not synced", "model", id, "err", err)
 				}
 			}
-			a.noteServing(version)
+			a.upd.NoteServing(id, digest)
 		})
 	case st.servable:
-		a.noteServing(st)
+		a.upd.NoteServing(st.cfg.ID, st.digest)
 	}
 }
 

@@ -3,8 +3,6 @@ package agent_test
 import (
 	"context"
 	"encoding/json"
-	"io"
-	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,92 +12,11 @@ import (
 	"time"
 
 	"github.com/edge-agent/edge-agent/agent"
+	"github.com/edge-agent/edge-agent/agent/hardware"
 	"github.com/edge-agent/edge-agent/agent/infer"
-	"github.com/edge-agent/edge-agent/power"
 	"github.com/edge-agent/edge-agent/storage"
 	"github.com/edge-agent/edge-agent/tflite/tflitetest"
 )
-
-// quietLog discards the agent's log; EDGE_AGENT_TEST_LOG=1 shows it.
-func quietLog() *slog.Logger {
-	if os.Getenv("EDGE_AGENT_TEST_LOG") != "" {
-		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
-	return slog.New(slog.NewTextHandler(io.Discard, nil))
-}
-
-// testConfig is a configuration over a fresh state dir with a quick
-// calibration. The model watch is off: tests that change files rescan
-// when they mean to (the watch tests switch it on).
-func testConfig(t *testing.T, models ...agent.ModelConfig) agent.Config {
-	t.Helper()
-	cfg := agent.DefaultConfig()
-	off := false
-	cfg.Updates.Watch = &off
-	cfg.MQTT.LocalListen = "" // tests that want one ask for it
-	cfg.StateDir = filepath.Join(t.TempDir(), "state")
-	cfg.Calibration = agent.CalibrationConfig{Runs: 3, SteadyInvokes: 3, MaxThreads: 2, IdleAfter: 10 * time.Millisecond}
-	cfg.Models = models
-	// A board on external power, whatever machine runs the tests.
-	cfg.Power.SysfsRoot = filepath.Join("..", "power", "testdata", "rpi")
-	return cfg
-}
-
-func start(t *testing.T, cfg agent.Config, o agent.Options) *agent.Agent {
-	t.Helper()
-	a := startNoWait(t, cfg, o)
-	// What the start does in the background (warming the rest of its plan,
-	// calibrating) is done before the test looks.
-	select {
-	case <-a.Settled():
-	case <-time.After(3 * time.Minute):
-		a.Close()
-		t.Fatal("start's background work not settled within 3 minutes")
-	}
-	return a
-}
-
-// startNoWait starts an agent and returns as soon as Start does: pinned
-// models warm, the rest servable.
-func startNoWait(t *testing.T, cfg agent.Config, o agent.Options) *agent.Agent {
-	t.Helper()
-	if err := cfg.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	if o.System == nil {
-		// An idle CPU, whatever else the test machine is doing.
-		o.System = func() power.System { return power.System{Load1: 0.1, Cores: 2, MemAvailMiB: 2048} }
-	}
-	a := agent.New(cfg, quietLog(), o)
-	if err := a.Start(context.Background()); err != nil {
-		a.Close()
-		t.Fatal(err)
-	}
-	return a
-}
-
-func byID(t *testing.T, rep agent.StartupReport, id string) agent.ModelReport {
-	t.Helper()
-	for _, m := range rep.Models {
-		if m.ID == id {
-			return m
-		}
-	}
-	t.Fatalf("model %s not in report", id)
-	return agent.ModelReport{}
-}
-
-func copyFile(t *testing.T, src, dst string) string {
-	t.Helper()
-	b, err := os.ReadFile(src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(dst, b, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return dst
-}
 
 func TestRestartRestoresCalibration(t *testing.T) {
 	cfg := testConfig(t,
@@ -186,18 +103,18 @@ func TestCalibrationInvalidation(t *testing.T) {
 }
 
 func TestHardwareFingerprintFixtures(t *testing.T) {
-	pi := agent.ReadHardware(filepath.Join("testdata", "hw", "rpi4"))
+	pi := hardware.Read(filepath.Join("testdata", "hw", "rpi4"))
 	if pi.Cores != 4 || pi.Board != "Raspberry Pi 4 Model B Rev 1.4" || !strings.Contains(pi.CPUModel, "part=0xd08") {
 		t.Fatalf("rpi4: %+v", pi)
 	}
-	x86 := agent.ReadHardware(filepath.Join("testdata", "hw", "x86"))
+	x86 := hardware.Read(filepath.Join("testdata", "hw", "x86"))
 	if x86.Cores != 2 || x86.CPUModel != "AMD EPYC 7B13" || x86.Board != "" {
 		t.Fatalf("x86: %+v", x86)
 	}
-	if pi.Fingerprint() == x86.Fingerprint() || x86.Fingerprint() != agent.ReadHardware(filepath.Join("testdata", "hw", "x86")).Fingerprint() {
+	if pi.Fingerprint() == x86.Fingerprint() || x86.Fingerprint() != hardware.Read(filepath.Join("testdata", "hw", "x86")).Fingerprint() {
 		t.Fatal("fingerprints not distinct and stable")
 	}
-	if none := agent.ReadHardware(t.TempDir()); none.Cores == 0 {
+	if none := hardware.Read(t.TempDir()); none.Cores == 0 {
 		t.Fatalf("missing /proc: %+v", none)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"sync"
 
 	"github.com/edge-agent/edge-agent/agent/infer"
+	"github.com/edge-agent/edge-agent/agent/update"
 )
 
 // Parity guards for tiered serving: a family's fast variant answers while
@@ -174,7 +175,7 @@ func (a *Agent) checkSamples(f FamilyConfig) {
 				}
 				req = infer.Request{Image: d.Image, Top: 1}
 			}
-			res, err := a.runOn(ctx, precise, req)
+			res, err := update.RunOn(ctx, a.pool, precise, req)
 			d.Release()
 			if err != nil || len(res.Top) == 0 {
 				continue

@@ -2,7 +2,6 @@ package agent_test
 
 import (
 	"context"
-	"encoding/json"
 	"os"
 	"path/filepath"
 	"slices"
@@ -15,52 +14,6 @@ import (
 	"github.com/edge-agent/edge-agent/mqtt"
 	"github.com/edge-agent/edge-agent/tflite/tflitetest"
 )
-
-// replaceFile writes b to a temporary file and renames it over path, as
-// deployment tools and OTA updaters do.
-func replaceFile(t *testing.T, path string, b []byte) {
-	t.Helper()
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// eventsOf returns the events of kind the agent queued so far.
-func eventsOf(t *testing.T, a *agent.Agent, kind string) []map[string]any {
-	t.Helper()
-	msgs, err := a.Store().Pending(0, 1<<20)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []map[string]any
-	for _, m := range msgs {
-		var e map[string]any
-		if json.Unmarshal(m.Payload, &e) == nil && e["event"] == kind {
-			out = append(out, e)
-		}
-	}
-	return out
-}
-
-// waitEvents waits until the agent has queued at least n events of kind.
-func waitEvents(t *testing.T, a *agent.Agent, kind string, n int) []map[string]any {
-	t.Helper()
-	deadline := time.Now().Add(time.Minute)
-	for {
-		ev := eventsOf(t, a, kind)
-		if len(ev) >= n {
-			return ev
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d %s events within a minute, want %d", len(ev), kind, n)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
 
 // A model file replaced on disk is picked up by a rescan: the new version
 // answers from then on, with no failed request meanwhile; a bad file

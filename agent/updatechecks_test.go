@@ -11,30 +11,11 @@ import (
 	"time"
 
 	"github.com/edge-agent/edge-agent/agent"
+	"github.com/edge-agent/edge-agent/agent/update"
 	"github.com/edge-agent/edge-agent/mqtt"
 	"github.com/edge-agent/edge-agent/tflite"
 	"github.com/edge-agent/edge-agent/tflite/tflitetest"
 )
-
-// updateAgent serves model "cls" from a file it may replace.
-func updateAgent(t *testing.T, first []byte, m agent.ModelConfig) (*agent.Agent, string) {
-	t.Helper()
-	path := filepath.Join(t.TempDir(), "cls.tflite")
-	replaceFile(t, path, first)
-	m.ID, m.Path = "cls", path
-	a := start(t, testConfig(t, m), agent.Options{})
-	t.Cleanup(func() { _ = a.Close() })
-	return a, path
-}
-
-func rescanNow(t *testing.T, a *agent.Agent) agent.ReloadResult {
-	t.Helper()
-	res, err := a.Command(context.Background(), mqtt.Command{Verb: "rescan"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return res.(agent.ReloadResult)
-}
 
 func field[T any](t *testing.T, ev map[string]any, key string) T {
 	t.Helper()
@@ -72,7 +53,7 @@ func TestUpdateParityAgreement(t *testing.T) {
 			rescanNow(t, a)
 			if c.accepted {
 				ev := waitEvents(t, a, "model_updated", 1)[0]
-				p := field[agent.Parity](t, ev, "parity")
+				p := field[update.Parity](t, ev, "parity")
 				if p.Replayed != 3 || p.Agreed != 2 {
 					t.Fatalf("parity %+v, want 2 of 3 agreeing", p)
 				}
@@ -80,8 +61,8 @@ func TestUpdateParityAgreement(t *testing.T) {
 				return
 			}
 			ev := waitEvents(t, a, "model_update_rejected", 1)[0]
-			if ev["code"] != agent.ErrDisagrees.Code() {
-				t.Fatalf("rejected with %v, want %s", ev["code"], agent.ErrDisagrees.Code())
+			if ev["code"] != update.ErrDisagrees.Code() {
+				t.Fatalf("rejected with %v, want %s", ev["code"], update.ErrDisagrees.Code())
 			}
 			for n, img := range images {
 				if got := top1(t, a, "cls", img); got != before[n] {
@@ -136,8 +117,8 @@ func TestUpdateRefusals(t *testing.T) {
 		next string
 		code string
 	}{
-		{"signature", agent.ModelConfig{}, "mobilenet_v2_1.0_224_quant.tflite", agent.ErrSignatureChanged.Code()},
-		{"golden", agent.ModelConfig{AllowSignatureChange: true, GoldenInput: golden, GoldenTop1: &g}, "mobilenet_v2_1.0_224_inat_bird_quant.tflite", agent.ErrGoldenMismatch.Code()},
+		{"signature", agent.ModelConfig{}, "mobilenet_v2_1.0_224_quant.tflite", update.ErrSignatureChanged.Code()},
+		{"golden", agent.ModelConfig{AllowSignatureChange: true, GoldenInput: golden, GoldenTop1: &g}, "mobilenet_v2_1.0_224_inat_bird_quant.tflite", update.ErrGoldenMismatch.Code()},
 		{"custom op", agent.ModelConfig{AllowSignatureChange: true}, "model_invoking_error.tflite", tflite.ErrUnresolvedOp.Code()},
 		{"edge tpu", agent.ModelConfig{}, "mobilenet_v1_0.25_128_quant_edgetpu.tflite", tflite.ErrNeedsDelegate.Code()},
 	} {
@@ -168,7 +149,7 @@ func TestRollbackRestoresThePreviousVersionWarm(t *testing.T) {
 	rollback := func() (any, error) {
 		return a.Command(ctx, mqtt.Command{Verb: "rollback", Payload: []byte(`{"model":"cls"}`)})
 	}
-	if _, err := rollback(); !errors.Is(err, agent.ErrNoPrevious) {
+	if _, err := rollback(); !errors.Is(err, update.ErrNoPrevious) {
 		t.Fatalf("rollback with no previous version: %v", err)
 	}
 	fromV1 := top1(t, a, "cls", img)
@@ -182,7 +163,7 @@ func TestRollbackRestoresThePreviousVersionWarm(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rep := res.(agent.UpdateReport); !rep.Rollback || rep.Staged != "beside" {
+	if rep := res.(update.Report); !rep.Rollback || rep.Staged != "beside" {
 		t.Fatalf("rollback report %+v: want a staged (warm) rollback", rep)
 	}
 	r, err := a.Command(ctx, mqtt.Command{Verb: "infer", Binary: true, Model: "cls", Payload: img})

@@ -3,11 +3,8 @@
 package agent_test
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
-	"image"
-	"image/png"
 	"os"
 	"path/filepath"
 	"strings"
@@ -16,10 +13,8 @@ import (
 	"time"
 
 	"github.com/edge-agent/edge-agent/agent"
-	"github.com/edge-agent/edge-agent/agent/infer"
 	"github.com/edge-agent/edge-agent/mqtt/mqtttest"
 	"github.com/edge-agent/edge-agent/power"
-	"golang.org/x/image/draw"
 )
 
 // The acceptance run of model updates: a client sends more than 50
@@ -355,21 +350,4 @@ func TestUpdatesUnderLoadOverMQTT(t *testing.T) {
 	t.Logf("%d requests at %.0f/s through %d file changes: %d failed, %d answered by a replaced version; peak accounted %.2f MiB of %.1f MiB budget; process RSS %.1f MiB (grew %.1f MiB over the run)",
 		len(replies), rate, len(steps), failed, late, float64(s.PeakBytes)/(1<<20), float64(s.Budget)/(1<<20),
 		float64(m.RSSBytes)/(1<<20), float64(growth)/(1<<20))
-}
-
-// smallPNG is the shared image name scaled to size×size, as a PNG: what a
-// camera client would send, and cheap to decode.
-func smallPNG(t *testing.T, name string, size int) []byte {
-	t.Helper()
-	src, err := infer.DecodeImage(readShared(t, name), 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dst := image.NewRGBA(image.Rect(0, 0, size, size))
-	draw.BiLinear.Scale(dst, dst.Bounds(), src, src.Bounds(), draw.Src, nil)
-	var buf bytes.Buffer
-	if err := png.Encode(&buf, dst); err != nil {
-		t.Fatal(err)
-	}
-	return buf.Bytes()
 }

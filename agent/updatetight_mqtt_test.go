@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/edge-agent/edge-agent/agent"
+	"github.com/edge-agent/edge-agent/agent/update"
 	"github.com/edge-agent/edge-agent/mqtt/mqtttest"
 )
 
@@ -160,7 +161,7 @@ func TestTightUpdatesUnderLoadOverMQTT(t *testing.T) {
 	replaceFile(t, path, lstm)
 	rescanNow(t, a)
 	ev := waitEvent(1)
-	if ev["event"] != "model_update_rejected" || ev["code"] != agent.ErrGoldenMismatch.Code() || ev["staged"] != "alone" {
+	if ev["event"] != "model_update_rejected" || ev["code"] != update.ErrGoldenMismatch.Code() || ev["staged"] != "alone" {
 		t.Fatalf("the golden mismatch: %v, want refused (update_golden_mismatch), checked alone", ev)
 	}
 	time.Sleep(time.Second)

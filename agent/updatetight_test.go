@@ -5,16 +5,8 @@ import (
 	"time"
 
 	"github.com/edge-agent/edge-agent/agent"
+	"github.com/edge-agent/edge-agent/agent/update"
 )
-
-// warmBytes serves model file b alone, pinned and without a budget, and
-// returns what the pool accounts for it warm.
-func warmBytes(t *testing.T, b []byte) int64 {
-	t.Helper()
-	a, _ := updateAgent(t, b, agent.ModelConfig{Pinned: true})
-	top1(t, a, "cls", readShared(t, "cat.bmp"))
-	return a.Pool().Stats().BytesInUse
-}
 
 // tightAgent serves v1 pinned under a budget that holds the larger of v1
 // and next warm, but never both.
@@ -50,7 +42,7 @@ func TestTightUpdateGoldenMismatchRefused(t *testing.T) {
 	replaceFile(t, path, bird)
 	rescanNow(t, a)
 	ev := waitAny(t, a, "model_updated", "model_update_rejected")
-	if ev["event"] != "model_update_rejected" || ev["code"] != agent.ErrGoldenMismatch.Code() || ev["staged"] != "alone" {
+	if ev["event"] != "model_update_rejected" || ev["code"] != update.ErrGoldenMismatch.Code() || ev["staged"] != "alone" {
 		t.Fatalf("a golden mismatch under a tight budget: %v, want refused for golden_mismatch, checked alone", ev)
 	}
 	if got := top1(t, a, "cls", cat); got != 286 {

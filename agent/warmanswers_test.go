@@ -2,27 +2,12 @@ package agent_test
 
 import (
 	"bytes"
-	"context"
-	"encoding/base64"
-	"encoding/json"
 	"testing"
 
 	"github.com/edge-agent/edge-agent/agent"
-	"github.com/edge-agent/edge-agent/mqtt"
 	"github.com/edge-agent/edge-agent/tflite"
 	"github.com/edge-agent/edge-agent/tflite/tflitetest"
 )
-
-// rawInfer asks the agent for model's raw output on input.
-func rawInfer(t *testing.T, a *agent.Agent, model string, input []byte) []byte {
-	t.Helper()
-	payload, _ := json.Marshal(map[string]any{"model": model, "input": base64.StdEncoding.EncodeToString(input), "raw": true})
-	res, err := a.Command(context.Background(), mqtt.Command{Verb: "infer", ID: "w", Payload: payload})
-	if err != nil {
-		t.Fatalf("%s: %v", model, err)
-	}
-	return res.(agent.InferReply).Output
-}
 
 // freshInfer is what a new interpreter answers to its first request.
 func freshInfer(t *testing.T, path string, in []byte) []byte {

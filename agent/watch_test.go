@@ -1,7 +1,6 @@
 package agent_test
 
 import (
-	"context"
 	"os"
 	"path/filepath"
 	"slices"
@@ -9,40 +8,8 @@ import (
 	"time"
 
 	"github.com/edge-agent/edge-agent/agent"
-	"github.com/edge-agent/edge-agent/mqtt"
 	"github.com/edge-agent/edge-agent/tflite"
-	"github.com/edge-agent/edge-agent/tflite/tflitetest"
 )
-
-func readShared(t *testing.T, name string) []byte {
-	t.Helper()
-	b, err := os.ReadFile(tflitetest.Path(t, name))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
-
-// top1 asks model id about img and returns the top class.
-func top1(t *testing.T, a *agent.Agent, id string, img []byte) int {
-	t.Helper()
-	res, err := a.Command(context.Background(), mqtt.Command{Verb: "infer", Binary: true, Model: id, ID: "w", Payload: img})
-	if err != nil {
-		t.Fatalf("infer %s: %v", id, err)
-	}
-	return res.(agent.InferReply).Top[0].Index
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(time.Minute)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting until %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
 
 func registered(a *agent.Agent, id string) bool {
 	return slices.ContainsFunc(a.Pool().Models(), func(m tflite.ModelStatus) bool { return m.ID == id })

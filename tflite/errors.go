@@ -1,77 +1,66 @@
 package tflite
 
 import (
-	"errors"
 	"fmt"
+
+	"github.com/edge-agent/edge-agent/errcode"
 )
 
-// Kind is a class of failure with a stable machine-readable code, used in the
-// CLI's JSON output and exit status and in command replies.
-type Kind struct {
-	code string
-	msg  string
-}
-
-func (k *Kind) Error() string { return k.msg }
-
-// Code is the stable identifier of the kind, e.g. "model_truncated".
-func (k *Kind) Code() string { return k.code }
-
-// NewKind defines a kind for another package's documented errors, so that
-// Code works the same across the agent.
-func NewKind(code, msg string) *Kind { return &Kind{code: code, msg: msg} }
+// Kind is errcode.Kind, kept as an alias so this package's callers can keep
+// writing tflite.Kind; new kinds elsewhere are made with errcode.New.
+type Kind = errcode.Kind
 
 // The kinds of failure this package reports. Match them with errors.Is.
 var (
 	// ErrModelNotFound: the model path does not exist.
-	ErrModelNotFound = &Kind{"model_not_found", "model file not found"}
+	ErrModelNotFound = errcode.New("model_not_found", "model file not found")
 	// ErrModelNotRegular: the path is a directory or another non-file.
-	ErrModelNotRegular = &Kind{"model_not_regular", "model path is not a regular file"}
+	ErrModelNotRegular = errcode.New("model_not_regular", "model path is not a regular file")
 	// ErrModelUnreadable: the file exists but cannot be opened or read.
-	ErrModelUnreadable = &Kind{"model_unreadable", "model file is not readable"}
+	ErrModelUnreadable = errcode.New("model_unreadable", "model file is not readable")
 	// ErrModelEmpty: the file has zero bytes.
-	ErrModelEmpty = &Kind{"model_empty", "model file is empty"}
+	ErrModelEmpty = errcode.New("model_empty", "model file is empty")
 	// ErrModelNotTFLite: the file lacks the TFLite flatbuffer identifier
 	// ("TFL3" at offset 4), e.g. random bytes or another format.
-	ErrModelNotTFLite = &Kind{"model_not_tflite", "not a TensorFlow Lite model (no TFL3 identifier)"}
+	ErrModelNotTFLite = errcode.New("model_not_tflite", "not a TensorFlow Lite model (no TFL3 identifier)")
 	// ErrModelTruncated: the flatbuffer refers past the end of the file.
-	ErrModelTruncated = &Kind{"model_truncated", "model file is truncated"}
+	ErrModelTruncated = errcode.New("model_truncated", "model file is truncated")
 	// ErrModelInvalid: the runtime's verifier refused the flatbuffer (a
 	// corrupted header or table).
-	ErrModelInvalid = &Kind{"model_invalid", "model flatbuffer is invalid"}
+	ErrModelInvalid = errcode.New("model_invalid", "model flatbuffer is invalid")
 	// ErrUnresolvedOp: the model uses a custom operator no registered kernel
 	// or delegate provides.
-	ErrUnresolvedOp = &Kind{"model_unresolved_op", "model uses an operator the runtime does not have"}
+	ErrUnresolvedOp = errcode.New("model_unresolved_op", "model uses an operator the runtime does not have")
 	// ErrNeedsDelegate: the model was compiled for an accelerator (an Edge
 	// TPU custom op) and no delegate for it is loaded; use its CPU twin.
-	ErrNeedsDelegate = &Kind{"model_needs_delegate", "model needs an accelerator delegate that is not loaded"}
+	ErrNeedsDelegate = errcode.New("model_needs_delegate", "model needs an accelerator delegate that is not loaded")
 	// ErrInterpreter: the runtime could not create an interpreter.
-	ErrInterpreter = &Kind{"interpreter_create", "cannot create interpreter"}
+	ErrInterpreter = errcode.New("interpreter_create", "cannot create interpreter")
 	// ErrAllocate: tensor allocation failed for another reason.
-	ErrAllocate = &Kind{"allocate_tensors", "cannot allocate tensors"}
+	ErrAllocate = errcode.New("allocate_tensors", "cannot allocate tensors")
 	// ErrInvoke: the runtime returned an error status from Invoke.
-	ErrInvoke = &Kind{"invoke", "invoke failed"}
+	ErrInvoke = errcode.New("invoke", "invoke failed")
 	// ErrDelegate: a delegate could not be created from its library.
-	ErrDelegate = &Kind{"delegate_create", "cannot create delegate"}
+	ErrDelegate = errcode.New("delegate_create", "cannot create delegate")
 	// ErrInputSize: input bytes do not match the tensor's byte size.
-	ErrInputSize = &Kind{"input_size", "input size does not match the model's input tensor"}
+	ErrInputSize = errcode.New("input_size", "input size does not match the model's input tensor")
 	// ErrTensorIndex: no tensor at that index.
-	ErrTensorIndex = &Kind{"tensor_index", "no tensor at that index"}
+	ErrTensorIndex = errcode.New("tensor_index", "no tensor at that index")
 	// ErrTensorType: the tensor's type is not supported for the operation.
-	ErrTensorType = &Kind{"tensor_type", "unsupported tensor type"}
+	ErrTensorType = errcode.New("tensor_type", "unsupported tensor type")
 	// ErrUnknownModel: the pool has no model with that id.
-	ErrUnknownModel = &Kind{"unknown_model", "unknown model id"}
+	ErrUnknownModel = errcode.New("unknown_model", "unknown model id")
 	// ErrOverBudget: the model does not fit the memory budget even after
 	// evicting everything evictable.
-	ErrOverBudget = &Kind{"over_budget", "model does not fit the memory budget"}
+	ErrOverBudget = errcode.New("over_budget", "model does not fit the memory budget")
 	// ErrBusy: the model has leased interpreters, so it cannot be evicted now.
-	ErrBusy = &Kind{"model_busy", "model is in use"}
+	ErrBusy = errcode.New("model_busy", "model is in use")
 	// ErrPinned: pinned models are never evicted.
-	ErrPinned = &Kind{"model_pinned", "model is pinned"}
+	ErrPinned = errcode.New("model_pinned", "model is pinned")
 	// ErrPoolClosed: the pool was closed.
-	ErrPoolClosed = &Kind{"pool_closed", "pool is closed"}
+	ErrPoolClosed = errcode.New("pool_closed", "pool is closed")
 	// ErrBinding: go-tflite's internals are not what this package expects.
-	ErrBinding = &Kind{"binding", "go-tflite binding mismatch"}
+	ErrBinding = errcode.New("binding", "go-tflite binding mismatch")
 )
 
 // Error is a failed operation on a model: what was done, on which file, the
@@ -89,7 +78,7 @@ func (e *Error) Error() string {
 	if e.Path != "" {
 		s += fmt.Sprintf(" %q", e.Path)
 	}
-	s += ": " + e.Kind.msg
+	s += ": " + e.Kind.Error()
 	if e.Detail != "" {
 		s += ": " + e.Detail
 	}
@@ -105,14 +94,5 @@ func (e *Error) Unwrap() []error {
 }
 
 // Code returns the stable code of err's kind, "" when err is nil and
-// "internal" when it carries no kind.
-func Code(err error) string {
-	if err == nil {
-		return ""
-	}
-	var k *Kind
-	if errors.As(err, &k) {
-		return k.code
-	}
-	return "internal"
-}
+// "internal" when it carries no kind (errcode.Code, kept for callers).
+func Code(err error) string { return errcode.Code(err) }

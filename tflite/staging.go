@@ -3,6 +3,8 @@ package tflite
 import (
 	"context"
 	"fmt"
+
+	"github.com/edge-agent/edge-agent/errcode"
 )
 
 // Staging: a new version of a serving model is registered under its own
@@ -15,7 +17,7 @@ import (
 // Drain empties the serving version so the new one can be checked alone.
 
 // ErrCold: Promote was given a staged version that is no longer warm.
-var ErrCold = &Kind{"model_cold", "the staged version is not warm"}
+var ErrCold = errcode.New("model_cold", "the staged version is not warm")
 
 // protectedLocked reports whether e must stay warm while the pool makes
 // room for except (nil: for no model in particular, such as a trim).

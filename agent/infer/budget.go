@@ -7,12 +7,12 @@ import (
 	"image"
 	"sync"
 
-	"github.com/edge-agent/edge-agent/tflite"
+	"github.com/edge-agent/edge-agent/errcode"
 )
 
 // ErrMemoryPressure: the agent is shedding load because its cgroup is
 // short of memory; decodes are refused until the pressure drops.
-var ErrMemoryPressure = tflite.NewKind("memory_pressure", "memory pressure: new image decodes are refused for now; retry later")
+var ErrMemoryPressure = errcode.New("memory_pressure", "memory pressure: new image decodes are refused for now; retry later")
 
 // DecodeBudget is the one budget every image decode in flight shares: a
 // decode takes its estimated cost (EstimateCost: the decode or the image

@@ -24,6 +24,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/edge-agent/edge-agent/errcode"
 	"github.com/edge-agent/edge-agent/tflite"
 	_ "golang.org/x/image/bmp" // registers the BMP decoder
 	"golang.org/x/image/draw"
@@ -32,18 +33,18 @@ import (
 // The kinds of bad input. Raw input of the wrong size is tflite.ErrInputSize.
 var (
 	// ErrUnsupportedInput: an image format other than BMP, PNG or JPEG.
-	ErrUnsupportedInput = tflite.NewKind("input_unsupported", "unsupported input format")
+	ErrUnsupportedInput = errcode.New("input_unsupported", "unsupported input format")
 	// ErrImageDecode: the file claims to be an image but does not decode.
-	ErrImageDecode = tflite.NewKind("input_image_decode", "input image does not decode")
+	ErrImageDecode = errcode.New("input_image_decode", "input image does not decode")
 	// ErrNotImageModel: an image was given to a model whose input is not an
 	// image ([1,H,W,3], [1,H,W,1] or [1,H,W] of uint8, int8 or float32).
-	ErrNotImageModel = tflite.NewKind("input_not_image_model", "model input is not an image")
+	ErrNotImageModel = errcode.New("input_not_image_model", "model input is not an image")
 	// ErrInputRead: the input file cannot be read.
-	ErrInputRead = tflite.NewKind("input_unreadable", "input file is not readable")
+	ErrInputRead = errcode.New("input_unreadable", "input file is not readable")
 	// ErrInputTooLarge: the image's header declares more pixels (or a
 	// larger decoded size) than the limit. Checked before decoding, so a
 	// small compressed file cannot make the agent allocate gigabytes.
-	ErrInputTooLarge = tflite.NewKind("input_too_large", "input image too large")
+	ErrInputTooLarge = errcode.New("input_too_large", "input image too large")
 )
 
 // DefaultMaxPixels bounds an image's width × height when no limit is

@@ -1,5 +1,5 @@
 // Command edge-agent is the warm-start agent for TensorFlow Lite models.
-// Everything but signal handling lives in package agent; the benchmark is
+// Everything but signal handling lives in agent/cli; the benchmark is
 // its own binary (agent/cmd/edge-agent-bench).
 package main
 
@@ -9,12 +9,12 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/edge-agent/edge-agent/agent"
+	"github.com/edge-agent/edge-agent/agent/cli"
 )
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := agent.Main(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	code := cli.Main(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
 	os.Exit(code)
 }

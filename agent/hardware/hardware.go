@@ -1,4 +1,6 @@
-package agent
+// Package hardware describes the board the agent calibrates on: what
+// cached facts depend on, and its fingerprint in their validity keys.
+package hardware
 
 import (
 	"bufio"
@@ -12,19 +14,19 @@ import (
 	"strings"
 )
 
-// Hardware is what calibration depends on about the board. Its Fingerprint
+// Info is what calibration depends on about the board. Its Fingerprint
 // is part of every cached fact's validity key.
-type Hardware struct {
+type Info struct {
 	Arch     string `json:"arch"`
 	CPUModel string `json:"cpu_model"`
 	Cores    int    `json:"cores"`
 	Board    string `json:"board,omitempty"` // /proc/device-tree/model, when present
 }
 
-// ReadHardware reads /proc/cpuinfo and /proc/device-tree/model below root
+// Read reads /proc/cpuinfo and /proc/device-tree/model below root
 // ("/" on a device; a fixture tree in tests). Missing files mean no data.
-func ReadHardware(root string) Hardware {
-	h := Hardware{Arch: runtime.GOARCH}
+func Read(root string) Info {
+	h := Info{Arch: runtime.GOARCH}
 	if b, err := os.ReadFile(filepath.Join(root, "proc/cpuinfo")); err == nil {
 		sc := bufio.NewScanner(bytes.NewReader(b))
 		var arm []string
@@ -62,7 +64,7 @@ func ReadHardware(root string) Hardware {
 }
 
 // Fingerprint is a short stable hash of h.
-func (h Hardware) Fingerprint() string {
+func (h Info) Fingerprint() string {
 	b, _ := json.Marshal(h)
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:8])

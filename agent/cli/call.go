@@ -1,4 +1,4 @@
-package agent
+package cli
 
 import (
 	"context"
@@ -7,8 +7,8 @@ import (
 	"os"
 	"time"
 
+	"github.com/edge-agent/edge-agent/agent"
 	"github.com/edge-agent/edge-agent/mqtt"
-	"github.com/edge-agent/edge-agent/tflite"
 )
 
 // call is `edge-agent call VERB [flags]`: one command to a running agent
@@ -30,7 +30,7 @@ func (c cli) call(ctx context.Context, args []string) (bool, error) {
 	}
 	pos := fs.Args()
 	if len(pos) == 0 {
-		return *asJSON, usageErr("call: want a verb (%v)", Verbs)
+		return *asJSON, usageErr("call: want a verb (%v)", agent.Verbs)
 	}
 	verb := pos[0]
 	if verb == "set-budget" && len(pos) == 2 && *budget == "" {
@@ -67,7 +67,7 @@ func (c cli) call(ctx context.Context, args []string) (bool, error) {
 	}
 	if !r.OK && r.Error != nil {
 		// The agent's code, so the exit status is the CLI table's.
-		return *asJSON, tflite.NewKind(r.Error.Code, r.Error.Message)
+		return *asJSON, knownKind(r.Error.Code, r.Error.Message)
 	}
 	return *asJSON, nil
 }
@@ -119,20 +119,20 @@ func callPayload(verb, model, image, input, budget string, top int) ([]byte, boo
 	case "status", "rescan", "reload", "wake":
 		return []byte("{}"), false, nil
 	}
-	return nil, false, usageErr("call: unknown verb %q (known: %v)", verb, Verbs)
+	return nil, false, usageErr("call: unknown verb %q (known: %v)", verb, agent.Verbs)
 }
 
 // clientOptions are the MQTT options of a command-line client: the
 // configuration file's (or the defaults) with the environment's overrides, --broker and --device over them,
 // and with no broker at all the local one on [mqtt] local_listen.
-func clientOptions(cmd, config, broker, device string) (Config, mqtt.Options, error) {
+func clientOptions(cmd, config, broker, device string) (agent.Config, mqtt.Options, error) {
 	// Without a file, the defaults and the environment, as `run` takes
 	// them: EDGE_AGENT_MQTT_LOCAL_LISTEN moves both ends.
-	cfg, err := LoadConfig(config)
+	cfg, err := agent.LoadConfig(config)
 	if err != nil {
 		return cfg, mqtt.Options{}, err
 	}
-	o := cfg.mqttOptions()
+	o := cfg.MQTTOptions()
 	if broker != "" {
 		o.Brokers = []string{broker}
 	}
@@ -172,9 +172,9 @@ func (c cli) homeassistant(ctx context.Context, args []string) error {
 	}
 	cctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
-	if err := RemoveHomeAssistant(cctx, cfg, o); err != nil {
+	if err := agent.RemoveHomeAssistant(cctx, cfg, o); err != nil {
 		return err
 	}
-	fmt.Fprintf(c.stdout, "Home Assistant discovery removed for device %s\n", cfg.device())
+	fmt.Fprintf(c.stdout, "Home Assistant discovery removed for device %s\n", cfg.DeviceID())
 	return nil
 }

@@ -1,9 +1,11 @@
-package agent
+package update
 
 import (
 	"context"
 	"fmt"
 	"strings"
+
+	"github.com/edge-agent/edge-agent/agent/observe"
 )
 
 // outcomes is the recent request outcomes of one model: whether each of
@@ -47,36 +49,37 @@ const rollbackMargin = 0.2
 // the old version answers after a swap never count against the new one.
 func outcomeKey(id, version string) string { return id + "@" + version }
 
-// guardUpdate starts watching model id's first requests after the update
+// guard starts watching model id's first requests after the update
 // from → to.
-func (a *Agent) guardUpdate(id, from, to string) {
-	a.updMu.Lock()
-	defer a.updMu.Unlock()
-	old := a.outcomes[outcomeKey(id, from)]
-	a.guards[id] = &updateGuard{from: from, to: to, oldRate: old.rate()}
-	for k := range a.outcomes {
+func (m *Manager) guard(id, from, to string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	old := m.outcomes[outcomeKey(id, from)]
+	m.guards[id] = &updateGuard{from: from, to: to, oldRate: old.rate()}
+	for k := range m.outcomes {
 		if strings.HasPrefix(k, id+"@") && k != outcomeKey(id, from) {
-			delete(a.outcomes, k) // versions before from
+			delete(m.outcomes, k) // versions before from
 		}
 	}
-	a.outcomes[outcomeKey(id, to)] = &outcomes{}
+	m.outcomes[outcomeKey(id, to)] = &outcomes{}
 }
 
 // noteOutcome records whether a request that version of model id answered
 // failed; an update whose first requests fail clearly more often than its
 // previous version's did is rolled back (updates.auto_rollback). It
 // returns the rollback's reason ("" when none is due).
-func (a *Agent) noteOutcome(id, version string, failed bool) string {
-	window := a.config().Updates.RollbackWindow
+func (m *Manager) noteOutcome(id, version string, failed bool) string {
+	set := m.settings()
+	window := set.RollbackWindow
 	key := outcomeKey(id, version)
-	a.updMu.Lock()
-	o := a.outcomes[key]
+	m.mu.Lock()
+	o := m.outcomes[key]
 	if o == nil {
 		o = &outcomes{}
-		a.outcomes[key] = o
+		m.outcomes[key] = o
 	}
 	o.add(failed, window)
-	g := a.guards[id]
+	g := m.guards[id]
 	var reason string
 	if g != nil && g.to == version {
 		g.n++
@@ -87,22 +90,42 @@ func (a *Agent) noteOutcome(id, version string, failed bool) string {
 		// the previous version's plus the margin, whatever the rest do.
 		if rate := float64(g.failed) / float64(window); rate > g.oldRate+rollbackMargin {
 			reason = fmt.Sprintf("auto: %d of its first %d requests failed (the previous version failed %.0f%%)", g.failed, g.n, 100*g.oldRate)
-			delete(a.guards, id)
+			delete(m.guards, id)
 		} else if g.n >= window {
-			delete(a.guards, id)
+			delete(m.guards, id)
 		}
-		if a.guards[id] == nil {
-			delete(a.outcomes, outcomeKey(id, g.from))
+		if m.guards[id] == nil {
+			delete(m.outcomes, outcomeKey(id, g.from))
 		}
 	}
-	a.updMu.Unlock()
-	if reason == "" || !a.config().Updates.autoRollback() || a.runCtx == nil {
+	m.mu.Unlock()
+	if reason == "" || !set.AutoRollback {
 		return reason
 	}
-	a.spawn(a.runCtx, func(ctx context.Context) {
-		if _, err := a.Rollback(ctx, id, reason); err != nil {
-			a.log.Error("automatic rollback failed", "model", id, "err", err)
+	var run context.Context
+	if m.o.RunCtx != nil {
+		run = m.o.RunCtx()
+	}
+	if run == nil {
+		return reason // not started: nothing serves to roll back
+	}
+	m.o.Spawn(run, func(ctx context.Context) {
+		if _, err := m.Rollback(ctx, id, reason); err != nil {
+			m.log.Error("automatic rollback failed", "model", id, "err", err)
 		}
 	})
 	return reason
+}
+
+// RequestDone feeds the update guard (per-version outcomes, for the
+// automatic rollback) and the parity ring (recent requests replayed
+// through a staged update) from every request the routed model ran.
+func (m *Manager) RequestDone(d observe.RequestDone) {
+	if d.Stage == observe.StageLoad {
+		return
+	}
+	m.noteOutcome(d.Model, d.Version, d.Stage == observe.StageRun)
+	if d.Ran() {
+		m.recordParity(d.Model, d.Version, d.Image, d.Tensor, d.Result)
+	}
 }

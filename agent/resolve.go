@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -12,58 +11,6 @@ import (
 
 	"github.com/edge-agent/edge-agent/tflite/modelgen"
 )
-
-func (c cli) run(ctx context.Context, args []string) error {
-	fs := c.newFlags("run")
-	cfgPath := fs.String("config", "", "configuration file (TOML); without it, the embedded defaults")
-	reportPath := fs.String("report", "", "write the startup report (JSON) to this file once ready")
-	stateDir := fs.String("state-dir", "", "override state_dir")
-	modelsDir := fs.String("models-dir", "", "override models_dir")
-	logLevel := fs.String("log-level", "", "override log_level (debug, info, warn, error)")
-	budget := unsetBudget
-	fs.Var(&budget, "budget", `override pool.budget, e.g. 256MiB or "auto"`)
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	if fs.NArg() != 0 {
-		return usageErr("run: unexpected argument %q", fs.Arg(0))
-	}
-	// Precedence: defaults < file < environment < flags.
-	load := func() (Config, error) {
-		cfg, err := LoadConfig(*cfgPath)
-		if err != nil {
-			return cfg, err
-		}
-		if *stateDir != "" {
-			cfg.StateDir = *stateDir
-		}
-		if *modelsDir != "" {
-			cfg.ModelsDir = *modelsDir
-		}
-		if *logLevel != "" {
-			cfg.LogLevel = *logLevel
-		}
-		if budget != unsetBudget {
-			cfg.Pool.Budget = budget
-		}
-		if err := cfg.Validate(); err != nil {
-			return cfg, &configError{path: "(flags)", msg: err.Error()}
-		}
-		return cfg, nil
-	}
-	cfg, err := load()
-	if err != nil {
-		return err
-	}
-	var level slog.LevelVar
-	_ = level.UnmarshalText([]byte(cfg.LogLevel))
-	log := slog.New(slog.NewTextHandler(c.stderr, &slog.HandlerOptions{Level: &level}))
-	ro := RunOptions{ReportPath: *reportPath, LogLevel: &level}
-	if *cfgPath != "" {
-		ro.Reload = load
-	}
-	return Run(ctx, cfg, log, Options{Started: c.started}, ro)
-}
 
 // resolveModels lists the configured models: explicit ones, then the models
 // directory, or else the demo model, generated on first use.
@@ -105,7 +52,7 @@ func resolveModels(cfg Config, log *slog.Logger) ([]ModelConfig, error) {
 		if err != nil {
 			return nil, err
 		}
-		if err := writeModel(path, spec); err != nil {
+		if err := modelgen.WriteFile(path, spec); err != nil {
 			return nil, fmt.Errorf("demo model: %w", err)
 		}
 		log.Info("demo model generated", "path", path, "layers", spec.Layers, "width", spec.Width)

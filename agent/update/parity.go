@@ -1,4 +1,4 @@
-package agent
+package update
 
 import (
 	"context"
@@ -60,11 +60,11 @@ func newAnswer(version string, res infer.Result) *answer {
 
 // recordParity keeps a request that version of model answered, with the
 // answer.
-func (a *Agent) recordParity(model, version string, image, tensor []byte, res infer.Result) {
-	if !a.parity.enabled() {
+func (m *Manager) recordParity(model, version string, image, tensor []byte, res infer.Result) {
+	if !m.parity.enabled() {
 		return
 	}
-	a.parity.record(model, paritySample{image: image, tensor: tensor, answer: newAnswer(version, res)})
+	m.parity.record(model, paritySample{image: image, tensor: tensor, answer: newAnswer(version, res)})
 }
 
 func (s paritySample) size() int64 {
@@ -164,9 +164,9 @@ func (r *parityRing) forget(model string) {
 // request the new version cannot take (a raw tensor of the old input size,
 // an image for a model whose input is no image) counts in NewFailed: even
 // with allow_signature_change, what clients send must still be answered.
-func (a *Agent) replayParity(ctx context.Context, id, serving, staged string, runServing bool) Parity {
+func (m *Manager) replayParity(ctx context.Context, id, serving, staged string, runServing bool) Parity {
 	p := Parity{MaxAbsDiff: -1}
-	for _, s := range a.parity.snapshot(id) {
+	for _, s := range m.parity.snapshot(id) {
 		if ctx.Err() != nil {
 			break
 		}
@@ -178,7 +178,7 @@ func (a *Agent) replayParity(ctx context.Context, id, serving, staged string, ru
 		var d *infer.Decoded
 		if s.image != nil {
 			var err error
-			if d, err = a.decodes.Decode(ctx, s.image, a.config().Infer.MaxImagePixels); err != nil {
+			if d, err = m.o.Decodes().Decode(ctx, s.image, m.settings().MaxImagePixels); err != nil {
 				p.Skipped++
 				continue
 			}
@@ -186,14 +186,14 @@ func (a *Agent) replayParity(ctx context.Context, id, serving, staged string, ru
 		}
 		want := s.answer
 		if !recorded {
-			res, err := a.runOn(ctx, id, req)
+			res, err := RunOn(ctx, m.pool(), id, req)
 			if want = newAnswer(serving, res); err != nil || want == nil {
 				d.Release()
 				p.Skipped++ // the serving version cannot answer it either
 				continue
 			}
 		}
-		neu, err := a.runOn(ctx, staged, req)
+		neu, err := RunOn(ctx, m.pool(), staged, req)
 		d.Release()
 		if err != nil {
 			if ctx.Err() == nil {

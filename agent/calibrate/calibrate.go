@@ -1,4 +1,7 @@
-package agent
+// Package calibrate measures how a model runs on this board: staged loads
+// and steady invokes per candidate thread count, their medians, footprint
+// and CPU cost, within a reservation of the pool's budget.
+package calibrate
 
 import (
 	"context"
@@ -13,8 +16,8 @@ import (
 	"github.com/edge-agent/edge-agent/tflite"
 )
 
-// calibration tunes how a model is run on this board, once per validity key.
-type calibration struct {
+// Calibration tunes how a model is run on this board, once per validity key.
+type Calibration struct {
 	Runs       int // staged loads the medians are over
 	Steady     int // steady invokes per thread count
 	MaxThreads int // auto-tune tries 1..MaxThreads (capped at the cores)
@@ -22,7 +25,7 @@ type calibration struct {
 	// Budget, when set, is where each measuring load takes its memory and
 	// the load slot from, so calibration counts against the pool's budget
 	// and never runs beside a request's load.
-	Budget reserver
+	Budget Reserver
 	// HeapGuess is the heap reserved for the first load, before this
 	// calibration measured one (the pool's measurement, when it has one).
 	HeapGuess int64
@@ -34,14 +37,14 @@ type calibration struct {
 	CPU time.Duration
 }
 
-// reserver is the pool as calibration uses it.
-type reserver interface {
+// Reserver is the pool as calibration uses it.
+type Reserver interface {
 	Reserve(ctx context.Context, bytes int64) (*tflite.Reservation, error)
 }
 
 // threadCandidates are the thread counts to try: the configured one, or
 // 1..min(cores, MaxThreads) when threads is 0 (auto).
-func (c calibration) threadCandidates(threads int) []int {
+func (c Calibration) threadCandidates(threads int) []int {
 	if threads > 0 {
 		return []int{threads}
 	}
@@ -53,14 +56,14 @@ func (c calibration) threadCandidates(threads int) []int {
 	return out
 }
 
-// run measures the model at path: steady latency per candidate thread count,
+// Run measures the model at path: steady latency per candidate thread count,
 // then per-stage medians and the footprint at the best one.
-func (c *calibration) run(ctx context.Context, path string, threads int, delegates []tflite.DelegateSpec) (storage.Calibration, error) {
+func (c *Calibration) Run(ctx context.Context, path string, threads int, delegates []tflite.DelegateSpec) (storage.Calibration, error) {
 	var cal storage.Calibration
-	best, bestSteady := 0, steadyTimes{Wall: time.Duration(math.MaxInt64)}
+	best, bestSteady := 0, SteadyTimes{Wall: time.Duration(math.MaxInt64)}
 	var runs []tflite.LoadReport
 	for _, t := range c.threadCandidates(threads) {
-		rep, steady, err := c.measure(ctx, path, tflite.Options{Threads: t, Delegates: delegates})
+		rep, steady, err := c.Measure(ctx, path, tflite.Options{Threads: t, Delegates: delegates})
 		if err != nil {
 			return cal, fmt.Errorf("calibrate %d threads: %w", t, err)
 		}
@@ -71,7 +74,7 @@ func (c *calibration) run(ctx context.Context, path string, threads int, delegat
 	}
 	cpus := []time.Duration{bestSteady.CPU}
 	for len(runs) < max(c.Runs, 1) {
-		rep, steady, err := c.measure(ctx, path, tflite.Options{Threads: best, Delegates: delegates})
+		rep, steady, err := c.Measure(ctx, path, tflite.Options{Threads: best, Delegates: delegates})
 		if err != nil {
 			return cal, fmt.Errorf("calibrate: %w", err)
 		}
@@ -113,22 +116,22 @@ func coldSpread(runs []tflite.LoadReport) float64 {
 	return math.Round(float64(slices.Max(cold)-slices.Min(cold))/float64(m)*100) / 100
 }
 
-// steadyTimes is what one steady invoke takes: the median wall time and
+// SteadyTimes is what one steady invoke takes: the median wall time and
 // the process's CPU time per invoke; Contention is how long the process's
 // threads waited for a CPU meanwhile, over the wall time (0: the cores
 // were ours; above ~0.1 other work slowed the invokes, and the runtime's
 // spinning workers burn CPU time while they wait for each other).
-type steadyTimes struct {
+type SteadyTimes struct {
 	Wall, CPU  time.Duration
 	Contention float64
 }
 
-// measure is one staged load plus several steady invokes, within a
+// Measure is one staged load plus several steady invokes, within a
 // reservation of the budget when there is one.
-func (c *calibration) measure(ctx context.Context, path string, o tflite.Options) (tflite.LoadReport, steadyTimes, error) {
+func (c *Calibration) Measure(ctx context.Context, path string, o tflite.Options) (tflite.LoadReport, SteadyTimes, error) {
 	if c.Yield != nil {
 		if err := c.Yield(ctx); err != nil {
-			return tflite.LoadReport{}, steadyTimes{}, err
+			return tflite.LoadReport{}, SteadyTimes{}, err
 		}
 	}
 	var r *tflite.Reservation
@@ -141,7 +144,7 @@ func (c *calibration) measure(ctx context.Context, path string, o tflite.Options
 		// shared models hold 0.1–6× their size); the measurement corrects it.
 		var err error
 		if r, err = c.Budget.Reserve(ctx, size+max(c.HeapGuess, size)); err != nil {
-			return tflite.LoadReport{}, steadyTimes{}, err
+			return tflite.LoadReport{}, SteadyTimes{}, err
 		}
 		defer r.Release()
 	}
@@ -149,7 +152,7 @@ func (c *calibration) measure(ctx context.Context, path string, o tflite.Options
 	defer func() { c.CPU += processCPU() - cpu0 }()
 	m, it, rep, err := tflite.LoadStaged(path, tflite.LoadOptions{Interpreter: o, PageIn: c.PageIn, Warm: tflite.WarmOptions{SkipSteady: true}})
 	if err != nil {
-		return rep, steadyTimes{}, err
+		return rep, SteadyTimes{}, err
 	}
 	if r != nil {
 		r.Grow(rep.Footprint.Total())
@@ -164,11 +167,11 @@ func (c *calibration) measure(ctx context.Context, path string, o tflite.Options
 	for i := range times {
 		t := time.Now()
 		if err := it.Invoke(); err != nil {
-			return rep, steadyTimes{}, err
+			return rep, SteadyTimes{}, err
 		}
 		times[i] = time.Since(t)
 	}
-	st := steadyTimes{Wall: median(times), CPU: (processCPU() - cpu) / time.Duration(n)}
+	st := SteadyTimes{Wall: median(times), CPU: (processCPU() - cpu) / time.Duration(n)}
 	if w := time.Since(wall); w > 0 {
 		st.Contention = float64(runDelay()-delay) / float64(w)
 	}
@@ -197,3 +200,6 @@ func medianStages(runs []tflite.LoadReport) tflite.Stages {
 		FirstInvoke: pick(func(s tflite.Stages) time.Duration { return s.FirstInvoke }),
 	}
 }
+
+// ms is a duration in milliseconds, rounded to the microsecond.
+func ms(d time.Duration) float64 { return math.Round(float64(d)/1e3) / 1e3 }

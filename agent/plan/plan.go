@@ -1,21 +1,26 @@
-package agent
+// Package plan decides what a wake warms: it scores each model by the
+// cold-start time a warm interpreter saves per byte held and per joule
+// spent, and fits them to the energy allowance and the memory budget.
+// Make is a pure function of its Input.
+package plan
 
 import (
 	"fmt"
 	"math"
 	"sort"
+	"time"
 
 	"github.com/edge-agent/edge-agent/power"
 	"github.com/edge-agent/edge-agent/tflite"
 )
 
-// PlanItem is one model in a plan: what warming it is worth and costs.
+// Item is one model in a plan: what warming it is worth and costs.
 //
 // Score = (demand + 0.01) × saved_ms / (MiB held × joules to warm):
 // expected requests (this hour and the next, from the usage history) times
 // the cold-start time a warm interpreter saves each, per byte held and per
 // joule spent warming it (calibrated cold time × threads × watts).
-type PlanItem struct {
+type Item struct {
 	Model   string  `json:"model"`
 	Pinned  bool    `json:"pinned"`
 	Demand  float64 `json:"demand"`
@@ -31,12 +36,12 @@ type Plan struct {
 	Wake      power.Wake      `json:"wake"`
 	Power     power.State     `json:"power"`
 	Allowance power.Allowance `json:"allowance"`
-	Chosen    []PlanItem      `json:"chosen"`
-	Skipped   []PlanItem      `json:"skipped"`
+	Chosen    []Item          `json:"chosen"`
+	Skipped   []Item          `json:"skipped"`
 }
 
-// PlanResult is what running a plan did.
-type PlanResult struct {
+// Result is what running a plan did.
+type Result struct {
 	Plan      Plan         `json:"plan"`
 	Warmed    []string     `json:"warmed"`          // models warmed by this plan
 	Already   []string     `json:"already"`         // chosen but already warm
@@ -46,19 +51,25 @@ type PlanResult struct {
 	Energy    power.Energy `json:"energy"`          // of the whole plan
 }
 
-// planInput is everything a plan depends on; plan is a pure function of it.
-type planInput struct {
+// Input is everything a plan depends on; Make is a pure function of it.
+type Input struct {
 	Wake      power.Wake
 	Power     power.State
 	Allowance power.Allowance
-	Models    []planModel
+	Models    []Model
 	Budget    int64   // the pool's; 0 means none
 	Watts     float64 // per CPU-second, for the joules a warm-up costs
-	Families  []FamilyConfig
+	Families  []Family
 }
 
-// planModel is one registered model as the planner sees it.
-type planModel struct {
+// Family is a model family as the plan sees it: its variants, fastest first.
+type Family struct {
+	ID       string
+	Variants []string
+}
+
+// Model is one registered model as the planner sees it.
+type Model struct {
 	ID      string
 	Pinned  bool
 	Demand  float64       // expected requests this hour and the next
@@ -67,22 +78,22 @@ type planModel struct {
 	Threads int
 }
 
-// score rates warming m: see PlanItem.
-func score(m planModel, watts float64) PlanItem {
-	it := PlanItem{Model: m.ID, Pinned: m.Pinned, Demand: m.Demand, Bytes: m.Bytes}
+// score rates warming m: see Item.
+func score(m Model, watts float64) Item {
+	it := Item{Model: m.ID, Pinned: m.Pinned, Demand: m.Demand, Bytes: m.Bytes}
 	it.SavedMs = ms(m.Stages.Saved())
 	it.Joules = m.Stages.Cold().Seconds() * float64(max(m.Threads, 1)) * watts
 	it.Score = (it.Demand + 0.01) * it.SavedMs / (math.Max(float64(it.Bytes)/(1<<20), 0.01) * math.Max(it.Joules, 1e-3))
 	return it
 }
 
-// plan ranks the models and fits them to the energy allowance and the
+// Make ranks the models and fits them to the energy allowance and the
 // memory budget. At start, pinned models are chosen whatever the
 // allowance says: the agent is not ready without them.
-func plan(in planInput) Plan {
+func Make(in Input) Plan {
 	al := in.Allowance
-	p := Plan{Wake: in.Wake, Power: in.Power, Allowance: al, Chosen: []PlanItem{}, Skipped: []PlanItem{}}
-	items := make([]PlanItem, 0, len(in.Models))
+	p := Plan{Wake: in.Wake, Power: in.Power, Allowance: al, Chosen: []Item{}, Skipped: []Item{}}
+	items := make([]Item, 0, len(in.Models))
 	for _, m := range in.Models {
 		items = append(items, score(m, in.Watts))
 	}
@@ -131,17 +142,20 @@ func plan(in planInput) Plan {
 
 // fastFirst moves each family's fast variants ahead of its precise one,
 // so requests have an answer while the precise one warms.
-func fastFirst(chosen []PlanItem, families []FamilyConfig) []PlanItem {
+func fastFirst(chosen []Item, families []Family) []Item {
 	rank := map[string]int{}
 	for _, f := range families {
 		for i, v := range f.Variants {
 			rank[v] = i + 1
 		}
 	}
-	out := append([]PlanItem{}, chosen...)
+	out := append([]Item{}, chosen...)
 	sort.SliceStable(out, func(i, j int) bool {
 		ri, rj := rank[out[i].Model], rank[out[j].Model]
 		return ri != 0 && rj != 0 && ri < rj
 	})
 	return out
 }
+
+// ms is a duration in milliseconds, rounded to the microsecond.
+func ms(d time.Duration) float64 { return math.Round(float64(d)/1e3) / 1e3 }

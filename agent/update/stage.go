@@ -1,4 +1,4 @@
-package agent
+package update
 
 import (
 	"context"
@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/edge-agent/edge-agent/errcode"
 	"github.com/edge-agent/edge-agent/tflite"
 )
 
@@ -18,7 +19,7 @@ import (
 
 // ErrNoRoom: the update does not fit the budget even alone, or the serving
 // version did not drain in time.
-var ErrNoRoom = tflite.NewKind("update_no_room", "the update does not fit the memory budget, even alone")
+var ErrNoRoom = errcode.New("update_no_room", "the update does not fit the memory budget, even alone")
 
 // updateDrain bounds the wait for the serving version's requests in flight
 // before a new version is checked alone.
@@ -31,18 +32,18 @@ type stage struct {
 	resume func()
 }
 
-// stageUpdate warms the staged version: beside the serving one when it
+// stage warms the staged version: beside the serving one when it
 // fits, else alone after draining the serving one.
-func (a *Agent) stageUpdate(ctx context.Context, id, staged string, s *stage) (tflite.LoadReport, error) {
+func (m *Manager) stage(ctx context.Context, id, staged string, s *stage) (tflite.LoadReport, error) {
 	if s.resume == nil {
 		s.how = "beside"
-		load, _, err := a.pool.Prewarm(ctx, staged)
+		load, _, err := m.pool().Prewarm(ctx, staged)
 		if !errors.Is(err, tflite.ErrOverBudget) && !errors.Is(err, tflite.ErrBusy) {
 			return load, err // warm, or a load failure: refused as it is
 		}
-		a.log.Info("no room to stage the update beside the serving version; checking it alone", "model", id)
+		m.log.Info("no room to stage the update beside the serving version; checking it alone", "model", id)
 		dctx, cancel := context.WithTimeout(ctx, updateDrain)
-		resume, err := a.pool.Drain(dctx, id)
+		resume, err := m.pool().Drain(dctx, id)
 		cancel()
 		if err != nil {
 			s.how = "refused"
@@ -51,7 +52,7 @@ func (a *Agent) stageUpdate(ctx context.Context, id, staged string, s *stage) (t
 		s.resume = resume
 	}
 	s.how = "alone"
-	load, _, err := a.pool.Prewarm(ctx, staged)
+	load, _, err := m.pool().Prewarm(ctx, staged)
 	if errors.Is(err, tflite.ErrOverBudget) {
 		s.how = "refused"
 		return load, fmt.Errorf("%w: %w", ErrNoRoom, err)
@@ -61,11 +62,11 @@ func (a *Agent) stageUpdate(ctx context.Context, id, staged string, s *stage) (t
 
 // restoreServing lets a drained serving version serve again after its
 // update was refused, and warms it back.
-func (a *Agent) restoreServing(id string, s *stage) {
+func (m *Manager) restoreServing(id string, s *stage) {
 	if s.resume == nil {
 		return
 	}
 	s.resume()
 	s.resume = nil
-	a.planner.warmInBackground(id)
+	m.o.Rewarm(id)
 }

@@ -1,4 +1,8 @@
-package agent
+// Package cli is the edge-agent command line: run, infer, models, config,
+// call, homeassistant and version, with their flags, JSON output and exit
+// statuses. The agent itself is package agent; cmd/edge-agent only wires
+// signals to Main.
+package cli
 
 import (
 	"context"
@@ -7,18 +11,14 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
+	"github.com/edge-agent/edge-agent/agent"
 	"github.com/edge-agent/edge-agent/agent/infer"
 	"github.com/edge-agent/edge-agent/tflite"
 	"github.com/edge-agent/edge-agent/tflite/modelgen"
 )
-
-// SchemaVersion versions every JSON document the CLI prints.
-const SchemaVersion = 1
 
 const usage = `edge-agent — warm-start agent for TensorFlow Lite models
 
@@ -92,7 +92,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprint(stderr, "run 'edge-agent help' for usage\n")
 	}
 	if asJSON {
-		_ = c.printJSON(map[string]any{"schema": SchemaVersion, "error": map[string]string{"code": code, "message": err.Error()}})
+		_ = c.printJSON(map[string]any{"schema": agent.SchemaVersion, "error": map[string]string{"code": code, "message": err.Error()}})
 	}
 	return exitCode(err)
 }
@@ -165,7 +165,7 @@ func (c cli) version(args []string) (bool, error) {
 		return true, c.printJSON(struct {
 			Schema int `json:"schema"`
 			VersionInfo
-		}{SchemaVersion, v})
+		}{agent.SchemaVersion, v})
 	}
 	fmt.Fprintf(c.stdout, "edge-agent %s\ngo %s %s/%s\ntflite %s\n", v.Agent, v.Go, v.OS, v.Arch, v.TFLite)
 	return false, nil
@@ -201,7 +201,7 @@ func (c cli) inspect(args []string) (bool, error) {
 		return true, c.printJSON(struct {
 			Schema int `json:"schema"`
 			tflite.ModelInfo
-		}{SchemaVersion, info})
+		}{agent.SchemaVersion, info})
 	}
 	fmt.Fprintf(c.stdout, "path    %s\nsize    %d\nsha256  %s\n", info.Path, info.Size, info.SHA256)
 	printTensors := func(kind string, ts []tflite.TensorInfo) {
@@ -224,7 +224,7 @@ func (c cli) inspect(args []string) (bool, error) {
 func (c cli) gen(args []string) error {
 	fs := c.newFlags("models gen")
 	out := fs.String("out", "", "file to write (required)")
-	size := ByteSize(DemoModelSize)
+	size := agent.ByteSize(agent.DemoModelSize)
 	fs.Var(&size, "size", "approximate file size, e.g. 4MiB, 256MiB")
 	if err := parse(fs, args); err != nil {
 		return err
@@ -236,43 +236,10 @@ func (c cli) gen(args []string) error {
 	if err != nil {
 		return usageErr("models gen: %v", err)
 	}
-	if err := writeModel(*out, spec); err != nil {
+	if err := modelgen.WriteFile(*out, spec); err != nil {
 		return err
 	}
 	fmt.Fprintf(c.stdout, "wrote %s: %d x FULLY_CONNECTED %dx%d float32\n", *out, spec.Layers, spec.Width, spec.Width)
-	return nil
-}
-
-// writeModel writes atomically, so a killed run never leaves half a model
-// where the agent would load it.
-func writeModel(path string, spec modelgen.Spec) error {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return fmt.Errorf("write model: %w", err)
-	}
-	f, err := os.CreateTemp(dir, ".model-*.tmp")
-	if err != nil {
-		return fmt.Errorf("write model: %w", err)
-	}
-	defer func() { _ = os.Remove(f.Name()) }()
-	if err := modelgen.Write(f, spec); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Chmod(0o644); err != nil {
-		f.Close()
-		return fmt.Errorf("write model %s: %w", path, err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("write model %s: %w", path, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("write model %s: %w", path, err)
-	}
-	if err := os.Rename(f.Name(), path); err != nil {
-		return fmt.Errorf("write model: %w", err)
-	}
 	return nil
 }
 
@@ -357,7 +324,7 @@ func (c cli) infer(args []string) (bool, error) {
 		return *asJSON, err
 	}
 	res := InferResult{
-		Schema:    SchemaVersion,
+		Schema:    agent.SchemaVersion,
 		Model:     tflite.ModelInfo{Path: *model, Size: m.Size, SHA256: digest, Inputs: it.Inputs(), Outputs: it.Outputs(), CustomOps: []string{}},
 		Input:     InferInput{Path: *input, Kind: req.Kind()},
 		Top:       out.Top,
@@ -387,7 +354,7 @@ func (c cli) config(args []string) error {
 	if len(args) != 2 || args[0] != "check" {
 		return usageErr("config: want 'check FILE'")
 	}
-	if _, err := LoadConfig(args[1]); err != nil {
+	if _, err := agent.LoadConfig(args[1]); err != nil {
 		return err
 	}
 	fmt.Fprintf(c.stdout, "%s: ok\n", args[1])

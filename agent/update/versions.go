@@ -1,4 +1,4 @@
-package agent
+package update
 
 import (
 	"crypto/sha256"
@@ -21,35 +21,51 @@ import (
 // place cannot change a mapped model under a running interpreter, and the
 // previous version is still there for a rollback.
 
-// versionFile is where version digest of model id is kept.
-func (a *Agent) versionFile(id, digest string) string {
-	return filepath.Join(a.config().StateDir, "versions", id, digest+".tflite")
+// VersionFile is where version digest of model id is kept.
+func (m *Manager) VersionFile(id, digest string) string {
+	return filepath.Join(m.settings().StateDir, "versions", id, digest+".tflite")
 }
 
-// pinVersion keeps the bytes of model id's version digest, read from
+// Pin keeps the bytes of model id's version digest, read from
 // path: a copy up to updates.keep_previous_bytes, a hard link beyond (same
 // file system), and returns the kept file. When neither is possible, or
 // path no longer has that content, it returns path itself: served from
-// there, that version cannot be rolled back to. Without durable, a copy
-// is not synced: the caller syncs it (syncKept) before the versions
-// record names it, off a first answer's path.
-func (a *Agent) pinVersion(id, path, digest string, durable bool) string {
-	dst := a.versionFile(id, digest)
-	if kept(dst, digest, a.facts) {
+// there, that version cannot be rolled back to.
+func (m *Manager) Pin(id, path, digest string) string { return m.pin(id, path, digest, true) }
+
+// PinUnsynced is Pin with a copy not synced yet: a start serves from it at
+// once, and syncs it (SyncKept) before the versions record names it, off
+// a first answer's path.
+func (m *Manager) PinUnsynced(id, path, digest string) string { return m.pin(id, path, digest, false) }
+
+// Kept reports whether model id's version digest is kept already (hashed
+// once per file identity: a kept file seen before is not read again).
+func (m *Manager) Kept(id, digest string) bool {
+	return m.kept(m.VersionFile(id, digest), digest)
+}
+
+func (m *Manager) kept(dst, digest string) bool {
+	d, _, err := tflite.Digest(dst, m.o.Facts())
+	return err == nil && d == digest
+}
+
+func (m *Manager) pin(id, path, digest string, durable bool) string {
+	dst := m.VersionFile(id, digest)
+	if m.kept(dst, digest) {
 		return dst
 	}
-	copied, err := a.keepCopy(path, dst, durable)
+	copied, err := m.keepCopy(path, dst, durable)
 	if err != nil {
-		a.log.Warn("model version not kept: served from its path, no rollback to it", "model", id, "err", err)
+		m.log.Warn("model version not kept: served from its path, no rollback to it", "model", id, "err", err)
 		return path
 	}
-	if copied != "" {
+	if copied == digest {
 		// Hashed while copied: the copy is not read again.
-		if fid, err := tflite.StatID(dst); err == nil && copied == digest {
-			_ = a.facts.StoreDigest(fid, copied) // a cache
+		if fid, err := tflite.StatID(dst); err == nil {
+			_ = m.o.Facts().StoreDigest(fid, copied) // a cache
 		}
 	}
-	if !kept(dst, digest, a.facts) {
+	if !m.kept(dst, digest) {
 		// The path changed between hashing and copying: the next rescan
 		// sees the new content.
 		_ = os.Remove(dst)
@@ -58,8 +74,8 @@ func (a *Agent) pinVersion(id, path, digest string, durable bool) string {
 	return dst
 }
 
-// syncKept makes a kept copy durable (pinVersion without durable).
-func syncKept(path string) error {
+// SyncKept makes a kept copy durable (PinUnsynced).
+func SyncKept(path string) error {
 	f, err := os.Open(path)
 	if err != nil {
 		return err
@@ -71,17 +87,10 @@ func syncKept(path string) error {
 	return f.Close()
 }
 
-// kept reports whether dst holds version digest (hashed once per file
-// identity: a kept file seen before is not read again).
-func kept(dst, digest string, c tflite.DigestCache) bool {
-	d, _, err := tflite.Digest(dst, c)
-	return err == nil && d == digest
-}
-
 // keepCopy makes dst hold path's bytes: a copy when small enough (its
 // digest returned, synced when durable), else a hard link. The file
 // appears whole (written aside, then renamed).
-func (a *Agent) keepCopy(path, dst string, durable bool) (string, error) {
+func (m *Manager) keepCopy(path, dst string, durable bool) (string, error) {
 	fi, err := os.Stat(path)
 	if err != nil {
 		return "", err
@@ -91,7 +100,7 @@ func (a *Agent) keepCopy(path, dst string, durable bool) (string, error) {
 	}
 	tmp := dst + ".tmp"
 	_ = os.Remove(tmp)
-	if fi.Size() > int64(a.config().Updates.KeepPreviousBytes) {
+	if fi.Size() > m.settings().KeepPreviousBytes {
 		if err := os.Link(path, tmp); err != nil {
 			return "", fmt.Errorf("%d bytes is over updates.keep_previous_bytes and a hard link failed: %w", fi.Size(), err)
 		}
@@ -132,11 +141,11 @@ func copyFile(src, dst string, durable bool) (string, error) {
 }
 
 // pruneVersions removes the kept files of model id other than keep.
-func (a *Agent) pruneVersions(id string, keep ...string) {
+func (m *Manager) pruneVersions(id string, keep ...string) {
 	if len(keep) == 0 || keep[0] == "" {
 		return // nothing known to keep: keep everything
 	}
-	dir := filepath.Join(a.config().StateDir, "versions", id)
+	dir := filepath.Join(m.settings().StateDir, "versions", id)
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return
@@ -145,32 +154,31 @@ func (a *Agent) pruneVersions(id string, keep ...string) {
 		digest, ok := strings.CutSuffix(e.Name(), ".tflite")
 		if !ok || !slices.Contains(keep, digest) {
 			if err := os.Remove(filepath.Join(dir, e.Name())); err != nil && !errors.Is(err, os.ErrNotExist) {
-				a.log.Warn("old model version not removed", "model", id, "err", err)
+				m.log.Warn("old model version not removed", "model", id, "err", err)
 			}
 		}
 	}
 }
 
-// noteServing records that st's version serves its model (at start: the
+// NoteServing records that version digest serves model id (at start: the
 // file may have changed while the agent was down) and drops kept versions
 // other than it and the one before.
-func (a *Agent) noteServing(st *modelState) {
-	id := st.cfg.ID
-	v, err := a.store.Versions(id)
-	if err == nil && v.Current == st.digest {
+func (m *Manager) NoteServing(id, digest string) {
+	v, err := m.store().Versions(id)
+	if err == nil && v.Current == digest {
 		// The usual start: nothing new to write (no fsync per model).
-		a.pruneVersions(id, v.Current, v.Previous)
+		m.pruneVersions(id, v.Current, v.Previous)
 		return
 	}
 	var keep []string
-	a.recordVersions(id, func(v *storage.Versions) {
-		if v.Current != st.digest {
+	m.recordVersions(id, func(v *storage.Versions) {
+		if v.Current != digest {
 			if v.Current != "" {
 				v.Previous = v.Current
 			}
-			v.Current = st.digest
+			v.Current = digest
 		}
 		keep = []string{v.Current, v.Previous}
 	})
-	a.pruneVersions(id, keep...)
+	m.pruneVersions(id, keep...)
 }
