@@ -53,6 +53,10 @@ type Options struct {
 	// learn its facts (tests hold it there, as a slow or stuck storage
 	// would, or count the reads).
 	BeforeModelRead func(path string)
+	// BeforeVersionKeep, when set, runs before a start keeps a model's
+	// version under the state dir, after the model is admitted (tests
+	// hold it there).
+	BeforeVersionKeep func(model string)
 	// ShutdownTimeout bounds Close in Run. Default 10s.
 	ShutdownTimeout time.Duration
 	// ScheduleEvery is how often the schedule looks ahead. Default 1m.
@@ -110,6 +114,8 @@ type Agent struct {
 	pending *pendingModels
 	// facts are the model files' facts by identity (filefacts.go).
 	facts *fileFacts
+	// versions are the rollback copies a start keeps in the background.
+	versions *versionKeeper
 
 	// observers learn from every finished request (observers.go); wake
 	// tracks the first request per id after a wake.

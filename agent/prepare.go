@@ -53,6 +53,10 @@ type modelState struct {
 	delegatesPending bool
 	// needsAccel: the model was compiled for an accelerator (Edge TPU).
 	needsAccel bool
+	// keepLater: this version's copy under the state dir is not synced
+	// nor recorded yet; the start does it after admitting the model
+	// (versionKeeper).
+	keepLater bool
 	// servable: the file mapped and verified; the pool serves it.
 	servable bool
 	// failed is why the model cannot run here (its file, its
@@ -67,11 +71,13 @@ type modelState struct {
 // threads, like a naive loader. admitModel then puts it in the pool.
 // Whatever needs measuring is queued for the background calibrator;
 // nothing here loads an interpreter.
-func (a *Agent) register(m ModelConfig) *modelState { return a.registerFrom(m, m.Path) }
+func (a *Agent) register(m ModelConfig) *modelState { return a.registerFrom(m, m.Path, false) }
 
 // registerFrom is register with the bytes read from src: the configured
-// path, or a kept version (a rollback).
-func (a *Agent) registerFrom(m ModelConfig, src string) *modelState {
+// path, or a kept version (a rollback). With keepLater (a start), a
+// version not kept yet is copied unsynced and st.keepLater says the
+// caller syncs and records it once the model is admitted (versionKeeper).
+func (a *Agent) registerFrom(m ModelConfig, src string, keepLater bool) *modelState {
 	st := &modelState{cfg: m, path: src, source: src}
 	st.report = ModelReport{ID: m.ID, Path: m.Path, Pinned: m.Pinned, Delegate: DelegateReport{Chosen: "cpu", Tried: []DelegateTry{}}}
 	if m.Labels != "" {
@@ -89,8 +95,14 @@ func (a *Agent) registerFrom(m ModelConfig, src string) *modelState {
 	}
 	digest, needsAccel := facts.Digest, facts.NeedsEdgeTPU
 	st.digest, st.report.SHA256, st.report.DigestCached = digest, digest, cached
-	if src == m.Path {
+	switch {
+	case src != m.Path:
+	case !keepLater || a.upd.Kept(m.ID, digest):
 		st.source = a.upd.Pin(m.ID, m.Path, digest)
+	default:
+		// Served from the copy at once (never from a path a deployment
+		// may rewrite in place); its sync and record come later.
+		st.source, st.keepLater = a.upd.PinUnsynced(m.ID, m.Path, digest), true
 	}
 	st.needsAccel = needsAccel
 	a.settleDelegates(st, false)

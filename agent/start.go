@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/edge-agent/edge-agent/agent/hardware"
+	"github.com/edge-agent/edge-agent/agent/update"
 	"github.com/edge-agent/edge-agent/mqtt"
 	"github.com/edge-agent/edge-agent/power"
 	"github.com/edge-agent/edge-agent/storage"
@@ -101,6 +102,7 @@ func (a *Agent) openState() error {
 	}
 	a.store = store
 	a.facts = newFileFacts(store, a.opts.BeforeModelRead)
+	a.versions = newVersionKeeper(a.opts.BeforeVersionKeep)
 	a.report.State = rep
 	a.report.Timings.StateOpen = time.Since(t0)
 	if rep.Corruption != nil {
@@ -171,7 +173,7 @@ func modelPaths(models []ModelConfig) []string {
 func (a *Agent) registerPending(m *pendingModel) {
 	defer a.pending.finish(m)
 	a.notify.Send("STATUS=registering " + m.cfg.ID)
-	st := a.register(m.cfg)
+	st := a.registerFrom(m.cfg, m.cfg.Path, true)
 	a.prepMu.Lock()
 	defer a.prepMu.Unlock()
 	if !a.pending.wanted(m) {
@@ -179,7 +181,21 @@ func (a *Agent) registerPending(m *pendingModel) {
 	}
 	st = a.admitModel(st, false)
 	a.setModel(st)
-	if st.servable {
+	switch {
+	case st.servable && st.keepLater:
+		// The copy's fsync and the versions record after the model
+		// serves: a first answer needs neither. What it needs is read
+		// here, under prepMu: st changes later.
+		id, digest, source, path := st.cfg.ID, st.digest, st.source, st.cfg.Path
+		a.versions.keep(func(f func(context.Context)) { a.spawn(a.runCtx, f) }, id, func() {
+			if source != path {
+				if err := update.SyncKept(source); err != nil {
+					a.log.Warn("model version copy not synced", "model", id, "err", err)
+				}
+			}
+			a.upd.NoteServing(id, digest)
+		})
+	case st.servable:
 		a.upd.NoteServing(st.cfg.ID, st.digest)
 	}
 }
@@ -198,9 +214,10 @@ func (a *Agent) setModel(st *modelState) {
 		a.order = slices.Insert(a.order, i, st.cfg.ID)
 	}
 	a.models[st.cfg.ID] = st
+	queued := st.queued // the calibrator changes it under mapsMu once st is listed
 	a.mapsMu.Unlock()
 	a.statusChanged()
-	if st.queued {
+	if queued {
 		a.calib.kickCalibrator()
 	}
 }

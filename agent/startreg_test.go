@@ -144,3 +144,55 @@ func TestRestartReadsModelFileOnlyWhenReplaced(t *testing.T) {
 		t.Fatalf("restart, replaced file: %d reads, digest cached %v", n, replaced.DigestCached)
 	}
 }
+
+// A start answers the first request for a model before it keeps the
+// model's version (the rollback copy, its fsync and the versions record):
+// the keep is held here, and the request is answered meanwhile. Once
+// released, the copy is kept under the state dir.
+func TestRequestAnsweredWhileVersionKept(t *testing.T) {
+	cfg := testConfig(t, agent.ModelConfig{ID: "v1", Path: tflitetest.Path(t, "mobilenet_v1_0.25_128_quant.tflite")})
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	release := make(chan struct{})
+	held := make(chan struct{})
+	var once sync.Once
+	unblock := func() { once.Do(func() { close(release) }) }
+	a := agent.New(cfg, quietLog(), agent.Options{BeforeVersionKeep: func(model string) {
+		if model == "v1" {
+			close(held)
+			<-release
+		}
+	}})
+	started := make(chan error, 1)
+	go func() { started <- a.Start(context.Background()) }()
+	answered := make(chan error, 1)
+	go func() {
+		if err := <-started; err != nil {
+			answered <- err
+			return
+		}
+		_, err := a.Command(context.Background(), mqtt.Command{Verb: "infer", Binary: true, Model: "v1", ID: "c", Payload: readShared(t, "cat.bmp")})
+		answered <- err
+	}()
+	select {
+	case err := <-answered:
+		if err != nil {
+			unblock()
+			a.Close()
+			t.Fatalf("request while the version is kept: %v", err)
+		}
+	case <-time.After(60 * time.Second): // a failure bound, not a measure
+		unblock()
+		<-answered
+		a.Close()
+		t.Fatal("the first request waited for the model's version copy")
+	}
+	<-held // the keep began after the model was admitted, and is held
+	unblock()
+	a.Close()
+	kept, err := filepath.Glob(filepath.Join(cfg.StateDir, "versions", "v1", "*.tflite"))
+	if err != nil || len(kept) != 1 {
+		t.Fatalf("kept versions of v1: %v %v", kept, err)
+	}
+}

@@ -33,6 +33,7 @@ func newUpdates(a *Agent, cfg Config) *update.Manager {
 		RunCtx:          func() context.Context { return a.runCtx },
 		Spawn:           a.spawn,
 		Rewarm:          func(id string) { a.planner.warmInBackground(id) },
+		Settled:         func(ctx context.Context, id string) error { return a.versions.wait(ctx, id) },
 		ParityRing:      cfg.Updates.ParityRing,
 		ParityRingBytes: int64(cfg.Updates.ParityRingBytes),
 	})
@@ -85,7 +86,7 @@ func (h updateHost) Prepare(cur update.Model, path string) update.Model {
 	a := h.a
 	c, _ := cur.State.(*modelState)
 	a.prepMu.Lock()
-	st := a.registerFrom(c.cfg, path)
+	st := a.registerFrom(c.cfg, path, false)
 	a.prepMu.Unlock()
 	return h.model(st)
 }

@@ -124,6 +124,9 @@ func (m *Manager) Staging(id, digest string) bool {
 // is checked alone (see stage.go); a request never fails for the
 // swap, and every check runs whatever the room.
 func (m *Manager) apply(ctx context.Context, old, st Model, rollback string) (Report, error) {
+	if err := m.settled(ctx, st.ID); err != nil {
+		return Report{}, err
+	}
 	t0 := time.Now()
 	id := st.ID
 	rep := Report{Model: id, OldSHA256: old.Digest, NewSHA256: st.Digest, Checks: []string{}, Rollback: rollback != "", Reason: rollback}
@@ -365,6 +368,9 @@ func (m *Manager) Rollback(ctx context.Context, id, reason string) (Report, erro
 	if !ok || !cur.Servable {
 		return Report{}, &tflite.Error{Op: "rollback " + id, Kind: tflite.ErrUnknownModel}
 	}
+	if err := m.settled(ctx, id); err != nil {
+		return Report{}, err
+	}
 	v, err := m.store().Versions(id)
 	if err != nil {
 		return Report{}, err
@@ -377,4 +383,12 @@ func (m *Manager) Rollback(ctx context.Context, id, reason string) (Report, erro
 		return Report{}, fmt.Errorf("rollback %q: %w: the kept copy is missing or damaged", id, ErrNoPrevious)
 	}
 	return m.apply(ctx, cur, st, reason)
+}
+
+// settled waits for the start's keep of model id's serving version.
+func (m *Manager) settled(ctx context.Context, id string) error {
+	if m.o.Settled == nil {
+		return nil
+	}
+	return m.o.Settled(ctx, id)
 }

@@ -103,6 +103,10 @@ type Options struct {
 	Spawn  func(ctx context.Context, f func(context.Context))
 	// Rewarm warms a model back in the background.
 	Rewarm func(id string)
+	// Settled, when set, returns once the start finished keeping model
+	// id's serving version (its copy synced, the versions record naming
+	// it current): an update or rollback names that version previous.
+	Settled func(ctx context.Context, id string) error
 	// ParityRing and ParityRingBytes bound the parity ring.
 	ParityRing      int
 	ParityRingBytes int64

@@ -1,6 +1,8 @@
 package update
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -29,16 +31,41 @@ func (m *Manager) VersionFile(id, digest string) string {
 // file system), and returns the kept file. When neither is possible, or
 // path no longer has that content, it returns path itself: served from
 // there, that version cannot be rolled back to.
-func (m *Manager) Pin(id, path, digest string) string {
+func (m *Manager) Pin(id, path, digest string) string { return m.pin(id, path, digest, true) }
+
+// PinUnsynced is Pin with a copy not synced yet: a start serves from it at
+// once, and syncs it (SyncKept) before the versions record names it, off
+// a first answer's path.
+func (m *Manager) PinUnsynced(id, path, digest string) string { return m.pin(id, path, digest, false) }
+
+// Kept reports whether model id's version digest is kept already (hashed
+// once per file identity: a kept file seen before is not read again).
+func (m *Manager) Kept(id, digest string) bool {
+	return m.kept(m.VersionFile(id, digest), digest)
+}
+
+func (m *Manager) kept(dst, digest string) bool {
+	d, _, err := tflite.Digest(dst, m.o.Facts())
+	return err == nil && d == digest
+}
+
+func (m *Manager) pin(id, path, digest string, durable bool) string {
 	dst := m.VersionFile(id, digest)
-	if d, _, err := tflite.Digest(dst, m.o.Facts()); err == nil && d == digest {
+	if m.kept(dst, digest) {
 		return dst
 	}
-	if err := m.keepCopy(path, dst); err != nil {
+	copied, err := m.keepCopy(path, dst, durable)
+	if err != nil {
 		m.log.Warn("model version not kept: served from its path, no rollback to it", "model", id, "err", err)
 		return path
 	}
-	if d, _, err := tflite.Digest(dst, m.o.Facts()); err != nil || d != digest {
+	if copied == digest {
+		// Hashed while copied: the copy is not read again.
+		if fid, err := tflite.StatID(dst); err == nil {
+			_ = m.o.Facts().StoreDigest(fid, copied) // a cache
+		}
+	}
+	if !m.kept(dst, digest) {
 		// The path changed between hashing and copying: the next rescan
 		// sees the new content.
 		_ = os.Remove(dst)
@@ -47,50 +74,70 @@ func (m *Manager) Pin(id, path, digest string) string {
 	return dst
 }
 
-// keepCopy makes dst hold path's bytes: a copy when small enough, else a
-// hard link. The file appears whole (written aside, then renamed).
-func (m *Manager) keepCopy(path, dst string) error {
-	fi, err := os.Stat(path)
+// SyncKept makes a kept copy durable (PinUnsynced).
+func SyncKept(path string) error {
+	f, err := os.Open(path)
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+	if err := f.Sync(); err != nil {
+		_ = f.Close()
 		return err
+	}
+	return f.Close()
+}
+
+// keepCopy makes dst hold path's bytes: a copy when small enough (its
+// digest returned, synced when durable), else a hard link. The file
+// appears whole (written aside, then renamed).
+func (m *Manager) keepCopy(path, dst string, durable bool) (string, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return "", err
+	}
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		return "", err
 	}
 	tmp := dst + ".tmp"
 	_ = os.Remove(tmp)
 	if fi.Size() > m.settings().KeepPreviousBytes {
 		if err := os.Link(path, tmp); err != nil {
-			return fmt.Errorf("%d bytes is over updates.keep_previous_bytes and a hard link failed: %w", fi.Size(), err)
+			return "", fmt.Errorf("%d bytes is over updates.keep_previous_bytes and a hard link failed: %w", fi.Size(), err)
 		}
-		return os.Rename(tmp, dst)
+		return "", os.Rename(tmp, dst)
 	}
-	if err := copyFile(path, tmp); err != nil {
+	digest, err := copyFile(path, tmp, durable)
+	if err != nil {
 		_ = os.Remove(tmp)
-		return err
+		return "", err
 	}
-	return os.Rename(tmp, dst)
+	return digest, os.Rename(tmp, dst)
 }
 
-func copyFile(src, dst string) error {
+// copyFile copies src to dst (synced when durable) and returns the hex
+// sha256 of the bytes copied.
+func copyFile(src, dst string, durable bool) (string, error) {
 	in, err := os.Open(src)
 	if err != nil {
-		return err
+		return "", err
 	}
 	defer in.Close()
 	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
 	if err != nil {
-		return err
+		return "", err
 	}
-	if _, err := io.Copy(out, in); err != nil {
+	h := sha256.New()
+	if _, err := io.Copy(io.MultiWriter(out, h), in); err != nil {
 		_ = out.Close()
-		return err
+		return "", err
 	}
-	if err := out.Sync(); err != nil {
-		_ = out.Close()
-		return err
+	if durable {
+		if err := out.Sync(); err != nil {
+			_ = out.Close()
+			return "", err
+		}
 	}
-	return out.Close()
+	return hex.EncodeToString(h.Sum(nil)), out.Close()
 }
 
 // pruneVersions removes the kept files of model id other than keep.
