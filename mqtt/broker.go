@@ -21,6 +21,7 @@ import (
 
 	mochi "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/listeners"
+	"github.com/mochi-mqtt/server/v2/packets"
 )
 
 // Errors of ServeLocal.
@@ -187,7 +188,24 @@ func (b *LocalBroker) Login() (user, password string) { return agentUser, b.self
 func (b *LocalBroker) Info() LocalInfo { return b.info }
 
 // Close disconnects every client and stops listening.
-func (b *LocalBroker) Close() error { return b.srv.Close() }
+//
+// mochi's Server.Close finds each listener's clients with
+// Clients.GetByListener, which takes the clients' read lock twice (it calls
+// Len inside): a client connecting at that moment queues for the write lock
+// between the two and Close deadlocks (seen in make test). So the listeners
+// are closed first with a closer that takes the clients under one read lock
+// (GetAll); Server.Close then finds them closed (a Net listener runs its
+// closer once) and only stops the hooks.
+func (b *LocalBroker) Close() error {
+	b.srv.Listeners.CloseAll(func(listener string) {
+		for _, cl := range b.srv.Clients.GetAll() {
+			if cl.Net.Listener == listener && !cl.Closed() {
+				_ = b.srv.DisconnectClient(cl, packets.ErrServerShuttingDown)
+			}
+		}
+	})
+	return b.srv.Close()
+}
 
 // IsLoopback reports whether addr's host is a loopback address (or
 // "localhost").
