@@ -283,11 +283,16 @@ func onSDCard(ctx context.Context, o Options, work string) (Startup, FirstStart,
 	defer func() { _ = card.leave() }()
 	oc := o
 	oc.Models = card.dir
-	st, err := startup(ctx, oc, work)
+	// A work folder of their own: the in-process sections left theirs.
+	sdWork := filepath.Join(work, "on-sd")
+	if err := os.MkdirAll(sdWork, 0o755); err != nil {
+		return fail(err)
+	}
+	st, err := startup(ctx, oc, sdWork)
 	if err != nil {
 		return fail(fmt.Errorf("startup on the card: %w", err))
 	}
-	fs, err := firstStart(ctx, oc, work)
+	fs, err := firstStart(ctx, oc, sdWork)
 	if err != nil {
 		return fail(fmt.Errorf("first start on the card: %w", err))
 	}
