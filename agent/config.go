@@ -13,7 +13,6 @@ import (
 
 	"github.com/BurntSushi/toml"
 	"github.com/edge-agent/edge-agent/agent/infer"
-	"github.com/edge-agent/edge-agent/agent/oip"
 	"github.com/edge-agent/edge-agent/mqtt"
 	"github.com/edge-agent/edge-agent/power"
 	"github.com/edge-agent/edge-agent/tflite"
@@ -600,7 +599,7 @@ func (c Config) Validate() error {
 	if c.HTTP.Listen != "" && c.Metrics.Listen != "" && c.HTTP.Listen != c.Metrics.Listen {
 		errs = append(errs, errors.New("metrics.listen is the old name of http.listen (one listener): set only http.listen"))
 	}
-	if l := c.httpListen(); l != "" && !oip.IsLoopback(l) && c.HTTP.TokenFile == "" && !c.HTTP.AllowAnonymous {
+	if l := c.httpListen(); l != "" && !mqtt.IsLoopback(l) && c.HTTP.TokenFile == "" && !c.HTTP.AllowAnonymous {
 		errs = append(errs, fmt.Errorf("http.listen %q is not loopback: set http.token_file (a bearer token), or http.allow_anonymous = true to let anyone who reaches it in", l))
 	}
 	for name, addr := range map[string]string{"mqtt.local_listen": c.MQTT.LocalListen, "metrics.listen": c.Metrics.Listen, "http.listen": c.HTTP.Listen} {

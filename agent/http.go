@@ -19,6 +19,7 @@ import (
 
 	"github.com/edge-agent/edge-agent/agent/oip"
 	"github.com/edge-agent/edge-agent/errcode"
+	"github.com/edge-agent/edge-agent/mqtt"
 	"github.com/edge-agent/edge-agent/tflite"
 )
 
@@ -51,7 +52,7 @@ func (a *Agent) startHTTP(runCtx context.Context) {
 	h := oip.Handler(oip.Options{Backend: &oipBackend{a: a}, Token: token, MaxBody: int64(cfg.MQTT.MaxPayload),
 		MaxInFlight: cfg.MQTT.CommandQueue + cfg.MQTT.CommandWorkers, Name: "edge-agent", Version: Version, Log: a.log,
 		Extra: map[string]http.Handler{"/metrics": promhttp.HandlerFor(a.prom.reg, promhttp.HandlerOpts{Registry: a.prom.reg})}})
-	if !oip.IsLoopback(addr) && token == nil {
+	if !mqtt.IsLoopback(addr) && token == nil {
 		a.log.Warn("http: serving anonymously on a non-loopback address (http.allow_anonymous)", "listen", addr)
 	}
 	a.log.Info("http: serving /metrics and /v2", "listen", ln.Addr().String(), "token", token != nil)

@@ -2,7 +2,6 @@ package oip
 
 import (
 	"crypto/subtle"
-	"net"
 	"net/http"
 	"strings"
 )
@@ -20,19 +19,4 @@ func requireToken(token []byte, next http.Handler) http.Handler {
 		}
 		next.ServeHTTP(w, r)
 	})
-}
-
-// IsLoopback reports whether listen address addr ("host:port") accepts
-// only this machine's connections: an empty host, 0.0.0.0 or [::] listen
-// on every interface; "localhost" and loopback IPs do not.
-func IsLoopback(addr string) bool {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return false
-	}
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }
