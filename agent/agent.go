@@ -76,8 +76,8 @@ type Agent struct {
 	broker embeddedBroker
 	// ha announces the agent to Home Assistant ([homeassistant]).
 	ha *homeAssistant
-	// fleet shares calibrations with twins (nil unless a fleet member).
-	fleet *fleetState
+	// twins shares calibrations with the fleet's twins (twins.go).
+	twins *twins
 	// lat records request latencies; prom exports metrics to Prometheus
 	// ([metrics] listen; nil when off); startups are the last starts'
 	// durations (ms), from the state file.
@@ -192,6 +192,19 @@ func New(cfg Config, log *slog.Logger, o Options) *Agent {
 				a.prom.wakes.WithLabelValues(source).Inc()
 			}
 		}})
+	a.twins = newTwins(twinsDeps{log: log, config: a.config, event: a.event, runtimeVersion: o.RuntimeVersion,
+		started: o.Started, now: o.Now, rand: o.Rand, fingerprint: func() string { return a.report.Fingerprint },
+		store: a.Store, pool: a.Pool,
+		publish: func(ctx context.Context, topic string, b []byte) error { return a.mq.PublishNow(ctx, topic, true, b) },
+		models: func() []modelState {
+			a.mapsMu.Lock()
+			defer a.mapsMu.Unlock()
+			states := make([]modelState, 0, len(a.order))
+			for _, id := range a.order {
+				states = append(states, *a.models[id])
+			}
+			return states
+		}})
 	a.calib = newCalibrator(calibratorDeps{log: log, config: a.config, power: a.powerReader, now: o.Now,
 		started: o.Started, beforeCalibrate: o.BeforeCalibrate, store: a.Store, pool: a.Pool, planBusy: a.planner.busy,
 		prepMu: &a.prepMu, mapsMu: &a.mapsMu, models: &a.models, order: &a.order,
@@ -202,7 +215,8 @@ func New(cfg Config, log *slog.Logger, o Options) *Agent {
 		},
 		settleDelegates: a.settleDelegates, restoreCalibration: a.restoreCalibration, calibrationKey: a.calibrationKey,
 		failModel: a.failModel, modelSpec: a.modelSpec,
-		adoptFleet: a.adoptFleet, verifyFleet: a.verifyFleet, fleetPublish: a.fleetPublish})
+		adoptFleet: a.twins.adopt, verifyFleet: a.twins.verify, fleetPublish: a.twins.publish})
+	a.twins.calib = a.calib // verifying a twin's record measures through the calibrator
 	a.files = newPageCache(pageCacheDeps{log: log, config: a.config, pool: a.Pool, store: a.Store, settled: a.Settled, event: a.event})
 	a.observers = a.requestObservers()
 	return a

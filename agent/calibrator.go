@@ -62,7 +62,7 @@ type calibratorDeps struct {
 	failModel          func(st *modelState, err error) *modelState
 	modelSpec          func(st *modelState) tflite.ModelSpec
 
-	// The fleet's part (fleet.go).
+	// Sharing with twins (twins.go).
 	adoptFleet   func(ctx context.Context, work *modelState, k storage.Validity) bool
 	verifyFleet  func(ctx context.Context, st, work *modelState)
 	fleetPublish func(work *modelState, cal storage.Calibration)

@@ -35,8 +35,8 @@ func (a *Agent) startLoops(runCtx context.Context, startPlan PlanResult) {
 	}
 	a.spawn(runCtx, func(ctx context.Context) { a.planner.run(ctx, deferred, a.hb) })
 	a.spawn(runCtx, a.calib.run)
-	if a.fleet != nil {
-		a.spawn(runCtx, a.fleetLoop)
+	if a.twins.member() {
+		a.spawn(runCtx, a.twins.run)
 	}
 	a.spawn(runCtx, a.finishStart)
 	a.spawn(runCtx, a.memoryLoop)

@@ -221,7 +221,7 @@ func (a *Agent) restoreCalibration(st *modelState) error {
 		return nil
 	}
 	a.log.Info("calibration restored", "model", st.cfg.ID, "threads", cal.Threads, "source", cal.Source)
-	a.useCalibration(st, cal)
+	st.useCalibration(cal)
 	return nil
 }
 

@@ -249,7 +249,7 @@ func (a *Agent) startMQTT(ctx, runCtx context.Context) error {
 	o.Logger = a.log
 	o.Watch = map[string]func(string, []byte){}
 	a.ha.options(&o)
-	a.fleetOptions(&o)
+	a.twins.options(&o)
 	o.OnPanic = func(c mqtt.Command, v any, _ []byte) {
 		a.event("command_panic", map[string]any{"verb": c.Verb, "id": c.ID, "panic": fmt.Sprint(v)})
 	}

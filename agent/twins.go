@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"runtime"
 	"sync"
@@ -17,11 +18,12 @@ import (
 	"github.com/edge-agent/edge-agent/tflite"
 )
 
-// Fleet sharing: a device publishes what it measured about a model,
-// retained, under the model × runtime × hardware × options key; a twin
-// that knows nothing about the model looks the record up (briefly, in
-// the background calibrator, never in a request's way) and serves with it
-// at once, then checks it with one measuring load at low priority.
+// Sharing calibrations with twins: a device publishes what it measured
+// about a model, retained, under the model × runtime × hardware × options
+// key (the records of package agent/fleet); a twin that knows nothing
+// about the model looks the record up (briefly, in the background
+// calibrator, never in a request's way) and serves with it at once, then
+// checks it with one measuring load at low priority.
 
 // FleetConfig is [fleet].
 type FleetConfig struct {
@@ -52,8 +54,57 @@ type FleetConfig struct {
 // configured (not only the local one).
 func (c Config) fleetMember() bool { return c.Fleet.Enabled && len(c.MQTT.Brokers) > 0 }
 
-// fleetState is the agent's side of sharing: the records seen and those
-// waiting for a connection to be published.
+// twins is the agent's side of sharing calibrations: it adopts the twins'
+// records, verifies them here, and publishes this device's. Its loop runs
+// under the agent's runCtx.
+//
+// Locks: fleetState.mu is never held with another lock; shareKnown reads
+// the model states through d.models (the agent's mapsMu) before it takes
+// it. Verifying ends in the calibrator's apply (prepMu → mapsMu), with no
+// lock of its own held.
+type twins struct {
+	d twinsDeps
+	// calib measures for verify; set once by New (the calibrator, made
+	// after twins, calls adopt, verify and publish).
+	calib measurer
+	// fleet is nil unless the device is a fleet member: set by options,
+	// during the start, before the calibrator or the loop run.
+	fleet *fleetState
+}
+
+// twinsDeps is what sharing asks of the agent. store, pool, fingerprint
+// and publish exist only once the agent has started.
+type twinsDeps struct {
+	log            *slog.Logger
+	config         func() *Config
+	event          func(kind string, fields map[string]any)
+	runtimeVersion string
+	started        time.Time // lookups wait from here until a connection
+	now            func() time.Time
+	rand           func() float64
+	fingerprint    func() string // the hardware's, in the records' keys
+	store          func() *storage.Store
+	pool           func() *tflite.Pool
+	// publish sends a retained record now (mqtt.Client.PublishNow).
+	publish func(ctx context.Context, topic string, payload []byte) error
+	// models are copies of the model states in configured order, taken
+	// under the agent's lock (the calibrator writes the states in place).
+	models func() []modelState
+}
+
+// measurer is what verifying a record asks of the calibrator
+// (calibrator.go).
+type measurer interface {
+	yieldToRequests(ctx context.Context) error
+	calibrationRun() calibrate.Calibration
+	measureHere(ctx context.Context, st, work *modelState, v storage.Validity)
+	apply(ctx context.Context, st, work *modelState, failure error)
+}
+
+func newTwins(d twinsDeps) *twins { return &twins{d: d} }
+
+// fleetState is what sharing holds while the device is a member: the
+// records seen and those waiting for a connection to be published.
 type fleetState struct {
 	view      *fleet.View
 	connected atomic.Pointer[time.Time] // the first connection
@@ -63,21 +114,24 @@ type fleetState struct {
 	pending map[string][]byte // topic → record to publish, retained
 }
 
-// fleetOptions subscribes to the twins' records and arms publishing.
-func (a *Agent) fleetOptions(o *mqtt.Options) {
-	cfg := a.config()
+// member says the device shares with twins (after the start's options).
+func (tw *twins) member() bool { return tw.fleet != nil }
+
+// options subscribes to the twins' records and arms publishing.
+func (tw *twins) options(o *mqtt.Options) {
+	cfg := tw.d.config()
 	if !cfg.fleetMember() {
 		return
 	}
 	f := &fleetState{view: fleet.NewView(cfg.MQTT.Prefix, cfg.Fleet.MaxRecords), kick: make(chan struct{}, 1), pending: map[string][]byte{}}
-	a.fleet = f
+	tw.fleet = f
 	if cfg.Fleet.Subscribe {
-		o.Watch[fleet.Filter(cfg.MQTT.Prefix, a.report.Fingerprint, a.opts.RuntimeVersion)] = func(topic string, p []byte) {
+		o.Watch[fleet.Filter(cfg.MQTT.Prefix, tw.d.fingerprint(), tw.d.runtimeVersion)] = func(topic string, p []byte) {
 			switch err := f.view.Offer(topic, p); {
 			case errors.Is(err, fleet.ErrUnknownSchema):
-				a.log.Debug("fleet record of another version ignored", "topic", topic, "err", err)
+				tw.d.log.Debug("fleet record of another version ignored", "topic", topic, "err", err)
 			case err != nil:
-				a.log.Warn("fleet record refused", "topic", topic, "err", err)
+				tw.d.log.Warn("fleet record refused", "topic", topic, "err", err)
 			}
 		}
 	}
@@ -91,13 +145,13 @@ func (a *Agent) fleetOptions(o *mqtt.Options) {
 	})
 }
 
-// fleetHint is the twins' record for key k, waiting for it until
+// hint is the twins' record for key k, waiting for it until
 // fleet.lookup_wait after the first connection (retained records arrive
 // just after subscribing); without a connection, until connect_wait plus
 // lookup_wait after the start.
-func (a *Agent) fleetHint(ctx context.Context, k storage.Validity) (fleet.Record, bool) {
-	f := a.fleet
-	cfg := a.config()
+func (tw *twins) hint(ctx context.Context, k storage.Validity) (fleet.Record, bool) {
+	f := tw.fleet
+	cfg := tw.d.config()
 	if f == nil || !cfg.Fleet.Subscribe {
 		return fleet.Record{}, false
 	}
@@ -106,7 +160,7 @@ func (a *Agent) fleetHint(ctx context.Context, k storage.Validity) (fleet.Record
 		if r, ok := f.view.Get(k); ok {
 			return r, true
 		}
-		deadline := a.opts.Started.Add(cfg.MQTT.ConnectWait + cfg.Fleet.LookupWait)
+		deadline := tw.d.started.Add(cfg.MQTT.ConnectWait + cfg.Fleet.LookupWait)
 		if at := f.connected.Load(); at != nil {
 			deadline = at.Add(cfg.Fleet.LookupWait)
 		}
@@ -123,50 +177,50 @@ func (a *Agent) fleetHint(ctx context.Context, k storage.Validity) (fleet.Record
 	}
 }
 
-// fleetLocal is what a record for work under key k must fit here.
-func (a *Agent) fleetLocal(work *modelState, k storage.Validity) fleet.Local {
+// local is what a record for work under key k must fit here.
+func (tw *twins) local(work *modelState, k storage.Validity) fleet.Local {
 	var size int64
 	if fi, err := os.Stat(work.path); err == nil {
 		size = fi.Size()
 	}
-	return fleet.Local{Key: k, Cores: runtime.NumCPU(), Mapped: size, Now: a.opts.Now()}
+	return fleet.Local{Key: k, Cores: runtime.NumCPU(), Mapped: size, Now: tw.d.now()}
 }
 
-// adoptFleet serves work with the twins' record for key k when there is a
+// adopt serves work with the twins' record for key k when there is a
 // usable one; it is stored here as the fleet's, to be verified.
-func (a *Agent) adoptFleet(ctx context.Context, work *modelState, k storage.Validity) bool {
-	rec, ok := a.fleetHint(ctx, k)
+func (tw *twins) adopt(ctx context.Context, work *modelState, k storage.Validity) bool {
+	rec, ok := tw.hint(ctx, k)
 	if !ok {
 		return false
 	}
 	id := work.cfg.ID
-	if err := rec.Check(a.fleetLocal(work, k)); err != nil {
-		a.log.Warn("fleet record rejected; measuring here", "model", id, "err", err)
-		a.event("fleet_rejected", map[string]any{"model": id, "from": rec.Device, "reason": err.Error()})
+	if err := rec.Check(tw.local(work, k)); err != nil {
+		tw.d.log.Warn("fleet record rejected; measuring here", "model", id, "err", err)
+		tw.d.event("fleet_rejected", map[string]any{"model": id, "from": rec.Device, "reason": err.Error()})
 		return false
 	}
 	cal := rec.Calibration()
-	if err := a.store.PutCalibration(id, cal); err != nil {
-		a.log.Error("fleet calibration not stored; used for this run only", "model", id, "err", err)
+	if err := tw.d.store().PutCalibration(id, cal); err != nil {
+		tw.d.log.Error("fleet calibration not stored; used for this run only", "model", id, "err", err)
 	}
-	a.useCalibration(work, cal)
-	a.log.Info("calibration from the fleet", "model", id, "status", storage.Fleet, "from", rec.Device,
+	work.useCalibration(cal)
+	tw.d.log.Info("calibration from the fleet", "model", id, "status", storage.Fleet, "from", rec.Device,
 		"samples", rec.Samples, "threads", cal.Threads)
-	a.event("fleet_calibration", map[string]any{"model": id, "from": rec.Device, "samples": rec.Samples, "threads": cal.Threads})
+	tw.d.event("fleet_calibration", map[string]any{"model": id, "from": rec.Device, "samples": rec.Samples, "threads": cal.Threads})
 	return true
 }
 
-// useCalibration makes cal work's calibration, and says where it came from.
-func (a *Agent) useCalibration(work *modelState, cal storage.Calibration) {
-	work.cal = cal
-	work.report.Threads = cal.Threads
-	work.report.Calibrated = &cal
+// useCalibration makes cal st's calibration, and says where it came from.
+func (st *modelState) useCalibration(cal storage.Calibration) {
+	st.cal = cal
+	st.report.Threads = cal.Threads
+	st.report.Calibrated = &cal
 	if cal.Source == storage.SourceFleet {
 		reason := "from " + cal.From
 		if cal.Verified {
 			reason += ", verified here"
 		}
-		work.report.Calibration = storage.Lookup{Status: storage.Fleet, Reason: reason}
+		st.report.Calibration = storage.Lookup{Status: storage.Fleet, Reason: reason}
 	}
 }
 
@@ -180,23 +234,23 @@ func (st *modelState) needsVerifying() bool {
 // own work, a twin's start) can be several times slower than the truth.
 const verifyAttempts = 3
 
-// verifyFleet checks work's fleet calibration with a measuring load at its
+// verify checks work's fleet calibration with a measuring load at its
 // thread count. Agreeing, it is marked verified; disagreeing on every
 // attempt (spaced out and jittered), the model is measured here in full
 // and the local result kept (published when it has more samples).
-func (a *Agent) verifyFleet(ctx context.Context, st, work *modelState) {
+func (tw *twins) verify(ctx context.Context, st, work *modelState) {
 	id := work.cfg.ID
 	cal := work.cal
-	if err := a.calib.yieldToRequests(ctx); err != nil {
+	if err := tw.calib.yieldToRequests(ctx); err != nil {
 		return // verified at the next start
 	}
 	// A load the pool made anyway (the start's prewarm, a request) is a
 	// free measurement: agreeing, no measuring load is needed.
-	if heap, ok := a.agreesWithLastLoad(work); ok {
-		a.verified(ctx, st, work, "the pool's load", heap)
+	if heap, ok := tw.agreesWithLastLoad(work); ok {
+		tw.verified(ctx, st, work, "the pool's load", heap)
 		return
 	}
-	c := a.calib.calibrationRun()
+	c := tw.calib.calibrationRun()
 	// Checking needs fewer invokes than choosing among thread counts: a
 	// disagreement is measured again anyway before it is believed.
 	c.Steady = min(c.Steady, 2)
@@ -206,7 +260,7 @@ func (a *Agent) verifyFleet(ctx context.Context, st, work *modelState) {
 			select {
 			case <-ctx.Done():
 				return // verified at the next start
-			case <-time.After(time.Second + time.Duration(a.opts.Rand()*float64(2*time.Second))):
+			case <-time.After(time.Second + time.Duration(tw.d.rand()*float64(2*time.Second))):
 			}
 		}
 		rep, steady, err := c.Measure(ctx, work.path, tflite.Options{Threads: cal.Threads, Delegates: work.chosen})
@@ -216,15 +270,15 @@ func (a *Agent) verifyFleet(ctx context.Context, st, work *modelState) {
 		case ctx.Err() != nil || errors.Is(err, context.Canceled):
 			return // verified at the next start
 		case err != nil:
-			a.log.Warn("fleet calibration not verified: the measuring load failed; measuring here", "model", id, "err", err)
-			a.calib.measureHere(ctx, st, work, cal.Validity)
+			tw.d.log.Warn("fleet calibration not verified: the measuring load failed; measuring here", "model", id, "err", err)
+			tw.calib.measureHere(ctx, st, work, cal.Validity)
 			return
 		}
-		why, timing := disagreement(cal, steady, rep.Footprint.Heap, a.config().Fleet.Tolerance)
-		a.log.Debug("fleet calibration measured", "model", id, "steady_ms", ms(steady.Wall), "fleet_steady_ms", ms(cal.Stages.Steady),
+		why, timing := disagreement(cal, steady, rep.Footprint.Heap, tw.d.config().Fleet.Tolerance)
+		tw.d.log.Debug("fleet calibration measured", "model", id, "steady_ms", ms(steady.Wall), "fleet_steady_ms", ms(cal.Stages.Steady),
 			"steady_cpu_ms", ms(steady.CPU), "fleet_steady_cpu_ms", ms(cal.SteadyCPU), "contention", steady.Contention)
 		if why == "" {
-			a.verified(ctx, st, work, "a measuring load", rep.Footprint.Heap)
+			tw.verified(ctx, st, work, "a measuring load", rep.Footprint.Heap)
 			return
 		}
 		// Times measured while the process waited for the cores are this
@@ -234,19 +288,19 @@ func (a *Agent) verifyFleet(ctx context.Context, st, work *modelState) {
 		} else {
 			believed = why
 		}
-		a.log.Info("fleet calibration: a measuring load disagrees", "model", id, "attempt", attempt, "of", verifyAttempts, "why", why,
+		tw.d.log.Info("fleet calibration: a measuring load disagrees", "model", id, "attempt", attempt, "of", verifyAttempts, "why", why,
 			"contention", steady.Contention)
 	}
 	if believed == "" {
-		a.log.Info("fleet calibration not verified yet: the cores were busy; kept, and checked at the next start", "model", id, "from", cal.From, "why", doubted)
+		tw.d.log.Info("fleet calibration not verified yet: the cores were busy; kept, and checked at the next start", "model", id, "from", cal.From, "why", doubted)
 		work.report.Calibration.Reason = "from " + cal.From + ", not verified yet: cores busy"
-		a.calib.apply(ctx, st, work, nil)
+		tw.calib.apply(ctx, st, work, nil)
 		return
 	}
-	a.log.Warn("fleet calibration disagrees with this device; measuring here", "model", id, "from", cal.From, "why", believed)
-	a.event("fleet_disagreed", map[string]any{"model": id, "from": cal.From, "why": believed})
+	tw.d.log.Warn("fleet calibration disagrees with this device; measuring here", "model", id, "from", cal.From, "why", believed)
+	tw.d.event("fleet_disagreed", map[string]any{"model": id, "from": cal.From, "why": believed})
 	work.report.Calibration = storage.Lookup{Status: storage.New, Reason: "fleet record disagreed: " + believed}
-	a.calib.measureHere(ctx, st, work, cal.Validity)
+	tw.calib.measureHere(ctx, st, work, cal.Validity)
 }
 
 // maxContention is the run-queue wait (per wall second) above which a
@@ -256,9 +310,9 @@ const maxContention = 0.1
 // agreesWithLastLoad says the pool's last load of work, at the record's
 // thread count, agrees with the record: heap, and first invoke. heap is
 // what that load measured.
-func (a *Agent) agreesWithLastLoad(work *modelState) (heap int64, ok bool) {
+func (tw *twins) agreesWithLastLoad(work *modelState) (heap int64, ok bool) {
 	cal := work.cal
-	for _, m := range a.pool.Models() {
+	for _, m := range tw.d.pool().Models() {
 		if m.ID != work.cfg.ID || m.Loads == 0 {
 			continue
 		}
@@ -266,12 +320,12 @@ func (a *Agent) agreesWithLastLoad(work *modelState) (heap int64, ok bool) {
 		if l.Threads != cal.Threads || l.Stages.FirstInvoke <= 0 || l.Footprint.Heap <= 0 {
 			return 0, false
 		}
-		why := fleet.CompareTime("first invoke", l.Stages.FirstInvoke, cal.Stages.FirstInvoke, a.config().Fleet.Tolerance)
+		why := fleet.CompareTime("first invoke", l.Stages.FirstInvoke, cal.Stages.FirstInvoke, tw.d.config().Fleet.Tolerance)
 		if why == "" {
 			why = fleet.CompareHeap(l.Footprint.Heap, cal.HeapBytes)
 		}
 		if why != "" {
-			a.log.Info("fleet calibration: the pool's load disagrees; measuring", "model", work.cfg.ID, "why", why)
+			tw.d.log.Info("fleet calibration: the pool's load disagrees; measuring", "model", work.cfg.ID, "why", why)
 		}
 		return l.Footprint.Heap, why == ""
 	}
@@ -282,16 +336,16 @@ func (a *Agent) agreesWithLastLoad(work *modelState) (heap int64, ok bool) {
 // measured heap). A record's heap may be up to a quarter below this
 // device's and still agree: the larger of the two is kept, so the pool
 // never accounts less than this device was seen to hold.
-func (a *Agent) verified(ctx context.Context, st, work *modelState, how string, heap int64) {
+func (tw *twins) verified(ctx context.Context, st, work *modelState, how string, heap int64) {
 	cal := work.cal
 	cal.Verified = true
 	cal.HeapBytes = max(cal.HeapBytes, heap)
-	if err := a.store.PutCalibration(work.cfg.ID, cal); err != nil {
-		a.log.Error("verified fleet calibration not stored", "model", work.cfg.ID, "err", err)
+	if err := tw.d.store().PutCalibration(work.cfg.ID, cal); err != nil {
+		tw.d.log.Error("verified fleet calibration not stored", "model", work.cfg.ID, "err", err)
 	}
-	a.useCalibration(work, cal)
-	a.log.Info("fleet calibration verified", "model", work.cfg.ID, "from", cal.From, "by", how)
-	a.calib.apply(ctx, st, work, nil)
+	work.useCalibration(cal)
+	tw.d.log.Info("fleet calibration verified", "model", work.cfg.ID, "from", cal.From, "by", how)
+	tw.calib.apply(ctx, st, work, nil)
 }
 
 // disagreement says how one measuring load differs from cal beyond the
@@ -311,37 +365,37 @@ func disagreement(cal storage.Calibration, steady calibrate.SteadyTimes, heap in
 	return why, why != ""
 }
 
-// fleetPublish queues this device's calibration of work for the twins,
+// publish queues this device's calibration of work for the twins,
 // unless the record they have is valid, agrees with it and has as many
 // samples or more. A record this device's measurement contradicts is
 // published over whatever its sample count: otherwise one wrong record
 // with many samples would hold its key for ever.
-func (a *Agent) fleetPublish(work *modelState, cal storage.Calibration) {
-	f := a.fleet
-	if f == nil || !a.config().Fleet.Publish {
+func (tw *twins) publish(work *modelState, cal storage.Calibration) {
+	f := tw.fleet
+	if f == nil || !tw.d.config().Fleet.Publish {
 		return
 	}
 	id := work.cfg.ID
-	rec := fleet.FromCalibration(cal, a.config().device(), delegateOutcome(work.report.Delegate))
+	rec := fleet.FromCalibration(cal, tw.d.config().device(), delegateOutcome(work.report.Delegate))
 	// Never overwrite a valid, agreeing record with fewer samples, nor with
 	// as many: twins whose measurements differ by noise would take turns.
-	if held, ok := f.view.Get(cal.Validity); ok && held.Check(a.fleetLocal(work, cal.Validity)) == nil {
-		why := held.Contradicts(cal, a.config().Fleet.Tolerance)
+	if held, ok := f.view.Get(cal.Validity); ok && held.Check(tw.local(work, cal.Validity)) == nil {
+		why := held.Contradicts(cal, tw.d.config().Fleet.Tolerance)
 		if why == "" && held.Samples >= rec.Samples {
-			a.log.Info("calibration not published: the fleet's record has as many samples", "model", id,
+			tw.d.log.Info("calibration not published: the fleet's record has as many samples", "model", id,
 				"samples", rec.Samples, "fleet_samples", held.Samples, "from", held.Device)
 			return
 		}
 		if why != "" {
 			f.view.Refute(held)
-			a.log.Warn("fleet record contradicted by this device; publishing over it", "model", id, "from", held.Device,
+			tw.d.log.Warn("fleet record contradicted by this device; publishing over it", "model", id, "from", held.Device,
 				"fleet_samples", held.Samples, "why", why)
-			a.event("fleet_superseded", map[string]any{"model": id, "from": held.Device, "why": why})
+			tw.d.event("fleet_superseded", map[string]any{"model": id, "from": held.Device, "why": why})
 		}
 	}
 	b, err := rec.Encode()
 	if err != nil {
-		a.log.Error("fleet record not encoded", "model", id, "err", err)
+		tw.d.log.Error("fleet record not encoded", "model", id, "err", err)
 		return
 	}
 	topic := f.view.Topic(cal.Validity)
@@ -354,12 +408,12 @@ func (a *Agent) fleetPublish(work *modelState, cal storage.Calibration) {
 	}
 }
 
-// fleetLoop publishes queued records whenever connected. What the broker
+// run publishes queued records whenever connected. What the broker
 // did not take stays queued for the next connection. Once, lookup_wait
 // after the first connection (the retained records are in by then), it
 // offers what this device measured before it shared (restored from state).
-func (a *Agent) fleetLoop(ctx context.Context) {
-	f := a.fleet
+func (tw *twins) run(ctx context.Context) {
+	f := tw.fleet
 	var share <-chan time.Time
 	armed := false
 	for {
@@ -368,12 +422,12 @@ func (a *Agent) fleetLoop(ctx context.Context) {
 			return
 		case <-share:
 			share = nil
-			a.shareKnown()
+			tw.shareKnown()
 		case <-f.kick:
 		}
 		if !armed && f.connected.Load() != nil {
 			armed = true
-			share = time.After(a.config().Fleet.LookupWait)
+			share = time.After(tw.d.config().Fleet.LookupWait)
 		}
 		f.mu.Lock()
 		batch := make(map[string][]byte, len(f.pending))
@@ -382,9 +436,9 @@ func (a *Agent) fleetLoop(ctx context.Context) {
 		}
 		f.mu.Unlock()
 		for topic, b := range batch {
-			if err := a.mq.PublishNow(ctx, topic, true, b); err != nil {
+			if err := tw.d.publish(ctx, topic, b); err != nil {
 				if !errors.Is(err, mqtt.ErrNotConnected) && ctx.Err() == nil {
-					a.log.Warn("fleet record not published yet", "topic", topic, "err", err)
+					tw.d.log.Warn("fleet record not published yet", "topic", topic, "err", err)
 				}
 				break
 			}
@@ -394,28 +448,23 @@ func (a *Agent) fleetLoop(ctx context.Context) {
 			}
 			f.mu.Unlock()
 			if err := f.view.Offer(topic, b); err != nil {
-				a.log.Warn("own fleet record not taken into the view", "topic", topic, "err", err)
+				tw.d.log.Warn("own fleet record not taken into the view", "topic", topic, "err", err)
 			}
-			a.log.Info("calibration published to the fleet", "topic", topic)
+			tw.d.log.Info("calibration published to the fleet", "topic", topic)
 		}
 	}
 }
 
 // shareKnown offers the twins every calibration this device measured and
-// restored from its state (fleetPublish skips those the fleet has with as
+// restored from its state (publish skips those the fleet has with as
 // many samples): a fleet that turns sharing on starts from what it knows.
-func (a *Agent) shareKnown() {
-	a.mapsMu.Lock()
-	var known []modelState
-	for _, id := range a.order {
-		st := a.models[id]
+func (tw *twins) shareKnown() {
+	states := tw.d.models()
+	for i := range states {
+		st := &states[i]
 		if c := st.cal; c.Threads > 0 && c.Source == "" && !c.Pending && c.Failed == "" && st.report.Calibration.Status == storage.Restored {
-			known = append(known, *st)
+			tw.publish(st, st.cal)
 		}
-	}
-	a.mapsMu.Unlock()
-	for i := range known {
-		a.fleetPublish(&known[i], known[i].cal)
 	}
 }
 
