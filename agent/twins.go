@@ -59,9 +59,9 @@ func (c Config) fleetMember() bool { return c.Fleet.Enabled && len(c.MQTT.Broker
 // under the agent's runCtx.
 //
 // Locks: fleetState.mu is never held with another lock; shareKnown reads
-// the model states through d.models (the agent's mapsMu) before it takes
-// it. Verifying ends in the calibrator's apply (prepMu → mapsMu), with no
-// lock of its own held.
+// the model states through d.models (the registry's mu) before it takes
+// it. Verifying ends in the calibrator's apply (the registry's prep → mu),
+// with no lock of its own held.
 type twins struct {
 	d twinsDeps
 	// calib measures for verify; set once by New (the calibrator, made
@@ -88,7 +88,7 @@ type twinsDeps struct {
 	// publish sends a retained record now (mqtt.Client.PublishNow).
 	publish func(ctx context.Context, topic string, payload []byte) error
 	// models are copies of the model states in configured order, taken
-	// under the agent's lock (the calibrator writes the states in place).
+	// under the registry's lock (the calibrator writes states in place).
 	models func() []modelState
 }
 
