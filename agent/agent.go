@@ -103,8 +103,6 @@ type Agent struct {
 	reg *registry
 	// prep settles how each model is served (prepare.go).
 	prep *preparer
-	// versions are the rollback copies a start keeps in the background.
-	versions *versionKeeper
 
 	// observers learn from every finished request (observers.go); wake
 	// tracks the first request per id after a wake.

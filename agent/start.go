@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/edge-agent/edge-agent/agent/hardware"
-	"github.com/edge-agent/edge-agent/agent/update"
 	"github.com/edge-agent/edge-agent/mqtt"
 	"github.com/edge-agent/edge-agent/power"
 	"github.com/edge-agent/edge-agent/storage"
@@ -91,7 +90,6 @@ func (a *Agent) openState() error {
 	}
 	a.store = store
 	a.reg.facts = newFileFacts(store, a.opts.BeforeModelRead)
-	a.versions = newVersionKeeper(a.opts.BeforeVersionKeep)
 	a.report.State = rep
 	a.report.Timings.StateOpen = time.Since(t0)
 	if rep.Corruption != nil {
@@ -175,15 +173,7 @@ func (a *Agent) registerPending(m *pendingModel) {
 		// The copy's fsync and the versions record after the model
 		// serves: a first answer needs neither. What it needs is read
 		// here, under the prep lock: st changes later.
-		id, digest, source, path := st.cfg.ID, st.digest, st.source, st.cfg.Path
-		a.versions.keep(func(f func(context.Context)) { a.run.spawn(a.run.ctx, f) }, id, func() {
-			if source != path {
-				if err := update.SyncKept(source); err != nil {
-					a.log.Warn("model version copy not synced", "model", id, "err", err)
-				}
-			}
-			a.upd.NoteServing(id, digest)
-		})
+		a.upd.KeepLater(st.cfg.ID, st.digest, st.source, st.cfg.Path)
 	case st.servable:
 		a.upd.NoteServing(st.cfg.ID, st.digest)
 	}

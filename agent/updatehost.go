@@ -33,7 +33,7 @@ func newUpdates(a *Agent, cfg Config) *update.Manager {
 		RunCtx:          func() context.Context { return a.run.ctx },
 		Spawn:           a.run.spawn,
 		Rewarm:          func(id string) { a.planner.warmInBackground(id) },
-		Settled:         func(ctx context.Context, id string) error { return a.versions.wait(ctx, id) },
+		BeforeKeep:      a.opts.BeforeVersionKeep,
 		ParityRing:      cfg.Updates.ParityRing,
 		ParityRingBytes: int64(cfg.Updates.ParityRingBytes),
 	})
