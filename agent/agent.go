@@ -78,16 +78,13 @@ type Agent struct {
 	ha *homeAssistant
 	// fleet shares calibrations with twins (nil unless a fleet member).
 	fleet *fleetState
-	// lat records request latencies; prom exports metrics to Prometheus
-	// ([metrics] listen; nil when off); startups are the last starts'
-	// durations (ms), from the state file.
-	lat      *latencies
-	prom     *promMetrics
-	hw       hardware.Info // read once, before any goroutine starts
-	startups atomic.Pointer[[]float64]
-	cfg      atomic.Pointer[Config] // replaced whole by Reload; read with config()
-	opts     Options
-	log      *slog.Logger
+	// tel is what the agent tells: events, the startup report, metrics,
+	// usage, latencies and Prometheus, and the MQTT client they go out by.
+	tel  *telemetry
+	hw   hardware.Info          // read once, before any goroutine starts
+	cfg  atomic.Pointer[Config] // replaced whole by Reload; read with config()
+	opts Options
+	log  *slog.Logger
 
 	store    *storage.Store
 	pool     *tflite.Pool
@@ -96,9 +93,6 @@ type Agent struct {
 	// before Start); plan how the memory limit was split at start.
 	decodes *infer.DecodeBudget
 	plan    atomic.Pointer[MemoryPlan]
-	mq      *mqtt.Client // nil without brokers
-	report  StartupReport
-	usage   usageBatch
 
 	// prepMu serialises preparing models (start, reload, applying what the
 	// calibrator measured). It is never held while a model is loaded or
@@ -128,8 +122,6 @@ type Agent struct {
 	loops   *loopRunner
 	// calib measures models in the background and keeps Settled.
 	calib *calibrator
-
-	laterEvents chan queuedEvent // raised on hot paths, written by eventWriter
 
 	statusKick chan struct{} // readiness may have changed (cap 1)
 
@@ -170,40 +162,30 @@ func New(cfg Config, log *slog.Logger, o Options) *Agent {
 		o.ScheduleEvery = time.Minute
 	}
 	a := &Agent{opts: o, log: log, models: map[string]*modelState{}, wake: newWakeTracker(), stop: func() {},
-		laterEvents: make(chan queuedEvent, 256), statusKick: make(chan struct{}, 1),
-		notify: sdnotify.Notifier{Log: log}, hb: sdnotify.NewHeartbeats(time.Second)}
+		statusKick: make(chan struct{}, 1), notify: sdnotify.Notifier{Log: log}, hb: sdnotify.NewHeartbeats(time.Second)}
 	a.upd = newUpdates(a, cfg)
 	a.tiers = newTiers()
-	a.lat = newLatencies(o.Started)
-	a.ha = newHomeAssistant(homeAssistantDeps{log: log, config: a.config, hw: func() hardware.Info { return a.hw }, lat: a.lat, pool: a.Pool,
-		mq: func() *mqtt.Client { return a.mq }, memory: a.memory, power: a.powerReader, publish: a.publish})
-	if cfg.httpListen() != "" {
-		a.prom = newPromMetrics(a)
-	}
+	a.tel = newTelemetry(telemetryDeps{log: log, store: a.Store, pool: a.Pool, started: o.Started, memory: a.memoryReport,
+		tiers: a.tiers.snapshot, power: func() power.State { return a.powerReader().Read() }, exporter: cfg.httpListen() != ""})
+	a.ha = newHomeAssistant(homeAssistantDeps{log: log, config: a.config, hw: func() hardware.Info { return a.hw }, lat: a.tel.lat, pool: a.Pool,
+		mq: func() *mqtt.Client { return a.tel.mq }, memory: a.memory, power: a.powerReader, publish: a.tel.publish})
 	a.cfg.Store(&cfg)
 	a.loops = &loopRunner{ticks: o.Ticks, spawn: a.spawn, settings: func() tunedSettings { return a.config().tunedSettings() }}
 	a.planner = newWakePlanner(plannerDeps{log: log, config: a.config, pool: a.Pool, store: a.Store,
 		power: a.powerReader, meter: a.meter, calibrations: a.calibrations, now: o.Now, clock: o.Clock, rand: o.Rand,
 		beforePrewarm: o.BeforePrewarm, scheduleEvery: o.ScheduleEvery, loop: a.loops.kicked, spawn: a.spawn,
-		event: a.event, notify: a.notify.Send, noteLoad: a.noteLoad, warmed: a.checkSamplesFor,
-		woke: a.wake.woke, // a new wake: first requests count from here
-		countWake: func(source string) {
-			if a.prom != nil {
-				a.prom.wakes.WithLabelValues(source).Inc()
-			}
-		}})
+		event: a.tel.event, notify: a.notify.Send, noteLoad: a.noteLoad, warmed: a.checkSamplesFor,
+		countWake: a.tel.prom.Wake, // nil when off: counts nothing
+		woke:      a.wake.woke,     // a new wake: first requests count from here
+	})
 	a.calib = newCalibrator(calibratorDeps{log: log, config: a.config, power: a.powerReader, now: o.Now,
 		started: o.Started, beforeCalibrate: o.BeforeCalibrate, store: a.Store, pool: a.Pool, planBusy: a.planner.busy,
 		prepMu: &a.prepMu, mapsMu: &a.mapsMu, models: &a.models, order: &a.order,
-		statusChanged: a.statusChanged, event: a.event, observeTime: func(model string, took time.Duration) {
-			if a.prom != nil {
-				a.prom.calibration.WithLabelValues(model).Add(took.Seconds())
-			}
-		},
+		statusChanged: a.statusChanged, event: a.tel.event, observeTime: a.tel.prom.Calibrated,
 		settleDelegates: a.settleDelegates, restoreCalibration: a.restoreCalibration, calibrationKey: a.calibrationKey,
 		failModel: a.failModel, modelSpec: a.modelSpec,
 		adoptFleet: a.adoptFleet, verifyFleet: a.verifyFleet, fleetPublish: a.fleetPublish})
-	a.files = newPageCache(pageCacheDeps{log: log, config: a.config, pool: a.Pool, store: a.Store, settled: a.Settled, event: a.event})
+	a.files = newPageCache(pageCacheDeps{log: log, config: a.config, pool: a.Pool, store: a.Store, settled: a.Settled, event: a.tel.event})
 	a.observers = a.requestObservers()
 	return a
 }
@@ -249,11 +231,11 @@ func (a *Agent) Report() StartupReport {
 // startReport is Report as it stands: without the models not registered
 // yet.
 func (a *Agent) startReport() StartupReport {
-	// a.report is written only by Start, before it spawns anything that
+	// The report is written only by Start, before it spawns anything that
 	// calls Report (the final report, the metrics' gauges), and never
 	// after: it needs no lock. What changes later is read under the
 	// pool's and mapsMu's locks below.
-	rep := a.report
+	rep := a.tel.report
 	loads := map[string]tflite.ModelStatus{}
 	if a.pool != nil {
 		for _, st := range a.pool.Models() {
@@ -292,7 +274,7 @@ func (a *Agent) Close() error {
 		a.saveLearnedCosts()
 		errs = append(errs, a.pool.Close())
 	}
-	a.drainEvents()
+	a.tel.drainEvents()
 	if a.store != nil {
 		errs = append(errs, a.store.Close())
 		a.store = nil

@@ -27,7 +27,7 @@ func (c digestCache) StoreDigest(id tflite.FileID, d string) error {
 
 // validity is the key facts about a model file are stored under.
 func (a *Agent) validity(digest, options string) storage.Validity {
-	return storage.Validity{Model: digest, Runtime: a.opts.RuntimeVersion, Hardware: a.report.Fingerprint, Options: options}
+	return storage.Validity{Model: digest, Runtime: a.opts.RuntimeVersion, Hardware: a.tel.report.Fingerprint, Options: options}
 }
 
 // modelState is what the agent knows about one configured model. The
@@ -212,7 +212,7 @@ func (a *Agent) restoreCalibration(st *modelState) error {
 		st.report.Error = st.failed
 		st.report.Threads = a.defaultThreads()
 		a.log.Error("calibration crashed the process last time; not trying again", "model", st.cfg.ID)
-		a.event("calibration_crashed", map[string]any{"model": st.cfg.ID})
+		a.tel.event("calibration_crashed", map[string]any{"model": st.cfg.ID})
 		return nil
 	case cal.Failed != "":
 		st.failed = &ErrorReport{Code: cal.Failed, Message: cal.FailedMessage}
@@ -297,7 +297,7 @@ func (a *Agent) tryDelegate(m ModelConfig, digest string, spec tflite.DelegateSp
 	if attemptErr != nil {
 		try.State, try.Reason = storage.Failed, attemptErr.Error()
 		a.log.Warn("delegate failed", "model", m.ID, "delegate", spec.Name, "err", attemptErr)
-		a.event("delegate_failed", map[string]any{"model": m.ID, "delegate": spec.Name, "reason": attemptErr.Error()})
+		a.tel.event("delegate_failed", map[string]any{"model": m.ID, "delegate": spec.Name, "reason": attemptErr.Error()})
 	}
 	return try
 }
