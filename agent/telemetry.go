@@ -47,9 +47,10 @@ func (o outbox) Ack(seqs ...uint64) error { return o.s.Ack(seqs...) }
 // report, queued in the state's outbox for MQTT; the periodic metrics
 // message; the usage the planner learns demand from; request latencies
 // and the Prometheus exporter. Its event writer runs under the agent's
-// runCtx (startLoops) and Close drains what is left. Its only locks are
-// the usage batch's and the latencies' own: nothing is called under them,
-// and it takes none of the agent's.
+// runCtx (startLoops) and Close drains what is left. Its own locks (the
+// usage batch's, the latencies') are leaves: nothing is called under
+// them. It takes none of the agent's (prepMu, mapsMu); its deps take only
+// the pool's, the tiers' and the state's, never under one of its own.
 type telemetry struct {
 	d telemetryDeps
 	// later are events raised on hot paths, waiting for eventWriter.
