@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"math/rand"
 	"os"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -81,7 +80,6 @@ type Agent struct {
 	// tel is what the agent tells: events, the startup report, metrics,
 	// usage, latencies and Prometheus, and the MQTT client they go out by.
 	tel  *telemetry
-	hw   hardware.Info          // read once, before any goroutine starts
 	cfg  atomic.Pointer[Config] // replaced whole by Reload; read with config()
 	opts Options
 	log  *slog.Logger
@@ -94,20 +92,11 @@ type Agent struct {
 	decodes *infer.DecodeBudget
 	plan    atomic.Pointer[MemoryPlan]
 
-	// prepMu serialises preparing models (start, reload, applying what the
-	// calibrator measured). It is never held while a model is loaded or
-	// measured, so requests, plans and status never wait behind one.
-	prepMu sync.Mutex
-
-	// mapsMu guards models and order: held only to read or swap states.
-	mapsMu sync.Mutex
-	models map[string]*modelState // by id, failed ones included
-	order  []string               // ids as configured, for reports
-	// pending are the models the start registers after it accepts
-	// requests (startreg.go); nil before Start.
-	pending *pendingModels
-	// facts are the model files' facts by identity (filefacts.go).
-	facts *fileFacts
+	// reg is the models: states, order, the start's pending ones, file
+	// facts, and the two locks that guard preparing and swapping them.
+	reg *registry
+	// prep settles how each model is served (prepare.go).
+	prep *preparer
 	// versions are the rollback copies a start keeps in the background.
 	versions *versionKeeper
 
@@ -128,11 +117,8 @@ type Agent struct {
 	notify sdnotify.Notifier
 	hb     *sdnotify.Heartbeats
 
-	// The agent's own goroutines (MQTT, metrics, usage, planner) run under
-	// runCtx and stop with stop.
-	runCtx context.Context
-	stop   func()
-	wg     sync.WaitGroup
+	// run is the agent's own goroutines: they run from Start to Close.
+	run goroutines
 
 	upd   *update.Manager // model updates: staging, checks, rollback
 	tiers *tiers          // fast-path agreement of families
@@ -161,29 +147,33 @@ func New(cfg Config, log *slog.Logger, o Options) *Agent {
 	if o.ScheduleEvery <= 0 {
 		o.ScheduleEvery = time.Minute
 	}
-	a := &Agent{opts: o, log: log, models: map[string]*modelState{}, wake: newWakeTracker(), stop: func() {},
+	a := &Agent{opts: o, log: log, reg: newRegistry(), wake: newWakeTracker(),
 		statusKick: make(chan struct{}, 1), notify: sdnotify.Notifier{Log: log}, hb: sdnotify.NewHeartbeats(time.Second)}
 	a.upd = newUpdates(a, cfg)
 	a.tiers = newTiers()
+	// Before anything that is given a.tel's methods.
 	a.tel = newTelemetry(telemetryDeps{log: log, store: a.Store, pool: a.Pool, started: o.Started, memory: a.memoryReport,
 		tiers: a.tiers.snapshot, power: func() power.State { return a.powerReader().Read() }, exporter: cfg.httpListen() != ""})
-	a.ha = newHomeAssistant(homeAssistantDeps{log: log, config: a.config, hw: func() hardware.Info { return a.hw }, lat: a.tel.lat, pool: a.Pool,
+	a.prep = &preparer{d: preparerDeps{log: log, config: a.config, runtime: o.RuntimeVersion,
+		fingerprint: func() string { return a.tel.report.Fingerprint }, store: a.Store, pool: a.Pool,
+		facts: func() *fileFacts { return a.reg.facts }, versions: a.upd, event: a.tel.event, useCalibration: a.useCalibration}}
+	a.ha = newHomeAssistant(homeAssistantDeps{log: log, config: a.config, hw: func() hardware.Info { return a.tel.report.Hardware }, lat: a.tel.lat, pool: a.Pool,
 		mq: func() *mqtt.Client { return a.tel.mq }, memory: a.memory, power: a.powerReader, publish: a.tel.publish})
 	a.cfg.Store(&cfg)
-	a.loops = &loopRunner{ticks: o.Ticks, spawn: a.spawn, settings: func() tunedSettings { return a.config().tunedSettings() }}
+	a.loops = &loopRunner{ticks: o.Ticks, spawn: a.run.spawn, settings: func() tunedSettings { return a.config().tunedSettings() }}
 	a.planner = newWakePlanner(plannerDeps{log: log, config: a.config, pool: a.Pool, store: a.Store,
 		power: a.powerReader, meter: a.meter, calibrations: a.calibrations, now: o.Now, clock: o.Clock, rand: o.Rand,
-		beforePrewarm: o.BeforePrewarm, scheduleEvery: o.ScheduleEvery, loop: a.loops.kicked, spawn: a.spawn,
+		beforePrewarm: o.BeforePrewarm, scheduleEvery: o.ScheduleEvery, loop: a.loops.kicked, spawn: a.run.spawn,
 		event: a.tel.event, notify: a.notify.Send, noteLoad: a.noteLoad, warmed: a.checkSamplesFor,
 		countWake: a.tel.prom.Wake, // nil when off: counts nothing
 		woke:      a.wake.woke,     // a new wake: first requests count from here
 	})
 	a.calib = newCalibrator(calibratorDeps{log: log, config: a.config, power: a.powerReader, now: o.Now,
 		started: o.Started, beforeCalibrate: o.BeforeCalibrate, store: a.Store, pool: a.Pool, planBusy: a.planner.busy,
-		prepMu: &a.prepMu, mapsMu: &a.mapsMu, models: &a.models, order: &a.order,
+		reg:           a.reg,
 		statusChanged: a.statusChanged, event: a.tel.event, observeTime: a.tel.prom.Calibrated,
-		settleDelegates: a.settleDelegates, restoreCalibration: a.restoreCalibration, calibrationKey: a.calibrationKey,
-		failModel: a.failModel, modelSpec: a.modelSpec,
+		settleDelegates: a.prep.settleDelegates, restoreCalibration: a.prep.restoreCalibration, calibrationKey: a.prep.calibrationKey,
+		failModel: a.prep.failModel, modelSpec: a.prep.modelSpec,
 		adoptFleet: a.adoptFleet, verifyFleet: a.verifyFleet, fleetPublish: a.fleetPublish})
 	a.files = newPageCache(pageCacheDeps{log: log, config: a.config, pool: a.Pool, store: a.Store, settled: a.Settled, event: a.tel.event})
 	a.observers = a.requestObservers()
@@ -204,15 +194,6 @@ func (a *Agent) meter() power.Meter {
 	return power.Meter{Root: c.Power.SysfsRoot, WattsPerCPUSecond: c.Power.WattsPerCPUSecond}
 }
 
-// spawn runs f on a goroutine the agent owns until Close.
-func (a *Agent) spawn(ctx context.Context, f func(context.Context)) {
-	a.wg.Add(1)
-	go func() {
-		defer a.wg.Done()
-		f(ctx)
-	}()
-}
-
 // Pool is the interpreter pool (after Start).
 func (a *Agent) Pool() *tflite.Pool { return a.pool }
 
@@ -222,8 +203,8 @@ func (a *Agent) Store() *storage.Store { return a.store }
 // Report is what Start found and did, with what the background work
 // (calibration, warming after READY) has learned since.
 func (a *Agent) Report() StartupReport {
-	if a.pending != nil {
-		<-a.pending.all // every configured model in it
+	if p := a.reg.pending; p != nil {
+		<-p.all // every configured model in it
 	}
 	return a.startReport()
 }
@@ -234,7 +215,7 @@ func (a *Agent) startReport() StartupReport {
 	// The report is written only by Start, before it spawns anything that
 	// calls Report (the final report, the metrics' gauges), and never
 	// after: it needs no lock. What changes later is read under the
-	// pool's and mapsMu's locks below.
+	// pool's and the registry's locks below.
 	rep := a.tel.report
 	loads := map[string]tflite.ModelStatus{}
 	if a.pool != nil {
@@ -243,20 +224,17 @@ func (a *Agent) startReport() StartupReport {
 		}
 		rep.Pool = a.pool.Stats()
 	}
-	if p := a.pending.startPlan(); p != nil {
+	if p := a.reg.pending.startPlan(); p != nil {
 		rep.Plan = p // the start planned before every model was registered
 	}
-	a.mapsMu.Lock()
-	rep.Models = make([]ModelReport, 0, len(a.order))
-	for _, id := range a.order {
-		mr := a.models[id].report
-		if st, ok := loads[id]; ok && st.Loads > 0 {
-			l := st.LastLoad
+	a.reg.each(func(st *modelState) {
+		mr := st.report
+		if s, ok := loads[st.cfg.ID]; ok && s.Loads > 0 {
+			l := s.LastLoad
 			mr.Load = &l
 		}
 		rep.Models = append(rep.Models, mr)
-	}
-	a.mapsMu.Unlock()
+	})
 	return rep
 }
 
@@ -264,8 +242,7 @@ func (a *Agent) startReport() StartupReport {
 // publishing "offline"), metrics and usage (flushed), then frees the pool,
 // then closes the state. Safe to call more than once.
 func (a *Agent) Close() error {
-	a.stop()
-	a.wg.Wait()
+	a.run.close()
 	var errs []error
 	if err := a.broker.close(); err != nil { // after the agent's own client has gone
 		errs = append(errs, err)

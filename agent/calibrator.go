@@ -23,7 +23,8 @@ import (
 // plan is done and nothing is queued or measured.
 //
 // Locks: the calibrator's settleMu is never held with another; it takes
-// prepMu → mapsMu in apply (the agent's order), and mapsMu alone elsewhere.
+// the registry's prep → mu in apply (the registry's order), and mu alone
+// elsewhere.
 type calibrator struct {
 	d calibratorDeps
 
@@ -46,11 +47,8 @@ type calibratorDeps struct {
 	store           func() *storage.Store
 	pool            func() *tflite.Pool
 	planBusy        func() bool // a plan is warming
-	// The agent's model states, read and swapped under mapsMu; apply
-	// holds prepMu around it.
-	prepMu, mapsMu *sync.Mutex
-	models         *map[string]*modelState
-	order          *[]string
+	// reg is the agent's model states; apply holds its prep lock.
+	reg *registry
 
 	statusChanged func()
 	event         func(kind string, fields map[string]any)
@@ -94,9 +92,7 @@ func (c *calibrator) run(ctx context.Context) {
 			continue
 		}
 		if wait, reason := c.calibrationAllowed(); wait > 0 {
-			c.d.mapsMu.Lock()
-			st.queued, st.calibrating = true, false
-			c.d.mapsMu.Unlock()
+			c.d.reg.locked(func() { st.queued, st.calibrating = true, false })
 			c.settle(true) // nothing more happens until the policy allows it
 			c.d.log.Info("calibration deferred", "reason", reason, "retry_in", wait)
 			select {
@@ -116,11 +112,11 @@ func (c *calibrator) run(ctx context.Context) {
 func (c *calibrator) nextToCalibrate() *modelState {
 	usage, _ := c.d.store().Usage()
 	now := c.d.now()
-	c.d.mapsMu.Lock()
-	defer c.d.mapsMu.Unlock()
+	c.d.reg.mu.Lock()
+	defer c.d.reg.mu.Unlock()
 	var queued []*modelState
-	for _, id := range *c.d.order {
-		if st := (*c.d.models)[id]; st.queued && st.failed == nil {
+	for _, id := range c.d.reg.order {
+		if st := c.d.reg.models[id]; st.queued && st.failed == nil {
 			queued = append(queued, st)
 		}
 	}
@@ -189,16 +185,13 @@ func (c *calibrator) yieldToRequests(ctx context.Context) error {
 // if st is still the registered state of its model.
 func (c *calibrator) calibrate(ctx context.Context, st *modelState) {
 	defer func() {
-		c.d.mapsMu.Lock()
-		st.calibrating = false
-		c.d.mapsMu.Unlock()
+		c.d.reg.locked(func() { st.calibrating = false })
 		c.d.statusChanged()
 	}()
 	c.d.statusChanged()
 	// Work on a copy: the live state is read by requests meanwhile.
-	c.d.mapsMu.Lock()
-	work := *st
-	c.d.mapsMu.Unlock()
+	var work modelState
+	c.d.reg.locked(func() { work = *st })
 
 	if work.delegatesPending {
 		if err := c.yieldToRequests(ctx); err != nil {
@@ -237,11 +230,11 @@ func (c *calibrator) calibrationRun() calibrate.Calibration {
 // requeue queues st for the calibrator again if it is still its model's
 // state.
 func (c *calibrator) requeue(st *modelState) {
-	c.d.mapsMu.Lock()
-	if (*c.d.models)[st.cfg.ID] == st && st.needsVerifying() {
-		st.queued = true
-	}
-	c.d.mapsMu.Unlock()
+	c.d.reg.locked(func() {
+		if c.d.reg.models[st.cfg.ID] == st && st.needsVerifying() {
+			st.queued = true
+		}
+	})
 	c.kickCalibrator()
 }
 
@@ -321,12 +314,9 @@ func (c *calibrator) apply(ctx context.Context, st, work *modelState, failure er
 			c.d.log.Warn("model not re-warmed with its calibration; the next load uses it", "model", work.cfg.ID, "err", err)
 		}
 	}()
-	c.d.prepMu.Lock()
-	defer c.d.prepMu.Unlock()
-	c.d.mapsMu.Lock()
-	current := (*c.d.models)[work.cfg.ID] == st
-	c.d.mapsMu.Unlock()
-	if !current {
+	c.d.reg.prep.Lock()
+	defer c.d.reg.prep.Unlock()
+	if !c.d.reg.current(st) {
 		return
 	}
 	if failure != nil {
@@ -343,10 +333,10 @@ func (c *calibrator) apply(ctx context.Context, st, work *modelState, failure er
 	if err != nil {
 		c.d.failModel(work, err)
 	}
-	c.d.mapsMu.Lock()
-	work.queued, work.calibrating = false, true // cleared by calibrate's defer on st
-	*st = *work
-	c.d.mapsMu.Unlock()
+	c.d.reg.locked(func() {
+		work.queued, work.calibrating = false, true // cleared by calibrate's defer on st
+		*st = *work
+	})
 }
 
 // knownHeap is the pool's measurement of model id's heap, if it has one.
@@ -362,12 +352,10 @@ func (c *calibrator) knownHeap(id string) int64 {
 // settle closes the settled channel once nothing is queued or measured,
 // or (deferred) once what is queued waits for the energy policy.
 func (c *calibrator) settle(deferred bool) {
-	c.d.mapsMu.Lock()
 	busy := false
-	for _, st := range *c.d.models {
+	c.d.reg.each(func(st *modelState) {
 		busy = busy || st.calibrating || (st.queued && !deferred)
-	}
-	c.d.mapsMu.Unlock()
+	})
 	if busy {
 		return
 	}

@@ -1,18 +1,15 @@
 package agent
 
-import (
-	"sync"
-	"testing"
-)
+import "testing"
 
 // TestCalibratorSettles: Settled closes only once the start's plan is done
 // and nothing is queued or measured (a deferred queue counts as settled),
 // and unsettle re-arms it. Fakes stand in for the agent's states.
 func TestCalibratorSettles(t *testing.T) {
-	var prepMu, mapsMu sync.Mutex
-	models := map[string]*modelState{"m": {queued: true}}
-	order := []string{"m"}
-	c := newCalibrator(calibratorDeps{prepMu: &prepMu, mapsMu: &mapsMu, models: &models, order: &order})
+	reg := newRegistry()
+	reg.set(&modelState{cfg: ModelConfig{ID: "m"}, queued: true})
+	models := reg.models
+	c := newCalibrator(calibratorDeps{reg: reg})
 
 	c.settle(false)
 	if closed(c.Settled()) {

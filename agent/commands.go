@@ -149,8 +149,8 @@ type Status struct {
 
 // Status is what the agent is doing now.
 func (a *Agent) Status() Status {
-	if a.pending != nil {
-		<-a.pending.all // every configured model in it
+	if a.reg.pending != nil {
+		<-a.reg.pending.all // every configured model in it
 	}
 	return Status{Agent: Version, Device: a.config().device(), UptimeS: time.Since(a.opts.Started).Seconds(),
 		Models: a.pool.Models(), Readiness: a.readiness(), Metrics: a.tel.metrics(false), LocalBroker: a.broker.info.Load()}

@@ -405,15 +405,12 @@ func (a *Agent) fleetLoop(ctx context.Context) {
 // restored from its state (fleetPublish skips those the fleet has with as
 // many samples): a fleet that turns sharing on starts from what it knows.
 func (a *Agent) shareKnown() {
-	a.mapsMu.Lock()
 	var known []modelState
-	for _, id := range a.order {
-		st := a.models[id]
+	a.reg.each(func(st *modelState) {
 		if c := st.cal; c.Threads > 0 && c.Source == "" && !c.Pending && c.Failed == "" && st.report.Calibration.Status == storage.Restored {
 			known = append(known, *st)
 		}
-	}
-	a.mapsMu.Unlock()
+	})
 	for i := range known {
 		a.fleetPublish(&known[i], known[i].cal)
 	}

@@ -54,7 +54,7 @@ func (a *Agent) startHTTP(runCtx context.Context) {
 		a.log.Warn("http: serving anonymously on a non-loopback address (http.allow_anonymous)", "listen", addr)
 	}
 	a.log.Info("http: serving /metrics and /v2", "listen", ln.Addr().String(), "token", token != nil)
-	a.spawn(runCtx, func(ctx context.Context) { a.serveHTTP(ctx, ln, h) })
+	a.run.spawn(runCtx, func(ctx context.Context) { a.serveHTTP(ctx, ln, h) })
 }
 
 // serveHTTP serves h on ln until ctx ends.
@@ -83,7 +83,7 @@ type oipBackend struct {
 	meta   map[string]oip.Model
 }
 
-func (b *oipBackend) Live() bool { return b.a.runCtx != nil && b.a.runCtx.Err() == nil }
+func (b *oipBackend) Live() bool { return b.a.run.ctx != nil && b.a.run.ctx.Err() == nil }
 
 // Ready: the pool is up and some model can answer.
 func (b *oipBackend) Ready() bool {
@@ -100,13 +100,13 @@ func (b *oipBackend) Ready() bool {
 
 // serving is model name's served file and digest.
 func (b *oipBackend) serving(name string) (path, digest string, ok bool) {
-	b.a.mapsMu.Lock()
-	defer b.a.mapsMu.Unlock()
-	st, ok := b.a.models[name]
-	if !ok {
-		return "", "", false
-	}
-	return st.path, st.digest, true
+	b.a.reg.locked(func() {
+		var st *modelState
+		if st, ok = b.a.reg.models[name]; ok {
+			path, digest = st.path, st.digest
+		}
+	})
+	return path, digest, ok
 }
 
 // Model is read once per version (inspecting builds an interpreter, and
@@ -130,7 +130,7 @@ func (b *oipBackend) Model(name string) (oip.Model, bool) {
 			m.Versions = append(m.Versions, v.Previous)
 		}
 	}
-	info, err := b.a.facts.inspect(path)
+	info, err := b.a.reg.facts.inspect(path)
 	if err != nil {
 		return m, true // a model that cannot run here: no tensors to show, nothing kept
 	}

@@ -14,18 +14,16 @@ func (a *Agent) saveLearnedCosts() {
 		return
 	}
 	learned := a.pool.LearnedCosts()
-	a.mapsMu.Lock()
 	type rec struct {
 		st     *modelState
 		misses []time.Duration
 	}
 	var recs []rec
-	for id, st := range a.models {
-		if m := learned[id]; len(m) > 0 && st.cal.Threads > 0 && !st.cal.Pending && st.cal.Failed == "" {
+	a.reg.each(func(st *modelState) {
+		if m := learned[st.cfg.ID]; len(m) > 0 && st.cal.Threads > 0 && !st.cal.Pending && st.cal.Failed == "" {
 			recs = append(recs, rec{st, m})
 		}
-	}
-	a.mapsMu.Unlock()
+	})
 	for _, r := range recs {
 		if err := a.store.PutLearnedMisses(r.st.cfg.ID, r.st.cal.Validity, r.misses); err != nil {
 			a.log.Warn("learned cold costs not stored", "model", r.st.cfg.ID, "err", err)

@@ -15,14 +15,14 @@ import (
 // plan and later wakes, calibration, metrics, usage, memory, and the tuned
 // loops (resume, schedule, keep-alive).
 func (a *Agent) startLoops(runCtx context.Context, startPlan PlanResult) {
-	a.spawn(runCtx, func(ctx context.Context) {
+	a.run.spawn(runCtx, func(ctx context.Context) {
 		a.loops.every(ctx, "metrics", a.config().MQTT.MetricsInterval, func() {
 			if err := a.tel.publish(topicMetrics, false, a.tel.metrics(true)); err != nil {
 				a.log.Error("metrics not queued", "err", err)
 			}
 		})
 	})
-	a.spawn(runCtx, func(ctx context.Context) {
+	a.run.spawn(runCtx, func(ctx context.Context) {
 		a.loops.every(ctx, "usage", time.Minute, func() {
 			if err := a.tel.usage.flush(a.store); err != nil {
 				a.log.Error("usage not stored", "err", err)
@@ -33,19 +33,19 @@ func (a *Agent) startLoops(runCtx context.Context, startPlan PlanResult) {
 	if startPlan.Plan.Allowance.Mode == power.ModeDefer {
 		deferred = startPlan.Plan.Allowance.RetryIn
 	}
-	a.spawn(runCtx, func(ctx context.Context) { a.planner.run(ctx, deferred, a.hb) })
-	a.spawn(runCtx, a.calib.run)
+	a.run.spawn(runCtx, func(ctx context.Context) { a.planner.run(ctx, deferred, a.hb) })
+	a.run.spawn(runCtx, a.calib.run)
 	if a.fleet != nil {
-		a.spawn(runCtx, a.fleetLoop)
+		a.run.spawn(runCtx, a.fleetLoop)
 	}
-	a.spawn(runCtx, a.finishStart)
-	a.spawn(runCtx, a.memoryLoop)
-	a.spawn(runCtx, a.tel.eventWriter)
-	a.spawn(runCtx, func(ctx context.Context) {
+	a.run.spawn(runCtx, a.finishStart)
+	a.run.spawn(runCtx, a.memoryLoop)
+	a.run.spawn(runCtx, a.tel.eventWriter)
+	a.run.spawn(runCtx, func(ctx context.Context) {
 		// One after the other: measuring the read rate drops a file
 		// from the page cache and reads it back with read(2). It picks
 		// from the registered models: all of them.
-		if a.pending.wait(ctx) != nil {
+		if a.reg.pending.wait(ctx) != nil {
 			return
 		}
 		if a.pool.Stats().ReadRate == 0 { // the device the models are served from

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"fmt"
+	"log/slog"
 	"runtime"
 	"strconv"
 
@@ -25,13 +26,42 @@ func (c digestCache) StoreDigest(id tflite.FileID, d string) error {
 	return c.s.StoreDigest(fileKey(id), d)
 }
 
+// preparer settles how each model is served: its file's facts, its
+// delegate, its calibration, and its spec for the pool. It loads nothing
+// itself but a delegate's one attempt (with attempt); the calibrator
+// measures.
+type preparer struct{ d preparerDeps }
+
+// preparerDeps is what preparing a model asks of the agent.
+type preparerDeps struct {
+	log         *slog.Logger
+	config      func() *Config
+	runtime     string        // the TFLite runtime's version, part of every key
+	fingerprint func() string // the board's, part of every key (after the start opens the state)
+	store       func() *storage.Store
+	pool        func() *tflite.Pool
+	facts       func() *fileFacts
+	versions    versionPins
+	event       func(kind string, fields map[string]any)
+	// useCalibration makes a restored calibration the state's.
+	useCalibration func(st *modelState, cal storage.Calibration)
+}
+
+// versionPins is what preparing asks of the kept versions: the copy a
+// model is served from (agent/update).
+type versionPins interface {
+	Kept(id, digest string) bool
+	Pin(id, path, digest string) string
+	PinUnsynced(id, path, digest string) string
+}
+
 // validity is the key facts about a model file are stored under.
-func (a *Agent) validity(digest, options string) storage.Validity {
-	return storage.Validity{Model: digest, Runtime: a.opts.RuntimeVersion, Hardware: a.tel.report.Fingerprint, Options: options}
+func (p *preparer) validity(digest, options string) storage.Validity {
+	return storage.Validity{Model: digest, Runtime: p.d.runtime, Hardware: p.d.fingerprint(), Options: options}
 }
 
 // modelState is what the agent knows about one configured model. The
-// fields are guarded by Agent.mapsMu; a state is replaced, not reused,
+// fields are guarded by the registry's mu; a state is replaced, not reused,
 // when its model is registered again (reload), so background work can
 // tell whether what it measured is still wanted.
 type modelState struct {
@@ -64,50 +94,50 @@ type modelState struct {
 	failed, loadErr *ErrorReport
 }
 
-// register settles how model m is served from now on (called with prepMu
-// held): it maps and verifies the file, hashes it (cached by identity) and
+// register settles how model m is served from now on (called with the
+// registry's prep lock held): it maps and verifies the file, hashes it (cached by identity) and
 // restores what the state knows (delegate outcomes, calibration), with
 // safe defaults when nothing is known: CPU, min(cores, max_threads)
 // threads, like a naive loader. admitModel then puts it in the pool.
 // Whatever needs measuring is queued for the background calibrator;
 // nothing here loads an interpreter.
-func (a *Agent) register(m ModelConfig) *modelState { return a.registerFrom(m, m.Path, false) }
+func (p *preparer) register(m ModelConfig) *modelState { return p.registerFrom(m, m.Path, false) }
 
 // registerFrom is register with the bytes read from src: the configured
 // path, or a kept version (a rollback). With keepLater (a start), a
 // version not kept yet is copied unsynced and st.keepLater says the
 // caller syncs and records it once the model is admitted (versionKeeper).
-func (a *Agent) registerFrom(m ModelConfig, src string, keepLater bool) *modelState {
+func (p *preparer) registerFrom(m ModelConfig, src string, keepLater bool) *modelState {
 	st := &modelState{cfg: m, path: src, source: src}
 	st.report = ModelReport{ID: m.ID, Path: m.Path, Pinned: m.Pinned, Delegate: DelegateReport{Chosen: "cpu", Tried: []DelegateTry{}}}
 	if m.Labels != "" {
 		labels, err := infer.ReadLabels(m.Labels)
 		if err != nil {
-			a.log.Warn("labels not read; answers carry indexes only", "model", m.ID, "err", err)
+			p.d.log.Warn("labels not read; answers carry indexes only", "model", m.ID, "err", err)
 		}
 		st.labels = labels
 	}
 	// Read once per file identity: a restart with the same file reads
 	// nothing here (its digest and facts are in the state file).
-	facts, cached, err := a.facts.of(src)
+	facts, cached, err := p.d.facts().of(src)
 	if err != nil {
-		return a.failModel(st, err)
+		return p.failModel(st, err)
 	}
 	digest, needsAccel := facts.Digest, facts.NeedsEdgeTPU
 	st.digest, st.report.SHA256, st.report.DigestCached = digest, digest, cached
 	switch {
 	case src != m.Path:
-	case !keepLater || a.upd.Kept(m.ID, digest):
-		st.source = a.upd.Pin(m.ID, m.Path, digest)
+	case !keepLater || p.d.versions.Kept(m.ID, digest):
+		st.source = p.d.versions.Pin(m.ID, m.Path, digest)
 	default:
 		// Served from the copy at once (never from a path a deployment
 		// may rewrite in place); its sync and record come later.
-		st.source, st.keepLater = a.upd.PinUnsynced(m.ID, m.Path, digest), true
+		st.source, st.keepLater = p.d.versions.PinUnsynced(m.ID, m.Path, digest), true
 	}
 	st.needsAccel = needsAccel
-	a.settleDelegates(st, false)
-	if err := a.restoreCalibration(st); err != nil {
-		return a.failModel(st, err)
+	p.settleDelegates(st, false)
+	if err := p.restoreCalibration(st); err != nil {
+		return p.failModel(st, err)
 	}
 	st.servable = true
 	// A model whose calibration failed (or crashed) for this key keeps its
@@ -120,29 +150,29 @@ func (a *Agent) registerFrom(m ModelConfig, src string, keepLater bool) *modelSt
 // admitModel puts a servable st in the pool: registered, or (replace) in
 // place of the version it updates, with no moment in which the id is
 // missing. A model that cannot be served stays out, with its failure.
-func (a *Agent) admitModel(st *modelState, replace bool) *modelState {
+func (p *preparer) admitModel(st *modelState, replace bool) *modelState {
 	if !st.servable {
 		return st
 	}
-	spec := a.modelSpec(st)
+	spec := p.modelSpec(st)
 	var err error
 	if replace {
-		err = a.pool.Replace(spec)
+		err = p.d.pool().Replace(spec)
 	} else {
-		err = a.pool.Register(spec)
+		err = p.d.pool().Register(spec)
 	}
 	if err != nil {
 		st.servable, st.queued = false, false
-		return a.failModel(st, err)
+		return p.failModel(st, err)
 	}
 	return st
 }
 
 // failModel records err as st's failure; requests for the model get its code.
-func (a *Agent) failModel(st *modelState, err error) *modelState {
+func (p *preparer) failModel(st *modelState, err error) *modelState {
 	st.failed = errorReport(err)
 	st.report.Error = st.failed
-	a.log.Error("model not usable", "model", st.cfg.ID, "path", st.cfg.Path, "code", tflite.Code(err), "err", err)
+	p.d.log.Error("model not usable", "model", st.cfg.ID, "path", st.cfg.Path, "code", tflite.Code(err), "err", err)
 	return st
 }
 
@@ -150,20 +180,20 @@ func (a *Agent) failModel(st *modelState, err error) *modelState {
 // with attempt, it tries the delegates nothing is known about (loading the
 // model: the calibrator's work). Without a working delegate an accelerator
 // model is served by its CPU twin.
-func (a *Agent) settleDelegates(st *modelState, attempt bool) {
+func (p *preparer) settleDelegates(st *modelState, attempt bool) {
 	m := st.cfg
 	st.chosen, st.delegatesPending = nil, false
 	st.report.Delegate = DelegateReport{Chosen: "cpu", Tried: []DelegateTry{}}
 	for _, name := range m.Delegates {
-		d, _ := a.config().delegate(name) // validated
+		d, _ := p.d.config().delegate(name) // validated
 		spec := tflite.DelegateSpec{Name: d.Name, Library: d.Library, Options: d.Options}
-		try, known := a.knownDelegate(m, st.digest, spec)
+		try, known := p.knownDelegate(m, st.digest, spec)
 		if !known && !attempt {
 			st.delegatesPending = true
 			break
 		}
 		if !known {
-			try = a.tryDelegate(m, st.digest, spec)
+			try = p.tryDelegate(m, st.digest, spec)
 		}
 		st.report.Delegate.Tried = append(st.report.Delegate.Tried, try)
 		if try.State == storage.Worked {
@@ -177,32 +207,32 @@ func (a *Agent) settleDelegates(st *modelState, attempt bool) {
 	// one, an accelerator model fails with model_needs_delegate.
 	if len(st.chosen) == 0 && m.CPUTwin != "" && st.needsAccel {
 		if !st.delegatesPending {
-			a.log.Warn("no delegate works for an accelerator model; serving its CPU twin", "model", m.ID, "cpu_twin", m.CPUTwin)
+			p.d.log.Warn("no delegate works for an accelerator model; serving its CPU twin", "model", m.ID, "cpu_twin", m.CPUTwin)
 		}
 		st.path, st.report.Delegate.Fallback = m.CPUTwin, m.CPUTwin
 	}
 }
 
 // restoreCalibration looks up the calibration valid for how st runs now.
-func (a *Agent) restoreCalibration(st *modelState) error {
+func (p *preparer) restoreCalibration(st *modelState) error {
 	digest := st.digest
 	if st.path != st.source {
-		d, cached, err := tflite.Digest(st.path, a.facts)
+		d, cached, err := tflite.Digest(st.path, p.d.facts())
 		if err != nil {
 			return err
 		}
 		digest, st.report.SHA256, st.report.DigestCached = d, d, cached
 	}
-	v := a.calibrationKey(digest, st.report.Delegate.Chosen)
-	cal, look, err := a.store.Calibration(st.cfg.ID, v)
+	v := p.calibrationKey(digest, st.report.Delegate.Chosen)
+	cal, look, err := p.d.store().Calibration(st.cfg.ID, v)
 	if err != nil {
-		a.log.Error("calibration not readable; measuring again", "model", st.cfg.ID, "err", err)
+		p.d.log.Error("calibration not readable; measuring again", "model", st.cfg.ID, "err", err)
 		look = storage.Lookup{Status: storage.New}
 	}
 	st.report.Calibration = look
 	st.cal = storage.Calibration{}
 	if look.Status != storage.Restored {
-		st.report.Threads = a.defaultThreads()
+		st.report.Threads = p.defaultThreads()
 		return nil
 	}
 	switch {
@@ -210,58 +240,58 @@ func (a *Agent) restoreCalibration(st *modelState) error {
 		// Begun and never finished: the process died inside it.
 		st.failed = &ErrorReport{Code: "calibration_crashed", Message: "the process died while calibrating this model; not measured again for this model, runtime and board"}
 		st.report.Error = st.failed
-		st.report.Threads = a.defaultThreads()
-		a.log.Error("calibration crashed the process last time; not trying again", "model", st.cfg.ID)
-		a.tel.event("calibration_crashed", map[string]any{"model": st.cfg.ID})
+		st.report.Threads = p.defaultThreads()
+		p.d.log.Error("calibration crashed the process last time; not trying again", "model", st.cfg.ID)
+		p.d.event("calibration_crashed", map[string]any{"model": st.cfg.ID})
 		return nil
 	case cal.Failed != "":
 		st.failed = &ErrorReport{Code: cal.Failed, Message: cal.FailedMessage}
 		st.report.Error = st.failed
-		st.report.Threads = a.defaultThreads()
+		st.report.Threads = p.defaultThreads()
 		return nil
 	}
-	a.log.Info("calibration restored", "model", st.cfg.ID, "threads", cal.Threads, "source", cal.Source)
-	a.useCalibration(st, cal)
+	p.d.log.Info("calibration restored", "model", st.cfg.ID, "threads", cal.Threads, "source", cal.Source)
+	p.d.useCalibration(st, cal)
 	return nil
 }
 
 // calibrationKey is the validity key of a model's calibration.
-func (a *Agent) calibrationKey(digest, delegate string) storage.Validity {
+func (p *preparer) calibrationKey(digest, delegate string) storage.Validity {
 	threads := "auto"
-	if a.config().Pool.Threads > 0 {
-		threads = strconv.Itoa(a.config().Pool.Threads)
+	if p.d.config().Pool.Threads > 0 {
+		threads = strconv.Itoa(p.d.config().Pool.Threads)
 	}
-	return a.validity(digest, "threads="+threads+",delegate="+delegate)
+	return p.validity(digest, "threads="+threads+",delegate="+delegate)
 }
 
 // defaultThreads is what an uncalibrated model runs with: the configured
 // count, or one per core up to calibration.max_threads.
-func (a *Agent) defaultThreads() int {
-	if t := a.config().Pool.Threads; t > 0 {
+func (p *preparer) defaultThreads() int {
+	if t := p.d.config().Pool.Threads; t > 0 {
 		return t
 	}
-	return max(1, min(runtime.NumCPU(), a.config().Calibration.MaxThreads))
+	return max(1, min(runtime.NumCPU(), p.d.config().Calibration.MaxThreads))
 }
 
 // modelSpec is how the pool loads st: calibrated, or with the defaults.
-func (a *Agent) modelSpec(st *modelState) tflite.ModelSpec {
+func (p *preparer) modelSpec(st *modelState) tflite.ModelSpec {
 	threads := st.cal.Threads
 	if threads == 0 {
-		threads = a.defaultThreads()
+		threads = p.defaultThreads()
 	}
 	stages := tflite.Stages(st.cal.Stages)
 	return tflite.ModelSpec{ID: st.cfg.ID, Path: st.path, Version: st.digest, Pinned: st.cfg.Pinned, Stateful: st.cfg.Stateful, KnownHeap: st.cal.HeapBytes,
 		KnownSteady: st.cal.Stages.Steady, KnownSaved: stages.Saved(), KnownMisses: st.cal.LearnedMisses,
-		Interpreter: &tflite.Options{Threads: threads, Delegates: st.chosen}, Facts: a.facts.known(st.path)}
+		Interpreter: &tflite.Options{Threads: threads, Delegates: st.chosen}, Facts: p.d.facts().known(st.path)}
 }
 
 // knownDelegate is what the state knows about delegate spec for the model.
-func (a *Agent) knownDelegate(m ModelConfig, digest string, spec tflite.DelegateSpec) (DelegateTry, bool) {
-	v := a.validity(digest, "delegate="+spec.Name+"@"+spec.Library)
+func (p *preparer) knownDelegate(m ModelConfig, digest string, spec tflite.DelegateSpec) (DelegateTry, bool) {
+	v := p.validity(digest, "delegate="+spec.Name+"@"+spec.Library)
 	try := DelegateTry{Name: spec.Name}
-	rec, look, err := a.store.Delegate(m.ID, spec.Name, v)
+	rec, look, err := p.d.store().Delegate(m.ID, spec.Name, v)
 	if err != nil {
-		a.log.Error("delegate state not readable; trying again", "model", m.ID, "delegate", spec.Name, "err", err)
+		p.d.log.Error("delegate state not readable; trying again", "model", m.ID, "delegate", spec.Name, "err", err)
 		look = storage.Lookup{Status: storage.New}
 	}
 	try.Status = look.Status
@@ -273,7 +303,7 @@ func (a *Agent) knownDelegate(m ModelConfig, digest string, spec tflite.Delegate
 	}
 	try.State, try.Reason = rec.State, rec.Reason
 	if rec.State != storage.Worked {
-		a.log.Info("delegate skipped", "model", m.ID, "delegate", spec.Name, "state", rec.State, "reason", rec.Reason)
+		p.d.log.Info("delegate skipped", "model", m.ID, "delegate", spec.Name, "state", rec.State, "reason", rec.Reason)
 	}
 	return try, true
 }
@@ -281,23 +311,23 @@ func (a *Agent) knownDelegate(m ModelConfig, digest string, spec tflite.Delegate
 // tryDelegate tries delegate spec for the model: an attempt record goes to
 // disk first, so a crash inside the delegate is found on the next start
 // and the delegate is never tried again.
-func (a *Agent) tryDelegate(m ModelConfig, digest string, spec tflite.DelegateSpec) DelegateTry {
-	v := a.validity(digest, "delegate="+spec.Name+"@"+spec.Library)
-	try, _ := a.knownDelegate(m, digest, spec)
-	if err := a.store.BeginDelegateAttempt(m.ID, spec.Name, v); err != nil {
+func (p *preparer) tryDelegate(m ModelConfig, digest string, spec tflite.DelegateSpec) DelegateTry {
+	v := p.validity(digest, "delegate="+spec.Name+"@"+spec.Library)
+	try, _ := p.knownDelegate(m, digest, spec)
+	if err := p.d.store().BeginDelegateAttempt(m.ID, spec.Name, v); err != nil {
 		// Without the attempt record a crash would go unnoticed: do not try.
 		try.State, try.Reason = storage.Failed, "attempt not recorded: "+err.Error()
 		return try
 	}
 	attemptErr := attemptDelegate(m.Path, spec)
-	if err := a.store.EndDelegateAttempt(m.ID, spec.Name, v, attemptErr); err != nil {
-		a.log.Error("delegate outcome not recorded", "model", m.ID, "delegate", spec.Name, "err", err)
+	if err := p.d.store().EndDelegateAttempt(m.ID, spec.Name, v, attemptErr); err != nil {
+		p.d.log.Error("delegate outcome not recorded", "model", m.ID, "delegate", spec.Name, "err", err)
 	}
 	try.State = storage.Worked
 	if attemptErr != nil {
 		try.State, try.Reason = storage.Failed, attemptErr.Error()
-		a.log.Warn("delegate failed", "model", m.ID, "delegate", spec.Name, "err", attemptErr)
-		a.tel.event("delegate_failed", map[string]any{"model": m.ID, "delegate": spec.Name, "reason": attemptErr.Error()})
+		p.d.log.Warn("delegate failed", "model", m.ID, "delegate", spec.Name, "err", attemptErr)
+		p.d.event("delegate_failed", map[string]any{"model": m.ID, "delegate": spec.Name, "reason": attemptErr.Error()})
 	}
 	return try
 }

@@ -39,10 +39,10 @@ func (a *Agent) readiness() map[string]ModelReadiness {
 			pool[m.ID] = m
 		}
 	}
-	a.mapsMu.Lock()
-	defer a.mapsMu.Unlock()
-	out := make(map[string]ModelReadiness, len(a.models))
-	for id, st := range a.models {
+	a.reg.mu.Lock()
+	defer a.reg.mu.Unlock()
+	out := make(map[string]ModelReadiness, len(a.reg.models))
+	for id, st := range a.reg.models {
 		r := ModelReadiness{State: StateRegistered, Calibration: "measured"}
 		switch {
 		case st.failed != nil && st.cal.Threads == 0:
@@ -78,7 +78,7 @@ func (a *Agent) readiness() map[string]ModelReadiness {
 		out[id] = r
 	}
 	// Not registered yet, but servable: a request registers it first.
-	for _, id := range a.pending.ids() {
+	for _, id := range a.reg.pending.ids() {
 		if _, ok := out[id]; !ok {
 			out[id] = ModelReadiness{State: StateRegistered, Calibration: "queued"}
 		}
@@ -129,10 +129,10 @@ func (a *Agent) statusPublisher(ctx context.Context) {
 
 // calibrations are the models' calibrations, by id (zero when unknown).
 func (a *Agent) calibrations() map[string]storage.Calibration {
-	a.mapsMu.Lock()
-	defer a.mapsMu.Unlock()
-	out := make(map[string]storage.Calibration, len(a.models))
-	for id, st := range a.models {
+	a.reg.mu.Lock()
+	defer a.reg.mu.Unlock()
+	out := make(map[string]storage.Calibration, len(a.reg.models))
+	for id, st := range a.reg.models {
 		out[id] = st.cal
 	}
 	return out
@@ -150,8 +150,8 @@ func (a *Agent) noteLoad(model string, err error) {
 		}
 		report = errorReport(err)
 	}
-	a.mapsMu.Lock()
-	st, ok := a.models[model]
+	a.reg.mu.Lock()
+	st, ok := a.reg.models[model]
 	changed := ok && !reflect.DeepEqual(st.loadErr, report)
 	if ok {
 		st.loadErr = report
@@ -159,7 +159,7 @@ func (a *Agent) noteLoad(model string, err error) {
 			st.report.Error = report
 		}
 	}
-	a.mapsMu.Unlock()
+	a.reg.mu.Unlock()
 	if changed {
 		a.statusChanged()
 	}
@@ -171,18 +171,18 @@ func (a *Agent) modelError(id string, err error) error {
 	if !errors.Is(err, tflite.ErrUnknownModel) {
 		return err
 	}
-	a.mapsMu.Lock()
-	defer a.mapsMu.Unlock()
-	if st, ok := a.models[id]; ok && st.failed != nil {
+	a.reg.mu.Lock()
+	defer a.reg.mu.Unlock()
+	if st, ok := a.reg.models[id]; ok && st.failed != nil {
 		return &modelFailure{id: id, r: st.failed}
 	}
 	return err
 }
 
 func (a *Agent) labelsFor(model string) []string {
-	a.mapsMu.Lock()
-	defer a.mapsMu.Unlock()
-	if st, ok := a.models[model]; ok {
+	a.reg.mu.Lock()
+	defer a.reg.mu.Unlock()
+	if st, ok := a.reg.models[model]; ok {
 		return st.labels
 	}
 	return nil

@@ -3,7 +3,6 @@ package agent
 import (
 	"context"
 	"reflect"
-	"slices"
 	"sort"
 
 	"github.com/edge-agent/edge-agent/tflite"
@@ -74,9 +73,9 @@ func (a *Agent) Reload(ctx context.Context, next Config) (ReloadResult, error) {
 // previous version keeps serving. The rest are left alone, warm. Nothing
 // here waits on a load or a calibration.
 func (a *Agent) syncModels() ReloadResult {
-	a.prepMu.Lock()
-	defer a.prepMu.Unlock()
-	a.pending.drop() // the models not registered yet are registered here, as configured now
+	a.reg.prep.Lock()
+	defer a.reg.prep.Unlock()
+	a.reg.pending.drop() // the models not registered yet are registered here, as configured now
 	res := ReloadResult{}
 	models, err := resolveModels(*a.config(), a.log)
 	if err != nil {
@@ -87,12 +86,7 @@ func (a *Agent) syncModels() ReloadResult {
 	for _, m := range models {
 		want[m.ID] = m
 	}
-	a.mapsMu.Lock()
-	known := make(map[string]*modelState, len(a.models))
-	for id, st := range a.models {
-		known[id] = st
-	}
-	a.mapsMu.Unlock()
+	known := a.reg.byID()
 	for id := range known {
 		if _, ok := want[id]; !ok {
 			a.upd.Cancel(id)
@@ -127,7 +121,7 @@ func (a *Agent) syncModels() ReloadResult {
 				continue
 			}
 		}
-		st := a.register(m)
+		st := a.prep.register(m)
 		switch {
 		case isKnown && !st.servable:
 			// A bad update (truncated, half-written, not a model, gone):
@@ -139,7 +133,7 @@ func (a *Agent) syncModels() ReloadResult {
 			h := updateHost{a}
 			_ = a.upd.Reject(h.model(old), h.model(st), &modelFailure{id: m.ID, r: st.failed})
 			continue
-		case sameCfg && old.digest != st.digest && a.runCtx != nil:
+		case sameCfg && old.digest != st.digest && a.run.ctx != nil:
 			// New content: staged beside the serving version, checked,
 			// then swapped in (agent/update).
 			h := updateHost{a}
@@ -147,10 +141,10 @@ func (a *Agent) syncModels() ReloadResult {
 			res.Changed = append(res.Changed, m.ID)
 			continue
 		case isKnown:
-			a.setModel(a.admitModel(st, true))
+			a.setModel(a.prep.admitModel(st, true))
 			res.Changed = append(res.Changed, m.ID)
 		default:
-			a.setModel(a.admitModel(st, false))
+			a.setModel(a.prep.admitModel(st, false))
 			if st.servable {
 				res.Added = append(res.Added, m.ID)
 			}
@@ -168,10 +162,7 @@ func (a *Agent) syncModels() ReloadResult {
 
 // removeModel forgets a model that is no longer configured.
 func (a *Agent) removeModel(id string) {
-	a.mapsMu.Lock()
-	delete(a.models, id)
-	a.order = slices.DeleteFunc(a.order, func(s string) bool { return s == id })
-	a.mapsMu.Unlock()
+	a.reg.remove(id)
 	a.statusChanged()
 }
 
@@ -185,7 +176,7 @@ func nilSafe(r ReloadResult) ReloadResult {
 
 // fileDigest is the digest of the file at path (cached by identity).
 func (a *Agent) fileDigest(path string) (string, error) {
-	d, _, err := tflite.Digest(path, a.facts)
+	d, _, err := tflite.Digest(path, a.reg.facts)
 	return d, err
 }
 

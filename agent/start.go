@@ -3,7 +3,6 @@ package agent
 import (
 	"context"
 	"fmt"
-	"slices"
 	"time"
 
 	"github.com/edge-agent/edge-agent/agent/hardware"
@@ -30,22 +29,23 @@ func (a *Agent) Start(ctx context.Context) error {
 	plan := a.applyMemoryPlan()
 	a.tel.report.Memory = &plan
 	t := time.Now()
-	a.pending = newPendingModels(models, a.registerPending)
+	a.reg.pending = newPendingModels(models, a.registerPending)
 	a.newPool()
 	a.tel.report.Timings.Pool = time.Since(t)
-	runCtx := a.newRunContext()
-	a.spawn(runCtx, a.facts.persist)
+	runCtx := a.run.start()
+	a.planner.start(runCtx)
+	a.run.spawn(runCtx, a.reg.facts.persist)
 	if err := a.registerPinned(ctx, models); err != nil {
 		return err
 	}
-	a.spawn(runCtx, a.pending.registerRest)
+	a.run.spawn(runCtx, a.reg.pending.registerRest)
 	a.files.device, _ = a.files.restoreReadRate(modelPaths(models)...)
 	t = time.Now()
 	if err := a.startMQTT(ctx, runCtx); err != nil {
 		return err
 	}
 	a.tel.report.Timings.MQTT = time.Since(t)
-	a.spawn(runCtx, a.statusPublisher) // after a.tel.mq is set: it reads it
+	a.run.spawn(runCtx, a.statusPublisher) // after a.tel.mq is set: it reads it
 	startPlan, err := a.warmPinned(ctx)
 	if err != nil {
 		return err
@@ -53,21 +53,11 @@ func (a *Agent) Start(ctx context.Context) error {
 	a.publishStartReport()
 	a.startLoops(runCtx, startPlan)
 	total := a.tel.report.Timings.Total
-	a.spawn(runCtx, func(context.Context) { a.tel.recordStart(total) })
+	a.run.spawn(runCtx, func(context.Context) { a.tel.recordStart(total) })
 	if a.tel.prom != nil { // after the report's last write: its gauges read it
 		a.startHTTP(runCtx)
 	}
 	return nil
-}
-
-// newRunContext is the context the agent's own goroutines run under until
-// Close.
-func (a *Agent) newRunContext() context.Context {
-	runCtx, stop := context.WithCancel(context.Background())
-	a.stop = stop
-	a.runCtx = runCtx
-	a.planner.start(runCtx)
-	return runCtx
 }
 
 // publishStartReport completes the startup report (the pinned models are
@@ -85,8 +75,7 @@ func (a *Agent) publishStartReport() {
 func (a *Agent) openState() error {
 	t0 := time.Now()
 	a.notify.Send("STATUS=opening state")
-	hw := hardware.Read(a.opts.HardwareRoot)
-	a.hw = hw
+	hw := hardware.Read(a.opts.HardwareRoot) // once, before any goroutine starts
 	a.tel.report = StartupReport{
 		Schema: SchemaVersion, Agent: Version, Runtime: a.opts.RuntimeVersion,
 		Hardware: hw, Fingerprint: hw.Fingerprint(), Models: []ModelReport{},
@@ -101,7 +90,7 @@ func (a *Agent) openState() error {
 		return fmt.Errorf("open state: %w", err)
 	}
 	a.store = store
-	a.facts = newFileFacts(store, a.opts.BeforeModelRead)
+	a.reg.facts = newFileFacts(store, a.opts.BeforeModelRead)
 	a.versions = newVersionKeeper(a.opts.BeforeVersionKeep)
 	a.tel.report.State = rep
 	a.tel.report.Timings.StateOpen = time.Since(t0)
@@ -132,7 +121,7 @@ func (a *Agent) newPool() {
 		PageIn:   a.config().pageIn(),
 		Logger:   a.log,
 		OnLoad:   func(tflite.LoadEvent) { a.statusChanged() },
-		Resolve:  a.pending.resolve,
+		Resolve:  a.reg.pending.resolve,
 		OnEvict: func(e tflite.EvictEvent) {
 			a.statusChanged()
 			if e.Bytes >= tflite.HugeMin {
@@ -153,7 +142,7 @@ func (a *Agent) registerPinned(ctx context.Context, models []ModelConfig) error 
 			return err
 		}
 		if m.Pinned {
-			a.pending.resolve(ctx, m.ID)
+			a.reg.pending.resolve(ctx, m.ID)
 		}
 	}
 	a.tel.report.Timings.Restore = time.Since(t)
@@ -171,23 +160,23 @@ func modelPaths(models []ModelConfig) []string {
 // registerPending registers a claimed model: its file is read with no lock
 // held, so registrations of other models (and reloads) do not wait on it.
 func (a *Agent) registerPending(m *pendingModel) {
-	defer a.pending.finish(m)
+	defer a.reg.pending.finish(m)
 	a.notify.Send("STATUS=registering " + m.cfg.ID)
-	st := a.registerFrom(m.cfg, m.cfg.Path, true)
-	a.prepMu.Lock()
-	defer a.prepMu.Unlock()
-	if !a.pending.wanted(m) {
+	st := a.prep.registerFrom(m.cfg, m.cfg.Path, true)
+	a.reg.prep.Lock()
+	defer a.reg.prep.Unlock()
+	if !a.reg.pending.wanted(m) {
 		return // a reload registers what is configured now
 	}
-	st = a.admitModel(st, false)
+	st = a.prep.admitModel(st, false)
 	a.setModel(st)
 	switch {
 	case st.servable && st.keepLater:
 		// The copy's fsync and the versions record after the model
 		// serves: a first answer needs neither. What it needs is read
-		// here, under prepMu: st changes later.
+		// here, under the prep lock: st changes later.
 		id, digest, source, path := st.cfg.ID, st.digest, st.source, st.cfg.Path
-		a.versions.keep(func(f func(context.Context)) { a.spawn(a.runCtx, f) }, id, func() {
+		a.versions.keep(func(f func(context.Context)) { a.run.spawn(a.run.ctx, f) }, id, func() {
 			if source != path {
 				if err := update.SyncKept(source); err != nil {
 					a.log.Warn("model version copy not synced", "model", id, "err", err)
@@ -200,22 +189,9 @@ func (a *Agent) registerPending(m *pendingModel) {
 	}
 }
 
-// setModel makes st the state of its model (called with prepMu held).
+// setModel makes st the state of its model (called with the registry's prep lock held).
 func (a *Agent) setModel(st *modelState) {
-	a.mapsMu.Lock()
-	if _, ok := a.models[st.cfg.ID]; !ok {
-		// In configured order, whichever registered first.
-		i := len(a.order)
-		if a.pending != nil {
-			for i > 0 && a.pending.before(st.cfg.ID, a.order[i-1]) {
-				i--
-			}
-		}
-		a.order = slices.Insert(a.order, i, st.cfg.ID)
-	}
-	a.models[st.cfg.ID] = st
-	queued := st.queued // the calibrator changes it under mapsMu once st is listed
-	a.mapsMu.Unlock()
+	queued := a.reg.set(st)
 	a.statusChanged()
 	if queued {
 		a.calib.kickCalibrator()
@@ -260,9 +236,9 @@ func (a *Agent) startMQTT(ctx, runCtx context.Context) error {
 	mq.SetStatus(a.statusFields())
 	a.tel.mq = mq
 	if a.config().HomeAssistant.Enabled {
-		a.spawn(runCtx, a.ha.loop)
+		a.run.spawn(runCtx, a.ha.loop)
 	}
-	a.spawn(runCtx, func(ctx context.Context) {
+	a.run.spawn(runCtx, func(ctx context.Context) {
 		if err := mq.Run(ctx); err != nil {
 			a.log.Error("mqtt stopped", "err", err)
 		}
@@ -283,7 +259,7 @@ func (a *Agent) startMQTT(ctx, runCtx context.Context) error {
 // ready (READY=1) without them. The rest of the plan runs after.
 func (a *Agent) warmPinned(ctx context.Context) (PlanResult, error) {
 	t := time.Now()
-	a.pending.notePlanning()
+	a.reg.pending.notePlanning()
 	plan := a.planner.makePlan(power.Wake{Source: "start", At: a.opts.Now()})
 	res := a.planner.runPlan(ctx, plan, true)
 	if res.Cancelled {
@@ -298,14 +274,14 @@ func (a *Agent) warmPinned(ctx context.Context) (PlanResult, error) {
 // newer wake may replace it), then, once calibration is done too,
 // publishes the startup report again with everything the start learned.
 func (a *Agent) finishStart(ctx context.Context) {
-	if a.pending.wait(ctx) != nil { // the plan covers every model
+	if a.reg.pending.wait(ctx) != nil { // the plan covers every model
 		return
 	}
 	res, err := a.Wake(ctx, "start")
 	if err != nil {
 		return
 	}
-	a.pending.setPlan(a.tel.report.Plan, res)
+	a.reg.pending.setPlan(a.tel.report.Plan, res)
 	a.calib.startPlanDone()
 	select {
 	case <-ctx.Done():

@@ -56,8 +56,9 @@ type telemetry struct {
 	// later are events raised on hot paths, waiting for eventWriter.
 	later chan queuedEvent
 	// report is what the start found and did. Start writes it before it
-	// spawns anything that reads it (Report, the Prometheus stage gauges,
-	// the fleet's filter) and never after: it needs no lock.
+	// spawns anything that reads it (Report, the exporter's stage gauges,
+	// the board's fingerprint and hardware in keys, the fleet's filter and
+	// Home Assistant) and never after: it needs no lock.
 	report StartupReport
 	// mq is the MQTT client (nil without brokers); Start sets it before
 	// the goroutines that read it start.

@@ -140,7 +140,7 @@ func (a *Agent) sampleFast(f FamilyConfig, image, tensor []byte, res infer.Resul
 // in the background, once it is warm (never loading it for this).
 func (a *Agent) checkSamples(f FamilyConfig) {
 	precise := f.Variants[len(f.Variants)-1]
-	if a.runCtx == nil || !a.pool.IsWarm(precise) {
+	if a.run.ctx == nil || !a.pool.IsWarm(precise) {
 		return
 	}
 	a.tiers.mu.Lock()
@@ -150,7 +150,7 @@ func (a *Agent) checkSamples(f FamilyConfig) {
 	}
 	a.tiers.running[f.ID] = true
 	a.tiers.mu.Unlock()
-	a.spawn(a.runCtx, func(ctx context.Context) {
+	a.run.spawn(a.run.ctx, func(ctx context.Context) {
 		defer func() {
 			a.tiers.mu.Lock()
 			a.tiers.running[f.ID] = false

@@ -26,12 +26,12 @@ func newUpdates(a *Agent, cfg Config) *update.Manager {
 			return update.Settings{StateDir: c.StateDir, KeepPreviousBytes: int64(c.Updates.KeepPreviousBytes),
 				RollbackWindow: c.Updates.RollbackWindow, AutoRollback: c.Updates.autoRollback(), MaxImagePixels: c.Infer.MaxImagePixels}
 		},
-		Facts:           func() tflite.DigestCache { return a.facts },
-		Inspected:       func() tflite.DigestCache { return digestCache{a.store} },
+		Facts:           func() tflite.DigestCache { return a.reg.facts },
+		Inspect:         func(path string) (tflite.ModelInfo, error) { return a.reg.facts.inspect(path) },
 		Decodes:         func() *infer.DecodeBudget { return a.decodes },
 		Now:             a.opts.Now,
-		RunCtx:          func() context.Context { return a.runCtx },
-		Spawn:           a.spawn,
+		RunCtx:          func() context.Context { return a.run.ctx },
+		Spawn:           a.run.spawn,
 		Rewarm:          func(id string) { a.planner.warmInBackground(id) },
 		Settled:         func(ctx context.Context, id string) error { return a.versions.wait(ctx, id) },
 		ParityRing:      cfg.Updates.ParityRing,
@@ -48,29 +48,24 @@ func (h updateHost) model(st *modelState) update.Model {
 }
 
 func (h updateHost) Current(id string) (update.Model, bool) {
-	h.a.mapsMu.Lock()
-	st, ok := h.a.models[id]
-	h.a.mapsMu.Unlock()
+	st, ok := h.a.reg.get(id)
 	if !ok {
 		return update.Model{}, false
 	}
 	return h.model(st), true
 }
 
-// Commit swaps the model's state. The lock order is prepMu → mapsMu: a
-// preparation (prepMu) reads the model map; prepMu is held from the check
+// Commit swaps the model's state. The lock order is the registry's: prep → mu: a
+// preparation (prep) reads the model map; prep is held from the check
 // that from still serves until the map says to serves, so no preparation
 // sees the pool and the map disagree. swap calls the pool (no C call).
 func (h updateHost) Commit(from, to update.Model, swap func() error) error {
 	a := h.a
 	old, _ := from.State.(*modelState)
 	st, _ := to.State.(*modelState)
-	a.prepMu.Lock()
-	defer a.prepMu.Unlock()
-	a.mapsMu.Lock()
-	current := old != nil && a.models[from.ID] == old
-	a.mapsMu.Unlock()
-	if !current {
+	a.reg.prep.Lock()
+	defer a.reg.prep.Unlock()
+	if !a.reg.current(old) {
 		return update.ErrSuperseded
 	}
 	if err := swap(); err != nil {
@@ -85,15 +80,15 @@ func (h updateHost) Commit(from, to update.Model, swap func() error) error {
 func (h updateHost) Prepare(cur update.Model, path string) update.Model {
 	a := h.a
 	c, _ := cur.State.(*modelState)
-	a.prepMu.Lock()
-	st := a.registerFrom(c.cfg, path, false)
-	a.prepMu.Unlock()
+	a.reg.prep.Lock()
+	st := a.prep.registerFrom(c.cfg, path, false)
+	a.reg.prep.Unlock()
 	return h.model(st)
 }
 
 func (h updateHost) Spec(m update.Model) tflite.ModelSpec {
 	st, _ := m.State.(*modelState)
-	return h.a.modelSpec(st)
+	return h.a.prep.modelSpec(st)
 }
 
 func (h updateHost) Event(kind string, f map[string]any) { h.a.tel.event(kind, f) }

@@ -142,7 +142,9 @@ func ServeLocal(o LocalOptions) (*LocalBroker, error) {
 		}
 	}
 	srv := mochi.New(&mochi.Options{InlineClient: false, Logger: log.With("component", "local-broker")})
-	for _, h := range []mochi.Hook{newPacketIDs(), auth} {
+	// publishOrder goes last: it must see only publishes that the hooks
+	// before it let through.
+	for _, h := range []mochi.Hook{newPacketIDs(), auth, newPublishOrder(log)} {
 		if err := srv.AddHook(h, nil); err != nil {
 			closeAll()
 			return nil, err

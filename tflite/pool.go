@@ -176,6 +176,7 @@ type Pool struct {
 	frees       []func() // C frees and munmaps for the reaper, once mu is released
 	freedC      bool     // frees free C memory: give the heap back after
 	reaper      *reaper
+	readings    heapReadings  // invokes reading the C heap now
 	freed       chan struct{} // closed and replaced whenever bytes or leases are given back
 	roomWaiters int           // goroutines waiting on freed
 }
@@ -875,10 +876,12 @@ func (l *Lease) Invoke() error {
 	var before int64
 	var frees reaperActivity
 	var loads uint64
-	var loading bool
+	var loading, mixed bool
+	var reading heapReading
 	if measure {
 		frees = p.reaper.activity()
 		loads, loading = p.load.activity()
+		reading = p.readings.begin()
 		before = p.loader.heapInUse()
 	}
 	t := time.Now()
@@ -887,11 +890,13 @@ func (l *Lease) Invoke() error {
 	var after int64
 	if measure {
 		after = p.loader.heapInUse()
+		alone := p.readings.end(reading)
 		// A free that ran meanwhile lowers the measurement; another load
-		// (or reservation) raises it. Neither is this invoke's heap.
+		// (or reservation), or another first invoke, raises it. Neither is
+		// this invoke's heap.
 		freed := frees.busy || p.reaper.activity() != reaperActivity{epoch: frees.epoch}
 		grants, busy := p.load.activity()
-		mixed := loading || busy || grants != loads
+		mixed = loading || busy || grants != loads || !alone
 		measure = !freed && (pre.estimate || !mixed)
 	}
 	p.mu.Lock()
@@ -909,10 +914,17 @@ func (l *Lease) Invoke() error {
 	}
 	heap := pre.pre + max(after-before, 0)
 	if h, ok := e.heaps[l.it]; ok && err == nil {
-		if !pre.estimate {
+		switch {
+		case !pre.estimate:
 			// A known heap is never lowered by one invoke's measurement, and
 			// is raised when this device needs more.
 			heap = max(heap, h)
+		case mixed:
+			// A mixed reading holds others' growth too: it only bounds the
+			// estimate from above. Taken whole, a small pinned model read
+			// beside a large load is charged the large one's heap and the
+			// budget refuses models that fit.
+			heap = min(heap, h)
 		}
 		if add := heap - h; add > 0 {
 			// Best effort: the memory is in use already; evict what is idle.

@@ -28,8 +28,10 @@ type fakeModel struct {
 	measure bool
 	gate    chan struct{}
 	// invokeHeap is what an interpreter's first invoke adds to the heap
-	// (XNNPACK packing the weights).
+	// (XNNPACK packing the weights). invokeGate, when set, holds that first
+	// invoke after it allocated until the test closes it.
 	invokeHeap int64
+	invokeGate chan struct{}
 }
 
 // fakeLoader stands in for the runtime under the pool: no C, any size.
@@ -72,6 +74,9 @@ func (i fakeInstance) Invoke() error {
 		i.l.mu.Lock()
 		i.l.heap += i.m.invokeHeap
 		i.l.mu.Unlock()
+		if i.m.invokeGate != nil {
+			<-i.m.invokeGate
+		}
 	}
 	return nil
 }

@@ -120,3 +120,61 @@ func TestFakePoolLowerHeapNeedsConfirming(t *testing.T) {
 		}
 	}
 }
+
+// Two first invokes that overlap each read the other's growth too (the C
+// allocator is process-wide): a small model read beside a large one must
+// not be charged the large one's heap, or the budget refuses models that
+// fit (a pinned model charged that way holds the room for good). Here the
+// small model's first invoke is held open while the large one's runs.
+func TestFakePoolOverlappingFirstInvokesAreNotChargedEachOther(t *testing.T) {
+	gate := make(chan struct{})
+	l := newFakeLoader(map[string]*fakeModel{
+		"small": {size: 40, heap: 4, invokeHeap: 2, measure: true, invokeGate: gate},
+		"big":   {size: 40, heap: 10, invokeHeap: 60, measure: true},
+	})
+	p := newPool(PoolOptions{Budget: 1000}, l)
+	t.Cleanup(func() { _ = p.Close() })
+	for _, id := range []string{"small", "big"} {
+		if err := p.Register(ModelSpec{ID: id, Path: id}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx := context.Background()
+	small, err := p.Acquire(ctx, "small")
+	if err != nil {
+		t.Fatal(err)
+	}
+	big, err := p.Acquire(ctx, "big")
+	if err != nil {
+		t.Fatal(err)
+	}
+	estimate := bytesOf(p, "small")
+	done := make(chan error, 1)
+	go func() { done <- small.Invoke() }()
+	waitUntil(t, "the small model's first invoke allocated", func() bool {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		return l.heap == 4+10+2
+	})
+	if err := big.Invoke(); err != nil {
+		t.Fatal(err)
+	}
+	close(gate)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	small.Release()
+	big.Release()
+	if got := bytesOf(p, "small"); got > estimate {
+		t.Fatalf("small is accounted %d bytes after a first invoke read beside big's, want at most its estimate %d", got, estimate)
+	}
+}
+
+func bytesOf(p *Pool, id string) int64 {
+	for _, m := range p.Models() {
+		if m.ID == id {
+			return m.Bytes
+		}
+	}
+	return -1
+}

@@ -244,13 +244,13 @@ func (m *Manager) promote(ctx context.Context, staged, id string) (time.Time, er
 // version runs (parity compares with the answers old gave), so every check
 // runs whether or not both fit.
 func (m *Manager) check(ctx context.Context, old, st Model, staged string, rep *Report) error {
-	oldInfo, err := tflite.Inspect(old.Path, m.o.Inspected())
+	oldInfo, err := m.o.Inspect(old.Path)
 	if err != nil {
 		// The old version's file is gone (served from its path, not kept):
 		// nothing to compare with but the update itself.
 		m.log.Warn("serving version not inspectable; update checked alone", "model", st.ID, "err", err)
 	}
-	newInfo, err := tflite.Inspect(st.Path, m.o.Inspected())
+	newInfo, err := m.o.Inspect(st.Path)
 	if err != nil {
 		return err
 	}

@@ -92,11 +92,14 @@ type Options struct {
 	Pool     func() Pool
 	Store    func() Store
 	Settings func() Settings
-	// Facts caches file digests by identity (the kept files); Inspected
-	// those of inspected models (the checks); Decodes bounds image decodes.
-	Facts, Inspected func() tflite.DigestCache
-	Decodes          func() *infer.DecodeBudget
-	Now              func() time.Time
+	// Facts caches file digests by identity (the kept files); Inspect is
+	// tflite.Inspect once per file content (the checks: the serving
+	// version's file was inspected when it was admitted); Decodes bounds
+	// image decodes.
+	Facts   func() tflite.DigestCache
+	Inspect func(path string) (tflite.ModelInfo, error)
+	Decodes func() *infer.DecodeBudget
+	Now     func() time.Time
 	// RunCtx is the agent's run context (nil before its start); Spawn runs
 	// an owned goroutine under it.
 	RunCtx func() context.Context
@@ -132,6 +135,9 @@ type Manager struct {
 func New(o Options) *Manager {
 	if o.Now == nil {
 		o.Now = time.Now
+	}
+	if o.Inspect == nil {
+		o.Inspect = func(path string) (tflite.ModelInfo, error) { return tflite.Inspect(path, nil) }
 	}
 	return &Manager{o: o, log: o.Log, parity: newParityRing(o.ParityRing, o.ParityRingBytes),
 		updates: map[string]*pendingUpdate{}, guards: map[string]*updateGuard{}, outcomes: map[string]*outcomes{}}
