@@ -72,7 +72,7 @@ func (a *Agent) fleetOptions(o *mqtt.Options) {
 	f := &fleetState{view: fleet.NewView(cfg.MQTT.Prefix, cfg.Fleet.MaxRecords), kick: make(chan struct{}, 1), pending: map[string][]byte{}}
 	a.fleet = f
 	if cfg.Fleet.Subscribe {
-		o.Watch[fleet.Filter(cfg.MQTT.Prefix, a.report.Fingerprint, a.opts.RuntimeVersion)] = func(topic string, p []byte) {
+		o.Watch[fleet.Filter(cfg.MQTT.Prefix, a.tel.report.Fingerprint, a.opts.RuntimeVersion)] = func(topic string, p []byte) {
 			switch err := f.view.Offer(topic, p); {
 			case errors.Is(err, fleet.ErrUnknownSchema):
 				a.log.Debug("fleet record of another version ignored", "topic", topic, "err", err)
@@ -142,7 +142,7 @@ func (a *Agent) adoptFleet(ctx context.Context, work *modelState, k storage.Vali
 	id := work.cfg.ID
 	if err := rec.Check(a.fleetLocal(work, k)); err != nil {
 		a.log.Warn("fleet record rejected; measuring here", "model", id, "err", err)
-		a.event("fleet_rejected", map[string]any{"model": id, "from": rec.Device, "reason": err.Error()})
+		a.tel.event("fleet_rejected", map[string]any{"model": id, "from": rec.Device, "reason": err.Error()})
 		return false
 	}
 	cal := rec.Calibration()
@@ -152,7 +152,7 @@ func (a *Agent) adoptFleet(ctx context.Context, work *modelState, k storage.Vali
 	a.useCalibration(work, cal)
 	a.log.Info("calibration from the fleet", "model", id, "status", storage.Fleet, "from", rec.Device,
 		"samples", rec.Samples, "threads", cal.Threads)
-	a.event("fleet_calibration", map[string]any{"model": id, "from": rec.Device, "samples": rec.Samples, "threads": cal.Threads})
+	a.tel.event("fleet_calibration", map[string]any{"model": id, "from": rec.Device, "samples": rec.Samples, "threads": cal.Threads})
 	return true
 }
 
@@ -244,7 +244,7 @@ func (a *Agent) verifyFleet(ctx context.Context, st, work *modelState) {
 		return
 	}
 	a.log.Warn("fleet calibration disagrees with this device; measuring here", "model", id, "from", cal.From, "why", believed)
-	a.event("fleet_disagreed", map[string]any{"model": id, "from": cal.From, "why": believed})
+	a.tel.event("fleet_disagreed", map[string]any{"model": id, "from": cal.From, "why": believed})
 	work.report.Calibration = storage.Lookup{Status: storage.New, Reason: "fleet record disagreed: " + believed}
 	a.calib.measureHere(ctx, st, work, cal.Validity)
 }
@@ -336,7 +336,7 @@ func (a *Agent) fleetPublish(work *modelState, cal storage.Calibration) {
 			f.view.Refute(held)
 			a.log.Warn("fleet record contradicted by this device; publishing over it", "model", id, "from", held.Device,
 				"fleet_samples", held.Samples, "why", why)
-			a.event("fleet_superseded", map[string]any{"model": id, "from": held.Device, "why": why})
+			a.tel.event("fleet_superseded", map[string]any{"model": id, "from": held.Device, "why": why})
 		}
 	}
 	b, err := rec.Encode()
@@ -382,7 +382,7 @@ func (a *Agent) fleetLoop(ctx context.Context) {
 		}
 		f.mu.Unlock()
 		for topic, b := range batch {
-			if err := a.mq.PublishNow(ctx, topic, true, b); err != nil {
+			if err := a.tel.mq.PublishNow(ctx, topic, true, b); err != nil {
 				if !errors.Is(err, mqtt.ErrNotConnected) && ctx.Err() == nil {
 					a.log.Warn("fleet record not published yet", "topic", topic, "err", err)
 				}

@@ -91,7 +91,7 @@ func (h updateHost) Spec(m update.Model) tflite.ModelSpec {
 	return h.a.prep.modelSpec(st)
 }
 
-func (h updateHost) Event(kind string, f map[string]any) { h.a.event(kind, f) }
+func (h updateHost) Event(kind string, f map[string]any) { h.a.tel.event(kind, f) }
 
 // Rollback restores model id's previous version, warm, and refuses the
 // version it replaces from then on (until a new version is deployed).
