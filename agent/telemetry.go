@@ -49,7 +49,7 @@ func (o outbox) Ack(seqs ...uint64) error { return o.s.Ack(seqs...) }
 // and the Prometheus exporter. Its event writer runs under the agent's
 // runCtx (startLoops) and Close drains what is left. Its own locks (the
 // usage batch's, the latencies') are leaves: nothing is called under
-// them. It takes none of the agent's (prepMu, mapsMu); its deps take only
+// them. It takes none of the registry's locks; its deps take only
 // the pool's, the tiers' and the state's, never under one of its own.
 type telemetry struct {
 	d telemetryDeps

@@ -125,7 +125,7 @@ type Manager struct {
 
 	// mu guards updates (versions being staged), guards (updates whose
 	// first requests are watched) and outcomes (recent request results).
-	// It is taken under the agent's prepMu (a guard starts inside Commit's
+	// It is taken under the agent's prep lock (a guard starts inside Commit's
 	// swap) and never held while calling the Host or the Pool.
 	mu       sync.Mutex
 	updates  map[string]*pendingUpdate
