@@ -77,15 +77,12 @@ type Agent struct {
 	ha *homeAssistant
 	// twins shares calibrations with the fleet's twins (twins.go).
 	twins *twins
-	// lat records request latencies; prom exports metrics to Prometheus
-	// ([metrics] listen; nil when off); startups are the last starts'
-	// durations (ms), from the state file.
-	lat      *latencies
-	prom     *promMetrics
-	startups atomic.Pointer[[]float64]
-	cfg      atomic.Pointer[Config] // replaced whole by Reload; read with config()
-	opts     Options
-	log      *slog.Logger
+	// tel is what the agent tells: events, the startup report, metrics,
+	// usage, latencies and Prometheus, and the MQTT client they go out by.
+	tel  *telemetry
+	cfg  atomic.Pointer[Config] // replaced whole by Reload; read with config()
+	opts Options
+	log  *slog.Logger
 
 	store    *storage.Store
 	pool     *tflite.Pool
@@ -94,17 +91,12 @@ type Agent struct {
 	// before Start); plan how the memory limit was split at start.
 	decodes *infer.DecodeBudget
 	plan    atomic.Pointer[MemoryPlan]
-	mq      *mqtt.Client // nil without brokers
-	report  StartupReport
-	usage   usageBatch
 
 	// reg is the models: states, order, the start's pending ones, file
 	// facts, and the two locks that guard preparing and swapping them.
 	reg *registry
 	// prep settles how each model is served (prepare.go).
 	prep *preparer
-	// versions are the rollback copies a start keeps in the background.
-	versions *versionKeeper
 
 	// observers learn from every finished request (observers.go); wake
 	// tracks the first request per id after a wake.
@@ -117,8 +109,6 @@ type Agent struct {
 	loops   *loopRunner
 	// calib measures models in the background and keeps Settled.
 	calib *calibrator
-
-	laterEvents chan queuedEvent // raised on hot paths, written by eventWriter
 
 	statusKick chan struct{} // readiness may have changed (cap 1)
 
@@ -156,35 +146,32 @@ func New(cfg Config, log *slog.Logger, o Options) *Agent {
 		o.ScheduleEvery = time.Minute
 	}
 	a := &Agent{opts: o, log: log, reg: newRegistry(), wake: newWakeTracker(),
-		laterEvents: make(chan queuedEvent, 256), statusKick: make(chan struct{}, 1),
-		notify: sdnotify.Notifier{Log: log}, hb: sdnotify.NewHeartbeats(time.Second)}
+		statusKick: make(chan struct{}, 1), notify: sdnotify.Notifier{Log: log}, hb: sdnotify.NewHeartbeats(time.Second)}
 	a.upd = newUpdates(a, cfg)
 	a.tiers = newTiers()
+	// Before anything that is given a.tel's methods.
+	a.tel = newTelemetry(telemetryDeps{log: log, store: a.Store, pool: a.Pool, started: o.Started, memory: a.memoryReport,
+		tiers: a.tiers.snapshot, power: func() power.State { return a.powerReader().Read() }, exporter: cfg.httpListen() != ""})
 	a.prep = &preparer{d: preparerDeps{log: log, config: a.config, runtime: o.RuntimeVersion,
-		fingerprint: func() string { return a.report.Fingerprint }, store: a.Store, pool: a.Pool,
-		facts: func() *fileFacts { return a.reg.facts }, versions: a.upd, event: a.event}}
-	a.lat = newLatencies(o.Started)
-	a.ha = newHomeAssistant(homeAssistantDeps{log: log, config: a.config, hw: func() hardware.Info { return a.report.Hardware }, lat: a.lat, pool: a.Pool,
-		mq: func() *mqtt.Client { return a.mq }, memory: a.memory, power: a.powerReader, publish: a.publish})
-	if cfg.httpListen() != "" {
-		a.prom = newPromMetrics(a)
-	}
+		fingerprint: func() string { return a.tel.report.Fingerprint }, store: a.Store, pool: a.Pool,
+		facts: func() *fileFacts { return a.reg.facts }, versions: a.upd, event: a.tel.event}}
+	a.ha = newHomeAssistant(homeAssistantDeps{log: log, config: a.config, hw: func() hardware.Info { return a.tel.report.Hardware }, lat: a.tel.lat, pool: a.Pool,
+		mq: func() *mqtt.Client { return a.tel.mq }, memory: a.memory, power: a.powerReader, publish: a.tel.publish})
 	a.cfg.Store(&cfg)
 	a.loops = &loopRunner{ticks: o.Ticks, spawn: a.run.spawn, settings: func() tunedSettings { return a.config().tunedSettings() }}
 	a.planner = newWakePlanner(plannerDeps{log: log, config: a.config, pool: a.Pool, store: a.Store,
 		power: a.powerReader, meter: a.meter, calibrations: a.calibrations, now: o.Now, clock: o.Clock, rand: o.Rand,
 		beforePrewarm: o.BeforePrewarm, scheduleEvery: o.ScheduleEvery, loop: a.loops.kicked, spawn: a.run.spawn,
-		event: a.event, notify: a.notify.Send, noteLoad: a.noteLoad, warmed: a.checkSamplesFor,
-		woke: a.wake.woke, // a new wake: first requests count from here
-		countWake: func(source string) {
-			if a.prom != nil {
-				a.prom.wakes.WithLabelValues(source).Inc()
-			}
-		}})
-	a.twins = newTwins(twinsDeps{log: log, config: a.config, event: a.event, runtimeVersion: o.RuntimeVersion,
-		started: o.Started, now: o.Now, rand: o.Rand, fingerprint: func() string { return a.report.Fingerprint },
+		event: a.tel.event, notify: a.notify.Send, noteLoad: a.noteLoad, warmed: a.checkSamplesFor,
+		countWake: a.tel.prom.Wake, // nil when off: counts nothing
+		woke:      a.wake.woke,     // a new wake: first requests count from here
+	})
+	a.twins = newTwins(twinsDeps{log: log, config: a.config, event: a.tel.event, runtimeVersion: o.RuntimeVersion,
+		started: o.Started, now: o.Now, rand: o.Rand, fingerprint: func() string { return a.tel.report.Fingerprint },
 		store: a.Store, pool: a.Pool,
-		publish: func(ctx context.Context, topic string, b []byte) error { return a.mq.PublishNow(ctx, topic, true, b) },
+		publish: func(ctx context.Context, topic string, b []byte) error {
+			return a.tel.mq.PublishNow(ctx, topic, true, b)
+		},
 		models: func() []modelState {
 			var states []modelState
 			a.reg.each(func(st *modelState) { states = append(states, *st) })
@@ -193,16 +180,12 @@ func New(cfg Config, log *slog.Logger, o Options) *Agent {
 	a.calib = newCalibrator(calibratorDeps{log: log, config: a.config, power: a.powerReader, now: o.Now,
 		started: o.Started, beforeCalibrate: o.BeforeCalibrate, store: a.Store, pool: a.Pool, planBusy: a.planner.busy,
 		reg:           a.reg,
-		statusChanged: a.statusChanged, event: a.event, observeTime: func(model string, took time.Duration) {
-			if a.prom != nil {
-				a.prom.calibration.WithLabelValues(model).Add(took.Seconds())
-			}
-		},
+		statusChanged: a.statusChanged, event: a.tel.event, observeTime: a.tel.prom.Calibrated,
 		settleDelegates: a.prep.settleDelegates, restoreCalibration: a.prep.restoreCalibration, calibrationKey: a.prep.calibrationKey,
 		failModel: a.prep.failModel, modelSpec: a.prep.modelSpec,
 		adoptFleet: a.twins.adopt, verifyFleet: a.twins.verify, fleetPublish: a.twins.publish})
 	a.twins.calib = a.calib // verifying a twin's record measures through the calibrator
-	a.files = newPageCache(pageCacheDeps{log: log, config: a.config, pool: a.Pool, store: a.Store, settled: a.Settled, event: a.event})
+	a.files = newPageCache(pageCacheDeps{log: log, config: a.config, pool: a.Pool, store: a.Store, settled: a.Settled, event: a.tel.event})
 	a.observers = a.requestObservers()
 	return a
 }
@@ -239,11 +222,11 @@ func (a *Agent) Report() StartupReport {
 // startReport is Report as it stands: without the models not registered
 // yet.
 func (a *Agent) startReport() StartupReport {
-	// a.report is written only by Start, before it spawns anything that
+	// The report is written only by Start, before it spawns anything that
 	// calls Report (the final report, the metrics' gauges), and never
 	// after: it needs no lock. What changes later is read under the
 	// pool's and the registry's locks below.
-	rep := a.report
+	rep := a.tel.report
 	loads := map[string]tflite.ModelStatus{}
 	if a.pool != nil {
 		for _, st := range a.pool.Models() {
@@ -278,7 +261,7 @@ func (a *Agent) Close() error {
 		a.saveLearnedCosts()
 		errs = append(errs, a.pool.Close())
 	}
-	a.drainEvents()
+	a.tel.drainEvents()
 	if a.store != nil {
 		errs = append(errs, a.store.Close())
 		a.store = nil

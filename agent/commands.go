@@ -153,7 +153,7 @@ func (a *Agent) Status() Status {
 		<-a.reg.pending.all // every configured model in it
 	}
 	return Status{Agent: Version, Device: a.config().device(), UptimeS: time.Since(a.opts.Started).Seconds(),
-		Models: a.pool.Models(), Readiness: a.readiness(), Metrics: a.metrics(false), LocalBroker: a.broker.info.Load()}
+		Models: a.pool.Models(), Readiness: a.readiness(), Metrics: a.tel.metrics(false), LocalBroker: a.broker.info.Load()}
 }
 
 func (a *Agent) modelCommand(ctx context.Context, verb, id string) (any, error) {
@@ -164,7 +164,7 @@ func (a *Agent) modelCommand(ctx context.Context, verb, id string) (any, error) 
 		if err != nil {
 			return nil, a.modelError(id, err)
 		}
-		a.event("prewarm_done", map[string]any{"model": id, "loaded": loaded, "cold_ms": ms(rep.Stages.Cold())})
+		a.tel.event("prewarm_done", map[string]any{"model": id, "loaded": loaded, "cold_ms": ms(rep.Stages.Cold())})
 		return map[string]any{"model": id, "loaded": loaded, "load": rep}, nil
 	case "evict":
 		return map[string]any{"model": id}, a.pool.Evict(id)

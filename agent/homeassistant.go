@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/edge-agent/edge-agent/agent/hardware"
+	"github.com/edge-agent/edge-agent/agent/metrics"
 	"github.com/edge-agent/edge-agent/mqtt"
 	"github.com/edge-agent/edge-agent/power"
 	"github.com/edge-agent/edge-agent/tflite"
@@ -36,7 +37,7 @@ type homeAssistantDeps struct {
 	log     *slog.Logger
 	config  func() *Config
 	hw      func() hardware.Info // read by the start
-	lat     *latencies
+	lat     *metrics.Latencies
 	pool    func() *tflite.Pool
 	mq      func() *mqtt.Client
 	memory  func() power.Memory
@@ -132,8 +133,8 @@ func (h *homeAssistant) discovery() map[string][]byte {
 
 // state reads the sensors' values now.
 func (h *homeAssistant) state() haState {
-	st := haState{WarmModels: h.pool().Stats().WarmModels, RSSBytes: h.memory().RSSBytes, FirstAfterWakeMs: ms(h.lat.lastFirst())}
-	for _, r := range h.lat.snapshot(time.Now(), false) {
+	st := haState{WarmModels: h.pool().Stats().WarmModels, RSSBytes: h.memory().RSSBytes, FirstAfterWakeMs: ms(h.lat.LastFirst())}
+	for _, r := range h.lat.Snapshot(time.Now(), false) {
 		st.ColdStartsPerH += r.ColdPerHour
 		st.P95Ms = max(st.P95Ms, r.E2EMs.P95) // the slowest model's
 	}

@@ -15,8 +15,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus/promhttp"
-
 	"github.com/edge-agent/edge-agent/agent/oip"
 	"github.com/edge-agent/edge-agent/errcode"
 	"github.com/edge-agent/edge-agent/mqtt"
@@ -51,7 +49,7 @@ func (a *Agent) startHTTP(runCtx context.Context) {
 	}
 	h := oip.Handler(oip.Options{Backend: &oipBackend{a: a}, Token: token, MaxBody: int64(cfg.MQTT.MaxPayload),
 		MaxInFlight: cfg.MQTT.CommandQueue + cfg.MQTT.CommandWorkers, Name: "edge-agent", Version: Version, Log: a.log,
-		Extra: map[string]http.Handler{"/metrics": promhttp.HandlerFor(a.prom.reg, promhttp.HandlerOpts{Registry: a.prom.reg})}})
+		Extra: map[string]http.Handler{"/metrics": a.tel.prom.Handler()}})
 	if !mqtt.IsLoopback(addr) && token == nil {
 		a.log.Warn("http: serving anonymously on a non-loopback address (http.allow_anonymous)", "listen", addr)
 	}

@@ -17,14 +17,14 @@ import (
 func (a *Agent) startLoops(runCtx context.Context, startPlan PlanResult) {
 	a.run.spawn(runCtx, func(ctx context.Context) {
 		a.loops.every(ctx, "metrics", a.config().MQTT.MetricsInterval, func() {
-			if err := a.publish(topicMetrics, false, a.metrics(true)); err != nil {
+			if err := a.tel.publish(topicMetrics, false, a.tel.metrics(true)); err != nil {
 				a.log.Error("metrics not queued", "err", err)
 			}
 		})
 	})
 	a.run.spawn(runCtx, func(ctx context.Context) {
 		a.loops.every(ctx, "usage", time.Minute, func() {
-			if err := a.usage.flush(a.store); err != nil {
+			if err := a.tel.usage.flush(a.store); err != nil {
 				a.log.Error("usage not stored", "err", err)
 			}
 		})
@@ -40,7 +40,7 @@ func (a *Agent) startLoops(runCtx context.Context, startPlan PlanResult) {
 	}
 	a.run.spawn(runCtx, a.finishStart)
 	a.run.spawn(runCtx, a.memoryLoop)
-	a.run.spawn(runCtx, a.eventWriter)
+	a.run.spawn(runCtx, a.tel.eventWriter)
 	a.run.spawn(runCtx, func(ctx context.Context) {
 		// One after the other: measuring the read rate drops a file
 		// from the page cache and reads it back with read(2). It picks

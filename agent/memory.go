@@ -189,7 +189,7 @@ func (a *Agent) relievePressure() int {
 		if a.decodes.Stats().Shedding && a.pressureOver(m) {
 			a.decodes.SetShedding(false)
 			a.log.Info("memory pressure over: decoding again")
-			a.event("memory_pressure_over", map[string]any{"memory": m})
+			a.tel.event("memory_pressure_over", map[string]any{"memory": m})
 		}
 		return 0
 	}
@@ -200,7 +200,7 @@ func (a *Agent) relievePressure() int {
 	n := a.pool.ShrinkTo(target, "memory_pressure")
 	after := a.pool.Stats().BytesInUse
 	a.log.Warn("memory pressure: evicted idle models", "reason", why, "evicted", n, "bytes_before", held, "bytes_after", after)
-	a.event("memory_pressure", map[string]any{"reason": why, "evicted": n, "bytes_before": held, "bytes_after": after,
+	a.tel.event("memory_pressure", map[string]any{"reason": why, "evicted": n, "bytes_before": held, "bytes_after": after,
 		"memory": m})
 	return n
 }

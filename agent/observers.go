@@ -4,6 +4,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/edge-agent/edge-agent/agent/metrics"
 	"github.com/edge-agent/edge-agent/agent/observe"
 )
 
@@ -17,8 +18,8 @@ func (a *Agent) requestObservers() observe.List {
 	return observe.List{
 		loadObserver{note: a.noteLoad, rewarm: a.planner.kickRewarm},
 		a.upd,
-		usageObserver{record: a.usage.record, precise: a.preciseVariant, now: a.opts.Now},
-		requestRecorder{wake: a.wake, lat: a.lat, prom: a.prom, event: a.event},
+		usageObserver{record: a.tel.usage.record, precise: a.preciseVariant, now: a.opts.Now},
+		requestRecorder{wake: a.wake, lat: a.tel.lat, prom: a.tel.prom, event: a.tel.event},
 	}
 }
 
@@ -79,8 +80,8 @@ func (a *Agent) preciseVariant(family string) (string, bool) {
 // latencies (MQTT metrics and status, and Prometheus when it is on).
 type requestRecorder struct {
 	wake  *wakeTracker
-	lat   *latencies
-	prom  *promMetrics // nil when off
+	lat   *metrics.Latencies
+	prom  *metrics.Prom // nil when off
 	event func(kind string, fields map[string]any)
 }
 
@@ -92,10 +93,8 @@ func (o requestRecorder) RequestDone(d observe.RequestDone) {
 	if first {
 		o.event("first_request", map[string]any{"model": d.Asked, "warm": !d.Loaded})
 	}
-	o.lat.observe(d.Answered, d.AnsweredVersion, d.Warm, first, d.E2E, d.Invoke)
-	if o.prom != nil {
-		o.prom.observe(d.Answered, d.Warm, d.Transport, d.E2E, d.Invoke)
-	}
+	o.lat.Observe(d.Answered, d.AnsweredVersion, d.Warm, first, d.E2E, d.Invoke)
+	o.prom.Observe(d.Answered, d.Warm, d.Transport, d.E2E, d.Invoke)
 }
 
 // wakeTracker knows which ids were asked for since the last wake.

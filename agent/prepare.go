@@ -83,7 +83,7 @@ type modelState struct {
 	needsAccel bool
 	// keepLater: this version's copy under the state dir is not synced
 	// nor recorded yet; the start does it after admitting the model
-	// (versionKeeper).
+	// (update.Manager.KeepLater).
 	keepLater bool
 	// servable: the file mapped and verified; the pool serves it.
 	servable bool
@@ -104,7 +104,8 @@ func (p *preparer) register(m ModelConfig) *modelState { return p.registerFrom(m
 // registerFrom is register with the bytes read from src: the configured
 // path, or a kept version (a rollback). With keepLater (a start), a
 // version not kept yet is copied unsynced and st.keepLater says the
-// caller syncs and records it once the model is admitted (versionKeeper).
+// caller syncs and records it once the model is admitted
+// (update.Manager.KeepLater).
 func (p *preparer) registerFrom(m ModelConfig, src string, keepLater bool) *modelState {
 	st := &modelState{cfg: m, path: src, source: src}
 	st.report = ModelReport{ID: m.ID, Path: m.Path, Pinned: m.Pinned, Delegate: DelegateReport{Chosen: "cpu", Tried: []DelegateTry{}}}

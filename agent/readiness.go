@@ -119,10 +119,10 @@ func (a *Agent) statusPublisher(ctx context.Context) {
 		case <-tick.C:
 		}
 		f := a.statusFields()
-		if a.mq == nil || reflect.DeepEqual(f, last) {
+		if a.tel.mq == nil || reflect.DeepEqual(f, last) {
 			continue
 		}
-		a.mq.SetStatus(f)
+		a.tel.mq.SetStatus(f)
 		last = f
 	}
 }

@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/edge-agent/edge-agent/agent/hardware"
-	"github.com/edge-agent/edge-agent/agent/update"
 	"github.com/edge-agent/edge-agent/mqtt"
 	"github.com/edge-agent/edge-agent/power"
 	"github.com/edge-agent/edge-agent/storage"
@@ -27,11 +26,11 @@ func (a *Agent) Start(ctx context.Context) error {
 	}
 	a.baseline = a.memory().RSSBytes
 	plan := a.applyMemoryPlan()
-	a.report.Memory = &plan
+	a.tel.report.Memory = &plan
 	t := time.Now()
 	a.reg.pending = newPendingModels(models, a.registerPending)
 	a.newPool()
-	a.report.Timings.Pool = time.Since(t)
+	a.tel.report.Timings.Pool = time.Since(t)
 	runCtx := a.run.start()
 	a.planner.start(runCtx)
 	a.run.spawn(runCtx, a.reg.facts.persist)
@@ -44,17 +43,17 @@ func (a *Agent) Start(ctx context.Context) error {
 	if err := a.startMQTT(ctx, runCtx); err != nil {
 		return err
 	}
-	a.report.Timings.MQTT = time.Since(t)
-	a.run.spawn(runCtx, a.statusPublisher) // after a.mq is set: it reads it
+	a.tel.report.Timings.MQTT = time.Since(t)
+	a.run.spawn(runCtx, a.statusPublisher) // after a.tel.mq is set: it reads it
 	startPlan, err := a.warmPinned(ctx)
 	if err != nil {
 		return err
 	}
 	a.publishStartReport()
 	a.startLoops(runCtx, startPlan)
-	total := a.report.Timings.Total
-	a.run.spawn(runCtx, func(context.Context) { a.recordStart(total) })
-	if a.prom != nil { // after the report's last write: its gauges read it
+	total := a.tel.report.Timings.Total
+	a.run.spawn(runCtx, func(context.Context) { a.tel.recordStart(total) })
+	if a.tel.prom != nil { // after the report's last write: its gauges read it
 		a.startHTTP(runCtx)
 	}
 	return nil
@@ -63,10 +62,10 @@ func (a *Agent) Start(ctx context.Context) error {
 // publishStartReport completes the startup report (the pinned models are
 // warm) and publishes it, retained.
 func (a *Agent) publishStartReport() {
-	a.report.Timings.Total = time.Since(a.opts.Started)
-	a.report.BootID = bootID(a.opts.HardwareRoot)
-	a.report.Process = processStats()
-	if err := a.publish(topicStartup, true, a.startReport()); err != nil {
+	a.tel.report.Timings.Total = time.Since(a.opts.Started)
+	a.tel.report.BootID = bootID(a.opts.HardwareRoot)
+	a.tel.report.Process = processStats()
+	if err := a.tel.publish(topicStartup, true, a.startReport()); err != nil {
 		a.log.Error("startup report not queued", "err", err)
 	}
 }
@@ -76,7 +75,7 @@ func (a *Agent) openState() error {
 	t0 := time.Now()
 	a.notify.Send("STATUS=opening state")
 	hw := hardware.Read(a.opts.HardwareRoot) // once, before any goroutine starts
-	a.report = StartupReport{
+	a.tel.report = StartupReport{
 		Schema: SchemaVersion, Agent: Version, Runtime: a.opts.RuntimeVersion,
 		Hardware: hw, Fingerprint: hw.Fingerprint(), Models: []ModelReport{},
 	}
@@ -91,15 +90,14 @@ func (a *Agent) openState() error {
 	}
 	a.store = store
 	a.reg.facts = newFileFacts(store, a.opts.BeforeModelRead)
-	a.versions = newVersionKeeper(a.opts.BeforeVersionKeep)
-	a.report.State = rep
-	a.report.Timings.StateOpen = time.Since(t0)
+	a.tel.report.State = rep
+	a.tel.report.Timings.StateOpen = time.Since(t0)
 	if rep.Corruption != nil {
-		a.event("state_corrupted", map[string]any{"moved_to": rep.Corruption.MovedTo, "reason": rep.Corruption.Reason})
+		a.tel.event("state_corrupted", map[string]any{"moved_to": rep.Corruption.MovedTo, "reason": rep.Corruption.Reason})
 	}
 	for _, c := range rep.Crashed {
 		a.log.Error("delegate crashed the process last time; not trying it again", "model", c.Model, "delegate", c.Delegate)
-		a.event("delegate_crashed", map[string]any{"model": c.Model, "delegate": c.Delegate})
+		a.tel.event("delegate_crashed", map[string]any{"model": c.Model, "delegate": c.Delegate})
 	}
 	return nil
 }
@@ -127,7 +125,7 @@ func (a *Agent) newPool() {
 			if e.Bytes >= tflite.HugeMin {
 				a.files.kickHugePages() // its file is no longer mapped
 			}
-			a.eventLater("eviction", map[string]any{"model": e.ModelID, "bytes": e.Bytes, "reason": e.Reason})
+			a.tel.eventLater("eviction", map[string]any{"model": e.ModelID, "bytes": e.Bytes, "reason": e.Reason})
 		},
 	})
 }
@@ -145,7 +143,7 @@ func (a *Agent) registerPinned(ctx context.Context, models []ModelConfig) error 
 			a.reg.pending.resolve(ctx, m.ID)
 		}
 	}
-	a.report.Timings.Restore = time.Since(t)
+	a.tel.report.Timings.Restore = time.Since(t)
 	return nil
 }
 
@@ -175,15 +173,7 @@ func (a *Agent) registerPending(m *pendingModel) {
 		// The copy's fsync and the versions record after the model
 		// serves: a first answer needs neither. What it needs is read
 		// here, under the prep lock: st changes later.
-		id, digest, source, path := st.cfg.ID, st.digest, st.source, st.cfg.Path
-		a.versions.keep(func(f func(context.Context)) { a.run.spawn(a.run.ctx, f) }, id, func() {
-			if source != path {
-				if err := update.SyncKept(source); err != nil {
-					a.log.Warn("model version copy not synced", "model", id, "err", err)
-				}
-			}
-			a.upd.NoteServing(id, digest)
-		})
+		a.upd.KeepLater(st.cfg.ID, st.digest, st.source, st.cfg.Path)
 	case st.servable:
 		a.upd.NoteServing(st.cfg.ID, st.digest)
 	}
@@ -227,14 +217,14 @@ func (a *Agent) startMQTT(ctx, runCtx context.Context) error {
 	a.ha.options(&o)
 	a.twins.options(&o)
 	o.OnPanic = func(c mqtt.Command, v any, _ []byte) {
-		a.event("command_panic", map[string]any{"verb": c.Verb, "id": c.ID, "panic": fmt.Sprint(v)})
+		a.tel.event("command_panic", map[string]any{"verb": c.Verb, "id": c.ID, "panic": fmt.Sprint(v)})
 	}
 	mq, err := mqtt.New(o, outbox{a.store}, a)
 	if err != nil {
 		return fmt.Errorf("mqtt: %w", err)
 	}
 	mq.SetStatus(a.statusFields())
-	a.mq = mq
+	a.tel.mq = mq
 	if a.config().HomeAssistant.Enabled {
 		a.run.spawn(runCtx, a.ha.loop)
 	}
@@ -245,8 +235,8 @@ func (a *Agent) startMQTT(ctx, runCtx context.Context) error {
 	})
 	select {
 	case <-mq.Ready():
-		a.report.Timings.BrokerConnect = time.Since(t)
-		a.report.BrokerConnected = true
+		a.tel.report.Timings.BrokerConnect = time.Since(t)
+		a.tel.report.BrokerConnected = true
 	case <-time.After(a.config().MQTT.ConnectWait):
 		a.log.Warn("mqtt: broker not reachable yet; telemetry is queued", "brokers", brokers)
 	case <-ctx.Done():
@@ -265,8 +255,8 @@ func (a *Agent) warmPinned(ctx context.Context) (PlanResult, error) {
 	if res.Cancelled {
 		return res, ctx.Err()
 	}
-	a.report.Plan = &res
-	a.report.Timings.Prewarm = time.Since(t)
+	a.tel.report.Plan = &res
+	a.tel.report.Timings.Prewarm = time.Since(t)
 	return res, nil
 }
 
@@ -281,7 +271,7 @@ func (a *Agent) finishStart(ctx context.Context) {
 	if err != nil {
 		return
 	}
-	a.reg.pending.setPlan(a.report.Plan, res)
+	a.reg.pending.setPlan(a.tel.report.Plan, res)
 	a.calib.startPlanDone()
 	select {
 	case <-ctx.Done():
@@ -290,24 +280,9 @@ func (a *Agent) finishStart(ctx context.Context) {
 	}
 	rep := a.Report()
 	rep.Final = true
-	if err := a.publish(topicStartup, true, rep); err != nil {
+	if err := a.tel.publish(topicStartup, true, rep); err != nil {
 		a.log.Error("final startup report not queued", "err", err)
 	}
-}
-
-// recordStart keeps this start's duration with the last ones (a state
-// write and its fsync: run after READY, not on the start's path).
-func (a *Agent) recordStart(total time.Duration) {
-	kept, err := a.store.RecordStart(total)
-	if err != nil {
-		a.log.Warn("start duration not stored", "err", err)
-		return
-	}
-	starts := make([]float64, len(kept))
-	for i, d := range kept {
-		starts[i] = ms(d)
-	}
-	a.startups.Store(&starts) // commands may read it meanwhile
 }
 
 // chain runs f, then g (either may be nil): connection hooks of several

@@ -10,13 +10,16 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/shirou/gopsutil/v3/process"
 
+	"github.com/edge-agent/edge-agent/agent/metrics"
 	"github.com/edge-agent/edge-agent/mqtt"
+	"github.com/edge-agent/edge-agent/power"
 	"github.com/edge-agent/edge-agent/storage"
+	"github.com/edge-agent/edge-agent/tflite"
 )
 
 // Outbox topics, below <prefix>/<device>/.
@@ -40,20 +43,95 @@ func (o outbox) Pending(after uint64, limit int) ([]mqtt.Message, error) {
 
 func (o outbox) Ack(seqs ...uint64) error { return o.s.Ack(seqs...) }
 
+// telemetry is what the agent tells about itself: events and the startup
+// report, queued in the state's outbox for MQTT; the periodic metrics
+// message; the usage the planner learns demand from; request latencies
+// and the Prometheus exporter. Its event writer runs under the agent's
+// runCtx (startLoops) and Close drains what is left. Its own locks (the
+// usage batch's, the latencies') are leaves: nothing is called under
+// them. It takes none of the registry's locks; its deps take only
+// the pool's, the tiers' and the state's, never under one of its own.
+type telemetry struct {
+	d telemetryDeps
+	// later are events raised on hot paths, waiting for eventWriter.
+	later chan queuedEvent
+	// report is what the start found and did. Start writes it before it
+	// spawns anything that reads it (Report, the exporter's stage gauges,
+	// the board's fingerprint and hardware in keys, the fleet's filter and
+	// Home Assistant) and never after: it needs no lock.
+	report StartupReport
+	// mq is the MQTT client (nil without brokers); Start sets it before
+	// the goroutines that read it start.
+	mq    *mqtt.Client
+	usage usageBatch
+	// lat records request latencies; prom exports metrics to Prometheus
+	// ([http] listen; nil when off).
+	lat  *metrics.Latencies
+	prom *metrics.Prom
+	// startups are the last starts' durations (ms), from the state file.
+	startups atomic.Pointer[[]float64]
+}
+
+// telemetryDeps is what the telemetry asks of the agent. store and pool
+// are functions: both exist only once the agent has started (and the
+// store no longer after Close).
+type telemetryDeps struct {
+	log     *slog.Logger
+	store   func() *storage.Store
+	pool    func() *tflite.Pool
+	started time.Time // when the process started
+	// memory and tiers are the metrics message's memory report and the
+	// families' fast-path agreement.
+	memory func() MemoryReport
+	tiers  func() map[string]TierStats
+	// power is the device's power state (the exporter's gauges).
+	power func() power.State
+	// exporter turns the Prometheus exporter on.
+	exporter bool
+}
+
+func newTelemetry(d telemetryDeps) *telemetry {
+	t := &telemetry{d: d, later: make(chan queuedEvent, 256), lat: metrics.NewLatencies(d.started)}
+	if d.exporter {
+		t.prom = metrics.NewProm(metrics.PromOptions{Pool: t.poolStats, Power: d.power, Startup: t.startupStages,
+			Outbox: t.outboxCount, Connected: t.connected})
+	}
+	return t
+}
+
+// poolStats, startupStages, outboxCount and connected are what the
+// exporter reads at each scrape.
+func (t *telemetry) poolStats() metrics.PoolStats {
+	s := t.d.pool().Stats()
+	return metrics.PoolStats{Loads: s.Loads, Evictions: s.Evictions, BytesInUse: s.BytesInUse, Budget: s.Budget, WarmModels: s.WarmModels}
+}
+
+func (t *telemetry) startupStages() metrics.StartupStages {
+	r := t.report.Timings // written before HTTP starts
+	return metrics.StartupStages{StateOpen: r.StateOpen, BrokerConnect: r.BrokerConnect, Restore: r.Restore, Prewarm: r.Prewarm, Total: r.Total}
+}
+
+func (t *telemetry) outboxCount() int {
+	s, _ := t.d.store().OutboxStats()
+	return s.Count
+}
+
+func (t *telemetry) connected() bool { return t.mq != nil && t.mq.Stats().Connected }
+
 // publish queues v (a JSON object) on topic with the schema version and its
 // outbox sequence number, then wakes the MQTT client.
-func (a *Agent) publish(topic string, retain bool, v any) error {
-	_, dropped, err := a.store.AppendFunc(topic, retain, func(seq uint64) ([]byte, error) {
+func (t *telemetry) publish(topic string, retain bool, v any) error {
+	_, dropped, err := t.d.store().AppendFunc(topic, retain, func(seq uint64) ([]byte, error) {
 		return withSeq(v, seq)
 	})
 	if err != nil {
 		return err
 	}
 	if dropped > 0 {
-		a.log.Warn("outbox full: oldest telemetry dropped", "dropped", dropped)
+		t.d.log.Warn("outbox full: oldest telemetry dropped", "dropped", dropped)
 	}
-	if a.mq != nil {
-		a.mq.Notify()
+	if t.mq != nil {
+		t.mq.Notify()
 	}
 	return nil
 }
@@ -74,22 +152,25 @@ func withSeq(v any, seq uint64) ([]byte, error) {
 }
 
 // Event queues a telemetry event on telemetry/events.
-func (a *Agent) Event(kind string, fields map[string]any) error {
+func (a *Agent) Event(kind string, fields map[string]any) error { return a.tel.emit(kind, fields) }
+
+// emit queues a telemetry event on telemetry/events.
+func (t *telemetry) emit(kind string, fields map[string]any) error {
 	m := map[string]any{"event": kind, "at": time.Now().UTC().Format(time.RFC3339Nano)}
 	for k, v := range fields {
 		m[k] = v
 	}
-	return a.publish(topicEvents, false, m)
+	return t.publish(topicEvents, false, m)
 }
 
-// event is Event for the agent's own use: a failure is logged, not fatal.
-func (a *Agent) event(kind string, fields map[string]any) {
-	a.log.Info("event", append([]any{"kind", kind}, flatten(fields)...)...)
-	if a.store == nil {
+// event is emit for the agent's own use: a failure is logged, not fatal.
+func (t *telemetry) event(kind string, fields map[string]any) {
+	t.d.log.Info("event", append([]any{"kind", kind}, flatten(fields)...)...)
+	if t.d.store() == nil {
 		return
 	}
-	if err := a.Event(kind, fields); err != nil {
-		a.log.Error("event not queued", "kind", kind, "err", err)
+	if err := t.emit(kind, fields); err != nil {
+		t.d.log.Error("event not queued", "kind", kind, "err", err)
 	}
 }
 
@@ -103,34 +184,34 @@ type queuedEvent struct {
 // eviction during Acquire) to the event writer, so the request never waits
 // for the state file's fsync. When the writer is that far behind, the
 // event is written here rather than lost.
-func (a *Agent) eventLater(kind string, fields map[string]any) {
+func (t *telemetry) eventLater(kind string, fields map[string]any) {
 	fields["at"] = time.Now().UTC().Format(time.RFC3339Nano) // when it happened, not when written
 	select {
-	case a.laterEvents <- queuedEvent{kind: kind, fields: fields}:
+	case t.later <- queuedEvent{kind: kind, fields: fields}:
 	default:
-		a.event(kind, fields)
+		t.event(kind, fields)
 	}
 }
 
 // eventWriter writes queued events until ctx ends, then what is left.
-func (a *Agent) eventWriter(ctx context.Context) {
+func (t *telemetry) eventWriter(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
-			a.drainEvents()
+			t.drainEvents()
 			return
-		case e := <-a.laterEvents:
-			a.event(e.kind, e.fields)
+		case e := <-t.later:
+			t.event(e.kind, e.fields)
 		}
 	}
 }
 
 // drainEvents writes the queued events now.
-func (a *Agent) drainEvents() {
+func (t *telemetry) drainEvents() {
 	for {
 		select {
-		case e := <-a.laterEvents:
-			a.event(e.kind, e.fields)
+		case e := <-t.later:
+			t.event(e.kind, e.fields)
 		default:
 			return
 		}
@@ -189,7 +270,7 @@ type Metrics struct {
 	Memory  MemoryReport `json:"memory"` // RSS, baseline and accounted side by side
 	// Latency per model: requests, warm and cold, p50/p95/p99 end to end
 	// and of the invoke (since start, and over the interval).
-	Latency map[string]LatencyReport `json:"latency"`
+	Latency map[string]metrics.LatencyReport `json:"latency"`
 	// Startups are the last starts' durations (process start → ready), ms,
 	// oldest first.
 	Startups   []float64           `json:"startups_ms,omitempty"`
@@ -223,96 +304,37 @@ func processStats() ProcessStats {
 
 // metrics is the metrics message; interval reports (and restarts) the
 // per-interval latencies: only the periodic message does.
-func (a *Agent) metrics(interval bool) Metrics {
-	m := Metrics{At: time.Now().UTC().Format(time.RFC3339Nano), UptimeS: time.Since(a.opts.Started).Seconds(),
-		Pool: a.pool.Stats(), Process: processStats(), Memory: a.memoryReport(), UsageSaved: a.usage.pending(),
-		Latency: a.lat.snapshot(time.Now(), interval)}
-	if st := a.startups.Load(); st != nil {
+func (t *telemetry) metrics(interval bool) Metrics {
+	m := Metrics{At: time.Now().UTC().Format(time.RFC3339Nano), UptimeS: time.Since(t.d.started).Seconds(),
+		Pool: t.d.pool().Stats(), Process: processStats(), Memory: t.d.memory(), UsageSaved: t.usage.pending(),
+		Latency: t.lat.Snapshot(time.Now(), interval)}
+	if st := t.startups.Load(); st != nil {
 		m.Startups = *st
 	}
-	m.Outbox, _ = a.store.OutboxStats()
-	if t := a.tiers.snapshot(); len(t) > 0 {
-		m.Tiers = t
+	m.Outbox, _ = t.d.store().OutboxStats()
+	if tiers := t.d.tiers(); len(tiers) > 0 {
+		m.Tiers = tiers
 	}
-	if a.mq != nil {
-		s := a.mq.Stats()
+	if t.mq != nil {
+		s := t.mq.Stats()
 		m.MQTT = &s
 	}
 	return m
 }
 
-// usageBatch collects requests in memory; they are written to the state
-// in one transaction a minute (and at shutdown), not one per request.
-// Requests to one model within one hour are one event (the history is
-// per hour), so the batch stays small while the state cannot be written:
-// models × hours of the outage, and at most maxPendingUsage events.
-type usageBatch struct {
-	// mu guards events, index and dropped.
-	mu      sync.Mutex
-	events  []storage.UsageEvent
-	index   map[usageKey]int // into events
-	dropped int
-}
-
-type usageKey struct {
-	model string
-	hour  int64
-}
-
-// maxPendingUsage bounds the batch; past it the oldest hours are dropped.
-const maxPendingUsage = 4096
-
-func (u *usageBatch) record(model string, at time.Time) {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	u.addLocked(model, at, 1)
-}
-
-func (u *usageBatch) addLocked(model string, at time.Time, n float64) {
-	k := usageKey{model, at.Unix() / 3600}
-	if i, ok := u.index[k]; ok {
-		u.events[i].N += n
+// recordStart keeps this start's duration with the last ones (a state
+// write and its fsync: run after READY, not on the start's path).
+func (t *telemetry) recordStart(total time.Duration) {
+	kept, err := t.d.store().RecordStart(total)
+	if err != nil {
+		t.d.log.Warn("start duration not stored", "err", err)
 		return
 	}
-	if len(u.events) >= maxPendingUsage {
-		u.events = append(u.events[:0], u.events[1:]...)
-		u.dropped++
-		u.reindex()
+	starts := make([]float64, len(kept))
+	for i, d := range kept {
+		starts[i] = ms(d)
 	}
-	if u.index == nil {
-		u.index = map[usageKey]int{}
-	}
-	u.index[k] = len(u.events)
-	u.events = append(u.events, storage.UsageEvent{Model: model, At: at, N: n})
-}
-
-func (u *usageBatch) reindex() {
-	u.index = make(map[usageKey]int, len(u.events))
-	for i, e := range u.events {
-		u.index[usageKey{e.Model, e.At.Unix() / 3600}] = i
-	}
-}
-
-func (u *usageBatch) pending() int {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	return len(u.events)
-}
-
-func (u *usageBatch) flush(s *storage.Store) error {
-	u.mu.Lock()
-	ev := u.events
-	u.events, u.index = nil, nil
-	u.mu.Unlock()
-	if err := s.AddUsage(ev); err != nil {
-		u.mu.Lock()
-		for _, e := range ev { // kept for the next try, merged again
-			u.addLocked(e.Model, e.At, e.N)
-		}
-		u.mu.Unlock()
-		return err
-	}
-	return nil
+	t.startups.Store(&starts) // commands may read it meanwhile
 }
 
 // bootID identifies this boot of the machine.

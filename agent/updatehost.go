@@ -33,7 +33,7 @@ func newUpdates(a *Agent, cfg Config) *update.Manager {
 		RunCtx:          func() context.Context { return a.run.ctx },
 		Spawn:           a.run.spawn,
 		Rewarm:          func(id string) { a.planner.warmInBackground(id) },
-		Settled:         func(ctx context.Context, id string) error { return a.versions.wait(ctx, id) },
+		BeforeKeep:      a.opts.BeforeVersionKeep,
 		ParityRing:      cfg.Updates.ParityRing,
 		ParityRingBytes: int64(cfg.Updates.ParityRingBytes),
 	})
@@ -91,7 +91,7 @@ func (h updateHost) Spec(m update.Model) tflite.ModelSpec {
 	return h.a.prep.modelSpec(st)
 }
 
-func (h updateHost) Event(kind string, f map[string]any) { h.a.event(kind, f) }
+func (h updateHost) Event(kind string, f map[string]any) { h.a.tel.event(kind, f) }
 
 // Rollback restores model id's previous version, warm, and refuses the
 // version it replaces from then on (until a new version is deployed).

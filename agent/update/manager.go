@@ -385,10 +385,7 @@ func (m *Manager) Rollback(ctx context.Context, id, reason string) (Report, erro
 	return m.apply(ctx, cur, st, reason)
 }
 
-// settled waits for the start's keep of model id's serving version.
-func (m *Manager) settled(ctx context.Context, id string) error {
-	if m.o.Settled == nil {
-		return nil
-	}
-	return m.o.Settled(ctx, id)
-}
+// settled waits for the start's keep of model id's serving version (its
+// copy synced, the versions record naming it current): an update or
+// rollback names that version previous.
+func (m *Manager) settled(ctx context.Context, id string) error { return m.keeps.wait(ctx, id) }

@@ -106,10 +106,9 @@ type Options struct {
 	Spawn  func(ctx context.Context, f func(context.Context))
 	// Rewarm warms a model back in the background.
 	Rewarm func(id string)
-	// Settled, when set, returns once the start finished keeping model
-	// id's serving version (its copy synced, the versions record naming
-	// it current): an update or rollback names that version previous.
-	Settled func(ctx context.Context, id string) error
+	// BeforeKeep, when set, runs before a start's keep of a model's
+	// version (KeepLater): tests hold it there.
+	BeforeKeep func(model string)
 	// ParityRing and ParityRingBytes bound the parity ring.
 	ParityRing      int
 	ParityRingBytes int64
@@ -120,10 +119,13 @@ type Manager struct {
 	o      Options
 	log    *slog.Logger
 	parity *parityRing // recent requests per model, replayed through updates
+	// keeps are the start's keeps under way: an update or rollback of a
+	// model waits for its keep first.
+	keeps *keeper
 
 	// mu guards updates (versions being staged), guards (updates whose
 	// first requests are watched) and outcomes (recent request results).
-	// It is taken under the agent's prepMu (a guard starts inside Commit's
+	// It is taken under the agent's prep lock (a guard starts inside Commit's
 	// swap) and never held while calling the Host or the Pool.
 	mu       sync.Mutex
 	updates  map[string]*pendingUpdate
@@ -139,7 +141,7 @@ func New(o Options) *Manager {
 	if o.Inspect == nil {
 		o.Inspect = func(path string) (tflite.ModelInfo, error) { return tflite.Inspect(path, nil) }
 	}
-	return &Manager{o: o, log: o.Log, parity: newParityRing(o.ParityRing, o.ParityRingBytes),
+	return &Manager{o: o, log: o.Log, parity: newParityRing(o.ParityRing, o.ParityRingBytes), keeps: newKeeper(o.BeforeKeep),
 		updates: map[string]*pendingUpdate{}, guards: map[string]*updateGuard{}, outcomes: map[string]*outcomes{}}
 }
 

@@ -1,6 +1,7 @@
 package update
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -158,6 +159,21 @@ func (m *Manager) pruneVersions(id string, keep ...string) {
 			}
 		}
 	}
+}
+
+// KeepLater is NoteServing for a model a start serves from the copy it
+// made unsynced (source; path is the configured file): the copy's fsync
+// and the record run on an owned goroutine, after the model serves, as a
+// first answer needs neither. An update or rollback of id waits for them.
+func (m *Manager) KeepLater(id, digest, source, path string) {
+	m.keeps.keep(func(f func(context.Context)) { m.o.Spawn(m.o.RunCtx(), f) }, id, func() {
+		if source != path {
+			if err := SyncKept(source); err != nil {
+				m.log.Warn("model version copy not synced", "model", id, "err", err)
+			}
+		}
+		m.NoteServing(id, digest)
+	})
 }
 
 // NoteServing records that version digest serves model id (at start: the

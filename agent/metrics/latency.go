@@ -1,4 +1,4 @@
-package agent
+package metrics
 
 import (
 	"math"
@@ -11,8 +11,8 @@ import (
 // invoke) and the invoke alone, since start and over the metrics interval,
 // with warm and cold counts and the first request after each wake.
 
-// latencies is the agent's record; safe for concurrent use.
-type latencies struct {
+// Latencies is the agent's record; safe for concurrent use.
+type Latencies struct {
 	mu          sync.Mutex
 	started     time.Time
 	models      map[string]*modelLatency
@@ -31,18 +31,22 @@ type modelLatency struct {
 	firstAfterWake time.Duration
 }
 
-func newLatencies(started time.Time) *latencies {
-	return &latencies{started: started, models: map[string]*modelLatency{}}
+// NewLatencies starts an empty record; started is when the process
+// started (cold starts per hour count from there).
+func NewLatencies(started time.Time) *Latencies {
+	return &Latencies{started: started, models: map[string]*modelLatency{}}
 }
 
-// observe records one answered request.
 // versionInterval is one version's part of a model's interval.
 type versionInterval struct {
 	requests    uint64
 	e2e, invoke logHist
 }
 
-func (l *latencies) observe(model, version string, warm, firstAfterWake bool, e2e, invoke time.Duration) {
+// Observe records one answered request: the model and version that
+// answered, whether it was warm and the first after a wake, its time end
+// to end and its invoke's.
+func (l *Latencies) Observe(model, version string, warm, firstAfterWake bool, e2e, invoke time.Duration) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	m := l.models[model]
@@ -79,8 +83,8 @@ func (l *latencies) observe(model, version string, warm, firstAfterWake bool, e2
 	}
 }
 
-// lastFirst is the latest first-request-after-a-wake latency.
-func (l *latencies) lastFirst() time.Duration {
+// LastFirst is the latest first-request-after-a-wake latency.
+func (l *Latencies) LastFirst() time.Duration {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.latestFirst
@@ -115,9 +119,9 @@ type Percentiles struct {
 	P99 float64 `json:"p99"`
 }
 
-// snapshot reports every model; with interval it reports the interval too
+// Snapshot reports every model; with interval it reports the interval too
 // and starts the next one.
-func (l *latencies) snapshot(now time.Time, interval bool) map[string]LatencyReport {
+func (l *Latencies) Snapshot(now time.Time, interval bool) map[string]LatencyReport {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	hours := max(now.Sub(l.started).Hours(), 1e-9)
@@ -183,3 +187,6 @@ func (h *logHist) quantile(q float64) time.Duration {
 func (h *logHist) percentiles() Percentiles {
 	return Percentiles{P50: ms(h.quantile(.5)), P95: ms(h.quantile(.95)), P99: ms(h.quantile(.99))}
 }
+
+// ms is d in milliseconds, to the microsecond.
+func ms(d time.Duration) float64 { return math.Round(float64(d)/1e3) / 1e3 }

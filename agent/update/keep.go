@@ -1,14 +1,14 @@
-package agent
+package update
 
 import (
 	"context"
 	"sync"
 )
 
-// versionKeeper tracks the rollback copies a start makes after it accepts
-// requests: copying a model file, its fsync and the versions record write
-// are not needed for a first answer, so a start serves the model from its
-// configured path and keeps the version on an owned goroutine.
+// keeper tracks the rollback copies a start keeps after it accepts
+// requests: the copy's fsync and the versions record write are not needed
+// for a first answer, so a start serves the model from its unsynced copy
+// and keeps the version on an owned goroutine (Manager.KeepLater).
 //
 // An update or rollback of a model waits for that model's keep first
 // (wait): the versions record then names the serving version as current
@@ -16,7 +16,7 @@ import (
 // file at the path changed before the copy was made, the copy is refused
 // (its digest differs) and that version cannot be rolled back to, as when
 // a copy fails.
-type versionKeeper struct {
+type keeper struct {
 	// mu guards busy.
 	mu sync.Mutex
 	// busy holds, by model id, a channel closed when its keep is done.
@@ -25,12 +25,12 @@ type versionKeeper struct {
 	before func(model string)
 }
 
-func newVersionKeeper(before func(model string)) *versionKeeper {
-	return &versionKeeper{busy: map[string]chan struct{}{}, before: before}
+func newKeeper(before func(model string)) *keeper {
+	return &keeper{busy: map[string]chan struct{}{}, before: before}
 }
 
 // begin marks model id's keep as under way; end marks it done.
-func (k *versionKeeper) begin(id string) (end func()) {
+func (k *keeper) begin(id string) (end func()) {
 	done := make(chan struct{})
 	k.mu.Lock()
 	prev := k.busy[id]
@@ -50,7 +50,7 @@ func (k *versionKeeper) begin(id string) (end func()) {
 }
 
 // wait returns once no keep of model id is under way, or ctx is done.
-func (k *versionKeeper) wait(ctx context.Context, id string) error {
+func (k *keeper) wait(ctx context.Context, id string) error {
 	if k == nil {
 		return nil
 	}
@@ -68,9 +68,9 @@ func (k *versionKeeper) wait(ctx context.Context, id string) error {
 	}
 }
 
-// keep runs fn (the copy and the record) for model id on a goroutine
+// keep runs fn (the sync and the record) for model id on a goroutine
 // spawn owns; wait sees it from now on.
-func (k *versionKeeper) keep(spawn func(func(context.Context)), id string, fn func()) {
+func (k *keeper) keep(spawn func(func(context.Context)), id string, fn func()) {
 	end := k.begin(id)
 	spawn(func(context.Context) {
 		defer end()
