@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/edge-agent/edge-agent/agent/hardware"
-	"github.com/edge-agent/edge-agent/agent/infer"
 	"github.com/edge-agent/edge-agent/agent/observe"
 	"github.com/edge-agent/edge-agent/agent/sdnotify"
 	"github.com/edge-agent/edge-agent/agent/update"
@@ -91,14 +90,11 @@ type Agent struct {
 
 	store    *storage.Store
 	pool     *tflite.Pool
-	baseline int64 // RSS at start, before any model (MemoryReport)
-	// decodes is the budget every image decode shares (nil: unbounded,
-	// before Start); plan how the memory limit was split at start.
-	decodes *infer.DecodeBudget
-	plan    atomic.Pointer[MemoryPlan]
-	mq      *mqtt.Client // nil without brokers
-	report  StartupReport
-	usage   usageBatch
+	// mem keeps the memory plan, the decode budget and the pressure loop.
+	mem    *memoryKeeper
+	mq     *mqtt.Client // nil without brokers
+	report StartupReport
+	usage  usageBatch
 
 	// prepMu serialises preparing models (start, reload, applying what the
 	// calibrator measured). It is never held while a model is loaded or
@@ -172,11 +168,15 @@ func New(cfg Config, log *slog.Logger, o Options) *Agent {
 	a := &Agent{opts: o, log: log, models: map[string]*modelState{}, wake: newWakeTracker(), stop: func() {},
 		laterEvents: make(chan queuedEvent, 256), statusKick: make(chan struct{}, 1),
 		notify: sdnotify.Notifier{Log: log}, hb: sdnotify.NewHeartbeats(time.Second)}
+	a.mem = newMemoryKeeper(memoryDeps{log: log, config: a.config, pool: a.Pool, read: o.Memory, event: a.event,
+		every: func(ctx context.Context, name string, interval time.Duration, f func()) {
+			a.loops.every(ctx, name, interval, f)
+		}})
 	a.upd = newUpdates(a, cfg)
 	a.tiers = newTiers()
 	a.lat = newLatencies(o.Started)
 	a.ha = newHomeAssistant(homeAssistantDeps{log: log, config: a.config, hw: func() hardware.Info { return a.hw }, lat: a.lat, pool: a.Pool,
-		mq: func() *mqtt.Client { return a.mq }, memory: a.memory, power: a.powerReader, publish: a.publish})
+		mq: func() *mqtt.Client { return a.mq }, memory: a.mem.memory, power: a.powerReader, publish: a.publish})
 	if cfg.httpListen() != "" {
 		a.prom = newPromMetrics(a)
 	}

@@ -39,7 +39,7 @@ func (a *Agent) startLoops(runCtx context.Context, startPlan PlanResult) {
 		a.spawn(runCtx, a.fleetLoop)
 	}
 	a.spawn(runCtx, a.finishStart)
-	a.spawn(runCtx, a.memoryLoop)
+	a.spawn(runCtx, a.mem.loop)
 	a.spawn(runCtx, a.eventWriter)
 	a.spawn(runCtx, func(ctx context.Context) {
 		// One after the other: measuring the read rate drops a file

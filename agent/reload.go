@@ -51,7 +51,7 @@ func (a *Agent) Reload(ctx context.Context, next Config) (ReloadResult, error) {
 	}
 	a.cfg.Store(&next)
 	if next.Pool.Budget != old.Pool.Budget {
-		if err := a.pool.SetBudget(a.poolBudget()); err != nil {
+		if err := a.pool.SetBudget(a.mem.poolBudget()); err != nil {
 			a.log.Warn("new budget smaller than what pinned models hold", "err", err)
 		}
 	}

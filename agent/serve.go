@@ -126,7 +126,7 @@ func (a *Agent) infer(ctx context.Context, q inferCall) (InferReply, infer.Resul
 	if len(img) > 0 {
 		// The image holds its share of the decode budget until the
 		// request is answered (an escalation resizes it again).
-		d, err := a.decodes.Decode(ctx, img, a.config().Infer.MaxImagePixels)
+		d, err := a.mem.decodes.Decode(ctx, img, a.config().Infer.MaxImagePixels)
 		if err != nil {
 			return InferReply{}, infer.Result{}, err
 		}

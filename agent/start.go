@@ -26,8 +26,7 @@ func (a *Agent) Start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	a.baseline = a.memory().RSSBytes
-	plan := a.applyMemoryPlan()
+	plan := a.mem.applyPlan()
 	a.report.Memory = &plan
 	t := time.Now()
 	a.pending = newPendingModels(models, a.registerPending)
@@ -127,7 +126,7 @@ func (a *Agent) newPool() {
 	policy, _ := tflite.NewPolicy(a.config().Pool.Eviction, tflite.PolicyOptions{TTL: ttl}) // validated
 	a.pool = tflite.NewPool(tflite.PoolOptions{
 		Policy:   policy,
-		Budget:   a.poolBudget(),
+		Budget:   a.mem.poolBudget(),
 		PerModel: a.config().Pool.InterpretersPerModel,
 		PageIn:   a.config().pageIn(),
 		Logger:   a.log,
@@ -242,7 +241,7 @@ func (a *Agent) startMQTT(ctx, runCtx context.Context) error {
 		return nil
 	}
 	t := time.Now()
-	if p := a.plan.Load(); p != nil {
+	if p := a.mem.planned(); p != nil {
 		o.QueueSize = p.MQTTQueue // shortened to its share of the limit
 	}
 	o.Brokers = brokers

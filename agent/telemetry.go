@@ -225,7 +225,7 @@ func processStats() ProcessStats {
 // per-interval latencies: only the periodic message does.
 func (a *Agent) metrics(interval bool) Metrics {
 	m := Metrics{At: time.Now().UTC().Format(time.RFC3339Nano), UptimeS: time.Since(a.opts.Started).Seconds(),
-		Pool: a.pool.Stats(), Process: processStats(), Memory: a.memoryReport(), UsageSaved: a.usage.pending(),
+		Pool: a.pool.Stats(), Process: processStats(), Memory: a.mem.report(), UsageSaved: a.usage.pending(),
 		Latency: a.lat.snapshot(time.Now(), interval)}
 	if st := a.startups.Load(); st != nil {
 		m.Startups = *st

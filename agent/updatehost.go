@@ -28,7 +28,7 @@ func newUpdates(a *Agent, cfg Config) *update.Manager {
 		},
 		Facts:           func() tflite.DigestCache { return a.facts },
 		Inspected:       func() tflite.DigestCache { return digestCache{a.store} },
-		Decodes:         func() *infer.DecodeBudget { return a.decodes },
+		Decodes:         func() *infer.DecodeBudget { return a.mem.decodes },
 		Now:             a.opts.Now,
 		RunCtx:          func() context.Context { return a.runCtx },
 		Spawn:           a.spawn,
