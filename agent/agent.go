@@ -88,11 +88,10 @@ type Agent struct {
 	opts     Options
 	log      *slog.Logger
 
-	store    *storage.Store
-	pool     *tflite.Pool
-	// mem keeps the memory plan, the decode budget and the pressure loop.
-	mem    *memoryKeeper
-	mq     *mqtt.Client // nil without brokers
+	store  *storage.Store
+	pool   *tflite.Pool
+	mem    *memoryKeeper // the memory plan, the decode budget, pressure
+	mq     *mqtt.Client  // nil without brokers
 	report StartupReport
 	usage  usageBatch
 
