@@ -91,6 +91,7 @@ type Agent struct {
 	store  *storage.Store
 	pool   *tflite.Pool
 	mem    *memoryKeeper // the memory plan, the decode budget, pressure
+	ready  *readiness    // the models' readiness and the retained status
 	mq     *mqtt.Client  // nil without brokers
 	report StartupReport
 	usage  usageBatch
@@ -125,8 +126,6 @@ type Agent struct {
 	calib *calibrator
 
 	laterEvents chan queuedEvent // raised on hot paths, written by eventWriter
-
-	statusKick chan struct{} // readiness may have changed (cap 1)
 
 	notify sdnotify.Notifier
 	hb     *sdnotify.Heartbeats
@@ -165,11 +164,26 @@ func New(cfg Config, log *slog.Logger, o Options) *Agent {
 		o.ScheduleEvery = time.Minute
 	}
 	a := &Agent{opts: o, log: log, models: map[string]*modelState{}, wake: newWakeTracker(), stop: func() {},
-		laterEvents: make(chan queuedEvent, 256), statusKick: make(chan struct{}, 1),
-		notify: sdnotify.Notifier{Log: log}, hb: sdnotify.NewHeartbeats(time.Second)}
+		laterEvents: make(chan queuedEvent, 256), notify: sdnotify.Notifier{Log: log}, hb: sdnotify.NewHeartbeats(time.Second)}
 	a.mem = newMemoryKeeper(memoryDeps{log: log, config: a.config, pool: a.Pool, read: o.Memory, event: a.event,
 		every: func(ctx context.Context, name string, interval time.Duration, f func()) {
 			a.loops.every(ctx, name, interval, f)
+		}})
+	a.ready = newReadiness(readinessDeps{pool: a.Pool, mq: func() *mqtt.Client { return a.mq },
+		pending: func() []string { return a.pending.ids() },
+		eachModel: func(f func(string, *modelState)) {
+			a.mapsMu.Lock()
+			defer a.mapsMu.Unlock()
+			for id, st := range a.models {
+				f(id, st)
+			}
+		},
+		withModel: func(id string, f func(*modelState)) {
+			a.mapsMu.Lock()
+			defer a.mapsMu.Unlock()
+			if st, ok := a.models[id]; ok {
+				f(st)
+			}
 		}})
 	a.upd = newUpdates(a, cfg)
 	a.tiers = newTiers()
@@ -182,9 +196,9 @@ func New(cfg Config, log *slog.Logger, o Options) *Agent {
 	a.cfg.Store(&cfg)
 	a.loops = &loopRunner{ticks: o.Ticks, spawn: a.spawn, settings: func() tunedSettings { return a.config().tunedSettings() }}
 	a.planner = newWakePlanner(plannerDeps{log: log, config: a.config, pool: a.Pool, store: a.Store,
-		power: a.powerReader, meter: a.meter, calibrations: a.calibrations, now: o.Now, clock: o.Clock, rand: o.Rand,
+		power: a.powerReader, meter: a.meter, calibrations: a.ready.calibrations, now: o.Now, clock: o.Clock, rand: o.Rand,
 		beforePrewarm: o.BeforePrewarm, scheduleEvery: o.ScheduleEvery, loop: a.loops.kicked, spawn: a.spawn,
-		event: a.event, notify: a.notify.Send, noteLoad: a.noteLoad, warmed: a.checkSamplesFor,
+		event: a.event, notify: a.notify.Send, noteLoad: a.ready.noteLoad, warmed: a.checkSamplesFor,
 		woke: a.wake.woke, // a new wake: first requests count from here
 		countWake: func(source string) {
 			if a.prom != nil {
@@ -194,7 +208,7 @@ func New(cfg Config, log *slog.Logger, o Options) *Agent {
 	a.calib = newCalibrator(calibratorDeps{log: log, config: a.config, power: a.powerReader, now: o.Now,
 		started: o.Started, beforeCalibrate: o.BeforeCalibrate, store: a.Store, pool: a.Pool, planBusy: a.planner.busy,
 		prepMu: &a.prepMu, mapsMu: &a.mapsMu, models: &a.models, order: &a.order,
-		statusChanged: a.statusChanged, event: a.event, observeTime: func(model string, took time.Duration) {
+		statusChanged: a.ready.statusChanged, event: a.event, observeTime: func(model string, took time.Duration) {
 			if a.prom != nil {
 				a.prom.calibration.WithLabelValues(model).Add(took.Seconds())
 			}

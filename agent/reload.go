@@ -172,7 +172,7 @@ func (a *Agent) removeModel(id string) {
 	delete(a.models, id)
 	a.order = slices.DeleteFunc(a.order, func(s string) bool { return s == id })
 	a.mapsMu.Unlock()
-	a.statusChanged()
+	a.ready.statusChanged()
 }
 
 func nilSafe(r ReloadResult) ReloadResult {

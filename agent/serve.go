@@ -145,12 +145,12 @@ func (a *Agent) infer(ctx context.Context, q inferCall) (InferReply, infer.Resul
 	l, err := a.pool.Acquire(ctx, model)
 	if err != nil {
 		_ = fail(observe.StageLoad, err)
-		return InferReply{}, infer.Result{}, a.modelError(model, err)
+		return InferReply{}, infer.Result{}, a.ready.modelError(model, err)
 	}
 	defer l.Release()
 	done.Loaded = !l.Warm
 	if !r.Raw {
-		r.Labels = a.labelsFor(model)
+		r.Labels = a.ready.labelsFor(model)
 	}
 	res, err := infer.Run(l, r)
 	l.Release()                // not held while an escalation waits

@@ -44,7 +44,7 @@ func (a *Agent) Start(ctx context.Context) error {
 		return err
 	}
 	a.report.Timings.MQTT = time.Since(t)
-	a.spawn(runCtx, a.statusPublisher) // after a.mq is set: it reads it
+	a.spawn(runCtx, a.ready.statusPublisher) // after a.mq is set: it reads it
 	startPlan, err := a.warmPinned(ctx)
 	if err != nil {
 		return err
@@ -130,10 +130,10 @@ func (a *Agent) newPool() {
 		PerModel: a.config().Pool.InterpretersPerModel,
 		PageIn:   a.config().pageIn(),
 		Logger:   a.log,
-		OnLoad:   func(tflite.LoadEvent) { a.statusChanged() },
+		OnLoad:   func(tflite.LoadEvent) { a.ready.statusChanged() },
 		Resolve:  a.pending.resolve,
 		OnEvict: func(e tflite.EvictEvent) {
-			a.statusChanged()
+			a.ready.statusChanged()
 			if e.Bytes >= tflite.HugeMin {
 				a.files.kickHugePages() // its file is no longer mapped
 			}
@@ -215,7 +215,7 @@ func (a *Agent) setModel(st *modelState) {
 	a.models[st.cfg.ID] = st
 	queued := st.queued // the calibrator changes it under mapsMu once st is listed
 	a.mapsMu.Unlock()
-	a.statusChanged()
+	a.ready.statusChanged()
 	if queued {
 		a.calib.kickCalibrator()
 	}
@@ -256,7 +256,7 @@ func (a *Agent) startMQTT(ctx, runCtx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("mqtt: %w", err)
 	}
-	mq.SetStatus(a.statusFields())
+	mq.SetStatus(a.ready.statusFields())
 	a.mq = mq
 	if a.config().HomeAssistant.Enabled {
 		a.spawn(runCtx, a.ha.loop)

@@ -114,7 +114,7 @@ func (a *Agent) escalate(ctx context.Context, f FamilyConfig, r infer.Request) (
 	}
 	defer l.Release()
 	if !r.Raw {
-		r.Labels = a.labelsFor(precise)
+		r.Labels = a.ready.labelsFor(precise)
 	}
 	res, err = infer.Run(l, r)
 	return res, err == nil, l.Warm, err
