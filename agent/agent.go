@@ -69,8 +69,6 @@ type Options struct {
 
 // Agent is the running daemon: state, pool and what it learned at start.
 type Agent struct {
-	// files is the models' files below the pool: read rate, huge pages.
-	files *pageCache
 	// broker is the embedded broker when the agent serves MQTT itself.
 	broker embeddedBroker
 	// ha announces the agent to Home Assistant ([homeassistant]).
@@ -90,7 +88,7 @@ type Agent struct {
 
 	store  *storage.Store
 	pool   *tflite.Pool
-	mem    *memoryKeeper // the memory plan, the decode budget, pressure
+	mem    *memoryKeeper // the memory plan, decodes, pressure, the page cache
 	ready  *readiness    // the models' readiness and the retained status
 	mq     *mqtt.Client  // nil without brokers
 	report StartupReport
@@ -168,7 +166,8 @@ func New(cfg Config, log *slog.Logger, o Options) *Agent {
 	a.mem = newMemoryKeeper(memoryDeps{log: log, config: a.config, pool: a.Pool, read: o.Memory, event: a.event,
 		every: func(ctx context.Context, name string, interval time.Duration, f func()) {
 			a.loops.every(ctx, name, interval, f)
-		}})
+		}},
+		newPageCache(pageCacheDeps{log: log, config: a.config, pool: a.Pool, store: a.Store, settled: a.Settled, event: a.event}))
 	a.ready = newReadiness(readinessDeps{pool: a.Pool, mq: func() *mqtt.Client { return a.mq },
 		pending: func() []string { return a.pending.ids() },
 		eachModel: func(f func(string, *modelState)) {
@@ -216,7 +215,6 @@ func New(cfg Config, log *slog.Logger, o Options) *Agent {
 		settleDelegates: a.settleDelegates, restoreCalibration: a.restoreCalibration, calibrationKey: a.calibrationKey,
 		failModel: a.failModel, modelSpec: a.modelSpec,
 		adoptFleet: a.adoptFleet, verifyFleet: a.verifyFleet, fleetPublish: a.fleetPublish})
-	a.files = newPageCache(pageCacheDeps{log: log, config: a.config, pool: a.Pool, store: a.Store, settled: a.Settled, event: a.event})
 	a.observers = a.requestObservers()
 	return a
 }

@@ -19,11 +19,14 @@ import (
 // memory pressure that the budget alone does not see.
 
 // memoryKeeper holds the memory plan made at start, the decode budget it
-// sets, and the pressure loop. It holds no lock: baseline and decodes are
-// written by the start before any goroutine that reads them is spawned;
-// plan is swapped whole. Its loop runs under the agent's runCtx.
+// sets, the pressure loop, and the page cache of the models' files. It
+// holds no lock: baseline and decodes are written by the start before
+// any goroutine that reads them is spawned; plan is swapped whole. Its
+// loops run under the agent's runCtx.
 type memoryKeeper struct {
 	memoryDeps
+	// files are the models' files below the pool: read rate, huge pages.
+	files    *pageCache
 	baseline int64 // RSS at start, before any model (MemoryReport)
 	// decodes is the budget every image decode shares (nil: unbounded,
 	// before Start); plan how the memory limit was split at start.
@@ -44,7 +47,9 @@ type memoryDeps struct {
 	every func(ctx context.Context, name string, interval time.Duration, f func())
 }
 
-func newMemoryKeeper(d memoryDeps) *memoryKeeper { return &memoryKeeper{memoryDeps: d} }
+func newMemoryKeeper(d memoryDeps, files *pageCache) *memoryKeeper {
+	return &memoryKeeper{memoryDeps: d, files: files}
+}
 
 // MemoryReport is the agent's memory next to what its pool accounts.
 type MemoryReport struct {

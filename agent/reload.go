@@ -161,7 +161,7 @@ func (a *Agent) syncModels() ReloadResult {
 	}
 	if len(res.Added)+len(res.Changed) > 0 {
 		a.calib.unsettle()
-		a.files.kickHugePages()
+		a.mem.files.kickHugePages()
 	}
 	return nilSafe(res)
 }

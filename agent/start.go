@@ -38,7 +38,7 @@ func (a *Agent) Start(ctx context.Context) error {
 		return err
 	}
 	a.spawn(runCtx, a.pending.registerRest)
-	a.files.device, _ = a.files.restoreReadRate(modelPaths(models)...)
+	a.mem.files.device, _ = a.mem.files.restoreReadRate(modelPaths(models)...)
 	t = time.Now()
 	if err := a.startMQTT(ctx, runCtx); err != nil {
 		return err
@@ -135,7 +135,7 @@ func (a *Agent) newPool() {
 		OnEvict: func(e tflite.EvictEvent) {
 			a.ready.statusChanged()
 			if e.Bytes >= tflite.HugeMin {
-				a.files.kickHugePages() // its file is no longer mapped
+				a.mem.files.kickHugePages() // its file is no longer mapped
 			}
 			a.eventLater("eviction", map[string]any{"model": e.ModelID, "bytes": e.Bytes, "reason": e.Reason})
 		},

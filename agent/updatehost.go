@@ -78,7 +78,7 @@ func (h updateHost) Commit(from, to update.Model, swap func() error) error {
 	}
 	a.setModel(st)
 	a.calib.unsettle()
-	a.files.kickHugePages()
+	a.mem.files.kickHugePages()
 	return nil
 }
 
