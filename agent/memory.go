@@ -175,10 +175,11 @@ func (k *memoryKeeper) poolBudget() int64 {
 }
 
 // applyPlan makes the plan at start, on the agent's RSS before any model
-// (its baseline): the decode budget, and under a cgroup limit with pool.budget = "auto" the Go runtime's soft memory
-// limit (unless GOMEMLIMIT is set, or memory is read from a fake), so the garbage decodes leave is
-// collected before the heap passes its share instead of at twice the live
-// heap.
+// (its baseline): the decode budget, and under a cgroup limit with
+// pool.budget = "auto" the Go runtime's soft memory limit (unless
+// GOMEMLIMIT is set, or memory is read from a fake), so the garbage
+// decodes leave is collected before the heap passes its share instead of
+// at twice the live heap.
 func (k *memoryKeeper) applyPlan() MemoryPlan {
 	k.baseline = k.memory().RSSBytes
 	p := k.memoryPlan()
