@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/edge-agent/edge-agent/agent/hardware"
-	"github.com/edge-agent/edge-agent/agent/infer"
 	"github.com/edge-agent/edge-agent/agent/observe"
 	"github.com/edge-agent/edge-agent/agent/sdnotify"
 	"github.com/edge-agent/edge-agent/agent/update"
@@ -69,8 +68,6 @@ type Options struct {
 
 // Agent is the running daemon: state, pool and what it learned at start.
 type Agent struct {
-	// files is the models' files below the pool: read rate, huge pages.
-	files *pageCache
 	// broker is the embedded broker when the agent serves MQTT itself.
 	broker embeddedBroker
 	// ha announces the agent to Home Assistant ([homeassistant]).
@@ -84,13 +81,10 @@ type Agent struct {
 	opts Options
 	log  *slog.Logger
 
-	store    *storage.Store
-	pool     *tflite.Pool
-	baseline int64 // RSS at start, before any model (MemoryReport)
-	// decodes is the budget every image decode shares (nil: unbounded,
-	// before Start); plan how the memory limit was split at start.
-	decodes *infer.DecodeBudget
-	plan    atomic.Pointer[MemoryPlan]
+	store *storage.Store
+	pool  *tflite.Pool
+	mem   *memoryKeeper // the memory plan, decodes, pressure, the page cache
+	ready *readiness    // the models' readiness and the retained status
 
 	// reg is the models: states, order, the start's pending ones, file
 	// facts, and the two locks that guard preparing and swapping them.
@@ -109,8 +103,6 @@ type Agent struct {
 	loops   *loopRunner
 	// calib measures models in the background and keeps Settled.
 	calib *calibrator
-
-	statusKick chan struct{} // readiness may have changed (cap 1)
 
 	notify sdnotify.Notifier
 	hb     *sdnotify.Heartbeats
@@ -146,23 +138,45 @@ func New(cfg Config, log *slog.Logger, o Options) *Agent {
 		o.ScheduleEvery = time.Minute
 	}
 	a := &Agent{opts: o, log: log, reg: newRegistry(), wake: newWakeTracker(),
-		statusKick: make(chan struct{}, 1), notify: sdnotify.Notifier{Log: log}, hb: sdnotify.NewHeartbeats(time.Second)}
+		notify: sdnotify.Notifier{Log: log}, hb: sdnotify.NewHeartbeats(time.Second)}
 	a.upd = newUpdates(a, cfg)
 	a.tiers = newTiers()
 	// Before anything that is given a.tel's methods.
-	a.tel = newTelemetry(telemetryDeps{log: log, store: a.Store, pool: a.Pool, started: o.Started, memory: a.memoryReport,
-		tiers: a.tiers.snapshot, power: func() power.State { return a.powerReader().Read() }, exporter: cfg.httpListen() != ""})
+	a.tel = newTelemetry(telemetryDeps{log: log, store: a.Store, pool: a.Pool, started: o.Started,
+		memory: func() MemoryReport { return a.mem.report() },
+		tiers:  a.tiers.snapshot, power: func() power.State { return a.powerReader().Read() }, exporter: cfg.httpListen() != ""})
+	a.mem = newMemoryKeeper(memoryDeps{log: log, config: a.config, pool: a.Pool, read: o.Memory, event: a.tel.event,
+		every: func(ctx context.Context, name string, interval time.Duration, f func()) {
+			a.loops.every(ctx, name, interval, f)
+		}},
+		newPageCache(pageCacheDeps{log: log, config: a.config, pool: a.Pool, store: a.Store, settled: a.Settled, event: a.tel.event}))
+	a.ready = newReadiness(readinessDeps{pool: a.Pool, mq: func() *mqtt.Client { return a.tel.mq },
+		pending: func() []string { return a.reg.pending.ids() },
+		eachModel: func(f func(string, *modelState)) {
+			a.reg.locked(func() {
+				for id, st := range a.reg.models {
+					f(id, st)
+				}
+			})
+		},
+		withModel: func(id string, f func(*modelState)) {
+			a.reg.locked(func() {
+				if st, ok := a.reg.models[id]; ok {
+					f(st)
+				}
+			})
+		}})
 	a.prep = &preparer{d: preparerDeps{log: log, config: a.config, runtime: o.RuntimeVersion,
 		fingerprint: func() string { return a.tel.report.Fingerprint }, store: a.Store, pool: a.Pool,
 		facts: func() *fileFacts { return a.reg.facts }, versions: a.upd, event: a.tel.event}}
 	a.ha = newHomeAssistant(homeAssistantDeps{log: log, config: a.config, hw: func() hardware.Info { return a.tel.report.Hardware }, lat: a.tel.lat, pool: a.Pool,
-		mq: func() *mqtt.Client { return a.tel.mq }, memory: a.memory, power: a.powerReader, publish: a.tel.publish})
+		mq: func() *mqtt.Client { return a.tel.mq }, memory: a.mem.memory, power: a.powerReader, publish: a.tel.publish})
 	a.cfg.Store(&cfg)
 	a.loops = &loopRunner{ticks: o.Ticks, spawn: a.run.spawn, settings: func() tunedSettings { return a.config().tunedSettings() }}
 	a.planner = newWakePlanner(plannerDeps{log: log, config: a.config, pool: a.Pool, store: a.Store,
-		power: a.powerReader, meter: a.meter, calibrations: a.calibrations, now: o.Now, clock: o.Clock, rand: o.Rand,
+		power: a.powerReader, meter: a.meter, calibrations: a.ready.calibrations, now: o.Now, clock: o.Clock, rand: o.Rand,
 		beforePrewarm: o.BeforePrewarm, scheduleEvery: o.ScheduleEvery, loop: a.loops.kicked, spawn: a.run.spawn,
-		event: a.tel.event, notify: a.notify.Send, noteLoad: a.noteLoad, warmed: a.checkSamplesFor,
+		event: a.tel.event, notify: a.notify.Send, noteLoad: a.ready.noteLoad, warmed: a.checkSamplesFor,
 		countWake: a.tel.prom.Wake, // nil when off: counts nothing
 		woke:      a.wake.woke,     // a new wake: first requests count from here
 	})
@@ -180,12 +194,11 @@ func New(cfg Config, log *slog.Logger, o Options) *Agent {
 	a.calib = newCalibrator(calibratorDeps{log: log, config: a.config, power: a.powerReader, now: o.Now,
 		started: o.Started, beforeCalibrate: o.BeforeCalibrate, store: a.Store, pool: a.Pool, planBusy: a.planner.busy,
 		reg:           a.reg,
-		statusChanged: a.statusChanged, event: a.tel.event, observeTime: a.tel.prom.Calibrated,
+		statusChanged: a.ready.statusChanged, event: a.tel.event, observeTime: a.tel.prom.Calibrated,
 		settleDelegates: a.prep.settleDelegates, restoreCalibration: a.prep.restoreCalibration, calibrationKey: a.prep.calibrationKey,
 		failModel: a.prep.failModel, modelSpec: a.prep.modelSpec,
 		adoptFleet: a.twins.adopt, verifyFleet: a.twins.verify, fleetPublish: a.twins.publish})
 	a.twins.calib = a.calib // verifying a twin's record measures through the calibrator
-	a.files = newPageCache(pageCacheDeps{log: log, config: a.config, pool: a.Pool, store: a.Store, settled: a.Settled, event: a.tel.event})
 	a.observers = a.requestObservers()
 	return a
 }

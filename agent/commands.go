@@ -153,16 +153,16 @@ func (a *Agent) Status() Status {
 		<-a.reg.pending.all // every configured model in it
 	}
 	return Status{Agent: Version, Device: a.config().device(), UptimeS: time.Since(a.opts.Started).Seconds(),
-		Models: a.pool.Models(), Readiness: a.readiness(), Metrics: a.tel.metrics(false), LocalBroker: a.broker.info.Load()}
+		Models: a.pool.Models(), Readiness: a.ready.models(), Metrics: a.tel.metrics(false), LocalBroker: a.broker.info.Load()}
 }
 
 func (a *Agent) modelCommand(ctx context.Context, verb, id string) (any, error) {
 	switch verb {
 	case "prewarm":
 		rep, loaded, err := a.pool.Prewarm(ctx, id)
-		a.noteLoad(id, err)
+		a.ready.noteLoad(id, err)
 		if err != nil {
-			return nil, a.modelError(id, err)
+			return nil, a.ready.modelError(id, err)
 		}
 		a.tel.event("prewarm_done", map[string]any{"model": id, "loaded": loaded, "cold_ms": ms(rep.Stages.Cold())})
 		return map[string]any{"model": id, "loaded": loaded, "load": rep}, nil

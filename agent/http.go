@@ -90,7 +90,7 @@ func (b *oipBackend) Ready() bool {
 	if !b.Live() || b.a.pool == nil {
 		return false
 	}
-	for _, r := range b.a.readiness() {
+	for _, r := range b.a.ready.models() {
 		if r.State != StateFailed {
 			return true
 		}
@@ -150,7 +150,7 @@ func (b *oipBackend) ModelReady(name, version string) bool {
 	if !ok || (version != "" && version != digest) || !b.Live() {
 		return false
 	}
-	r, ok := b.a.readiness()[name]
+	r, ok := b.a.ready.models()[name]
 	return ok && r.State != StateFailed
 }
 

@@ -39,7 +39,7 @@ func (a *Agent) startLoops(runCtx context.Context, startPlan PlanResult) {
 		a.run.spawn(runCtx, a.twins.run)
 	}
 	a.run.spawn(runCtx, a.finishStart)
-	a.run.spawn(runCtx, a.memoryLoop)
+	a.run.spawn(runCtx, a.mem.loop)
 	a.run.spawn(runCtx, a.tel.eventWriter)
 	a.run.spawn(runCtx, func(ctx context.Context) {
 		// One after the other: measuring the read rate drops a file
@@ -49,10 +49,10 @@ func (a *Agent) startLoops(runCtx context.Context, startPlan PlanResult) {
 			return
 		}
 		if a.pool.Stats().ReadRate == 0 { // the device the models are served from
-			a.files.device, _ = a.files.restoreReadRate()
+			a.mem.files.device, _ = a.mem.files.restoreReadRate()
 		}
-		a.files.measureReadRate(ctx)
-		a.files.hugePagesLoop(ctx)
+		a.mem.files.measureReadRate(ctx)
+		a.mem.files.hugePagesLoop(ctx)
 	})
 	p := a.planner
 	a.loops.startTuned(runCtx, p.resumeLoop, p.scheduleLoop, p.trimLoop, a.watchModels, p.keepAliveLoop)

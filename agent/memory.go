@@ -2,17 +2,54 @@ package agent
 
 import (
 	"context"
+	"log/slog"
 	"os"
 	"runtime/debug"
+	"sync/atomic"
+	"time"
 
 	"github.com/edge-agent/edge-agent/agent/infer"
 	"github.com/edge-agent/edge-agent/power"
+	"github.com/edge-agent/edge-agent/tflite"
 )
 
 // The pool's budget holds what the pool accounts; the kernel counts the
 // whole process. This file keeps the two side by side: the agent's own
 // baseline, "auto" budgets from the cgroup's limit, and a response to
 // memory pressure that the budget alone does not see.
+
+// memoryKeeper holds the memory plan made at start, the decode budget it
+// sets, the pressure loop, and the page cache of the models' files. It
+// holds no lock: baseline and decodes are written by the start before
+// any goroutine that reads them is spawned; plan is swapped whole. Its
+// loops run under the agent's runCtx.
+type memoryKeeper struct {
+	memoryDeps
+	// files are the models' files below the pool: read rate, huge pages.
+	files    *pageCache
+	baseline int64 // RSS at start, before any model (MemoryReport)
+	// decodes is the budget every image decode shares (nil: unbounded,
+	// before Start); plan how the memory limit was split at start.
+	decodes *infer.DecodeBudget
+	plan    atomic.Pointer[MemoryPlan]
+}
+
+// memoryDeps is what the memory keeper asks of the agent. pool is a
+// function: the pool exists only once the agent has started.
+type memoryDeps struct {
+	log    *slog.Logger
+	config func() *Config
+	pool   func() *tflite.Pool
+	// read is Options.Memory: a fake for tests (nil: the process's own).
+	read  func() power.Memory
+	event func(kind string, fields map[string]any)
+	// every runs f every interval (or on a test's ticks) until ctx ends.
+	every func(ctx context.Context, name string, interval time.Duration, f func())
+}
+
+func newMemoryKeeper(d memoryDeps, files *pageCache) *memoryKeeper {
+	return &memoryKeeper{memoryDeps: d, files: files}
+}
 
 // MemoryReport is the agent's memory next to what its pool accounts.
 type MemoryReport struct {
@@ -29,17 +66,17 @@ type MemoryReport struct {
 }
 
 // memory reads the process's memory now.
-func (a *Agent) memory() power.Memory {
-	if a.opts.Memory != nil {
-		return a.opts.Memory()
+func (k *memoryKeeper) memory() power.Memory {
+	if k.read != nil {
+		return k.read()
 	}
 	return power.ReadMemory("/")
 }
 
-func (a *Agent) memoryReport() MemoryReport {
-	r := MemoryReport{Memory: a.memory(), BaselineBytes: a.baseline, Plan: a.plan.Load(), Decode: a.decodes.Stats()}
-	if a.pool != nil {
-		s := a.pool.Stats()
+func (k *memoryKeeper) report() MemoryReport {
+	r := MemoryReport{Memory: k.memory(), BaselineBytes: k.baseline, Plan: k.plan.Load(), Decode: k.decodes.Stats()}
+	if pool := k.pool(); pool != nil {
+		s := pool.Stats()
 		r.AccountedBytes, r.BudgetBytes = s.BytesInUse, s.Budget
 	}
 	return r
@@ -89,10 +126,10 @@ type MemoryPlan struct {
 // quarter), the MQTT queue (at most a tenth: the queue is shortened), a
 // tenth of slack, and the rest for the pool. A fixed pool budget keeps
 // its size; a derived decode budget is then a quarter of what is left.
-func (a *Agent) memoryPlan() MemoryPlan {
-	c := a.config()
-	m := a.memory()
-	p := MemoryPlan{LimitBytes: m.Limit(), LimitSource: "machine", BaselineBytes: a.baseline,
+func (k *memoryKeeper) memoryPlan() MemoryPlan {
+	c := k.config()
+	m := k.memory()
+	p := MemoryPlan{LimitBytes: m.Limit(), LimitSource: "machine", BaselineBytes: k.baseline,
 		PoolAuto: c.Pool.Budget == AutoBudget, MQTTQueue: c.MQTT.CommandQueue}
 	if m.CgroupMax != nil {
 		p.LimitSource = "cgroup"
@@ -129,42 +166,47 @@ func (a *Agent) memoryPlan() MemoryPlan {
 
 // poolBudget is the configured budget, or "auto" resolved by the memory
 // plan.
-func (a *Agent) poolBudget() int64 {
-	b := a.config().Pool.Budget
+func (k *memoryKeeper) poolBudget() int64 {
+	b := k.config().Pool.Budget
 	if b != AutoBudget {
 		return int64(b)
 	}
-	return a.memoryPlan().PoolBudgetBytes
+	return k.memoryPlan().PoolBudgetBytes
 }
 
-// applyMemoryPlan makes the plan at start: the decode budget, and under a
-// cgroup limit with pool.budget = "auto" the Go runtime's soft memory
-// limit (unless GOMEMLIMIT is set, or memory is read from a fake), so the garbage decodes leave is
-// collected before the heap passes its share instead of at twice the live
-// heap.
-func (a *Agent) applyMemoryPlan() MemoryPlan {
-	p := a.memoryPlan()
-	a.decodes = infer.NewDecodeBudget(p.DecodeBudgetBytes)
-	if p.PoolAuto && p.LimitSource == "cgroup" && a.opts.Memory == nil && os.Getenv("GOMEMLIMIT") == "" {
+// applyPlan makes the plan at start, on the agent's RSS before any model
+// (its baseline): the decode budget, and under a cgroup limit with
+// pool.budget = "auto" the Go runtime's soft memory limit (unless
+// GOMEMLIMIT is set, or memory is read from a fake), so the garbage
+// decodes leave is collected before the heap passes its share instead of
+// at twice the live heap.
+func (k *memoryKeeper) applyPlan() MemoryPlan {
+	k.baseline = k.memory().RSSBytes
+	p := k.memoryPlan()
+	k.decodes = infer.NewDecodeBudget(p.DecodeBudgetBytes)
+	if p.PoolAuto && p.LimitSource == "cgroup" && k.read == nil && os.Getenv("GOMEMLIMIT") == "" {
 		p.GoLimitBytes = p.BaselineBytes + p.DecodeBudgetBytes + p.MQTTQueueBytes + p.SlackBytes
 		debug.SetMemoryLimit(p.GoLimitBytes)
 	}
-	a.plan.Store(&p)
+	k.plan.Store(&p)
 	if !p.Fits {
-		a.log.Warn("memory plan does not fit the limit", "plan", p)
+		k.log.Warn("memory plan does not fit the limit", "plan", p)
 	}
 	return p
 }
 
-// memoryLoop checks for memory pressure every pool.memory_check.
-func (a *Agent) memoryLoop(ctx context.Context) {
-	every := a.config().Pool.MemoryCheck
+// planned is the plan made at start (nil before).
+func (k *memoryKeeper) planned() *MemoryPlan { return k.plan.Load() }
+
+// loop checks for memory pressure every pool.memory_check.
+func (k *memoryKeeper) loop(ctx context.Context) {
+	every := k.config().Pool.MemoryCheck
 	if every <= 0 {
 		return
 	}
-	a.loops.every(ctx, "memory", every, func() {
+	k.every(ctx, "memory", every, func() {
 		if ctx.Err() == nil {
-			a.relievePressure()
+			k.relievePressure()
 		}
 	})
 }
@@ -173,10 +215,11 @@ func (a *Agent) memoryLoop(ctx context.Context) {
 // pressure_high of its limit (down to pressure_low), or when tasks stall
 // on memory (PSI) without a limit to measure against (half the pool). It
 // returns how many models it evicted.
-func (a *Agent) relievePressure() int {
-	c := a.config().Pool
-	m := a.memory()
-	held := a.pool.Stats().BytesInUse
+func (k *memoryKeeper) relievePressure() int {
+	c := k.config().Pool
+	m := k.memory()
+	pool := k.pool()
+	held := pool.Stats().BytesInUse
 	var target int64
 	var why string
 	switch {
@@ -186,29 +229,29 @@ func (a *Agent) relievePressure() int {
 	case m.PressureSome10 != nil && *m.PressureSome10 >= c.PressurePSI:
 		target, why = held/2, "memory stalls (PSI)"
 	default:
-		if a.decodes.Stats().Shedding && a.pressureOver(m) {
-			a.decodes.SetShedding(false)
-			a.log.Info("memory pressure over: decoding again")
-			a.tel.event("memory_pressure_over", map[string]any{"memory": m})
+		if k.decodes.Stats().Shedding && k.pressureOver(m) {
+			k.decodes.SetShedding(false)
+			k.log.Info("memory pressure over: decoding again")
+			k.event("memory_pressure_over", map[string]any{"memory": m})
 		}
 		return 0
 	}
 	// New decodes are refused until the pressure drops; the garbage of
 	// those that ran is returned to the kernel.
-	a.decodes.SetShedding(true)
+	k.decodes.SetShedding(true)
 	debug.FreeOSMemory()
-	n := a.pool.ShrinkTo(target, "memory_pressure")
-	after := a.pool.Stats().BytesInUse
-	a.log.Warn("memory pressure: evicted idle models", "reason", why, "evicted", n, "bytes_before", held, "bytes_after", after)
-	a.tel.event("memory_pressure", map[string]any{"reason": why, "evicted": n, "bytes_before": held, "bytes_after": after,
+	n := pool.ShrinkTo(target, "memory_pressure")
+	after := pool.Stats().BytesInUse
+	k.log.Warn("memory pressure: evicted idle models", "reason", why, "evicted", n, "bytes_before", held, "bytes_after", after)
+	k.event("memory_pressure", map[string]any{"reason": why, "evicted": n, "bytes_before": held, "bytes_after": after,
 		"memory": m})
 	return n
 }
 
 // pressureOver says the cgroup is back below pressure_low of its limit
 // (or, without a limit, that tasks no longer stall on memory).
-func (a *Agent) pressureOver(m power.Memory) bool {
-	c := a.config().Pool
+func (k *memoryKeeper) pressureOver(m power.Memory) bool {
+	c := k.config().Pool
 	if m.CgroupMax != nil && m.CgroupCurrent != nil {
 		return float64(*m.CgroupCurrent) < c.PressureLow*float64(*m.CgroupMax)
 	}

@@ -16,7 +16,7 @@ import (
 // the latency record reads it (one observer, so that order cannot drift).
 func (a *Agent) requestObservers() observe.List {
 	return observe.List{
-		loadObserver{note: a.noteLoad, rewarm: a.planner.kickRewarm},
+		loadObserver{note: a.ready.noteLoad, rewarm: a.planner.kickRewarm},
 		a.upd,
 		usageObserver{record: a.tel.usage.record, precise: a.preciseVariant, now: a.opts.Now},
 		requestRecorder{wake: a.wake, lat: a.tel.lat, prom: a.tel.prom, event: a.tel.event},

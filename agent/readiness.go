@@ -6,6 +6,7 @@ import (
 	"reflect"
 	"time"
 
+	"github.com/edge-agent/edge-agent/mqtt"
 	"github.com/edge-agent/edge-agent/storage"
 	"github.com/edge-agent/edge-agent/tflite"
 )
@@ -31,30 +32,57 @@ type ModelReadiness struct {
 	Message     string `json:"message,omitempty"`
 }
 
-// readiness is every configured model's readiness.
-func (a *Agent) readiness() map[string]ModelReadiness {
+// readiness says what a client may expect of each model (the retained
+// status, "status", the OIP's ready checks) and keeps the outcome of the
+// models' loads. It holds no lock of its own: it asks the pool before it
+// reaches the models' states, never while it holds their lock. Its
+// publisher runs under the agent's runCtx.
+type readiness struct {
+	readinessDeps
+	kick chan struct{} // readiness may have changed (cap 1)
+}
+
+// readinessDeps is what readiness asks of the agent. pool and mq are
+// functions: both exist only once the agent has started.
+type readinessDeps struct {
+	pool func() *tflite.Pool
+	mq   func() *mqtt.Client // nil without brokers
+	// pending are the ids configured but not registered yet.
+	pending func() []string
+	// eachModel calls f for every registered model (failed ones
+	// included), withModel for model id if it is registered, under the
+	// lock that guards the models' states: f reads or writes the state's
+	// fields only, takes no lock and never blocks.
+	eachModel func(f func(id string, st *modelState))
+	withModel func(id string, f func(st *modelState))
+}
+
+func newReadiness(d readinessDeps) *readiness {
+	return &readiness{readinessDeps: d, kick: make(chan struct{}, 1)}
+}
+
+// models is every configured model's readiness.
+func (r *readiness) models() map[string]ModelReadiness {
 	pool := map[string]tflite.ModelStatus{}
-	if a.pool != nil {
-		for _, m := range a.pool.Models() {
+	if p := r.pool(); p != nil {
+		for _, m := range p.Models() {
 			pool[m.ID] = m
 		}
 	}
-	a.reg.mu.Lock()
-	defer a.reg.mu.Unlock()
-	out := make(map[string]ModelReadiness, len(a.reg.models))
-	for id, st := range a.reg.models {
-		r := ModelReadiness{State: StateRegistered, Calibration: "measured"}
+	out := map[string]ModelReadiness{}
+	r.eachModel(func(id string, st *modelState) {
+		mr := ModelReadiness{State: StateRegistered, Calibration: "measured"}
 		switch {
 		case st.failed != nil && st.cal.Threads == 0:
-			r.Calibration = "failed"
+			mr.Calibration = "failed"
 		case st.cal.Source == storage.SourceFleet:
-			r.Calibration = string(storage.Fleet)
+			mr.Calibration = string(storage.Fleet)
 		case st.calibrating:
-			r.Calibration = "calibrating"
+			mr.Calibration = "calibrating"
 		case st.queued:
-			r.Calibration = "queued"
+			mr.Calibration = "queued"
 		case st.report.Calibration.Status == storage.Restored:
-			r.Calibration = "restored"
+			mr.Calibration = "restored"
 		}
 		ps := pool[id]
 		fail := st.failed
@@ -63,22 +91,22 @@ func (a *Agent) readiness() map[string]ModelReadiness {
 		}
 		if fail != nil {
 			// Also on a model that serves: a crashed calibration, say.
-			r.Code, r.Message = fail.Code, fail.Message
+			mr.Code, mr.Message = fail.Code, fail.Message
 		}
 		switch {
 		case ps.Warm:
-			r.State = StateWarm
+			mr.State = StateWarm
 		case fail != nil:
-			r.State = StateFailed
+			mr.State = StateFailed
 		case ps.Loading:
-			r.State = StateWarming
+			mr.State = StateWarming
 		case st.calibrating:
-			r.State = StateCalibrating
+			mr.State = StateCalibrating
 		}
-		out[id] = r
-	}
+		out[id] = mr
+	})
 	// Not registered yet, but servable: a request registers it first.
-	for _, id := range a.reg.pending.ids() {
+	for _, id := range r.pending() {
 		if _, ok := out[id]; !ok {
 			out[id] = ModelReadiness{State: StateRegistered, Calibration: "queued"}
 		}
@@ -87,14 +115,14 @@ func (a *Agent) readiness() map[string]ModelReadiness {
 }
 
 // statusFields are the agent's fields of the retained online status.
-func (a *Agent) statusFields() map[string]any {
-	return map[string]any{"models": a.readiness()}
+func (r *readiness) statusFields() map[string]any {
+	return map[string]any{"models": r.models()}
 }
 
 // statusChanged tells the status publisher readiness may have changed.
-func (a *Agent) statusChanged() {
+func (r *readiness) statusChanged() {
 	select {
-	case a.statusKick <- struct{}{}:
+	case r.kick <- struct{}{}:
 	default:
 	}
 }
@@ -102,7 +130,7 @@ func (a *Agent) statusChanged() {
 // statusPublisher keeps the retained status's readiness current: on news
 // (coalesced over a short pause, so a burst of loads is one message) and
 // every few seconds, publishing only what changed.
-func (a *Agent) statusPublisher(ctx context.Context) {
+func (r *readiness) statusPublisher(ctx context.Context) {
 	var last map[string]any
 	tick := time.NewTicker(5 * time.Second)
 	defer tick.Stop()
@@ -110,7 +138,7 @@ func (a *Agent) statusPublisher(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case <-a.statusKick:
+		case <-r.kick:
 			select {
 			case <-ctx.Done():
 				return
@@ -118,30 +146,27 @@ func (a *Agent) statusPublisher(ctx context.Context) {
 			}
 		case <-tick.C:
 		}
-		f := a.statusFields()
-		if a.tel.mq == nil || reflect.DeepEqual(f, last) {
+		f := r.statusFields()
+		mq := r.mq()
+		if mq == nil || reflect.DeepEqual(f, last) {
 			continue
 		}
-		a.tel.mq.SetStatus(f)
+		mq.SetStatus(f)
 		last = f
 	}
 }
 
 // calibrations are the models' calibrations, by id (zero when unknown).
-func (a *Agent) calibrations() map[string]storage.Calibration {
-	a.reg.mu.Lock()
-	defer a.reg.mu.Unlock()
-	out := make(map[string]storage.Calibration, len(a.reg.models))
-	for id, st := range a.reg.models {
-		out[id] = st.cal
-	}
+func (r *readiness) calibrations() map[string]storage.Calibration {
+	out := map[string]storage.Calibration{}
+	r.eachModel(func(id string, st *modelState) { out[id] = st.cal })
 	return out
 }
 
 // noteLoad records the outcome of loading model: a failure of the model
 // itself (not a cancellation, a full budget or a busy pool) makes it
 // failed until a load succeeds.
-func (a *Agent) noteLoad(model string, err error) {
+func (r *readiness) noteLoad(model string, err error) {
 	var report *ErrorReport
 	if err != nil {
 		if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) ||
@@ -150,40 +175,36 @@ func (a *Agent) noteLoad(model string, err error) {
 		}
 		report = errorReport(err)
 	}
-	a.reg.mu.Lock()
-	st, ok := a.reg.models[model]
-	changed := ok && !reflect.DeepEqual(st.loadErr, report)
-	if ok {
+	var changed bool
+	r.withModel(model, func(st *modelState) {
+		changed = !reflect.DeepEqual(st.loadErr, report)
 		st.loadErr = report
 		if report != nil && st.report.Error == nil {
 			st.report.Error = report
 		}
-	}
-	a.reg.mu.Unlock()
+	})
 	if changed {
-		a.statusChanged()
+		r.statusChanged()
 	}
 }
 
 // modelError is the error a request for a model the pool does not serve
 // gets: the model's own failure when it is configured but failed.
-func (a *Agent) modelError(id string, err error) error {
+func (r *readiness) modelError(id string, err error) error {
 	if !errors.Is(err, tflite.ErrUnknownModel) {
 		return err
 	}
-	a.reg.mu.Lock()
-	defer a.reg.mu.Unlock()
-	if st, ok := a.reg.models[id]; ok && st.failed != nil {
-		return &modelFailure{id: id, r: st.failed}
+	var failed *ErrorReport
+	r.withModel(id, func(st *modelState) { failed = st.failed })
+	if failed != nil {
+		return &modelFailure{id: id, r: failed}
 	}
 	return err
 }
 
-func (a *Agent) labelsFor(model string) []string {
-	a.reg.mu.Lock()
-	defer a.reg.mu.Unlock()
-	if st, ok := a.reg.models[model]; ok {
-		return st.labels
-	}
-	return nil
+// labelsFor are model's labels (nil when it has none).
+func (r *readiness) labelsFor(model string) []string {
+	var labels []string
+	r.withModel(model, func(st *modelState) { labels = st.labels })
+	return labels
 }

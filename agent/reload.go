@@ -50,7 +50,7 @@ func (a *Agent) Reload(ctx context.Context, next Config) (ReloadResult, error) {
 	}
 	a.cfg.Store(&next)
 	if next.Pool.Budget != old.Pool.Budget {
-		if err := a.pool.SetBudget(a.poolBudget()); err != nil {
+		if err := a.pool.SetBudget(a.mem.poolBudget()); err != nil {
 			a.log.Warn("new budget smaller than what pinned models hold", "err", err)
 		}
 	}
@@ -155,7 +155,7 @@ func (a *Agent) syncModels() ReloadResult {
 	}
 	if len(res.Added)+len(res.Changed) > 0 {
 		a.calib.unsettle()
-		a.files.kickHugePages()
+		a.mem.files.kickHugePages()
 	}
 	return nilSafe(res)
 }
@@ -163,7 +163,7 @@ func (a *Agent) syncModels() ReloadResult {
 // removeModel forgets a model that is no longer configured.
 func (a *Agent) removeModel(id string) {
 	a.reg.remove(id)
-	a.statusChanged()
+	a.ready.statusChanged()
 }
 
 func nilSafe(r ReloadResult) ReloadResult {

@@ -126,7 +126,7 @@ func (a *Agent) infer(ctx context.Context, q inferCall) (InferReply, infer.Resul
 	if len(img) > 0 {
 		// The image holds its share of the decode budget until the
 		// request is answered (an escalation resizes it again).
-		d, err := a.decodes.Decode(ctx, img, a.config().Infer.MaxImagePixels)
+		d, err := a.mem.decodes.Decode(ctx, img, a.config().Infer.MaxImagePixels)
 		if err != nil {
 			return InferReply{}, infer.Result{}, err
 		}
@@ -145,12 +145,12 @@ func (a *Agent) infer(ctx context.Context, q inferCall) (InferReply, infer.Resul
 	l, err := a.pool.Acquire(ctx, model)
 	if err != nil {
 		_ = fail(observe.StageLoad, err)
-		return InferReply{}, infer.Result{}, a.modelError(model, err)
+		return InferReply{}, infer.Result{}, a.ready.modelError(model, err)
 	}
 	defer l.Release()
 	done.Loaded = !l.Warm
 	if !r.Raw {
-		r.Labels = a.labelsFor(model)
+		r.Labels = a.ready.labelsFor(model)
 	}
 	res, err := infer.Run(l, r)
 	l.Release()                // not held while an escalation waits

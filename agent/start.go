@@ -24,8 +24,7 @@ func (a *Agent) Start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	a.baseline = a.memory().RSSBytes
-	plan := a.applyMemoryPlan()
+	plan := a.mem.applyPlan()
 	a.tel.report.Memory = &plan
 	t := time.Now()
 	a.reg.pending = newPendingModels(models, a.registerPending)
@@ -38,13 +37,13 @@ func (a *Agent) Start(ctx context.Context) error {
 		return err
 	}
 	a.run.spawn(runCtx, a.reg.pending.registerRest)
-	a.files.device, _ = a.files.restoreReadRate(modelPaths(models)...)
+	a.mem.files.device, _ = a.mem.files.restoreReadRate(modelPaths(models)...)
 	t = time.Now()
 	if err := a.startMQTT(ctx, runCtx); err != nil {
 		return err
 	}
 	a.tel.report.Timings.MQTT = time.Since(t)
-	a.run.spawn(runCtx, a.statusPublisher) // after a.tel.mq is set: it reads it
+	a.run.spawn(runCtx, a.ready.statusPublisher) // after a.tel.mq is set: it reads it
 	startPlan, err := a.warmPinned(ctx)
 	if err != nil {
 		return err
@@ -114,16 +113,16 @@ func (a *Agent) newPool() {
 	policy, _ := tflite.NewPolicy(a.config().Pool.Eviction, tflite.PolicyOptions{TTL: ttl}) // validated
 	a.pool = tflite.NewPool(tflite.PoolOptions{
 		Policy:   policy,
-		Budget:   a.poolBudget(),
+		Budget:   a.mem.poolBudget(),
 		PerModel: a.config().Pool.InterpretersPerModel,
 		PageIn:   a.config().pageIn(),
 		Logger:   a.log,
-		OnLoad:   func(tflite.LoadEvent) { a.statusChanged() },
+		OnLoad:   func(tflite.LoadEvent) { a.ready.statusChanged() },
 		Resolve:  a.reg.pending.resolve,
 		OnEvict: func(e tflite.EvictEvent) {
-			a.statusChanged()
+			a.ready.statusChanged()
 			if e.Bytes >= tflite.HugeMin {
-				a.files.kickHugePages() // its file is no longer mapped
+				a.mem.files.kickHugePages() // its file is no longer mapped
 			}
 			a.tel.eventLater("eviction", map[string]any{"model": e.ModelID, "bytes": e.Bytes, "reason": e.Reason})
 		},
@@ -182,7 +181,7 @@ func (a *Agent) registerPending(m *pendingModel) {
 // setModel makes st the state of its model (called with the registry's prep lock held).
 func (a *Agent) setModel(st *modelState) {
 	queued := a.reg.set(st)
-	a.statusChanged()
+	a.ready.statusChanged()
 	if queued {
 		a.calib.kickCalibrator()
 	}
@@ -208,7 +207,7 @@ func (a *Agent) startMQTT(ctx, runCtx context.Context) error {
 		return nil
 	}
 	t := time.Now()
-	if p := a.plan.Load(); p != nil {
+	if p := a.mem.planned(); p != nil {
 		o.QueueSize = p.MQTTQueue // shortened to its share of the limit
 	}
 	o.Brokers = brokers
@@ -223,7 +222,7 @@ func (a *Agent) startMQTT(ctx, runCtx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("mqtt: %w", err)
 	}
-	mq.SetStatus(a.statusFields())
+	mq.SetStatus(a.ready.statusFields())
 	a.tel.mq = mq
 	if a.config().HomeAssistant.Enabled {
 		a.run.spawn(runCtx, a.ha.loop)

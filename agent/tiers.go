@@ -114,7 +114,7 @@ func (a *Agent) escalate(ctx context.Context, f FamilyConfig, r infer.Request) (
 	}
 	defer l.Release()
 	if !r.Raw {
-		r.Labels = a.labelsFor(precise)
+		r.Labels = a.ready.labelsFor(precise)
 	}
 	res, err = infer.Run(l, r)
 	return res, err == nil, l.Warm, err
@@ -170,7 +170,7 @@ func (a *Agent) checkSamples(f FamilyConfig) {
 			var d *infer.Decoded
 			if s.image != nil {
 				var err error
-				if d, err = a.decodes.Decode(ctx, s.image, a.config().Infer.MaxImagePixels); err != nil {
+				if d, err = a.mem.decodes.Decode(ctx, s.image, a.config().Infer.MaxImagePixels); err != nil {
 					continue
 				}
 				req = infer.Request{Image: d.Image, Top: 1}

@@ -28,7 +28,7 @@ func newUpdates(a *Agent, cfg Config) *update.Manager {
 		},
 		Facts:           func() tflite.DigestCache { return a.reg.facts },
 		Inspect:         func(path string) (tflite.ModelInfo, error) { return a.reg.facts.inspect(path) },
-		Decodes:         func() *infer.DecodeBudget { return a.decodes },
+		Decodes:         func() *infer.DecodeBudget { return a.mem.decodes },
 		Now:             a.opts.Now,
 		RunCtx:          func() context.Context { return a.run.ctx },
 		Spawn:           a.run.spawn,
@@ -73,7 +73,7 @@ func (h updateHost) Commit(from, to update.Model, swap func() error) error {
 	}
 	a.setModel(st)
 	a.calib.unsettle()
-	a.files.kickHugePages()
+	a.mem.files.kickHugePages()
 	return nil
 }
 
