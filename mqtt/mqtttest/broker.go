@@ -164,6 +164,11 @@ func (b *Broker) Kill() { b.signal(syscall.SIGKILL) }
 // Stop stops the broker with SIGTERM; safe to call when stopped.
 func (b *Broker) Stop() { b.signal(syscall.SIGTERM) }
 
+// stopWait is how long a SIGTERM gets before SIGKILL: a mosquitto was
+// once seen asleep with SIGTERM blocked, and the test hung in Stop for 23
+// minutes.
+const stopWait = 5 * time.Second
+
 func (b *Broker) signal(sig syscall.Signal) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -171,7 +176,18 @@ func (b *Broker) signal(sig syscall.Signal) {
 		return
 	}
 	_ = b.cmd.Process.Signal(sig)
-	_ = b.cmd.Wait()
+	exited := make(chan struct{})
+	go func() {
+		_ = b.cmd.Wait()
+		close(exited)
+	}()
+	select {
+	case <-exited:
+	case <-time.After(stopWait):
+		b.t.Logf("mqtttest: mosquitto ignored %v for %v; killing it", sig, stopWait)
+		_ = b.cmd.Process.Kill()
+		<-exited
+	}
 	b.log.Close()
 	b.cmd, b.log = nil, nil
 }
