@@ -287,7 +287,9 @@ func (e *procEnv) naive(ctx context.Context, models []procModel) ([]procAnswer, 
 func (e *procEnv) agent(ctx context.Context, state, sysfs string, models []procModel, device string) ([]procAnswer, float64, error) {
 	conf := filepath.Join(e.work, device+".toml")
 	var b strings.Builder
-	fmt.Fprintf(&b, "state_dir = %q\nlog_level = \"warn\"\n[power]\nsysfs_root = %q\nbusy_load_per_core = 100.0\n[prewarm]\nkeep_alive = \"0s\"\n[updates]\nwatch = false\n[mqtt]\nbrokers = [%q]\ndevice = %q\nlocal_listen = \"\"\n",
+	// max_payload: deeplab's raw input tensor (513×513×3) is 1.05 MB in
+	// base64, over the 1 MiB default; a client would send the image.
+	fmt.Fprintf(&b, "state_dir = %q\nlog_level = \"warn\"\n[power]\nsysfs_root = %q\nbusy_load_per_core = 100.0\n[prewarm]\nkeep_alive = \"0s\"\n[updates]\nwatch = false\n[mqtt]\nbrokers = [%q]\ndevice = %q\nlocal_listen = \"\"\nmax_payload = \"4MiB\"\n",
 		state, sysfs, e.broker, device)
 	for _, m := range models {
 		fmt.Fprintf(&b, "[[models]]\nid = %q\npath = %q\n", m.id, m.path)
