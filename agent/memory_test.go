@@ -26,7 +26,7 @@ func TestAutoBudgetFromTheCgroupLimit(t *testing.T) {
 	defer a.Close()
 	const headroom = 160 << 20
 	want := agent.MemoryPlan{LimitBytes: 200 << 20, LimitSource: "cgroup", BaselineBytes: 40 << 20, PoolAuto: true,
-		DecodeBudgetBytes: headroom / 4, MQTTQueue: headroom/10>>20 - 2, MQTTQueueBytes: headroom / 10,
+		DecodeBudgetBytes: headroom / 4, MQTTQueue: headroom/10>>20 - cfg.MQTT.CommandWorkers, MQTTQueueBytes: headroom / 10,
 		SlackBytes: headroom / 10, PoolBudgetBytes: headroom - headroom/4 - 2*(headroom/10), Fits: true}
 	m := a.Status().Metrics.Memory
 	if m.Plan == nil || *m.Plan != want {

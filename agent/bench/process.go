@@ -14,6 +14,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"runtime"
 	"strconv"
@@ -311,6 +312,28 @@ func (e *procEnv) agent(ctx context.Context, state, sysfs string, models []procM
 	}); !t.WaitTimeout(5*time.Second) || t.Error() != nil {
 		return nil, 0, fmt.Errorf("watch subscribe: %v", t.Error())
 	}
+	// The client is connected and subscribed to the replies before the
+	// agent starts, as a device's client is after boot: what is measured
+	// is the agent, not a command-line caller's connect (mqtt.Call dials
+	// for every call).
+	replies := make(map[string]chan mqtt.CallReply, len(models))
+	for _, m := range models {
+		replies["r-"+m.id] = make(chan mqtt.CallReply, 1)
+	}
+	if t := watch.Subscribe("edge/"+device+"/reply/#", 1, func(_ paho.Client, msg paho.Message) {
+		var r mqtt.CallReply
+		if json.Unmarshal(msg.Payload(), &r) != nil {
+			return
+		}
+		if ch, ok := replies[path.Base(msg.Topic())]; ok {
+			select {
+			case ch <- r:
+			default:
+			}
+		}
+	}); !t.WaitTimeout(5*time.Second) || t.Error() != nil {
+		return nil, 0, fmt.Errorf("reply subscribe: %v", t.Error())
+	}
 	cctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(cctx, e.agentBin, "run", "--config", conf)
@@ -343,11 +366,11 @@ func (e *procEnv) agent(ctx context.Context, state, sysfs string, models []procM
 	for i, m := range models {
 		wg.Go(func() {
 			payload, _ := json.Marshal(map[string]any{"model": m.id, "input": base64.StdEncoding.EncodeToString(m.input), "raw": true})
-			r, err := mqtt.Call(cctx, mqtt.Options{Brokers: []string{e.broker}, Device: device}, "infer", m.id, payload, false)
+			r, err := callOn(cctx, watch, "edge/"+device+"/cmd/infer/r-"+m.id, payload, replies["r-"+m.id])
 			at := time.Since(t0)
 			switch {
 			case err != nil:
-				errs[i] = err
+				errs[i] = fmt.Errorf("%s: %w", m.id, err)
 			case !r.OK:
 				errs[i] = fmt.Errorf("%s: %s", m.id, r.Result)
 				if r.Error != nil {
@@ -370,6 +393,20 @@ func (e *procEnv) agent(ctx context.Context, state, sysfs string, models []procM
 		return nil, 0, fmt.Errorf("%w (agent log: %s)", err, stderr.String())
 	}
 	return res, on, nil
+}
+
+// callOn publishes one command on a connected client and waits for its
+// reply (the same topics as mqtt.Call, without its connect).
+func callOn(ctx context.Context, c paho.Client, topic string, payload []byte, reply <-chan mqtt.CallReply) (mqtt.CallReply, error) {
+	if t := c.Publish(topic, 1, false, payload); !t.WaitTimeout(10*time.Second) || t.Error() != nil {
+		return mqtt.CallReply{}, fmt.Errorf("publish %s: %v", topic, t.Error())
+	}
+	select {
+	case r := <-reply:
+		return r, nil
+	case <-ctx.Done():
+		return mqtt.CallReply{}, fmt.Errorf("no reply on %s: %w", topic, ctx.Err())
+	}
 }
 
 func digestOf(b []byte) string {
