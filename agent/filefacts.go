@@ -35,6 +35,9 @@ type fileFacts struct {
 type contentFacts struct {
 	Variables    bool `json:"variables"`
 	NeedsEdgeTPU bool `json:"needs_edgetpu"`
+	// Work is an invoke's estimated multiply-accumulates (tflite.FileFacts);
+	// a record without it (an older agent's) is read again once.
+	Work int64 `json:"work,omitempty"`
 }
 
 func newFileFacts(s *storage.Store, beforeRead func(path string)) *fileFacts {
@@ -108,8 +111,8 @@ func (f *fileFacts) of(path string) (facts tflite.FileFacts, cached bool, err er
 		if f.beforeRead != nil {
 			f.beforeRead(path)
 		}
-		var err error
-		c.Variables, c.NeedsEdgeTPU, err = tflite.ContentFacts(path)
+		facts, err := tflite.ContentFacts(path)
+		c = contentFacts{Variables: facts.Variables, NeedsEdgeTPU: facts.NeedsEdgeTPU, Work: facts.Work}
 		return err
 	}
 	id, err := tflite.StatID(path)
@@ -139,7 +142,7 @@ func (f *fileFacts) of(path string) (facts tflite.FileFacts, cached bool, err er
 		}
 		f.storeContent(digest, c)
 	}
-	return tflite.FileFacts{ID: id, Digest: digest, Variables: c.Variables, NeedsEdgeTPU: c.NeedsEdgeTPU}, cached, nil
+	return tflite.FileFacts{ID: id, Digest: digest, Variables: c.Variables, NeedsEdgeTPU: c.NeedsEdgeTPU, Work: c.Work}, cached, nil
 }
 
 // known is of without reading the file: nil when something is not known.
@@ -158,7 +161,7 @@ func (f *fileFacts) known(path string) *tflite.FileFacts {
 	if !ok {
 		return nil
 	}
-	return &tflite.FileFacts{ID: id, Digest: d, Variables: c.Variables, NeedsEdgeTPU: c.NeedsEdgeTPU}
+	return &tflite.FileFacts{ID: id, Digest: d, Variables: c.Variables, NeedsEdgeTPU: c.NeedsEdgeTPU, Work: c.Work}
 }
 
 // inspect is tflite.Inspect once per content: a file whose identity has
@@ -195,7 +198,7 @@ func (f *fileFacts) contentOf(digest string) (contentFacts, bool) {
 		return c, true
 	}
 	raw, ok := f.store.LookupDigest(contentKey(digest))
-	if !ok || json.Unmarshal([]byte(raw), &c) != nil {
+	if !ok || json.Unmarshal([]byte(raw), &c) != nil || c.Work == 0 {
 		return contentFacts{}, false
 	}
 	f.mu.Lock()

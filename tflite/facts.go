@@ -11,32 +11,36 @@ type FileFacts struct {
 	Variables bool
 	// NeedsEdgeTPU: the model was compiled for the Edge TPU.
 	NeedsEdgeTPU bool
+	// Work is an invoke's multiply-accumulates, estimated from the graph
+	// (0: not known).
+	Work int64
 }
 
 // ContentFacts reads the facts of the model at path that come from its
 // bytes (not its digest or identity): it maps and verifies the model and
-// scans it for variable tensors.
-func ContentFacts(path string) (variables, needsEdgeTPU bool, err error) {
+// scans it for variable tensors and its work. ID and Digest are left zero.
+func ContentFacts(path string) (FileFacts, error) {
 	m, err := LoadModel(path)
 	if err != nil {
-		return false, false, err
+		return FileFacts{}, err
 	}
-	needsEdgeTPU = m.NeedsEdgeTPU()
+	facts := FileFacts{NeedsEdgeTPU: m.NeedsEdgeTPU()}
 	if err := m.Close(); err != nil {
-		return false, false, err
+		return FileFacts{}, err
 	}
-	return fileHasVariables(path, m.Size), needsEdgeTPU, nil
+	facts.Variables, facts.Work = scanFile(path, m.Size)
+	return facts, nil
 }
 
 // factsFor returns what s.Facts says of s.Path when they are for the file
 // there now (same identity).
-func factsFor(s ModelSpec) (size int64, vars, ok bool) {
+func factsFor(s ModelSpec) (fileInfo, bool) {
 	if s.Facts == nil {
-		return 0, false, false
+		return fileInfo{}, false
 	}
 	id, err := StatID(s.Path)
 	if err != nil || id != s.Facts.ID {
-		return 0, false, false
+		return fileInfo{}, false
 	}
-	return id.Size, s.Facts.Variables, true
+	return fileInfo{size: id.Size, vars: s.Facts.Variables, work: s.Facts.Work}, true
 }

@@ -14,7 +14,7 @@ type inspectCounter struct {
 	inspects atomic.Int32
 }
 
-func (c *inspectCounter) inspect(path string) (int64, bool, error) {
+func (c *inspectCounter) inspect(path string) (fileInfo, error) {
 	c.inspects.Add(1)
 	return c.fakeLoader.inspect(path)
 }

@@ -11,8 +11,9 @@ import (
 // so budget, leases, waits and eviction order are tested without the
 // runtime and at any size.
 type loader interface {
-	// inspect reads the file's size and whether it has variable tensors.
-	inspect(path string) (size int64, vars bool, err error)
+	// inspect reads the file's size, whether it has variable tensors and
+	// the work of an invoke (multiply-accumulates, estimated).
+	inspect(path string) (fileInfo, error)
 	// nonResident is how many bytes of the file are not in the page cache
 	// (a load reads them from storage).
 	nonResident(path string) int64
@@ -46,13 +47,21 @@ func (m *Model) mappedBytes() int64 { return m.Size }
 // runtimeLoader loads through the TFLite runtime.
 type runtimeLoader struct{}
 
-func (runtimeLoader) inspect(path string) (int64, bool, error) {
+// fileInfo is what registering a model reads from its file.
+type fileInfo struct {
+	size int64
+	vars bool
+	work int64
+}
+
+func (runtimeLoader) inspect(path string) (fileInfo, error) {
 	fi, err := os.Stat(path)
 	if err != nil {
 		_, perr := precheck(path)
-		return 0, false, perr
+		return fileInfo{}, perr
 	}
-	return fi.Size(), fileHasVariables(path, fi.Size()), nil
+	vars, work := scanFile(path, fi.Size())
+	return fileInfo{size: fi.Size(), vars: vars, work: work}, nil
 }
 
 func (runtimeLoader) nonResident(path string) int64 {
@@ -92,14 +101,17 @@ func (runtimeLoader) warm(m mapping, o Options, w WarmOptions) (instance, Stages
 func (runtimeLoader) heapInUse() int64 { return heapInUse() }
 func (runtimeLoader) releaseHeap()     { ReleaseHeap() }
 
-// fileHasVariables reports whether the model file at path has variable
-// tensors; an unreadable file has none (its load fails on its own).
-func fileHasVariables(path string, size int64) bool {
+// scanFile reads from the model file at path whether it has variable
+// tensors and the work of an invoke; an unreadable file has neither (its
+// load fails on its own).
+func scanFile(path string, size int64) (vars bool, work int64) {
 	f, err := os.Open(path)
 	if err != nil {
-		return false
+		return false, 0
 	}
 	defer f.Close()
-	v, _ := fbReader{r: f, size: size}.hasVariableTensors()
-	return v
+	r := fbReader{r: f, size: size}
+	vars, _ = r.hasVariableTensors()
+	work, _ = r.work()
+	return vars, work
 }

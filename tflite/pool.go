@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"math"
+	"runtime"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -40,6 +41,10 @@ type PoolOptions struct {
 	// energy policy's allowance; SetRewarmsPerHour changes it): at most a
 	// tenth of an hour's worth at once. 0 means no bound; < 0 none at all.
 	RewarmsPerHour float64
+	// InvokeCores is how many interpreter threads invoke at once before
+	// the next invoke waits its turn (invokeGate); 0 means one per CPU,
+	// < 0 lets every invoke run at once.
+	InvokeCores int
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 	// Logger; nil discards.
@@ -177,6 +182,8 @@ type Pool struct {
 	freedC      bool     // frees free C memory: give the heap back after
 	reaper      *reaper
 	readings    heapReadings  // invokes reading the C heap now
+	gate        *invokeGate   // orders contending invokes; nil lets all run
+	workRate    workRate      // invoke time per unit of graph work, learned
 	freed       chan struct{} // closed and replaced whenever bytes or leases are given back
 	roomWaiters int           // goroutines waiting on freed
 }
@@ -186,6 +193,10 @@ type entry struct {
 	perModel int
 	opts     Options
 	fileSize int64 // at registration, for admission before mapping
+	// work is an invoke's multiply-accumulates, estimated from the graph
+	// at registration (0: not known); invokeCost orders by it until
+	// invokes are timed.
+	work int64
 	// vars: the model has variable tensors (read from the file once, at
 	// registration). Unless it is Stateful, Lease.Invoke resets them.
 	// Immutable: read without mu.
@@ -282,8 +293,19 @@ func newPool(o PoolOptions, l loader) *Pool {
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	return &Pool{opts: o, log: log, loader: l, entries: make(map[string]*entry), freed: make(chan struct{}), reaper: newReaper(l.releaseHeap)}
+	p := &Pool{opts: o, log: log, loader: l, entries: make(map[string]*entry), freed: make(chan struct{}), reaper: newReaper(l.releaseHeap)}
+	switch {
+	case o.InvokeCores == 0:
+		p.gate = newInvokeGate(runtime.NumCPU(), gateMaxWait)
+	case o.InvokeCores > 0:
+		p.gate = newInvokeGate(o.InvokeCores, gateMaxWait)
+	}
+	return p
 }
+
+// gateMaxWait bounds an invoke's wait at the gate: past it the invoke runs
+// beside whatever holds the cores (a hung invoke must not stop the rest).
+const gateMaxWait = 2 * time.Second
 
 // Register adds a model; it stays cold until acquired or prewarmed.
 func (p *Pool) Register(s ModelSpec) error {
@@ -309,14 +331,14 @@ func (p *Pool) newEntry(s ModelSpec) (*entry, error) {
 	if s.ID == "" {
 		return nil, fmt.Errorf("register model: empty id")
 	}
-	size, vars, ok := factsFor(s)
+	info, ok := factsFor(s)
 	if !ok {
 		var err error
-		if size, vars, err = p.loader.inspect(s.Path); err != nil {
+		if info, err = p.loader.inspect(s.Path); err != nil {
 			return nil, fmt.Errorf("register model %q: %w", s.ID, err)
 		}
 	}
-	e := &entry{spec: s, perModel: p.opts.PerModel, opts: p.opts.Interpreter, fileSize: size, vars: vars, resetVars: vars && !s.Stateful,
+	e := &entry{spec: s, perModel: p.opts.PerModel, opts: p.opts.Interpreter, fileSize: info.size, work: info.work, vars: info.vars, resetVars: info.vars && !s.Stateful,
 		knownHeap: s.KnownHeap, heaps: map[instance]int64{}, gens: map[instance]int{}, unmeasured: map[instance]unmeasured{}, fresh: map[instance]Stages{}, changed: make(chan struct{})}
 	if s.PerModel > 0 {
 		e.perModel = s.PerModel
@@ -866,6 +888,7 @@ func (l *Lease) Invoke() error {
 	delete(e.unmeasured, l.it)
 	load, first := e.fresh[l.it]
 	delete(e.fresh, l.it)
+	cost, threads := p.invokeCostLocked(e), e.opts.Threads
 	p.mu.Unlock()
 	if l.e.resetVars {
 		// Every request sees the interpreter as a fresh one would.
@@ -884,9 +907,11 @@ func (l *Lease) Invoke() error {
 		reading = p.readings.begin()
 		before = p.loader.heapInUse()
 	}
+	turn := p.gate.enter(cost, threads)
 	t := time.Now()
 	err := l.it.Invoke()
 	took := invokeTime(l.it, time.Since(t))
+	p.gate.leave(turn)
 	var after int64
 	if measure {
 		after = p.loader.heapInUse()
@@ -907,6 +932,7 @@ func (l *Lease) Invoke() error {
 		e.estimateCold(load.Saved())
 	default:
 		e.costs.steady.add(took)
+		p.workRate.observe(e.work, took)
 	}
 	if !measure {
 		p.mu.Unlock()

@@ -119,12 +119,12 @@ func (l *fakeLoader) model(path string) (*fakeModel, error) {
 	return m, nil
 }
 
-func (l *fakeLoader) inspect(path string) (int64, bool, error) {
+func (l *fakeLoader) inspect(path string) (fileInfo, error) {
 	m, err := l.model(path)
 	if err != nil {
-		return 0, false, err
+		return fileInfo{}, err
 	}
-	return m.size, false, nil
+	return fileInfo{size: m.size}, nil
 }
 
 func (l *fakeLoader) nonResident(string) int64 { return 0 }

@@ -53,9 +53,9 @@ func (l *simLoader) model(path string) (SimModel, error) {
 	return m, nil
 }
 
-func (l *simLoader) inspect(path string) (int64, bool, error) {
+func (l *simLoader) inspect(path string) (fileInfo, error) {
 	m, err := l.model(path)
-	return m.Size, false, err
+	return fileInfo{size: m.Size}, err
 }
 
 func (l *simLoader) nonResident(path string) int64 {
