@@ -205,7 +205,7 @@ func (a *Agent) setBudget(raw json.RawMessage) (any, error) {
 func (a *Agent) rescan() (any, error) {
 	res := a.syncModels()
 	if len(res.Added)+len(res.Changed) > 0 {
-		a.PostWake("reload")
+		a.wakeWhenQuiet("reload")
 	}
 	return res, nil
 }

@@ -60,7 +60,7 @@ func (a *Agent) Reload(ctx context.Context, next Config) (ReloadResult, error) {
 	res := a.syncModels()
 	res.NeedsRestart = nonNil(restart)
 	if len(res.Added)+len(res.Changed) > 0 {
-		a.PostWake("reload")
+		a.wakeWhenQuiet("reload")
 	}
 	return res, nil
 }

@@ -266,6 +266,12 @@ func (a *Agent) finishStart(ctx context.Context) {
 	if a.reg.pending.wait(ctx) != nil { // the plan covers every model
 		return
 	}
+	// The plan guesses what will be asked; requests arriving now say it.
+	// Its loads and warm-up invokes wait until they are answered, rather
+	// than share the cores with them (bounded: quietWaitMax).
+	if a.waitQuiet(ctx, time.Now()) != nil {
+		return
+	}
 	res, err := a.Wake(ctx, "start")
 	if err != nil {
 		return

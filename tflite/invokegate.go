@@ -18,10 +18,18 @@ import (
 // argument, and, with the spinning gone, the last one sooner too (six
 // models one after another took 371 ms against 439 all at once).
 //
+// A request's load announces its invoke (expect): an invoke many times as
+// costly does not start while a much cheaper one is loading on its way,
+// as the gate cannot stop an invoke once it runs. After a boot the large
+// model's load is often done first; without this it took the cores for
+// its 250 ms first invoke just before mobilenet_v2's 40 ms one arrived.
+//
 // Three rules keep it from costing what it saves:
-//   - a short invoke does not wait behind a long one: one expected to take
-//     at most a quarter of what every running invoke has left joins them at
-//     once (it slows them by about its own length);
+//   - a very short invoke does not wait behind a long one: one expected to
+//     take at most 1/16 of what every running invoke has left joins them
+//     at once. Only so short: two invokes that each spin two threads on two
+//     cores run far slower than one after the other (mobilenet_v2 beside
+//     deeplabv3 took 238 ms, alone 40);
 //   - cheapest-first ages as the load slot does (each waiter served before
 //     one halves its cost), so a stream of small invokes does not starve a
 //     large one;
@@ -32,11 +40,15 @@ type invokeGate struct {
 	maxWait time.Duration
 
 	// mu guards used, running and waiters.
-	mu      sync.Mutex
-	used    int // threads of the running invokes
-	running []*gateTurn
-	waiters []*gateTurn
+	mu       sync.Mutex
+	used     int // threads of the running invokes
+	running  []*gateTurn
+	waiters  []*gateTurn
+	expected []*gateNotice
 }
+
+// gateNotice is an invoke on its way: its model is loading for a request.
+type gateNotice struct{ cost time.Duration }
 
 // gateTurn is one invoke's passage through the gate.
 type gateTurn struct {
@@ -48,28 +60,63 @@ type gateTurn struct {
 }
 
 // shortShare is how small against the running invokes' remaining time an
-// invoke must be to join them at once.
-const shortShare = 4
+// invoke must be to join them at once, and against a waiting invoke an
+// expected one must be to hold it back.
+const shortShare = 16
 
 func newInvokeGate(cores int, maxWait time.Duration) *invokeGate {
 	return &invokeGate{cores: cores, maxWait: maxWait}
 }
 
-// enter waits until an invoke of cost with threads may run; pass the turn
-// to leave when the invoke returns. A nil gate admits everything.
-func (g *invokeGate) enter(cost time.Duration, threads int) *gateTurn {
+// expect announces an invoke of cost on its way (a request's load); enter
+// or forget takes the notice back. A nil gate ignores it.
+func (g *invokeGate) expect(cost time.Duration) *gateNotice {
+	if g == nil {
+		return nil
+	}
+	n := &gateNotice{cost: cost}
+	g.mu.Lock()
+	g.expected = append(g.expected, n)
+	g.mu.Unlock()
+	return n
+}
+
+// forget takes back notice n (the load failed, or the lease was released
+// without an invoke); an invoke it held back may run now.
+func (g *invokeGate) forget(n *gateNotice) {
+	if g == nil || n == nil {
+		return
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.forgetLocked(n)
+	g.dispatchLocked()
+}
+
+func (g *invokeGate) forgetLocked(n *gateNotice) {
+	if i := slices.Index(g.expected, n); i >= 0 {
+		g.expected = slices.Delete(g.expected, i, i+1)
+	}
+}
+
+// enter waits until an invoke of cost with threads may run (taking back
+// its notice, if it announced itself); pass the turn to leave when the
+// invoke returns. A nil gate admits everything.
+func (g *invokeGate) enter(cost time.Duration, threads int, n *gateNotice) *gateTurn {
 	if g == nil {
 		return nil
 	}
 	t := &gateTurn{cost: cost, threads: min(max(threads, 1), g.cores)}
 	g.mu.Lock()
-	if (len(g.waiters) == 0 && g.fitsLocked(t)) || g.shortLocked(t) {
+	g.forgetLocked(n)
+	if (len(g.waiters) == 0 && g.fitsLocked(t) && !g.heldBackLocked(t)) || g.shortLocked(t) {
 		g.startLocked(t)
 		g.mu.Unlock()
 		return t
 	}
 	t.ready = make(chan struct{})
 	g.waiters = append(g.waiters, t)
+	g.dispatchLocked() // t may be the one to go (others wait held back)
 	g.mu.Unlock()
 	timer := time.NewTimer(g.maxWait)
 	defer timer.Stop()
@@ -99,6 +146,11 @@ func (g *invokeGate) leave(t *gateTurn) {
 		g.running = slices.Delete(g.running, i, i+1)
 		g.used -= t.threads
 	}
+	g.dispatchLocked()
+}
+
+// dispatchLocked lets the waiters that may run now go.
+func (g *invokeGate) dispatchLocked() {
 	for len(g.waiters) > 0 {
 		best := 0
 		for i, w := range g.waiters {
@@ -106,7 +158,7 @@ func (g *invokeGate) leave(t *gateTurn) {
 				best = i
 			}
 		}
-		if !g.fitsLocked(g.waiters[best]) {
+		if !g.fitsLocked(g.waiters[best]) || g.heldBackLocked(g.waiters[best]) {
 			// No room for the next in order; one short enough to join
 			// what runs may still go (each waiter is asked afresh: what
 			// runs now may be nearer its end than when it arrived).
@@ -123,6 +175,17 @@ func (g *invokeGate) leave(t *gateTurn) {
 		g.startLocked(w)
 		close(w.ready)
 	}
+}
+
+// heldBackLocked reports whether a much cheaper invoke is on its way: t
+// waits for it (bounded by maxWait, as any wait).
+func (g *invokeGate) heldBackLocked(t *gateTurn) bool {
+	for _, n := range g.expected {
+		if n.cost > 0 && n.cost*shortShare <= t.cost {
+			return true
+		}
+	}
+	return false
 }
 
 func (g *invokeGate) fitsLocked(t *gateTurn) bool {

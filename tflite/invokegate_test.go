@@ -10,7 +10,7 @@ import (
 // yields the turn once the invoke may run.
 func enterAsync(g *invokeGate, cost time.Duration, threads int) <-chan *gateTurn {
 	ch := make(chan *gateTurn, 1)
-	go func() { ch <- g.enter(cost, threads) }()
+	go func() { ch <- g.enter(cost, threads, nil) }()
 	return ch
 }
 
@@ -44,7 +44,7 @@ func started(ch <-chan *gateTurn) (*gateTurn, bool) {
 // Invokes that wait run cheapest first, whatever order they came in.
 func TestGateRunsWaitingInvokesCheapestFirst(t *testing.T) {
 	g := newInvokeGate(2, time.Minute)
-	big := g.enter(200*time.Millisecond, 2) // holds both cores; none below is short against it
+	big := g.enter(200*time.Millisecond, 2, nil) // holds both cores; none below is short against it
 	costs := []time.Duration{300 * time.Millisecond, 100 * time.Millisecond, 200 * time.Millisecond}
 	var chans []<-chan *gateTurn
 	for i, c := range costs {
@@ -69,8 +69,8 @@ func TestGateRunsWaitingInvokesCheapestFirst(t *testing.T) {
 // Two one-thread invokes share two cores; a third waits.
 func TestGateAdmitsWhileThreadsFitTheCores(t *testing.T) {
 	g := newInvokeGate(2, time.Minute)
-	a := g.enter(time.Second, 1)
-	b := g.enter(time.Second, 1)
+	a := g.enter(time.Second, 1, nil)
+	b := g.enter(time.Second, 1, nil)
 	c := enterAsync(g, time.Second, 1)
 	waitQueued(t, g, 1)
 	if _, ok := started(c); ok {
@@ -85,8 +85,8 @@ func TestGateAdmitsWhileThreadsFitTheCores(t *testing.T) {
 // one about as long waits.
 func TestGateLetsAShortInvokeJoinALongOne(t *testing.T) {
 	g := newInvokeGate(2, time.Minute)
-	long := g.enter(time.Hour, 2)
-	short := g.enter(time.Millisecond, 2) // returns: it did not queue
+	long := g.enter(time.Hour, 2, nil)
+	short := g.enter(time.Millisecond, 2, nil) // returns: it did not queue
 	g.leave(short)
 	peer := enterAsync(g, 30*time.Minute, 2)
 	waitQueued(t, g, 1)
@@ -101,8 +101,8 @@ func TestGateLetsAShortInvokeJoinALongOne(t *testing.T) {
 // against what still runs goes, though the cores are not free.
 func TestGateAdmitsAWaiterThatBecameShort(t *testing.T) {
 	g := newInvokeGate(2, time.Minute)
-	long := g.enter(time.Hour, 2)
-	mid := g.enter(time.Minute, 2) // joins the hour-long one
+	long := g.enter(time.Hour, 2, nil)
+	mid := g.enter(time.Minute, 2, nil) // joins the hour-long one
 	small := enterAsync(g, time.Minute, 2)
 	waitQueued(t, g, 1) // as long as mid: waits
 	g.leave(mid)
@@ -114,7 +114,7 @@ func TestGateAdmitsAWaiterThatBecameShort(t *testing.T) {
 // one served before it halves its place in the order.
 func TestGateDoesNotStarveALargeInvoke(t *testing.T) {
 	g := newInvokeGate(1, time.Minute)
-	holder := g.enter(time.Nanosecond, 1)
+	holder := g.enter(time.Nanosecond, 1, nil)
 	large := enterAsync(g, time.Duration(1)<<20, 1)
 	waitQueued(t, g, 1)
 	for served := 0; ; served++ {
@@ -140,13 +140,13 @@ func TestGateDoesNotStarveALargeInvoke(t *testing.T) {
 // ever.
 func TestGateWaitIsBounded(t *testing.T) {
 	g := newInvokeGate(1, 50*time.Millisecond)
-	_ = g.enter(time.Second, 1) // hangs: never leaves
+	_ = g.enter(time.Second, 1, nil) // hangs: never leaves
 	var wg sync.WaitGroup
 	for range 3 {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			g.leave(g.enter(time.Second, 1))
+			g.leave(g.enter(time.Second, 1, nil))
 		}()
 	}
 	done := make(chan struct{})
@@ -161,5 +161,50 @@ func TestGateWaitIsBounded(t *testing.T) {
 // Without a gate (PoolOptions.InvokeCores < 0) every invoke runs at once.
 func TestNilGateAdmitsEverything(t *testing.T) {
 	var g *invokeGate
-	g.leave(g.enter(time.Hour, 64))
+	g.leave(g.enter(time.Hour, 64, nil))
+}
+
+// An invoke on its way that is much cheaper (a request's model loading)
+// holds back a costly one with the cores free: the cheap one goes first
+// when it arrives, the costly one after it.
+func TestGateHoldsALongInvokeForACheapOneOnItsWay(t *testing.T) {
+	g := newInvokeGate(2, time.Minute)
+	notice := g.expect(10 * time.Millisecond)
+	big := enterAsync(g, time.Second, 2)
+	waitQueued(t, g, 1)
+	cheap := g.enter(10*time.Millisecond, 2, notice) // goes at once, ahead of the waiting one
+	if _, ok := started(big); ok {
+		t.Fatal("the costly invoke ran beside the cheap one")
+	}
+	g.leave(cheap)
+	g.leave(<-big)
+}
+
+// A notice taken back (the load failed) lets what it held back run; one
+// of unknown cost holds nothing back.
+func TestGateForgetsANotice(t *testing.T) {
+	g := newInvokeGate(2, time.Minute)
+	_ = g.expect(0) // unknown: holds nothing back
+	g.leave(g.enter(time.Second, 2, nil))
+	notice := g.expect(time.Millisecond)
+	big := enterAsync(g, time.Second, 2)
+	waitQueued(t, g, 1)
+	g.forget(notice)
+	g.leave(<-big)
+}
+
+// The rate that turns a graph's work into time is learned from models
+// large enough to say (tiny ones are call overhead), as a median.
+func TestWorkRateLearnsFromLargeGraphs(t *testing.T) {
+	var r workRate
+	if got := r.estimate(1_000_000_000); got != time.Duration(defaultNsPerWork*1e9) {
+		t.Fatalf("before any invoke: %v", got)
+	}
+	r.observe(40, time.Millisecond) // xor: overhead, not arithmetic
+	r.observe(300_000_000, 30*time.Millisecond)
+	r.observe(300_000_000, 24*time.Millisecond)
+	r.observe(300_000_000, 900*time.Millisecond) // one outlier moves nothing
+	if got := r.estimate(1_000_000_000); got != 100*time.Millisecond {
+		t.Fatalf("1 G after 0.08, 0.1 and 3 ns each: %v, want the median 100ms", got)
+	}
 }

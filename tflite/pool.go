@@ -183,6 +183,7 @@ type Pool struct {
 	reaper      *reaper
 	readings    heapReadings  // invokes reading the C heap now
 	gate        *invokeGate   // orders contending invokes; nil lets all run
+	resolving   int           // acquires waiting for Resolve
 	workRate    workRate      // invoke time per unit of graph work, learned
 	freed       chan struct{} // closed and replaced whenever bytes or leases are given back
 	roomWaiters int           // goroutines waiting on freed
@@ -270,6 +271,9 @@ type Lease struct {
 	e    *entry
 	it   instance
 	done atomic.Bool
+	// notice announced this lease's first invoke to the gate while its
+	// model loaded; Invoke (or Release) takes it back.
+	notice *gateNotice
 }
 
 // NewPool returns an empty pool.
@@ -479,9 +483,11 @@ func (p *Pool) acquire(ctx context.Context, id string, demand, mayLoad, guess bo
 	p.mu.Lock()
 	e, ok := p.entries[id]
 	if !ok && p.opts.Resolve != nil {
+		p.resolving++
 		p.mu.Unlock()
 		resolved := p.opts.Resolve(ctx, id)
 		p.mu.Lock()
+		p.resolving--
 		if resolved {
 			e, ok = p.entries[id]
 		}
@@ -524,12 +530,17 @@ func (p *Pool) acquire(ctx context.Context, id string, demand, mayLoad, guess bo
 		if mayLoad && !e.held && e.growing == 0 && len(e.idle)+e.leased < e.perModel {
 			e.growing++
 			e.guessing = guess
+			var notice *gateNotice
+			if demand {
+				notice = p.gate.expect(p.invokeCostLocked(e)) // the request's invoke follows the load
+			}
 			p.mu.Unlock()
 			it, err := p.grow(ctx, e, demand)
 			if err != nil {
+				p.gate.forget(notice)
 				return nil, err
 			}
-			return &Lease{p: p, e: e, it: it}, nil
+			return &Lease{p: p, e: e, it: it, notice: notice}, nil
 		}
 		ch := e.changed
 		e.waiters++
@@ -591,6 +602,13 @@ func (p *Pool) grow(ctx context.Context, e *entry, demand bool) (instance, error
 			p.mu.Lock()
 			defer p.mu.Unlock()
 			return e.waiters > 0
+		},
+		Turn: func() func() {
+			p.mu.Lock()
+			cost := p.invokeCostLocked(e)
+			p.mu.Unlock()
+			turn := p.gate.enter(cost, opts.Threads, nil)
+			return func() { p.gate.leave(turn) }
 		}}
 	// The heap is measured as the allocator's growth over the warm-up: the
 	// frees of what admission evicted must not run inside it. A measurement
@@ -907,7 +925,8 @@ func (l *Lease) Invoke() error {
 		reading = p.readings.begin()
 		before = p.loader.heapInUse()
 	}
-	turn := p.gate.enter(cost, threads)
+	turn := p.gate.enter(cost, threads, l.notice)
+	l.notice = nil
 	t := time.Now()
 	err := l.it.Invoke()
 	took := invokeTime(l.it, time.Since(t))
@@ -978,6 +997,7 @@ func (l *Lease) Release() {
 		return
 	}
 	p, e := l.p, l.e
+	p.gate.forget(l.notice) // released without an invoke
 	p.mu.Lock()
 	e.leased--
 	e.lastUsed = p.opts.Now()
@@ -1267,6 +1287,23 @@ func (p *Pool) Activity() (leased int, lastDemand time.Time) {
 		leased += e.leased + e.waiters
 	}
 	return leased, p.lastDemand
+}
+
+// Busy reports whether anything uses the pool now: a lease, a wait, a
+// load in flight, or a request whose model is being registered (Resolve).
+// Background work that would share the cores with requests waits for it.
+func (p *Pool) Busy() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.resolving > 0 {
+		return true
+	}
+	for _, e := range p.entries {
+		if e.leased+e.waiters+e.growing > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // IsWarm reports whether model id has an interpreter ready or in use.

@@ -124,6 +124,21 @@ type WarmOptions struct {
 	// as SkipInvoke does (a request started waiting for this interpreter,
 	// and its own invoke should be the first). Stages.FirstInvoke is then 0.
 	SkipInvokeIf func() bool
+	// Turn, when set, is called before each warm-up invoke and the func
+	// it returns after it: the pool's invoke gate, so a warm-up takes its
+	// turn with requests' invokes (invokeGate).
+	Turn func() (done func())
+}
+
+// invokeInTurn runs one warm-up invoke within w's turn, timing the invoke
+// itself.
+func (w WarmOptions) invokeInTurn(it *Interpreter) (time.Duration, error) {
+	if w.Turn != nil {
+		defer w.Turn()()
+	}
+	t := time.Now()
+	err := it.Invoke()
+	return time.Since(t), err
 }
 
 // Warm creates an interpreter on m, allocates it and runs the warm-up
@@ -163,21 +178,17 @@ func Warm(m *Model, o Options, w WarmOptions) (*Interpreter, Stages, int64, erro
 	} else {
 		it.ZeroInputs()
 	}
-	t = time.Now()
-	if err := it.Invoke(); err != nil {
+	if st.FirstInvoke, err = w.invokeInTurn(it); err != nil {
 		it.Close()
 		return nil, st, 0, err
 	}
-	st.FirstInvoke = time.Since(t)
 	heap := max(heapInUse()-before, 0)
 
 	if !w.SkipSteady {
-		t = time.Now()
-		if err := it.Invoke(); err != nil {
+		if st.Steady, err = w.invokeInTurn(it); err != nil {
 			it.Close()
 			return nil, st, 0, err
 		}
-		st.Steady = time.Since(t)
 	}
 	return it, st, heap, nil
 }
