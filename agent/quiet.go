@@ -8,9 +8,8 @@ import (
 // Background work that guesses (the start's plan, a rescan's wake) waits
 // until requests leave the pool alone: requests arriving say what is
 // needed, and the guess's loads and warm-up invokes would otherwise share
-// the cores with them. On a first start with every model asked at once,
-// the start's plan prewarming beside the requests made the last answer
-// about 1.5× later here.
+// the cores with them. A trace of a first start showed the plan's load
+// and warm-up invoke running beside the request's first invoke.
 
 // quietBefore is how long nothing must have used the pool; quietWaitMax
 // bounds the wait, so a device that is never quiet still runs the work.

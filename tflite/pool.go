@@ -914,6 +914,10 @@ func (l *Lease) Invoke() error {
 			return err
 		}
 	}
+	// The turn first: the heap reading below must bracket this invoke,
+	// not the wait for others.
+	turn := p.gate.enter(cost, threads, l.notice)
+	l.notice = nil
 	var before int64
 	var frees reaperActivity
 	var loads uint64
@@ -925,8 +929,6 @@ func (l *Lease) Invoke() error {
 		reading = p.readings.begin()
 		before = p.loader.heapInUse()
 	}
-	turn := p.gate.enter(cost, threads, l.notice)
-	l.notice = nil
 	t := time.Now()
 	err := l.it.Invoke()
 	took := invokeTime(l.it, time.Since(t))
