@@ -92,20 +92,18 @@ type modelState struct {
 	failed, loadErr *ErrorReport
 }
 
-// register settles how model m is served from now on (called with the
-// registry's prep lock held): it maps and verifies the file, hashes it (cached by identity) and
-// restores what the state knows (delegate outcomes, calibration), with
-// safe defaults when nothing is known: CPU, min(cores, max_threads)
-// threads, like a naive loader. admitModel then puts it in the pool.
-// Whatever needs measuring is queued for the background calibrator;
-// nothing here loads an interpreter.
-func (p *preparer) register(m ModelConfig) *modelState { return p.registerFrom(m, m.Path, false) }
-
-// registerFrom is register with the bytes read from src: the configured
-// path, or a kept version (a rollback). With keepLater (a start), a
-// version not kept yet is copied unsynced and st.keepLater says the
-// caller syncs and records it once the model is admitted
-// (update.Manager.KeepLater).
+// registerFrom settles how model m is served from now on (called with the
+// registry's prep lock held, or on a claimed pending model): it maps and
+// verifies the file at src (the configured path, or a kept version: a
+// rollback), hashes it (cached by identity) and restores what the state
+// knows (delegate outcomes, calibration), with safe defaults when nothing
+// is known: CPU, min(cores, max_threads) threads, like a naive loader.
+// admitModel then puts it in the pool. Whatever needs measuring is queued
+// for the background calibrator; nothing here loads an interpreter.
+//
+// With keepLater (a start, a model a rescan adds), a version not kept yet
+// is copied unsynced and st.keepLater says the caller syncs and records it
+// once the model is admitted (update.Manager.KeepLater).
 func (p *preparer) registerFrom(m ModelConfig, src string, keepLater bool) *modelState {
 	st := &modelState{cfg: m, path: src, source: src}
 	st.report = ModelReport{ID: m.ID, Path: m.Path, Pinned: m.Pinned, Delegate: DelegateReport{Chosen: "cpu", Tried: []DelegateTry{}}}

@@ -121,7 +121,12 @@ func (a *Agent) syncModels() ReloadResult {
 				continue
 			}
 		}
-		st := a.prep.register(m)
+		// A new model (or new settings) serves from its copy at once; the
+		// copy's fsync and the versions record follow off the request's
+		// path, as at a start (update.Manager.KeepLater). An update of the
+		// same model is kept durably first: it is staged and checked.
+		keepLater := !sameCfg && a.run.ctx != nil
+		st := a.prep.registerFrom(m, m.Path, keepLater)
 		switch {
 		case isKnown && !st.servable:
 			// A bad update (truncated, half-written, not a model, gone):
@@ -148,6 +153,9 @@ func (a *Agent) syncModels() ReloadResult {
 			if st.servable {
 				res.Added = append(res.Added, m.ID)
 			}
+		}
+		if st.servable && st.keepLater {
+			a.upd.KeepLater(st.cfg.ID, st.digest, st.source, st.cfg.Path)
 		}
 		if !st.servable {
 			res.Failed = append(res.Failed, m.ID)

@@ -48,7 +48,7 @@ func (a *Agent) Start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	a.publishStartReport()
+	a.publishStartReport(runCtx)
 	a.startLoops(runCtx, startPlan)
 	total := a.tel.report.Timings.Total
 	a.run.spawn(runCtx, func(context.Context) { a.tel.recordStart(total) })
@@ -59,14 +59,22 @@ func (a *Agent) Start(ctx context.Context) error {
 }
 
 // publishStartReport completes the startup report (the pinned models are
-// warm) and publishes it, retained.
-func (a *Agent) publishStartReport() {
+// warm) and queues it, retained, on an owned goroutine: queueing writes
+// the outbox (an fsync), which a first request does not need to wait for.
+// The final report (finishStart) waits for it.
+func (a *Agent) publishStartReport(runCtx context.Context) {
 	a.tel.report.Timings.Total = time.Since(a.opts.Started)
 	a.tel.report.BootID = bootID(a.opts.HardwareRoot)
 	a.tel.report.Process = processStats()
-	if err := a.tel.publish(topicStartup, true, a.startReport()); err != nil {
-		a.log.Error("startup report not queued", "err", err)
-	}
+	rep := a.startReport() // read now: Start writes nothing after, but the models change
+	done := make(chan struct{})
+	a.tel.startPublished = done
+	a.run.spawn(runCtx, func(context.Context) {
+		defer close(done)
+		if err := a.tel.publish(topicStartup, true, rep); err != nil {
+			a.log.Error("startup report not queued", "err", err)
+		}
+	})
 }
 
 // openState opens the state file and reports what it found.
@@ -282,6 +290,11 @@ func (a *Agent) finishStart(ctx context.Context) {
 	case <-ctx.Done():
 		return
 	case <-a.Settled():
+	}
+	select {
+	case <-ctx.Done():
+		return
+	case <-a.tel.startPublished:
 	}
 	rep := a.Report()
 	rep.Final = true

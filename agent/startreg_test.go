@@ -2,9 +2,11 @@ package agent_test
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -189,6 +191,68 @@ func TestRequestAnsweredWhileVersionKept(t *testing.T) {
 		t.Fatal("the first request waited for the model's version copy")
 	}
 	<-held // the keep began after the model was admitted, and is held
+	unblock()
+	a.Close()
+	kept, err := filepath.Glob(filepath.Join(cfg.StateDir, "versions", "v1", "*.tflite"))
+	if err != nil || len(kept) != 1 {
+		t.Fatalf("kept versions of v1: %v %v", kept, err)
+	}
+}
+
+// A model a rescan adds is served from its copy at once, as at a start:
+// the copy's fsync and the versions record come after (KeepLater). The
+// keep is held here; the rescan returns and the model answers meanwhile,
+// and once released the copy is kept under the state dir.
+func TestRescanAddsModelBeforeItsVersionIsKept(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.Symlink(tflitetest.Path(t, "xor_model.tflite"), filepath.Join(dir, "xor.tflite")); err != nil {
+		t.Fatal(err)
+	}
+	cfg := testConfig(t)
+	cfg.ModelsDir = dir
+	release := make(chan struct{})
+	held := make(chan struct{})
+	var once sync.Once
+	unblock := func() { once.Do(func() { close(release) }) }
+	defer unblock()
+	a := start(t, cfg, agent.Options{BeforeVersionKeep: func(model string) {
+		if model == "v1" {
+			close(held)
+			<-release
+		}
+	}})
+	if err := os.Symlink(tflitetest.Path(t, "mobilenet_v1_0.25_128_quant.tflite"), filepath.Join(dir, "v1.tflite")); err != nil {
+		t.Fatal(err)
+	}
+	answered := make(chan error, 1)
+	go func() {
+		res, err := a.Command(context.Background(), mqtt.Command{Verb: "rescan"})
+		if r, ok := res.(agent.ReloadResult); err == nil && (!ok || !slices.Equal(r.Added, []string{"v1"})) {
+			err = fmt.Errorf("rescan: %+v", res)
+		}
+		if err == nil {
+			_, err = a.Command(context.Background(), mqtt.Command{Verb: "infer", Binary: true, Model: "v1", ID: "c", Payload: readShared(t, "cat.bmp")})
+		}
+		answered <- err
+	}()
+	select {
+	case err := <-answered:
+		if err != nil {
+			unblock()
+			a.Close()
+			t.Fatalf("rescan and request while the version is kept: %v", err)
+		}
+	case <-time.After(60 * time.Second): // a failure bound, not a measure
+		unblock()
+		a.Close()
+		t.Fatal("the rescan or the request waited for the added model's version copy")
+	}
+	select {
+	case <-held: // the keep began after the model was admitted, and is held
+	case <-time.After(60 * time.Second):
+		a.Close()
+		t.Fatal("the added model's version was never kept after the rescan")
+	}
 	unblock()
 	a.Close()
 	kept, err := filepath.Glob(filepath.Join(cfg.StateDir, "versions", "v1", "*.tflite"))

@@ -70,6 +70,9 @@ type telemetry struct {
 	prom *metrics.Prom
 	// startups are the last starts' durations (ms), from the state file.
 	startups atomic.Pointer[[]float64]
+	// startPublished is closed once the report at READY is queued: the
+	// final one goes after it.
+	startPublished chan struct{}
 }
 
 // telemetryDeps is what the telemetry asks of the agent. store and pool

@@ -369,7 +369,7 @@ func (p *Pool) PrewarmDue(ctx context.Context, id string) (rep LoadReport, loade
 		p.mu.Unlock()
 		return LoadReport{}, false, nil
 	}
-	if p.load.busy() {
+	if p.load.Busy() {
 		// A guess never queues before a request's load: tried again on
 		// the next tick.
 		p.mu.Unlock()

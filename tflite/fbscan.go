@@ -31,11 +31,20 @@ var errOutOfBounds = errors.New("flatbuffer reference past end of file")
 type fbReader struct {
 	r    io.ReaderAt
 	size int64
+	// b, when set, is the file's bytes (mapped): reads slice it rather
+	// than copy. What read returns is only read, never kept or written.
+	b []byte
 }
 
 func (f fbReader) read(off int64, n int) ([]byte, error) {
 	if off < 0 || off+int64(n) > f.size {
 		return nil, errOutOfBounds
+	}
+	if f.b != nil {
+		if off+int64(n) > int64(len(f.b)) {
+			return nil, errOutOfBounds
+		}
+		return f.b[off : off+int64(n) : off+int64(n)], nil
 	}
 	b := make([]byte, n)
 	if _, err := f.r.ReadAt(b, off); err != nil {

@@ -40,6 +40,15 @@ func FuzzFlatbufferScan(f *testing.F) {
 			}
 		}
 		_ = r.checkBuffers()
+		// The mapped scan (scanFile) reads the same as the one by syscalls.
+		mapped := fbReader{size: int64(len(data)), b: data}
+		v1, e1 := r.hasVariableTensors()
+		v2, e2 := mapped.hasVariableTensors()
+		w1, f1 := r.work()
+		w2, f2 := mapped.work()
+		if v1 != v2 || (e1 == nil) != (e2 == nil) || w1 != w2 || (f1 == nil) != (f2 == nil) {
+			t.Fatalf("mapped scan differs: vars %v/%v (%v/%v), work %d/%d (%v/%v)", v1, v2, e1, e2, w1, w2, f1, f2)
+		}
 	})
 }
 

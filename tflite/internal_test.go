@@ -242,3 +242,28 @@ func TestReloadCostCountsStorageReads(t *testing.T) {
 		}
 	}
 }
+
+// scanFile reads a mapping: a file cut short after its size was read
+// faults on the missing pages. The scan then knows nothing (a load of
+// that file fails on its own); the process does not die of SIGBUS. The
+// whole file, scanned the same way, has its work.
+func TestScanFileSurvivesATruncatedMapping(t *testing.T) {
+	src, err := os.ReadFile(tflitetest.Path(t, "mobilenet_v2_1.0_224_quant.tflite"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := t.TempDir() + "/cut.tflite"
+	if err := os.WriteFile(p, src, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, work := scanFile(p, int64(len(src))); work <= 0 {
+		t.Fatalf("whole file: work %d", work)
+	}
+	if err := os.Truncate(p, 4096); err != nil {
+		t.Fatal(err)
+	}
+	vars, work := scanFile(p, int64(len(src))) // the size read before the cut
+	if vars || work != 0 {
+		t.Fatalf("truncated under the scan: vars %v work %d, want nothing known", vars, work)
+	}
+}

@@ -2,7 +2,10 @@ package tflite
 
 import (
 	"os"
+	"runtime/debug"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // loader is what the pool needs from the runtime: read a model file's
@@ -103,7 +106,10 @@ func (runtimeLoader) releaseHeap()     { ReleaseHeap() }
 
 // scanFile reads from the model file at path whether it has variable
 // tensors and the work of an invoke; an unreadable file has neither (its
-// load fails on its own).
+// load fails on its own). It scans a read-only mapping: the scan follows
+// thousands of small offsets, and a read syscall each cost 8-9 ms on
+// mobilenet_v2 (against well under 1 ms mapped), on the first request's
+// path when nothing about the file is known yet.
 func scanFile(path string, size int64) (vars bool, work int64) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -111,6 +117,21 @@ func scanFile(path string, size int64) (vars bool, work int64) {
 	}
 	defer f.Close()
 	r := fbReader{r: f, size: size}
+	if data, err := unix.Mmap(int(f.Fd()), 0, int(size), unix.PROT_READ, unix.MAP_SHARED); err == nil {
+		defer func() { _ = unix.Munmap(data) }()
+		r.b = data
+		// A file cut short while mapped faults on its missing pages: the
+		// scan then knows nothing, rather than the process dying.
+		defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+		defer func() {
+			if v := recover(); v != nil {
+				if _, fault := v.(interface{ Addr() uintptr }); !fault {
+					panic(v)
+				}
+				vars, work = false, 0
+			}
+		}()
+	}
 	vars, _ = r.hasVariableTensors()
 	work, _ = r.work()
 	return vars, work

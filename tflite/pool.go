@@ -12,6 +12,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/edge-agent/edge-agent/internal/slot"
 )
 
 // PoolOptions configure a Pool. The zero value is an unbounded pool with one
@@ -163,7 +165,7 @@ type Pool struct {
 	// load is the one load slot (cheapest waiting load first): heap
 	// measurements must not mix, and two cold loads on a small board only
 	// slow each other.
-	load loadSlot
+	load slot.Slot
 
 	// mu guards entries, bytes, stats, closed and every entry's fields.
 	mu          sync.Mutex
@@ -577,7 +579,7 @@ func (p *Pool) grow(ctx context.Context, e *entry, demand bool) (instance, error
 	if err != nil {
 		return fail(fmt.Errorf("acquire %q: %w", e.spec.ID, err), !isCtxErr(err))
 	}
-	defer p.load.release()
+	defer p.load.Release()
 
 	var st Stages
 	var nonResident int64
@@ -795,7 +797,7 @@ func (p *Pool) admit(ctx context.Context, e *entry) (mapping, error) {
 // held for the caller.
 func (p *Pool) admitRoom(ctx context.Context, e *entry, cost int64, need func() int64, admitted func()) error {
 	for {
-		if err := p.load.acquire(ctx, cost); err != nil {
+		if err := p.load.Acquire(ctx, cost); err != nil {
 			return err
 		}
 		p.mu.Lock()
@@ -805,7 +807,7 @@ func (p *Pool) admitRoom(ctx context.Context, e *entry, cost int64, need func() 
 			p.unlockAndNotify()
 			return nil
 		}
-		p.load.release()
+		p.load.Release()
 		if err != errWaitForRelease {
 			p.unlockAndNotify()
 			return err
@@ -925,7 +927,7 @@ func (l *Lease) Invoke() error {
 	var reading heapReading
 	if measure {
 		frees = p.reaper.activity()
-		loads, loading = p.load.activity()
+		loads, loading = p.load.Activity()
 		reading = p.readings.begin()
 		before = p.loader.heapInUse()
 	}
@@ -941,7 +943,7 @@ func (l *Lease) Invoke() error {
 		// (or reservation), or another first invoke, raises it. Neither is
 		// this invoke's heap.
 		freed := frees.busy || p.reaper.activity() != reaperActivity{epoch: frees.epoch}
-		grants, busy := p.load.activity()
+		grants, busy := p.load.Activity()
 		mixed = loading || busy || grants != loads || !alone
 		measure = !freed && (pre.estimate || !mixed)
 	}
@@ -1244,7 +1246,7 @@ func (r *Reservation) Release() {
 		p.freed = make(chan struct{})
 	}
 	p.unlockAndNotify()
-	p.load.release()
+	p.load.Release()
 }
 
 // Stats returns the counters and current usage.
