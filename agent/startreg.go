@@ -82,6 +82,12 @@ func (p *pendingModels) registerRest(ctx context.Context) {
 // to read (an SD card, a hung mount) holds the others up no longer.
 const turnMax = 50 * time.Millisecond
 
+// tinyModelFile is the largest model file registered without a turn: the
+// turn of a large file that came first (its request's goroutine ran
+// first) kept a 14 KB LSTM waiting 16 ms for a registration of under a
+// millisecond. The pool loads such files beside its load slot too.
+const tinyModelFile = 64 << 10
+
 // registerInTurn registers claimed model m in its turn (by file size). A
 // model is registered whatever happens: a caller whose ctx ends while it
 // waits registers it without a turn, as the claim is its alone.
@@ -89,6 +95,10 @@ func (p *pendingModels) registerInTurn(ctx context.Context, m *pendingModel) {
 	var size int64
 	if fi, err := os.Stat(m.cfg.Path); err == nil {
 		size = fi.Size()
+	}
+	if size <= tinyModelFile {
+		p.register(m) // a millisecond: no turn to wait for
+		return
 	}
 	if err := p.turns.Acquire(ctx, size); err != nil {
 		p.register(m)

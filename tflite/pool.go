@@ -166,6 +166,10 @@ type Pool struct {
 	// measurements must not mix, and two cold loads on a small board only
 	// slow each other.
 	load slot.Slot
+	// beside counts the loads of tiny files (tinyFile), which run beside
+	// the load slot's holder rather than wait for it: with the slot's own
+	// reading they say whether any load ran during a heap measurement.
+	beside besideLoads
 
 	// mu guards entries, bytes, stats, closed and every entry's fields.
 	mu          sync.Mutex
@@ -575,11 +579,26 @@ func (p *Pool) grow(ctx context.Context, e *entry, demand bool) (instance, error
 	}
 	// Admission: free what the known part of the footprint needs before
 	// touching the file, so a small board never holds both at once.
-	model, err := p.admit(ctx, e)
+	p.mu.Lock()
+	tiny := e.fileSize <= tinyFile
+	p.mu.Unlock()
+	var model mapping
+	var err error
+	if tiny {
+		model, err = p.admitBeside(ctx, e)
+	} else {
+		model, err = p.admit(ctx, e)
+	}
 	if err != nil {
 		return fail(fmt.Errorf("acquire %q: %w", e.spec.ID, err), !isCtxErr(err))
 	}
-	defer p.load.Release()
+	var before besideReading
+	if tiny {
+		defer p.beside.end()
+		before = p.besideReading()
+	} else {
+		defer p.load.Release()
+	}
 
 	var st Stages
 	var nonResident int64
@@ -624,6 +643,12 @@ func (p *Pool) grow(ctx context.Context, e *entry, demand bool) (instance, error
 	quiet := p.reaper.activity()
 	it, ws, heap, err := p.loader.warm(model, opts, w)
 	clean := !quiet.busy && p.reaper.activity() == reaperActivity{epoch: quiet.epoch}
+	// Beside another load the allocator's growth is partly the other's:
+	// a tiny model is accounted at a guess instead.
+	guessed := tiny && !before.alone(p.besideReading())
+	if guessed {
+		clean = false
+	}
 	if hold {
 		p.reaper.unhold()
 	}
@@ -651,6 +676,12 @@ func (p *Pool) grow(ctx context.Context, e *entry, demand bool) (instance, error
 	preInvoke, measured := heap, heap
 	p.mu.Lock()
 	switch {
+	case guessed:
+		// Never so much that the guess alone keeps out a model that fits.
+		heap = max(tinyHeapGuess, e.knownHeap)
+		if b := p.opts.Budget; b > 0 {
+			heap = max(min(heap, b-e.fileSize), e.knownHeap)
+		}
 	case skipped && e.knownHeap > 0:
 		// Measured before any invoke: never account less than a full
 		// warm-up measured (calibration, or an earlier load).
@@ -680,7 +711,7 @@ func (p *Pool) grow(ctx context.Context, e *entry, demand bool) (instance, error
 	}
 	p.mu.Unlock()
 	reported := heap // what the load holds as far as it knows
-	if !skipped {
+	if !skipped && !guessed {
 		reported = measured // a full warm-up's own measurement: the fleet check compares it
 	}
 	rep := LoadReport{Stages: ws, Footprint: Footprint{Heap: reported}, Threads: opts.Threads, Delegates: append([]string{}, it.Delegates()...), FromStorage: nonResident}
@@ -736,7 +767,7 @@ func (p *Pool) grow(ctx context.Context, e *entry, demand bool) (instance, error
 	e.heaps[it] = heap
 	e.gens[it] = gen // older than e.gen if an Update came meanwhile: freed on release
 	switch {
-	case !skipped && gen == e.gen:
+	case !skipped && gen == e.gen && !guessed:
 		e.knownHeap = heap
 	case skipped && clean:
 		// The request's invoke measures the rest (Lease.Invoke): an
@@ -789,6 +820,73 @@ func (p *Pool) admit(ctx context.Context, e *entry) (mapping, error) {
 		model = e.model
 	})
 	return model, err
+}
+
+// tinyFile is the largest model file that loads beside the load slot's
+// holder instead of waiting for it: a 14 KB LSTM waited 15 ms behind a
+// mobilenet's load at a first start, for a load of under a millisecond.
+// Two such loads at once slow nothing measurably; their heap is guessed
+// when another load ran beside them (tinyHeapGuess).
+const tinyFile = 64 << 10
+
+// tinyHeapGuess is what a tiny model is accounted at when another load
+// ran beside its own: above the shared tiny models' measured heaps
+// (xor ~50 KB, the LSTM ~150 KB), so the budget errs on the safe side.
+const tinyHeapGuess = 1 << 20
+
+// admitBeside makes room for a tiny file's load without the load slot
+// (tinyFile), as admit does otherwise.
+func (p *Pool) admitBeside(ctx context.Context, e *entry) (mapping, error) {
+	p.mu.Lock()
+	for {
+		need := e.knownHeap
+		if e.model == nil {
+			need += e.fileSize
+		}
+		err := p.makeRoomLocked(need, e)
+		if err == nil {
+			e.loading = true
+			model := e.model
+			p.unlockAndNotify()
+			p.beside.begin()
+			return model, nil
+		}
+		if err != errWaitForRelease {
+			p.unlockAndNotify()
+			return nil, err
+		}
+		if err := p.waitFreedLocked(ctx); err != nil {
+			p.unlockAndNotify()
+			return nil, err
+		}
+	}
+}
+
+// loadActivity is the load slot's reading with the tiny loads beside it:
+// a measurement between two equal readings, both idle, ran beside no load.
+func (p *Pool) loadActivity() (uint64, bool) {
+	grants, busy := p.load.Activity()
+	started, running := p.beside.activity()
+	return grants + started, busy || running > 0
+}
+
+// besideReading is what a tiny load (itself counted as running) reads
+// before and after it: alone says no other load ran in between.
+type besideReading struct {
+	grants, started uint64
+	busy            bool
+	running         int
+}
+
+func (p *Pool) besideReading() besideReading {
+	var r besideReading
+	r.grants, r.busy = p.load.Activity()
+	r.started, r.running = p.beside.activity()
+	return r
+}
+
+func (r besideReading) alone(after besideReading) bool {
+	return !r.busy && !after.busy && r.grants == after.grants && r.started == after.started && r.running == 1 && after.running == 1
 }
 
 // admitRoom takes the load slot (at cost) and makes room for need() bytes
@@ -927,7 +1025,7 @@ func (l *Lease) Invoke() error {
 	var reading heapReading
 	if measure {
 		frees = p.reaper.activity()
-		loads, loading = p.load.Activity()
+		loads, loading = p.loadActivity()
 		reading = p.readings.begin()
 		before = p.loader.heapInUse()
 	}
@@ -943,7 +1041,7 @@ func (l *Lease) Invoke() error {
 		// (or reservation), or another first invoke, raises it. Neither is
 		// this invoke's heap.
 		freed := frees.busy || p.reaper.activity() != reaperActivity{epoch: frees.epoch}
-		grants, busy := p.load.Activity()
+		grants, busy := p.loadActivity()
 		mixed = loading || busy || grants != loads || !alone
 		measure = !freed && (pre.estimate || !mixed)
 	}
