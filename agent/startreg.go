@@ -86,7 +86,7 @@ const turnMax = 50 * time.Millisecond
 // turn of a large file that came first (its request's goroutine ran
 // first) kept a 14 KB LSTM waiting 16 ms for a registration of under a
 // millisecond. The pool loads such files beside its load slot too.
-const tinyModelFile = 64 << 10
+const tinyModelFile = 1 << 20
 
 // registerInTurn registers claimed model m in its turn (by file size). A
 // model is registered whatever happens: a caller whose ctx ends while it

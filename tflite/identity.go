@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"runtime"
 	"sync"
 	"syscall"
 )
@@ -86,7 +85,7 @@ func Digest(path string, cache DigestCache) (string, bool, error) {
 	}
 	defer f.Close()
 	h := sha256.New()
-	if _, err := io.Copy(Yielding(h), f); err != nil {
+	if _, err := io.Copy(h, f); err != nil {
 		return "", false, fmt.Errorf("hash %q: %w", path, err)
 	}
 	d := hex.EncodeToString(h.Sum(nil))
@@ -100,16 +99,4 @@ func Digest(path string, cache DigestCache) (string, bool, error) {
 		}
 	}
 	return d, false, nil
-}
-
-// Yielding writes through to w, letting other goroutines run between
-// chunks (io.Copy's 32 KiB).
-func Yielding(w io.Writer) io.Writer { return yielding{w} }
-
-type yielding struct{ w io.Writer }
-
-func (y yielding) Write(b []byte) (int, error) {
-	n, err := y.w.Write(b)
-	runtime.Gosched()
-	return n, err
 }

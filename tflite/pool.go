@@ -678,7 +678,7 @@ func (p *Pool) grow(ctx context.Context, e *entry, demand bool) (instance, error
 	switch {
 	case guessed:
 		// Never so much that the guess alone keeps out a model that fits.
-		heap = max(tinyHeapGuess, e.knownHeap)
+		heap = max(tinyHeapGuess, 4*e.fileSize, e.knownHeap)
 		if b := p.opts.Budget; b > 0 {
 			heap = max(min(heap, b-e.fileSize), e.knownHeap)
 		}
@@ -823,15 +823,17 @@ func (p *Pool) admit(ctx context.Context, e *entry) (mapping, error) {
 }
 
 // tinyFile is the largest model file that loads beside the load slot's
-// holder instead of waiting for it: a 14 KB LSTM waited 15 ms behind a
-// mobilenet's load at a first start, for a load of under a millisecond.
-// Two such loads at once slow nothing measurably; their heap is guessed
-// when another load ran beside them (tinyHeapGuess).
-const tinyFile = 64 << 10
+// holder instead of waiting for it: at a first start a 14 KB LSTM waited
+// 15 ms, and a 0.5 MB mobilenet v1 (heap 0.7 MB) 40 ms, behind a larger
+// model's load, for loads of a few milliseconds; a naive loop loads them
+// all at once. Their heap is guessed when another load ran beside them
+// (tinyHeapGuess).
+const tinyFile = 1 << 20
 
-// tinyHeapGuess is what a tiny model is accounted at when another load
-// ran beside its own: above the shared tiny models' measured heaps
-// (xor ~50 KB, the LSTM ~150 KB), so the budget errs on the safe side.
+// tinyHeapGuess is the least a tiny model is accounted at when another
+// load ran beside its own (and at least four times its file): above the
+// shared tiny models' measured heaps (xor ~50 KB, the LSTM ~150 KB,
+// mobilenet v1 0.25 ~0.7 MB), so the budget errs on the safe side.
 const tinyHeapGuess = 1 << 20
 
 // admitBeside makes room for a tiny file's load without the load slot

@@ -148,7 +148,7 @@ func copyFile(src, dst string, durable, hashed bool) (string, error) {
 	var h hash.Hash
 	if hashed {
 		h = sha256.New()
-		_, err = io.Copy(tflite.Yielding(io.MultiWriter(out, h)), in)
+		_, err = io.Copy(io.MultiWriter(out, h), in)
 	} else {
 		_, err = io.Copy(out, in)
 	}
