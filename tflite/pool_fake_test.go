@@ -374,6 +374,25 @@ func TestFakePoolWaitsForTheInterpreter(t *testing.T) {
 	}
 }
 
+// A second interpreter of a model that does not fit beside the first is
+// not an error once the first is free again: the first serves the request.
+func TestFakePoolSecondInterpreterThatDoesNotFitWaitsForTheFirst(t *testing.T) {
+	p, l := fakePool(t, PoolOptions{Budget: 55, PerModel: 2}, map[string]*fakeModel{"a": {size: 40, heap: 10}})
+	held, err := p.Acquire(context.Background(), "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := acquireInBackground(p, "a")
+	waitUntil(t, "the second request waits for room", func() bool { return roomWaiters(p) == 1 })
+	held.Release()
+	if err := <-got; err != nil {
+		t.Fatalf("second request once the first interpreter was free: %v", err)
+	}
+	if s := p.Stats(); s.Rejected != 0 || s.Loads != 1 || l.warmups != 1 || s.BytesInUse != 50 {
+		t.Fatalf("stats %+v, %d warm-ups: want one load and nothing rejected", s, l.warmups)
+	}
+}
+
 // Pinned models are never evicted, whatever the policy; when pinned
 // models alone hold the budget, a load is refused and says so.
 func TestFakePoolPinning(t *testing.T) {
