@@ -18,6 +18,10 @@ import (
 // busy: room appears when a lease is released.
 var errWaitForRelease = errors.New("wait for a release")
 
+// errServeIdle means another interpreter of the model does not fit, and one
+// it already has is idle: that one serves the request instead.
+var errServeIdle = errors.New("serve from the idle interpreter")
+
 // makeRoomLocked evicts until need more bytes fit the budget.
 func (p *Pool) makeRoomLocked(need int64, except *entry) error {
 	budget := p.opts.Budget
@@ -38,6 +42,9 @@ func (p *Pool) makeRoomLocked(need int64, except *entry) error {
 	for p.bytes+need > budget {
 		v, busy := p.victimLocked(except, nil)
 		if v == nil {
+			if except != nil && len(except.idle) > 0 && !except.held {
+				return errServeIdle
+			}
 			// The model's own leased interpreter counts as busy too: once
 			// released it serves this request, with no second one needed.
 			if busy || p.reserved > 0 || (except != nil && except.leased > 0) {

@@ -542,6 +542,11 @@ func (p *Pool) acquire(ctx context.Context, id string, demand, mayLoad, guess bo
 			}
 			p.mu.Unlock()
 			it, err := p.grow(ctx, e, demand)
+			if errors.Is(err, errServeIdle) {
+				p.gate.forget(notice)
+				p.mu.Lock()
+				continue
+			}
 			if err != nil {
 				p.gate.forget(notice)
 				return nil, err
@@ -573,7 +578,11 @@ func (p *Pool) acquire(ctx context.Context, id string, demand, mayLoad, guess bo
 func (p *Pool) grow(ctx context.Context, e *entry, demand bool) (instance, error) {
 	fail := func(err error, rejected bool) (instance, error) {
 		p.mu.Lock()
-		p.failGrowLocked(e, rejected)
+		if errors.Is(err, errServeIdle) {
+			p.abandonGrowLocked(e)
+		} else {
+			p.failGrowLocked(e, rejected)
+		}
 		p.unlockAndNotify()
 		return nil, err
 	}
@@ -676,11 +685,13 @@ func (p *Pool) grow(ctx context.Context, e *entry, demand bool) (instance, error
 	preInvoke, measured := heap, heap
 	p.mu.Lock()
 	switch {
+	case guessed && e.knownHeap > 0:
+		heap = e.knownHeap // measured alone before: the better figure
 	case guessed:
 		// Never so much that the guess alone keeps out a model that fits.
-		heap = max(tinyHeapGuess, 4*e.fileSize, e.knownHeap)
+		heap = max(tinyHeapGuess, 4*e.fileSize)
 		if b := p.opts.Budget; b > 0 {
-			heap = max(min(heap, b-e.fileSize), e.knownHeap)
+			heap = min(heap, b-e.fileSize)
 		}
 	case skipped && e.knownHeap > 0:
 		// Measured before any invoke: never account less than a full
@@ -740,6 +751,14 @@ func (p *Pool) grow(ctx context.Context, e *entry, demand bool) (instance, error
 		err := p.makeRoomLocked(add, e)
 		if err == nil {
 			break
+		}
+		if err == errServeIdle {
+			// Built for nothing: the measurement left no room for a
+			// second interpreter, and the first is free again.
+			p.abandonGrowLocked(e)
+			p.unlockAndNotify()
+			discard()
+			return nil, err
 		}
 		if err != errWaitForRelease {
 			p.failGrowLocked(e, true)
@@ -943,14 +962,19 @@ func isCtxErr(err error) bool {
 }
 
 func (p *Pool) failGrowLocked(e *entry, rejected bool) {
-	e.growing--
-	e.guessing = false
-	e.loading = false
+	p.abandonGrowLocked(e)
 	if rejected {
 		p.stats.Rejected++
 	} else {
 		p.stats.LoadFailures++
 	}
+}
+
+// abandonGrowLocked ends a grow that added nothing and wakes e's waiters.
+func (p *Pool) abandonGrowLocked(e *entry) {
+	e.growing--
+	e.guessing = false
+	e.loading = false
 	p.broadcastLocked(e)
 }
 
