@@ -73,6 +73,15 @@ func (k *memoryKeeper) memory() power.Memory {
 	return power.ReadMemory("/")
 }
 
+// limit is memory with what a plan needs only (power.ReadLimit): the
+// plan is made on the start's path.
+func (k *memoryKeeper) limit() power.Memory {
+	if k.read != nil {
+		return k.read()
+	}
+	return power.ReadLimit("/")
+}
+
 func (k *memoryKeeper) report() MemoryReport {
 	r := MemoryReport{Memory: k.memory(), BaselineBytes: k.baseline, Plan: k.plan.Load(), Decode: k.decodes.Stats()}
 	if pool := k.pool(); pool != nil {
@@ -183,7 +192,7 @@ func (k *memoryKeeper) poolBudget() int64 {
 // decodes leave is collected before the heap passes its share instead of
 // at twice the live heap.
 func (k *memoryKeeper) applyPlan() MemoryPlan {
-	m := k.memory() // once: reading smaps_rollup and the cgroup costs ~0.5 ms
+	m := k.limit()
 	k.baseline = m.RSSBytes
 	p := k.memoryPlanOf(m)
 	k.decodes = infer.NewDecodeBudget(p.DecodeBudgetBytes)

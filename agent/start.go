@@ -17,15 +17,24 @@ import (
 // the background. Sinks start before sources: state, pool and models
 // exist before MQTT can deliver a command.
 func (a *Agent) Start(ctx context.Context) error {
-	if err := a.openState(); err != nil {
-		return err
-	}
+	a.notify.Send("STATUS=opening state")
+	a.newReport()
+	// The state file opens (a new one: bbolt's fsync, 1.5–3 ms here)
+	// while the models are resolved and the memory planned: neither
+	// touches the state, and a request waits for all three.
+	opened := make(chan openedState, 1)
+	go func() { opened <- a.openState() }()
 	models, err := resolveModels(*a.config(), a.log)
+	if err == nil {
+		plan := a.mem.applyPlan()
+		a.tel.report.Memory = &plan
+	}
+	if serr := a.takeState(<-opened); serr != nil {
+		return serr
+	}
 	if err != nil {
 		return err
 	}
-	plan := a.mem.applyPlan()
-	a.tel.report.Memory = &plan
 	t := time.Now()
 	a.reg.pending = newPendingModels(models, a.registerPending)
 	a.newPool()
@@ -39,7 +48,15 @@ func (a *Agent) Start(ctx context.Context) error {
 	if err := a.registerPinned(ctx, models); err != nil {
 		return err
 	}
-	a.run.spawn(runCtx, a.reg.pending.registerRest)
+	// A model a request asks for registers on that request's goroutine
+	// (resolve); the rest wait until the start's requests leave the pool
+	// alone: their hashing and checks shared the two cores with the
+	// requests, and a 400-byte model answered behind them.
+	a.run.spawn(runCtx, func(ctx context.Context) {
+		if a.waitQuiet(ctx, time.Now()) == nil {
+			a.reg.pending.registerRest(ctx)
+		}
+	})
 	a.mem.files.device, _ = a.mem.files.restoreReadRate(modelPaths(models)...)
 	t = time.Now()
 	if err := a.startMQTT(ctx, runCtx); err != nil {
@@ -96,15 +113,27 @@ func (a *Agent) afterRequests(runCtx context.Context, write func()) {
 	})
 }
 
-// openState opens the state file and reports what it found.
-func (a *Agent) openState() error {
-	t0 := time.Now()
-	a.notify.Send("STATUS=opening state")
+// newReport starts the startup report with what the hardware says.
+func (a *Agent) newReport() {
 	hw := hardware.Read(a.opts.HardwareRoot) // once, before any goroutine starts
 	a.tel.report = StartupReport{
 		Schema: SchemaVersion, Agent: Version, Runtime: a.opts.RuntimeVersion,
 		Hardware: hw, Fingerprint: hw.Fingerprint(), Models: []ModelReport{},
 	}
+}
+
+// openedState is what openState found: the store, or why not.
+type openedState struct {
+	store *storage.Store
+	rep   storage.OpenReport
+	took  time.Duration
+	err   error
+}
+
+// openState opens the state file; it touches nothing of the agent's, as
+// the start goes on meanwhile (takeState takes its result).
+func (a *Agent) openState() openedState {
+	t0 := time.Now()
 	store, rep, err := storage.Open(a.config().StateDir, storage.Options{
 		LockTimeout:    a.config().State.LockTimeout,
 		OutboxMaxCount: a.config().State.OutboxMaxMessages,
@@ -112,16 +141,24 @@ func (a *Agent) openState() error {
 		Logger:         a.log,
 	})
 	if err != nil {
-		return fmt.Errorf("open state: %w", err)
+		err = fmt.Errorf("open state: %w", err)
 	}
-	a.store = store
-	a.reg.facts = newFileFacts(store, a.opts.BeforeModelRead)
-	a.tel.report.State = rep
-	a.tel.report.Timings.StateOpen = time.Since(t0)
-	if rep.Corruption != nil {
-		a.tel.event("state_corrupted", map[string]any{"moved_to": rep.Corruption.MovedTo, "reason": rep.Corruption.Reason})
+	return openedState{store: store, rep: rep, took: time.Since(t0), err: err}
+}
+
+// takeState takes the opened state and reports what it found.
+func (a *Agent) takeState(o openedState) error {
+	if o.err != nil {
+		return o.err
 	}
-	for _, c := range rep.Crashed {
+	a.store = o.store
+	a.reg.facts = newFileFacts(o.store, a.opts.BeforeModelRead)
+	a.tel.report.State = o.rep
+	a.tel.report.Timings.StateOpen = o.took
+	if o.rep.Corruption != nil {
+		a.tel.event("state_corrupted", map[string]any{"moved_to": o.rep.Corruption.MovedTo, "reason": o.rep.Corruption.Reason})
+	}
+	for _, c := range o.rep.Crashed {
 		a.log.Error("delegate crashed the process last time; not trying it again", "model", c.Model, "delegate", c.Delegate)
 		a.tel.event("delegate_crashed", map[string]any{"model": c.Model, "delegate": c.Delegate})
 	}

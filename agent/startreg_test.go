@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -73,6 +74,46 @@ func TestRequestServedWhileAnotherModelFileBlocks(t *testing.T) {
 		if m.Error != nil {
 			t.Fatalf("%s: %+v", m.ID, m.Error)
 		}
+	}
+}
+
+// At a start, a model no request asked for is read only once the start's
+// requests are answered: its check and hash would share the cores with
+// them. It is registered then, without a request.
+func TestUnaskedModelReadAfterTheStartsRequests(t *testing.T) {
+	other := tflitetest.Path(t, "xor_model.tflite")
+	cfg := testConfig(t,
+		agent.ModelConfig{ID: "other", Path: other}, // first in order
+		agent.ModelConfig{ID: "v1", Path: tflitetest.Path(t, "mobilenet_v1_0.25_128_quant.tflite")})
+	var answered atomic.Bool
+	read := make(chan bool, 1) // whether v1 had answered when other was read
+	a := agent.New(cfg, quietLog(), agent.Options{BeforeModelRead: func(path string) {
+		if path == other {
+			select {
+			case read <- answered.Load():
+			default:
+			}
+		}
+	}})
+	if err := a.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	if _, err := a.Command(context.Background(), mqtt.Command{Verb: "infer", Binary: true, Model: "v1", ID: "c", Payload: readShared(t, "cat.bmp")}); err != nil {
+		t.Fatal(err)
+	}
+	answered.Store(true)
+	rep := a.Report() // waits for every model
+	select {
+	case after := <-read:
+		if !after {
+			t.Fatal("other's file was read while the start's request for v1 was being answered")
+		}
+	default:
+		t.Fatal("other was never read")
+	}
+	if len(rep.Models) != 2 || rep.Models[0].ID != "other" || rep.Models[0].Error != nil {
+		t.Fatalf("models in the report: %+v", rep.Models)
 	}
 }
 

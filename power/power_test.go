@@ -207,3 +207,21 @@ func TestReadMemoryFixtures(t *testing.T) {
 		t.Fatalf("this process: %+v", self)
 	}
 }
+
+// A plan's read gives the same limit and RSS as the full read, from the
+// same files, without the counters only telemetry uses.
+func TestReadLimitMatchesReadMemory(t *testing.T) {
+	for _, dir := range []string{"mem-v2", "mem-v1", "mem-none"} {
+		root := filepath.Join("testdata", dir)
+		full, plan := power.ReadMemory(root), power.ReadLimit(root)
+		if plan.Limit() != full.Limit() || plan.RSSBytes != full.RSSBytes || plan.MemAvailable != full.MemAvailable {
+			t.Fatalf("%s: plan %+v, full %+v", dir, plan, full)
+		}
+		if plan.PSSBytes != 0 || plan.CgroupPeak != nil || plan.CgroupOOMKills != 0 || plan.PressureSome10 != nil {
+			t.Fatalf("%s: read more than a plan needs: %+v", dir, plan)
+		}
+	}
+	if v2 := power.ReadLimit(filepath.Join("testdata", "mem-v2")); v2.CgroupMax == nil || *v2.CgroupMax != 512<<20 {
+		t.Fatalf("cgroup v2 limit: %+v", v2)
+	}
+}
