@@ -50,12 +50,37 @@ func (p *Pool) makeRoomLocked(need int64, except *entry) error {
 			if busy || p.reserved > 0 || (except != nil && except.leased > 0) {
 				return errWaitForRelease
 			}
-			return &Error{Op: op, Kind: ErrOverBudget,
-				Detail: fmt.Sprintf("needs %d bytes, %d of %d held by pinned models", need, p.bytes, budget)}
+			return &Error{Op: op, Kind: ErrOverBudget, Detail: p.heldLocked(need, except)}
 		}
 		p.evictLocked(v, "budget")
 	}
 	return nil
+}
+
+// heldLocked says who holds the budget when nothing can be evicted for
+// except: pinned models, the model itself (its mapping and its other
+// interpreters), and a version being staged or its serving one. "Held
+// by pinned models" alone read as wrong when the model itself held most.
+func (p *Pool) heldLocked(need int64, except *entry) string {
+	var pinned, self, kept int64
+	for _, e := range p.entries {
+		switch {
+		case e == except:
+			self = e.bytes
+		case e.spec.Pinned:
+			pinned += e.bytes
+		default:
+			kept += e.bytes
+		}
+	}
+	d := fmt.Sprintf("needs %d bytes, %d of %d held: %d by pinned models", need, p.bytes, p.opts.Budget, pinned)
+	if except != nil {
+		d += fmt.Sprintf(", %d by %s itself", self, except.spec.ID)
+	}
+	if kept > 0 {
+		d += fmt.Sprintf(", %d by versions being staged or served beside them", kept)
+	}
+	return d
 }
 
 // makeRoomForGuessLocked makes room for a due prewarm (a guess) only if

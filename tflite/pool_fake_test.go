@@ -3,6 +3,7 @@ package tflite
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -418,6 +419,10 @@ func TestFakePoolPinning(t *testing.T) {
 	var pe *Error
 	if !errors.Is(err, ErrOverBudget) || !errors.As(err, &pe) || pe.Detail == "" {
 		t.Fatalf("room held by a pinned model: %v", err)
+	}
+	// It says who holds the room, the pinned model and b itself apart.
+	if !strings.Contains(pe.Detail, "50 of 60 held: 50 by pinned models, 0 by b itself") {
+		t.Fatalf("detail: %q", pe.Detail)
 	}
 }
 
