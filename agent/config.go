@@ -270,10 +270,13 @@ type MQTTConfig struct {
 	MetricsInterval time.Duration `toml:"metrics_interval"`
 	// CommandQueue bounds queued commands (beyond: "busy"). Default 256.
 	CommandQueue int `toml:"command_queue"`
-	// CommandWorkers run commands concurrently. Default 2. A request
+	// CommandWorkers run commands concurrently. Default 8. A request
 	// waiting for a load holds its worker: as many requests for a model
-	// whose storage stalls hold back every other request. More workers
-	// raise a burst's peak memory (each holds a payload and its decode).
+	// whose storage stalls hold back every other request, and the pool
+	// orders (smallest first) only the requests it sees: with 2, a small
+	// model asked at a start waited behind two large ones' loads. More
+	// workers raise a burst's peak memory (each holds a payload; decodes
+	// are bounded by the decode budget).
 	CommandWorkers int `toml:"command_workers"`
 	// MaxPayload bounds one command's payload. Default "1MiB".
 	MaxPayload ByteSize `toml:"max_payload"`
@@ -418,7 +421,7 @@ func DefaultConfig() Config {
 			MaxRecords: 1024, Stagger: time.Second},
 		MQTT: MQTTConfig{Prefix: "edge", LocalListen: DefaultLocalListen, KeepAlive: 30 * time.Second, ConnectWait: 2 * time.Second,
 			ReconnectMin: time.Second, ReconnectMax: time.Minute,
-			MetricsInterval: time.Minute, CommandQueue: 256, CommandWorkers: 2, MaxPayload: 1 << 20},
+			MetricsInterval: time.Minute, CommandQueue: 256, CommandWorkers: 8, MaxPayload: 1 << 20},
 		Power: PowerConfig{SysfsRoot: "/", CriticalPercent: 10, LowPercent: 20, BatteryTopK: 2, MinHeadroomC: 5,
 			MaxTempC: 80, BusyLoadPerCore: 0.9, DeferFor: 30 * time.Second, WattsPerCPUSecond: 2.5},
 		Prewarm: PrewarmConfig{KeepAlive: 10 * time.Minute, ScheduleLead: 5 * time.Minute, ScheduleMinDemand: 0.5,
