@@ -98,6 +98,11 @@ type Client struct {
 	// older messages the outbox is about to resend.
 	pubMu sync.Mutex
 
+	// statusMu orders the retained status's publishes against the stop:
+	// once Run published "offline" (closing), no "online" follows it.
+	statusMu sync.Mutex
+	closing  bool
+
 	// statsMu guards stats and status.
 	statsMu sync.Mutex
 	stats   Stats
@@ -187,7 +192,9 @@ func (c *Client) SetStatus(fields map[string]any) {
 	c.statsMu.Lock()
 	c.status = fields
 	c.statsMu.Unlock()
-	if c.pc.IsConnectionOpen() {
+	c.statusMu.Lock()
+	defer c.statusMu.Unlock()
+	if !c.closing && c.pc.IsConnectionOpen() {
 		c.publishStatus()
 	}
 }
@@ -262,9 +269,15 @@ func (c *Client) Run(ctx context.Context) error {
 	// finishes within its timeout.
 	stopWork()
 	workers.Wait()
+	c.statusMu.Lock()
+	c.closing = true
+	var offline paho.Token
 	if c.pc.IsConnectionOpen() {
-		t := c.pc.Publish(c.topic("status"), 1, true, statusPayload("offline", c.o.Version, nil))
-		t.WaitTimeout(2 * time.Second)
+		offline = c.pc.Publish(c.topic("status"), 1, true, statusPayload("offline", c.o.Version, nil))
+	}
+	c.statusMu.Unlock()
+	if offline != nil {
+		offline.WaitTimeout(2 * time.Second)
 		c.pc.Disconnect(250)
 	}
 	return nil

@@ -162,6 +162,40 @@ func TestStatusOnlineAndOfflineOnShutdown(t *testing.T) {
 	}
 }
 
+// A status change that comes while the client stops (the agent's
+// readiness publisher runs until the end) is not published after
+// "offline": the retained status a stopped agent leaves is offline. A
+// real systemd check found "online" retained after systemctl stop.
+func TestNoOnlineStatusAfterOffline(t *testing.T) {
+	b := mqtttest.Start(t, mqtttest.Options{})
+	c, stop := startClient(t, mqtt.Options{Brokers: []string{b.URL()}, Version: "v-test"}, &memOutbox{}, echo{})
+	waitReady(t, c)
+	done := make(chan struct{})
+	setting := make(chan struct{})
+	go func() {
+		defer close(setting)
+		for i := 0; ; i++ {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			c.SetStatus(map[string]any{"n": i})
+			time.Sleep(time.Millisecond)
+		}
+	}()
+	err := stop()
+	close(done)
+	<-setting
+	if err != nil {
+		t.Fatal(err)
+	}
+	late := b.Subscribe(t, "late", "edge/dev1/status")
+	if m := late.Next(t, 5*time.Second); !m.Retained || !strings.Contains(string(m.Payload), `"status":"offline"`) {
+		t.Fatalf("retained status after stop: %s", m.Payload)
+	}
+}
+
 func TestOutboxFlushedInOrderAndAcked(t *testing.T) {
 	b := mqtttest.Start(t, mqtttest.Options{})
 	sub := b.Subscribe(t, "watcher", "edge/dev1/telemetry/#")
