@@ -146,7 +146,9 @@ func Open(dir string, o Options) (*Store, OpenReport, error) {
 	}
 	_, statErr := os.Stat(path)
 	rep.Created = errors.Is(statErr, fs.ErrNotExist)
-
+	if rep.Created {
+		createEmptyOrLeave(path, o)
+	}
 	db, err := openRetrying(path, o)
 	if errors.Is(err, ErrCorrupt) {
 		moved := fmt.Sprintf("%s.corrupt-%s", path, o.Now().UTC().Format("20060102T150405.000000000"))
@@ -156,6 +158,7 @@ func Open(dir string, o Options) (*Store, OpenReport, error) {
 		o.Logger.Error("state file corrupt, moved aside", "path", path, "moved_to", moved, "err", err)
 		rep.Corruption = &Corruption{MovedTo: moved, Reason: err.Error()}
 		rep.Created = true
+		createEmptyOrLeave(path, o)
 		db, err = openVerified(path, o)
 	}
 	if err != nil {
