@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"sync"
 
+	"github.com/edge-agent/edge-agent/internal/smallfirst"
 	"github.com/edge-agent/edge-agent/storage"
 	"github.com/edge-agent/edge-agent/tflite"
 )
@@ -19,6 +20,8 @@ type fileFacts struct {
 	store *storage.Store
 	// beforeRead, when set, runs before a model file is read (tests).
 	beforeRead func(path string)
+	// small lets the small models' work go ahead of a large file's hash.
+	small *smallfirst.Gate
 	// mu guards digests, content, infos and unsaved.
 	mu      sync.Mutex
 	digests map[tflite.FileID]string
@@ -40,8 +43,8 @@ type contentFacts struct {
 	Work int64 `json:"work,omitempty"`
 }
 
-func newFileFacts(s *storage.Store, beforeRead func(path string)) *fileFacts {
-	return &fileFacts{store: s, beforeRead: beforeRead, digests: map[tflite.FileID]string{}, content: map[string]contentFacts{},
+func newFileFacts(s *storage.Store, beforeRead func(path string), small *smallfirst.Gate) *fileFacts {
+	return &fileFacts{store: s, beforeRead: beforeRead, small: small, digests: map[tflite.FileID]string{}, content: map[string]contentFacts{},
 		infos: map[string]tflite.ModelInfo{}, unsaved: map[string]string{}, kick: make(chan struct{}, 1)}
 }
 
@@ -141,21 +144,16 @@ func (f *fileFacts) of(path string) (facts tflite.FileFacts, cached bool, err er
 			return facts, false, err
 		}
 	} else {
-		// A file never seen: its check and scan (the runtime's verifier, in
-		// C) and its hash (in Go) read the same pages on two cores at once,
-		// on the path of the request that waits for it (v2: ~5 ms in turn).
-		// The check's error comes first: a missing, truncated or foreign
-		// file fails with its own code.
-		var readErr error
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			readErr = read()
-		}()
-		digest, cached, err = tflite.Digest(path, f)
-		<-done
-		if readErr != nil {
-			return facts, false, readErr
+		// A large file never seen: hashed first, in chunks between which
+		// the small models' registrations and loads go first (smallfirst:
+		// the reads of a few MB otherwise queue a 400-byte model's read on
+		// the disk and its check on the cores), then checked and scanned
+		// (the runtime's verifier, in C) from the pages the hash read. The
+		// check's error comes first: a missing, truncated or foreign file
+		// fails with its own code.
+		digest, cached, err = tflite.DigestPaced(path, f, f.small.Pace(context.Background()))
+		if rerr := read(); rerr != nil {
+			return facts, false, rerr
 		}
 		if err != nil {
 			return facts, false, err

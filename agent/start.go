@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/edge-agent/edge-agent/agent/hardware"
+	"github.com/edge-agent/edge-agent/internal/smallfirst"
 	"github.com/edge-agent/edge-agent/mqtt"
 	"github.com/edge-agent/edge-agent/power"
 	"github.com/edge-agent/edge-agent/storage"
@@ -19,9 +20,9 @@ import (
 func (a *Agent) Start(ctx context.Context) error {
 	a.notify.Send("STATUS=opening state")
 	a.newReport()
-	// The state file opens (a new one: bbolt's fsync, 1.5–3 ms here)
-	// while the models are resolved and the memory planned: neither
-	// touches the state, and a request waits for all three.
+	// The state file opens (1–2 ms here for a new one, unsynced) while
+	// the models are resolved and the memory planned: neither touches the
+	// state, and a request waits for all three.
 	opened := make(chan openedState, 1)
 	go func() { opened <- a.openState() }()
 	models, err := resolveModels(*a.config(), a.log)
@@ -29,14 +30,18 @@ func (a *Agent) Start(ctx context.Context) error {
 		plan := a.mem.applyPlan()
 		a.tel.report.Memory = &plan
 	}
-	if serr := a.takeState(<-opened); serr != nil {
+	// One gate for the registrations and the pool's loads: a small
+	// model's registration holds the large loads back too, and its load
+	// the large registrations.
+	small := &smallfirst.Gate{}
+	if serr := a.takeState(<-opened, small); serr != nil {
 		return serr
 	}
 	if err != nil {
 		return err
 	}
 	t := time.Now()
-	a.reg.pending = newPendingModels(models, a.registerPending)
+	a.reg.pending = newPendingModels(models, a.registerPending, small)
 	a.newPool()
 	a.tel.report.Timings.Pool = time.Since(t)
 	runCtx := a.run.start()
@@ -147,12 +152,12 @@ func (a *Agent) openState() openedState {
 }
 
 // takeState takes the opened state and reports what it found.
-func (a *Agent) takeState(o openedState) error {
+func (a *Agent) takeState(o openedState, small *smallfirst.Gate) error {
 	if o.err != nil {
 		return o.err
 	}
 	a.store = o.store
-	a.reg.facts = newFileFacts(o.store, a.opts.BeforeModelRead)
+	a.reg.facts = newFileFacts(o.store, a.opts.BeforeModelRead, small)
 	a.tel.report.State = o.rep
 	a.tel.report.Timings.StateOpen = o.took
 	if o.rep.Corruption != nil {
@@ -176,13 +181,14 @@ func (a *Agent) newPool() {
 	}
 	policy, _ := tflite.NewPolicy(a.config().Pool.Eviction, tflite.PolicyOptions{TTL: ttl}) // validated
 	a.pool = tflite.NewPool(tflite.PoolOptions{
-		Policy:   policy,
-		Budget:   a.mem.poolBudget(),
-		PerModel: a.config().Pool.InterpretersPerModel,
-		PageIn:   a.config().pageIn(),
-		Logger:   a.log,
-		OnLoad:   func(tflite.LoadEvent) { a.ready.statusChanged() },
-		Resolve:  a.reg.pending.resolve,
+		Policy:     policy,
+		Budget:     a.mem.poolBudget(),
+		PerModel:   a.config().Pool.InterpretersPerModel,
+		PageIn:     a.config().pageIn(),
+		Logger:     a.log,
+		OnLoad:     func(tflite.LoadEvent) { a.ready.statusChanged() },
+		Resolve:    a.reg.pending.resolve,
+		SmallFirst: a.reg.pending.small,
 		OnEvict: func(e tflite.EvictEvent) {
 			a.ready.statusChanged()
 			if e.Bytes >= tflite.HugeMin {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/edge-agent/edge-agent/internal/slot"
+	"github.com/edge-agent/edge-agent/internal/smallfirst"
 )
 
 // pendingModels are the configured models a start has not registered yet.
@@ -26,6 +27,9 @@ import (
 // to read holds no one else up for longer.
 type pendingModels struct {
 	turns slot.Slot
+	// small holds a large file's registration back while a small one's
+	// (or a small model's load, in the pool) runs; shared with the pool.
+	small *smallfirst.Gate
 	// mu guards byID, order and rank.
 	mu    sync.Mutex
 	byID  map[string]*pendingModel
@@ -52,8 +56,8 @@ type pendingModel struct {
 	done    chan struct{}
 }
 
-func newPendingModels(models []ModelConfig, register func(*pendingModel)) *pendingModels {
-	p := &pendingModels{byID: map[string]*pendingModel{}, rank: map[string]int{}, all: make(chan struct{}), register: register}
+func newPendingModels(models []ModelConfig, register func(*pendingModel), small *smallfirst.Gate) *pendingModels {
+	p := &pendingModels{byID: map[string]*pendingModel{}, rank: map[string]int{}, all: make(chan struct{}), register: register, small: small}
 	for i, m := range models {
 		p.byID[m.ID] = &pendingModel{cfg: m, done: make(chan struct{})}
 		p.order = append(p.order, m.ID)
@@ -97,13 +101,17 @@ func (p *pendingModels) registerInTurn(ctx context.Context, m *pendingModel) {
 		size = fi.Size()
 	}
 	if size <= tinyModelFile {
+		done := p.small.Small()
 		p.register(m) // a millisecond: no turn to wait for
+		done()
 		return
 	}
 	if err := p.turns.Acquire(ctx, size); err != nil {
 		p.register(m)
 		return
 	}
+	// Behind the small models being registered or loaded now (bounded).
+	_ = p.small.Wait(ctx) // a ctx that ended: registered all the same
 	var once sync.Once
 	end := func() { once.Do(p.turns.Release) }
 	t := time.AfterFunc(turnMax, end)

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/edge-agent/edge-agent/internal/slot"
+	"github.com/edge-agent/edge-agent/internal/smallfirst"
 )
 
 // PoolOptions configure a Pool. The zero value is an unbounded pool with one
@@ -60,6 +61,12 @@ type PoolOptions struct {
 	// registering models takes a request's model first) and says whether
 	// to look again.
 	Resolve func(ctx context.Context, id string) bool
+	// SmallFirst, when set, is marked by the loads of tiny files while
+	// they run, and large loads wait at it (for at most its Max) before
+	// they are admitted: a large load's reads and C calls otherwise share
+	// the cores and the disk with a tiny model's millisecond load. The
+	// agent shares it with its registrations.
+	SmallFirst *smallfirst.Gate
 }
 
 // ModelSpec registers a model with the pool.
@@ -594,8 +601,9 @@ func (p *Pool) grow(ctx context.Context, e *entry, demand bool) (instance, error
 	var model mapping
 	var err error
 	if tiny {
+		defer p.opts.SmallFirst.Small()()
 		model, err = p.admitBeside(ctx, e)
-	} else {
+	} else if err = p.opts.SmallFirst.Wait(ctx); err == nil {
 		model, err = p.admit(ctx, e)
 	}
 	if err != nil {

@@ -7,6 +7,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/edge-agent/edge-agent/internal/smallfirst"
 )
 
 // fakeModel is what the fake loader knows of one path.
@@ -589,4 +591,33 @@ func mustPolicy(t *testing.T, name string) Policy {
 		t.Fatal(err)
 	}
 	return p
+}
+
+// With a SmallFirst gate, a large model's load waits while small work
+// (a tiny model's registration or load) is in flight, and a tiny model's
+// load goes ahead at once: at a start the large loads' reads otherwise
+// share the cores and the disk with a 400-byte model's.
+func TestLargeLoadWaitsForSmallWork(t *testing.T) {
+	gate := &smallfirst.Gate{Max: time.Hour}
+	models := map[string]*fakeModel{"large": {size: 4 << 20, heap: 10}, "tiny": {size: 400, heap: 10}}
+	p, l := fakePool(t, PoolOptions{SmallFirst: gate}, models)
+	registering := gate.Small() // a tiny model's registration in flight
+	large := acquireInBackground(p, "large")
+	for gate.Waiting() != 1 {
+		if mapped, _ := l.counts(); mapped != 0 {
+			t.Fatalf("the large model mapped beside small work in flight (%d mappings)", mapped)
+		}
+		time.Sleep(50 * time.Microsecond)
+	}
+	use(t, p, "tiny") // does not wait for anything
+	if ids := warmIDs(p); !ids["tiny"] || ids["large"] {
+		t.Fatalf("warm %v, want tiny alone", ids)
+	}
+	registering()
+	if err := <-large; err != nil {
+		t.Fatal(err)
+	}
+	if ids := warmIDs(p); !ids["large"] {
+		t.Fatalf("warm %v: large not loaded once small work ended", ids)
+	}
 }
