@@ -13,8 +13,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/shirou/gopsutil/v3/process"
-
 	"github.com/edge-agent/edge-agent/agent/metrics"
 	"github.com/edge-agent/edge-agent/mqtt"
 	"github.com/edge-agent/edge-agent/power"
@@ -288,21 +286,6 @@ type Metrics struct {
 type ProcessStats struct {
 	RSSBytes   uint64  `json:"rss_bytes"`
 	CPUSeconds float64 `json:"cpu_seconds"` // user + system since start
-}
-
-func processStats() ProcessStats {
-	p, err := process.NewProcess(int32(os.Getpid()))
-	if err != nil {
-		return ProcessStats{}
-	}
-	var ps ProcessStats
-	if mi, err := p.MemoryInfo(); err == nil {
-		ps.RSSBytes = mi.RSS
-	}
-	if t, err := p.Times(); err == nil {
-		ps.CPUSeconds = t.User + t.System
-	}
-	return ps
 }
 
 // metrics is the metrics message; interval reports (and restarts) the
