@@ -51,6 +51,9 @@ type Options struct {
 	// learn its facts (tests hold it there, as a slow or stuck storage
 	// would, or count the reads).
 	BeforeModelRead func(path string)
+	// BeforeEventWrite, when set, runs before an event is written to the
+	// state's outbox (tests hold the write there, as a slow fsync would).
+	BeforeEventWrite func(kind string)
 	// BeforeVersionKeep, when set, runs before a start keeps a model's
 	// version under the state dir, after the model is admitted (tests
 	// hold it there).
@@ -144,7 +147,8 @@ func New(cfg Config, log *slog.Logger, o Options) *Agent {
 	// Before anything that is given a.tel's methods.
 	a.tel = newTelemetry(telemetryDeps{log: log, store: a.Store, pool: a.Pool, started: o.Started,
 		memory: func() MemoryReport { return a.mem.report() },
-		tiers:  a.tiers.snapshot, power: func() power.State { return a.powerReader().Read() }, exporter: cfg.httpListen() != ""})
+		tiers:  a.tiers.snapshot, power: func() power.State { return a.powerReader().Read() }, exporter: cfg.httpListen() != "",
+		beforeWrite: o.BeforeEventWrite})
 	a.mem = newMemoryKeeper(memoryDeps{log: log, config: a.config, pool: a.Pool, read: o.Memory, event: a.tel.event,
 		every: func(ctx context.Context, name string, interval time.Duration, f func()) {
 			a.loops.every(ctx, name, interval, f)

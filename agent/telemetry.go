@@ -89,6 +89,9 @@ type telemetryDeps struct {
 	power func() power.State
 	// exporter turns the Prometheus exporter on.
 	exporter bool
+	// beforeWrite, when set, runs before an event is written (tests hold
+	// a write there, as a slow fsync would).
+	beforeWrite func(kind string)
 }
 
 func newTelemetry(d telemetryDeps) *telemetry {
@@ -169,6 +172,9 @@ func (t *telemetry) event(kind string, fields map[string]any) {
 	t.d.log.Info("event", append([]any{"kind", kind}, flatten(fields)...)...)
 	if t.d.store() == nil {
 		return
+	}
+	if t.d.beforeWrite != nil {
+		t.d.beforeWrite(kind)
 	}
 	if err := t.emit(kind, fields); err != nil {
 		t.d.log.Error("event not queued", "kind", kind, "err", err)
