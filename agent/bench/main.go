@@ -61,7 +61,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	out := fs.String("out", "bench-report", "folder for report.md and the SVG charts")
 	models := fs.String("models", filepath.Join("..", "shared", "models"), "the shared models folder")
-	reps := fs.Int("reps", 5, "interleaved repetitions of each startup comparison")
+	reps := fs.Int("reps", 0, "interleaved repetitions of each startup comparison (0: 9, --quick 2)")
 	quick := fs.Bool("quick", false, "a short run (fewer repetitions, smaller models)")
 	doc := fs.String("doc", "", "also write the report as this docs page (make bench: docs/benchmarks.md)")
 	only := fs.String("only", "", `run only these sections, comma-separated (e.g. "startup,first start"); writes report.json, not the report`)
