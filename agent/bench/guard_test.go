@@ -94,9 +94,9 @@ func TestDefaultPolicyBeatsLRUOnBothAxes(t *testing.T) {
 
 // A simulated warm request that invokes while a background load runs
 // shares the cores with it: the time it loses is counted (contention_ms)
-// as part of the cold time requests paid. (The diurnal trace of seed 4 at
-// three quarters of the footprint has the default rewarm a few models
-// while others are served warm.)
+// as part of the cold time requests paid. (The periodic trace of seed 3
+// at three quarters of the footprint has the default rewarm a model while
+// others are served warm.)
 func TestReplayCountsContention(t *testing.T) {
 	dir, costs := guardCosts(t)
 	ids := slices.Sorted(maps.Keys(costs))
@@ -104,7 +104,7 @@ func TestReplayCountsContention(t *testing.T) {
 	for _, c := range costs {
 		fp += c.Footprint()
 	}
-	tr, err := bench.GenerateTrace(bench.TraceOptions{Shape: "diurnal", Models: ids, Seed: 4})
+	tr, err := bench.GenerateTrace(bench.TraceOptions{Shape: "periodic", Models: ids, Seed: 3})
 	if err != nil {
 		t.Fatal(err)
 	}
