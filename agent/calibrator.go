@@ -30,10 +30,14 @@ type calibrator struct {
 
 	kick chan struct{} // there may be work (cap 1)
 
-	// settleMu guards settled and planDone.
+	// settleMu guards settled, planDone and changedAt.
 	settleMu sync.Mutex
 	settled  chan struct{}
 	planDone bool // the start's plan is warmed
+	// changedAt is the latest reload that added or changed models: a
+	// deployment tool that adds a model usually asks it at once, so the
+	// quiet calibration waits for counts from there too.
+	changedAt time.Time
 }
 
 // calibratorDeps is what the calibrator asks of the agent.
@@ -162,11 +166,13 @@ func (c *calibrator) yieldToRequests(ctx context.Context) error {
 	idle := c.d.config().Calibration.IdleAfter
 	for {
 		leased, last := c.d.pool().Activity()
-		if last.Before(c.d.started) {
-			last = c.d.started
-		}
 		c.settleMu.Lock()
 		started := c.planDone
+		for _, t := range []time.Time{c.d.started, c.changedAt} {
+			if last.Before(t) {
+				last = t
+			}
+		}
 		c.settleMu.Unlock()
 		quiet := time.Since(last)
 		if started && !c.d.planBusy() && leased == 0 && quiet >= idle {
@@ -242,6 +248,10 @@ func (c *calibrator) requeue(st *modelState) {
 // applies the result, and offers it to the fleet.
 func (c *calibrator) measureHere(ctx context.Context, st, work *modelState, v storage.Validity) {
 	id := work.cfg.ID
+	// The mark below is a commit (an fsync): not beside a request either.
+	if err := c.yieldToRequests(ctx); err != nil {
+		return
+	}
 	// Mark the attempt first: if a kernel crashes the process inside it,
 	// the next start finds the mark and does not try again.
 	if err := c.d.store().PutCalibration(id, storage.Calibration{Validity: v, Pending: true}); err != nil {
@@ -373,6 +383,7 @@ func (c *calibrator) unsettle() {
 	if closed(c.settled) {
 		c.settled = make(chan struct{})
 	}
+	c.changedAt = time.Now()
 	c.settleMu.Unlock()
 	c.kickCalibrator()
 }

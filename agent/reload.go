@@ -126,6 +126,12 @@ func (a *Agent) syncModels() ReloadResult {
 		// path, as at a start (update.Manager.KeepLater). An update of the
 		// same model is kept durably first: it is staged and checked.
 		keepLater := !sameCfg && a.run.ctx != nil
+		if sameCfg && a.run.ctx != nil {
+			// New bytes for a model that serves: the keep of its serving
+			// version (waiting for quiet) runs now, so its prune cannot
+			// remove the bytes kept below.
+			_ = a.upd.Settle(a.run.ctx, m.ID)
+		}
 		st := a.prep.registerFrom(m, m.Path, keepLater)
 		switch {
 		case isKnown && !st.servable:

@@ -301,3 +301,45 @@ func TestRescanAddsModelBeforeItsVersionIsKept(t *testing.T) {
 		t.Fatalf("kept versions of v1: %v %v", kept, err)
 	}
 }
+
+// A model a rescan adds is calibrated only once requests have left the
+// pool alone for calibration.idle_after counted from the rescan: a
+// deployment tool that adds a model asks it at once, and the calibrator's
+// commit and measuring loads must not share the cores with that first
+// request. The agent here was idle for longer than idle_after before the
+// rescan.
+func TestRescanAddedModelCalibratesAfterIdleFromTheRescan(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.Symlink(tflitetest.Path(t, "xor_model.tflite"), filepath.Join(dir, "xor.tflite")); err != nil {
+		t.Fatal(err)
+	}
+	const idle = 400 * time.Millisecond
+	cfg := testConfig(t)
+	cfg.ModelsDir = dir
+	cfg.Calibration.IdleAfter = idle
+	began := make(chan time.Time, 1)
+	a := start(t, cfg, agent.Options{BeforeCalibrate: func(_ context.Context, model string) {
+		if model == "v1" {
+			began <- time.Now()
+		}
+	}})
+	defer a.Close()
+	time.Sleep(idle) // idle since the start: the calibrator would go at once
+	if err := os.Symlink(tflitetest.Path(t, "mobilenet_v1_0.25_128_quant.tflite"), filepath.Join(dir, "v1.tflite")); err != nil {
+		t.Fatal(err)
+	}
+	rescanned := time.Now()
+	if _, err := a.Command(context.Background(), mqtt.Command{Verb: "rescan"}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case at := <-began:
+		// A lower bound, which only a calibrator that ignores the rescan
+		// breaks (the pool's Activity was idle for longer than idle).
+		if d := at.Sub(rescanned); d < idle {
+			t.Fatalf("v1's calibration began %v after the rescan that added it, want ≥ idle_after (%v)", d, idle)
+		}
+	case <-time.After(2 * time.Minute):
+		t.Fatal("v1 was never calibrated")
+	}
+}

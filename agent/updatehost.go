@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"time"
 
 	"github.com/edge-agent/edge-agent/agent/infer"
 	"github.com/edge-agent/edge-agent/agent/update"
@@ -33,6 +34,7 @@ func newUpdates(a *Agent, cfg Config) *update.Manager {
 		RunCtx:          func() context.Context { return a.run.ctx },
 		Spawn:           a.run.spawn,
 		Rewarm:          func(id string) { a.planner.warmInBackground(id) },
+		Quiet:           func(ctx context.Context) error { return a.waitQuiet(ctx, time.Now()) },
 		BeforeKeep:      a.opts.BeforeVersionKeep,
 		ParityRing:      cfg.Updates.ParityRing,
 		ParityRingBytes: int64(cfg.Updates.ParityRingBytes),

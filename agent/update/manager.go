@@ -389,3 +389,9 @@ func (m *Manager) Rollback(ctx context.Context, id, reason string) (Report, erro
 // copy synced, the versions record naming it current): an update or
 // rollback names that version previous.
 func (m *Manager) settled(ctx context.Context, id string) error { return m.keeps.wait(ctx, id) }
+
+// Settle hurries the start's keep of model id's serving version and waits
+// for it. A rescan calls it before it keeps the bytes of an update: the
+// keep ends by pruning every version but the current and previous ones,
+// and would remove them.
+func (m *Manager) Settle(ctx context.Context, id string) error { return m.settled(ctx, id) }

@@ -106,6 +106,10 @@ type Options struct {
 	Spawn  func(ctx context.Context, f func(context.Context))
 	// Rewarm warms a model back in the background.
 	Rewarm func(id string)
+	// Quiet returns once requests leave the pool alone (or when its ctx
+	// is done): a start's keep of a model's version (KeepLater) waits for
+	// it. Nil: keeps run at once.
+	Quiet func(ctx context.Context) error
 	// BeforeKeep, when set, runs before a start's keep of a model's
 	// version (KeepLater): tests hold it there.
 	BeforeKeep func(model string)
@@ -141,7 +145,7 @@ func New(o Options) *Manager {
 	if o.Inspect == nil {
 		o.Inspect = func(path string) (tflite.ModelInfo, error) { return tflite.Inspect(path, nil) }
 	}
-	return &Manager{o: o, log: o.Log, parity: newParityRing(o.ParityRing, o.ParityRingBytes), keeps: newKeeper(o.BeforeKeep),
+	return &Manager{o: o, log: o.Log, parity: newParityRing(o.ParityRing, o.ParityRingBytes), keeps: newKeeper(o.Quiet, o.BeforeKeep),
 		updates: map[string]*pendingUpdate{}, guards: map[string]*updateGuard{}, outcomes: map[string]*outcomes{}}
 }
 
