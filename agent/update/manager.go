@@ -124,7 +124,7 @@ func (m *Manager) Staging(id, digest string) bool {
 // is checked alone (see stage.go); a request never fails for the
 // swap, and every check runs whatever the room.
 func (m *Manager) apply(ctx context.Context, old, st Model, rollback string) (Report, error) {
-	if err := m.settled(ctx, st.ID); err != nil {
+	if err := m.Settle(ctx, st.ID); err != nil {
 		return Report{}, err
 	}
 	t0 := time.Now()
@@ -368,7 +368,7 @@ func (m *Manager) Rollback(ctx context.Context, id, reason string) (Report, erro
 	if !ok || !cur.Servable {
 		return Report{}, &tflite.Error{Op: "rollback " + id, Kind: tflite.ErrUnknownModel}
 	}
-	if err := m.settled(ctx, id); err != nil {
+	if err := m.Settle(ctx, id); err != nil {
 		return Report{}, err
 	}
 	v, err := m.store().Versions(id)
@@ -385,13 +385,9 @@ func (m *Manager) Rollback(ctx context.Context, id, reason string) (Report, erro
 	return m.apply(ctx, cur, st, reason)
 }
 
-// settled waits for the start's keep of model id's serving version (its
-// copy synced, the versions record naming it current): an update or
-// rollback names that version previous.
-func (m *Manager) settled(ctx context.Context, id string) error { return m.keeps.wait(ctx, id) }
-
-// Settle hurries the start's keep of model id's serving version and waits
-// for it. A rescan calls it before it keeps the bytes of an update: the
-// keep ends by pruning every version but the current and previous ones,
-// and would remove them.
-func (m *Manager) Settle(ctx context.Context, id string) error { return m.settled(ctx, id) }
+// Settle hurries the start's keep of model id's serving version (its copy
+// synced, the versions record naming it current) and waits for it. An
+// update or rollback names that version previous; a rescan calls it
+// before it keeps the bytes of an update, which the keep's prune (every
+// version but the current and previous ones) would remove.
+func (m *Manager) Settle(ctx context.Context, id string) error { return m.keeps.wait(ctx, id) }
