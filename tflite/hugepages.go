@@ -79,7 +79,7 @@ func CacheHuge(path string, reread bool) (HugeReport, error) {
 	if r.Size < HugeMin {
 		return r, nil
 	}
-	if r.Huge, err = populateHuge(f, r.Size, true); err != nil || r.Whole() || !reread {
+	if r.Huge, err = populate(f, r.Size, true, true); err != nil || r.Whole() || !reread {
 		r.Took = time.Since(t)
 		return r, err
 	}
@@ -91,14 +91,15 @@ func CacheHuge(path string, reread bool) (HugeReport, error) {
 		return r, err
 	}
 	r.Reread = r.Size - resident
-	r.Huge, err = populateHuge(f, r.Size, true)
+	r.Huge, err = populate(f, r.Size, true, true)
 	r.Took = time.Since(t)
 	return r, err
 }
 
-// populateHuge maps f with MADV_HUGEPAGE and faults it all in. With
-// measure, it returns how many bytes the mapping maps with 2 MiB entries.
-func populateHuge(f *os.File, size int64, measure bool) (int64, error) {
+// populate maps f (with MADV_HUGEPAGE when huge) and faults it all in.
+// With measure, it returns how many bytes the mapping maps with 2 MiB
+// entries.
+func populate(f *os.File, size int64, huge, measure bool) (int64, error) {
 	data, err := unix.Mmap(int(f.Fd()), 0, int(size), unix.PROT_READ, unix.MAP_SHARED)
 	if err != nil {
 		return 0, fmt.Errorf("map %s: %w", f.Name(), err)
@@ -106,7 +107,7 @@ func populateHuge(f *os.File, size int64, measure bool) (int64, error) {
 	defer func() { _ = unix.Munmap(data) }()
 	// Refused by a kernel without transparent huge pages: the file is
 	// still read in, in small pages.
-	huge := unix.Madvise(data, unix.MADV_HUGEPAGE) == nil
+	huge = huge && unix.Madvise(data, unix.MADV_HUGEPAGE) == nil
 	if err := unix.Madvise(data, madvPopulateRead); err != nil {
 		if !errors.Is(err, unix.EINVAL) {
 			return 0, fmt.Errorf("read %s in: %w", f.Name(), err)

@@ -256,10 +256,14 @@ func concurrently(models []fsModel, f func(fsModel) ([]byte, error)) ([]answer, 
 	return out, nil
 }
 
+// dropAll puts the next timed start where a new process would be (see
+// asNewProcess).
 func dropAll(models []fsModel) {
+	paths := make([]string, 0, len(models))
 	for _, m := range models {
-		dropCache(m.path)
+		paths = append(paths, m.path)
 	}
+	asNewProcess(paths...)
 }
 
 // rescan is the command a deployment tool sends after adding a model file.
