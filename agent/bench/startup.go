@@ -111,7 +111,8 @@ func infer1(ctx context.Context, a *agent.Agent, model string, input []byte) ([]
 // asNewProcess puts the next timed start where a new process would be:
 // the model files out of the page cache, and no garbage of the
 // configuration measured before it in this process (the naive loop's
-// file reads and outputs) left for a collection on the next one's path.
+// file reads and outputs: 10–13 MB) left for a collection to fall on the
+// next one's path.
 func asNewProcess(paths ...string) {
 	for _, p := range paths {
 		dropCache(p)
