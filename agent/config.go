@@ -337,7 +337,8 @@ type PoolConfig struct {
 	InterpretersPerModel int `toml:"interpreters_per_model"`
 	// Threads for each interpreter; 0 leaves the runtime's default.
 	Threads int `toml:"threads"`
-	// PageIn reads a model's file before warming it. Default true.
+	// PageIn faults a model's file into the page cache, through a mapping
+	// of its own, before warming it. Default true.
 	PageIn *bool `toml:"page_in"`
 	// HugePages has the page cache hold model files of 8 MiB or more in
 	// 2 MiB folios, so each cold start maps them with one entry per 2 MiB
