@@ -51,6 +51,11 @@ type Validation struct {
 	RealRatios []float64
 	// RealTotalRatios is LRU ÷ the default's total load work, per pair.
 	RealTotalRatios []float64
+	// SimLearned is each policy simulated on the costs learned from the
+	// first real pair's misses (learnedCosts), HeldOut its real run of
+	// median cold time among the other pairs: the simulator's error on
+	// runs it did not learn from. Empty with one pair.
+	SimLearned, HeldOut map[string]ReplayResult
 }
 
 // validationPairs is how many real LRU/default pairs the simulator check
@@ -148,6 +153,18 @@ func policies(ctx context.Context, o Options, work string) (Policies, error) {
 		out.Validation.RealRatios = append(out.Validation.RealRatios, cold["lru"]/math.Max(cold[tflite.DefaultPolicy], 1e-9))
 		out.Validation.RealTotalRatios = append(out.Validation.RealTotalRatios, total["lru"]/math.Max(total[tflite.DefaultPolicy], 1e-9))
 	}
+	if pairs > 1 {
+		// The budget is the real runs' (a footprint is sizes, not times).
+		learned := learnedCosts(costs, realRuns["lru"][0], realRuns[tflite.DefaultPolicy][0])
+		out.Validation.HeldOut, out.Validation.SimLearned = heldOut(realRuns, 1), map[string]ReplayResult{}
+		for _, pol := range pols {
+			r, err := Replay(ctx, ReplayOptions{Trace: vt, Models: dir, Budget: budgetShare(costs, .5), Policy: pol, Simulate: true, Costs: learned})
+			if err != nil {
+				return out, fmt.Errorf("validation %s, learned costs: %w", pol, err)
+			}
+			out.Validation.SimLearned[pol] = r
+		}
+	}
 	for _, pol := range pols {
 		runs := realRuns[pol]
 		slices.SortFunc(runs, func(a, b ReplayResult) int { return cmp.Compare(a.ColdMs, b.ColdMs) })
@@ -227,6 +244,24 @@ func writePolicies(b *strings.Builder, p Policies) {
 	fmt.Fprintf(b, "\nLRU ÷ %s cold time: real %s× (median of the pairs, p5–p95), simulated %.2f×; total load work: real %s× (median of the pairs, p5–p95), simulated %s; LRU ÷ the best fixed warm set (at each run's own cost per miss): real %s, simulated %s. The simulator replays each model's median measured load; real loads under churn vary around it.\n\n",
 		tflite.DefaultPolicy, spread(rr), sr, spread(dist(v.RealTotalRatios)), ratio(v.Sim["lru"].TotalLoadMs, v.Sim[tflite.DefaultPolicy].TotalLoadMs),
 		ratio(v.Real["lru"].ColdMs, v.Real["lru"].BestFixedSetMs), ratio(v.Sim["lru"].ColdMs, v.Sim["lru"].BestFixedSetMs))
+	writeLearnedCheck(b, v)
+}
+
+// writeLearnedCheck is the simulator on learned costs against the pairs
+// it did not learn from.
+func writeLearnedCheck(b *strings.Builder, v Validation) {
+	if len(v.SimLearned) == 0 {
+		return
+	}
+	fmt.Fprintf(b, "The simulator again, on costs learned from the first pair's misses (each model's cold time per cold start, in place of its isolated load; `learnedCosts`), against the other %d pairs, which it did not learn from (each policy's held-out run of median cold time):\n\n", len(v.RealRatios)-1)
+	b.WriteString("| policy | cold starts held-out / sim | cold ms held-out / sim (error) | total load ms held-out / sim (error) |\n|---|---|---|---|\n")
+	for _, pol := range []string{"lru", tflite.DefaultPolicy} {
+		r, s := v.HeldOut[pol], v.SimLearned[pol]
+		fmt.Fprintf(b, "| %s | %d / %d | %s / %s (%s) | %s / %s (%s) |\n", pol, r.ColdStarts, s.ColdStarts, f2(r.ColdMs), f2(s.ColdMs), relErr(s.ColdMs, r.ColdMs),
+			f2(r.TotalLoadMs), f2(s.TotalLoadMs), relErr(s.TotalLoadMs, r.TotalLoadMs))
+	}
+	fmt.Fprintf(b, "\nLRU ÷ %s on learned costs: cold time held-out %s, simulated %s.\n\n", tflite.DefaultPolicy,
+		ratio(v.HeldOut["lru"].ColdMs, v.HeldOut[tflite.DefaultPolicy].ColdMs), ratio(v.SimLearned["lru"].ColdMs, v.SimLearned[tflite.DefaultPolicy].ColdMs))
 }
 
 // policiesChart: for one storage, each policy's cold time (or with total,
