@@ -34,9 +34,10 @@ func learnedCosts(costs map[string]Cost, runs ...ReplayResult) map[string]Cost {
 	return out
 }
 
-// heldOut is each policy's real run of median cold time among runs[from:]:
-// the runs a simulation on costs learned from runs[:from] did not see.
-func heldOut(runs map[string][]ReplayResult, from int) map[string]ReplayResult {
+// medianRuns is each policy's run of median cold time among runs[from:]
+// (with from 1: the runs a simulation on costs learned from the first
+// did not see). runs keeps its order.
+func medianRuns(runs map[string][]ReplayResult, from int) map[string]ReplayResult {
 	out := map[string]ReplayResult{}
 	for pol, rs := range runs {
 		if len(rs) <= from {

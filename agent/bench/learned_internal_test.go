@@ -45,7 +45,7 @@ func TestHeldOutIsTheMedianOfTheOtherRuns(t *testing.T) {
 		"lru":  {{ColdMs: 1}, {ColdMs: 50}, {ColdMs: 30}, {ColdMs: 40}},
 		"only": {{ColdMs: 7}},
 	}
-	h := heldOut(runs, 1)
+	h := medianRuns(runs, 1)
 	if h["lru"].ColdMs != 40 {
 		t.Errorf("lru held out: %v, want the median of 50, 30, 40", h["lru"].ColdMs)
 	}
@@ -53,7 +53,7 @@ func TestHeldOutIsTheMedianOfTheOtherRuns(t *testing.T) {
 		t.Error("a policy with no run left to hold out has a held-out run")
 	}
 	if runs["lru"][1].ColdMs != 50 {
-		t.Error("heldOut reordered the runs")
+		t.Error("medianRuns reordered the runs")
 	}
 }
 

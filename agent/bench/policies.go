@@ -7,12 +7,10 @@ package bench
 // for real beside its simulation, to say how far the simulator is off.
 
 import (
-	"cmp"
 	"context"
 	"fmt"
 	"math"
 	"path/filepath"
-	"slices"
 	"strings"
 	"time"
 
@@ -127,8 +125,10 @@ func policies(ctx context.Context, o Options, work string) (Policies, error) {
 	}
 	out.Validation = Validation{Shape: "heavy", Share: .5, Real: map[string]ReplayResult{}, Sim: map[string]ReplayResult{}}
 	pols := []string{"lru", tflite.DefaultPolicy}
-	replay := func(pol string, sim bool) (ReplayResult, error) {
-		r, err := Replay(ctx, ReplayOptions{Trace: vt, Models: dir, Budget: budgetShare(costs, .5), Policy: pol, Simulate: sim, Costs: costs})
+	// The budget is always the measured costs' share (a footprint is
+	// sizes, not times), whichever costs a simulation replays.
+	replay := func(pol string, sim bool, simCosts map[string]Cost) (ReplayResult, error) {
+		r, err := Replay(ctx, ReplayOptions{Trace: vt, Models: dir, Budget: budgetShare(costs, .5), Policy: pol, Simulate: sim, Costs: simCosts})
 		if err != nil {
 			return r, fmt.Errorf("validation %s: %w", pol, err)
 		}
@@ -143,7 +143,7 @@ func policies(ctx context.Context, o Options, work string) (Policies, error) {
 		// Interleaved, so a slow minute of the machine falls on both.
 		cold, total := map[string]float64{}, map[string]float64{}
 		for _, pol := range pols {
-			r, err := replay(pol, false)
+			r, err := replay(pol, false, costs)
 			if err != nil {
 				return out, err
 			}
@@ -154,22 +154,19 @@ func policies(ctx context.Context, o Options, work string) (Policies, error) {
 		out.Validation.RealTotalRatios = append(out.Validation.RealTotalRatios, total["lru"]/math.Max(total[tflite.DefaultPolicy], 1e-9))
 	}
 	if pairs > 1 {
-		// The budget is the real runs' (a footprint is sizes, not times).
 		learned := learnedCosts(costs, realRuns["lru"][0], realRuns[tflite.DefaultPolicy][0])
-		out.Validation.HeldOut, out.Validation.SimLearned = heldOut(realRuns, 1), map[string]ReplayResult{}
+		out.Validation.HeldOut, out.Validation.SimLearned = medianRuns(realRuns, 1), map[string]ReplayResult{}
 		for _, pol := range pols {
-			r, err := Replay(ctx, ReplayOptions{Trace: vt, Models: dir, Budget: budgetShare(costs, .5), Policy: pol, Simulate: true, Costs: learned})
+			r, err := replay(pol, true, learned)
 			if err != nil {
-				return out, fmt.Errorf("validation %s, learned costs: %w", pol, err)
+				return out, fmt.Errorf("learned costs: %w", err)
 			}
 			out.Validation.SimLearned[pol] = r
 		}
 	}
+	out.Validation.Real = medianRuns(realRuns, 0)
 	for _, pol := range pols {
-		runs := realRuns[pol]
-		slices.SortFunc(runs, func(a, b ReplayResult) int { return cmp.Compare(a.ColdMs, b.ColdMs) })
-		out.Validation.Real[pol] = runs[len(runs)/2]
-		r, err := replay(pol, true)
+		r, err := replay(pol, true, costs)
 		if err != nil {
 			return out, err
 		}
