@@ -9,6 +9,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"strconv"
 	"strings"
@@ -48,7 +49,7 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 }
 
 // replayCmd is `replay --trace FILE --models DIR --budget B --policy P
-// [--json] [--simulate] [--read-rate R] [--huge-pages=false]`.
+// [--against P2] [--json] [--simulate] [--read-rate R] [--huge-pages=false]`.
 func replayCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flags("replay", stderr)
 	trace := fs.String("trace", "", "the trace: CSV t_ms,model_id (required)")
@@ -58,6 +59,7 @@ func replayCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	asJSON := fs.Bool("json", false, "print one JSON object")
 	simulate := fs.Bool("simulate", false, "replay with the measured per-model costs instead of loading and invoking")
 	readRate := fs.String("read-rate", "", `with --simulate: storage read rate for a model not in the page cache, e.g. "25MB" (per second)`)
+	against := fs.String("against", "", "also replay this policy, in step with the other request by request (see ReplayPair), and print both and their ratios")
 	huge := fs.Bool("huge-pages", true, "first have the page cache hold each model in 2 MiB folios, as the agent does (false: leave it as it is)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -90,18 +92,55 @@ func replayCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		}
 		rate = float64(r)
 	}
-	res, err := Replay(ctx, ReplayOptions{Trace: t, Models: *models, Budget: b, Policy: *policy, Simulate: *simulate, ReadRate: rate, Costs: costs, KeepPageCache: !*huge})
+	o := ReplayOptions{Trace: t, Models: *models, Budget: b, Policy: *policy, Simulate: *simulate, ReadRate: rate, Costs: costs, KeepPageCache: !*huge}
+	if *against != "" {
+		return replayPairCmd(ctx, o, *against, *asJSON, stdout)
+	}
+	res, err := Replay(ctx, o)
 	if err != nil {
 		return err
 	}
 	if *asJSON {
 		return json.NewEncoder(stdout).Encode(res)
 	}
+	printReplay(stdout, res)
+	return nil
+}
+
+// PairResult is `replay --against`'s JSON: the two replays of one run
+// and the baseline's figures ÷ the policy's (above 1: the policy spends
+// less).
+type PairResult struct {
+	Baseline       ReplayResult `json:"baseline"`
+	Policy         ReplayResult `json:"policy"`
+	ColdRatio      float64      `json:"cold_ratio"`
+	TotalLoadRatio float64      `json:"total_load_ratio"`
+	P99Ratio       float64      `json:"p99_ratio"`
+}
+
+func replayPairCmd(ctx context.Context, o ReplayOptions, against string, asJSON bool, stdout io.Writer) error {
+	rs, err := ReplayPair(ctx, o, [2]string{against, o.Policy})
+	if err != nil {
+		return err
+	}
+	ratio := func(a, b float64) float64 { return a / math.Max(b, 1e-9) }
+	p := PairResult{Baseline: rs[0], Policy: rs[1], ColdRatio: ratio(rs[0].ColdMs, rs[1].ColdMs),
+		TotalLoadRatio: ratio(rs[0].TotalLoadMs, rs[1].TotalLoadMs), P99Ratio: ratio(rs[0].P99Ms, rs[1].P99Ms)}
+	if asJSON {
+		return json.NewEncoder(stdout).Encode(p)
+	}
+	printReplay(stdout, p.Baseline)
+	printReplay(stdout, p.Policy)
+	fmt.Fprintf(stdout, "%s ÷ %s, in step: cold time %.2f×, total load work %.2f×, p99 %.2f×\n",
+		p.Baseline.Policy, p.Policy.Policy, p.ColdRatio, p.TotalLoadRatio, p.P99Ratio)
+	return nil
+}
+
+func printReplay(stdout io.Writer, res ReplayResult) {
 	fmt.Fprintf(stdout, "policy %s, budget %.1f MiB%s: %d requests, %d hits, %d cold starts paying %.1f ms; %d background loads (%.1f ms, %d wasted, %.2f CPU-s, %.1f J); total load work %.1f ms; %d evictions, %.3g byte·s; latency p50 %.2f p95 %.2f p99 %.2f ms; the best fixed warm set would pay %.1f ms\n",
 		res.Policy, float64(res.Budget)/(1<<20), map[bool]string{true: " (simulated)"}[res.Simulated], res.Requests, res.Hits, res.ColdStarts, res.ColdMs,
 		res.BackgroundLoads, res.BackgroundMs, res.BackgroundWasted, res.BackgroundCPUSeconds, res.BackgroundJoules, res.TotalLoadMs,
 		res.Evictions, res.ByteSeconds, res.P50Ms, res.P95Ms, res.P99Ms, res.BestFixedSetMs)
-	return nil
 }
 
 // parseBudget reads a size or a percentage of the zoo's footprint.

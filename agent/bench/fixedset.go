@@ -37,9 +37,12 @@ func BestFixedSet(res ReplayResult, costs map[string]Cost, budget int64) (ms flo
 			perMiss = pm.ColdMs / float64(pm.ColdStarts)
 		}
 		items = append(items, item{id, int(math.Ceil(float64(c.Footprint()) / (1 << 20))), perMiss, pm.Requests})
-		ms += float64(pm.Requests) * perMiss
 	}
+	// One order, so the sum repeats exactly from run to run.
 	slices.SortFunc(items, func(a, b item) int { return cmp.Compare(a.id, b.id) })
+	for _, it := range items {
+		ms += float64(it.n) * it.perMiss
+	}
 	// 0/1 knapsack over MiB: keeping a model saves all but its first miss.
 	capacity := int(budget >> 20)
 	best := make([]float64, capacity+1)

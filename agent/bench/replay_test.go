@@ -117,6 +117,75 @@ func TestReplayCommand(t *testing.T) {
 	}
 }
 
+// `replay --against` runs two policies in step, request by request, and
+// each makes the decisions it makes alone: simulated, both results equal
+// their lone replays (but for the wall time); for real, LRU's decisions
+// (recency and sizes only) are the same as alone, and the ratios are the
+// two results'.
+func TestReplayInStep(t *testing.T) {
+	zoo := filepath.Join(t.TempDir(), "zoo")
+	if code, _, e := benchMain(t, "zoo", "--out", zoo, "--models", tflitetest.ModelsDir(t), "--quick"); code != 0 {
+		t.Fatalf("zoo: %d %s", code, e)
+	}
+	trace := filepath.Join(t.TempDir(), "trace.csv")
+	if code, _, e := benchMain(t, "trace", "--shape", "heavy", "--models", zoo, "--duration", "2m", "--out", trace); code != 0 {
+		t.Fatalf("trace: %d %s", code, e)
+	}
+	alone := func(policy string, extra ...string) bench.ReplayResult {
+		t.Helper()
+		code, out, e := benchMain(t, append([]string{"replay", "--trace", trace, "--models", zoo, "--budget", "40%", "--policy", policy, "--json"}, extra...)...)
+		if code != 0 {
+			t.Fatalf("replay %s %v: %d %s", policy, extra, code, e)
+		}
+		var r bench.ReplayResult
+		if err := json.Unmarshal([]byte(out), &r); err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	pair := func(extra ...string) bench.PairResult {
+		t.Helper()
+		code, out, e := benchMain(t, append([]string{"replay", "--trace", trace, "--models", zoo, "--budget", "40%", "--against", "lru", "--json"}, extra...)...)
+		if code != 0 {
+			t.Fatalf("replay --against lru %v: %d %s", extra, code, e)
+		}
+		var p bench.PairResult
+		if err := json.Unmarshal([]byte(out), &p); err != nil {
+			t.Fatalf("not one JSON object: %v\n%s", err, out)
+		}
+		if p.Baseline.Policy != "lru" || p.Policy.Policy != tflite.DefaultPolicy {
+			t.Fatalf("pair of %q and %q, want lru and %s", p.Baseline.Policy, p.Policy.Policy, tflite.DefaultPolicy)
+		}
+		if p.ColdRatio != p.Baseline.ColdMs/p.Policy.ColdMs || p.TotalLoadRatio != p.Baseline.TotalLoadMs/p.Policy.TotalLoadMs || p.P99Ratio != p.Baseline.P99Ms/p.Policy.P99Ms {
+			t.Errorf("ratios %.3f/%.3f/%.3f do not follow from %+v and %+v", p.ColdRatio, p.TotalLoadRatio, p.P99Ratio, p.Baseline, p.Policy)
+		}
+		return p
+	}
+	same := func(what string, got, want bench.ReplayResult) {
+		t.Helper()
+		got.WallSecs, want.WallSecs = 0, 0
+		g, _ := json.Marshal(got)
+		w, _ := json.Marshal(want)
+		if !bytes.Equal(g, w) {
+			t.Errorf("%s in step:\n%s\nalone:\n%s", what, g, w)
+		}
+	}
+	sim := pair("--simulate")
+	same("simulated lru", sim.Baseline, alone("lru", "--simulate"))
+	same("simulated "+tflite.DefaultPolicy, sim.Policy, alone(tflite.DefaultPolicy, "--simulate"))
+	real, lru := pair(), alone("lru")
+	if real.Baseline.Simulated || real.Baseline.ColdStarts != lru.ColdStarts || real.Baseline.Evictions != lru.Evictions || real.Baseline.Hits != lru.Hits {
+		t.Errorf("real lru in step: %d cold starts, %d evictions, %d hits; alone %d, %d, %d",
+			real.Baseline.ColdStarts, real.Baseline.Evictions, real.Baseline.Hits, lru.ColdStarts, lru.Evictions, lru.Hits)
+	}
+	if r := real.Policy; r.Requests != lru.Requests || r.Hits+r.ColdStarts+r.Refused != r.Requests || r.ColdMs <= 0 {
+		t.Errorf("real %s in step: %+v", r.Policy, r)
+	}
+	if code, _, e := benchMain(t, "replay", "--trace", trace, "--models", zoo, "--against", "fifo", "--simulate"); code != 1 || !strings.Contains(e, "eviction policy") {
+		t.Errorf("--against fifo: exit %d %q, want 1 naming the policy", code, e)
+	}
+}
+
 // The generator is deterministic for a seed, and each shape has its
 // shape: a heavy tail, bursts, a day cycle, timers.
 func TestGenerateTraceShapes(t *testing.T) {
