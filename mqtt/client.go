@@ -493,9 +493,15 @@ func (c *Client) flush(ctx context.Context) {
 	}
 }
 
-// onMessage is paho's handler: parse and queue, never block or publish.
+// onMessage is paho's handler: parse the topic and queue, never block or
+// publish. The JSON envelope's id is read by the worker (envelope): paho
+// calls this on its one router, and a megabyte of JSON takes it
+// milliseconds to scan, during which no other message is handled, PUBACKs
+// included. Only a command that finds the queue full has its envelope
+// read here, to address the busy reply: the payload is not held for it,
+// and under a flood a slower router is the back-pressure.
 func (c *Client) onMessage(_ paho.Client, m paho.Message) {
-	cmd, err := c.parse(m.Topic(), m.Payload())
+	cmd, err := c.parseTopic(m.Topic(), m.Payload())
 	c.count(func(s *Stats) { s.Commands++ })
 	if err != nil {
 		c.count(func(s *Stats) { s.Rejected++ })
@@ -507,6 +513,11 @@ func (c *Client) onMessage(_ paho.Client, m paho.Message) {
 	case c.queue <- cmd:
 	default:
 		c.count(func(s *Stats) { s.QueuedBytes -= int64(len(cmd.Payload)) })
+		if err := envelope(&cmd); err != nil {
+			c.count(func(s *Stats) { s.Rejected++ })
+			c.reject(replyOut{id: cmd.ID, err: err})
+			return
+		}
 		c.count(func(s *Stats) { s.Busy++ })
 		c.reject(replyOut{id: cmd.ID, err: ErrBusy})
 	}
@@ -522,6 +533,16 @@ func (c *Client) reject(r replyOut) {
 
 // parse reads cmd/<verb>[/<id>[/<model>]] and the envelope's id.
 func (c *Client) parse(topic string, payload []byte) (Command, error) {
+	cmd, err := c.parseTopic(topic, payload)
+	if err != nil {
+		return cmd, err
+	}
+	return cmd, envelope(&cmd)
+}
+
+// parseTopic reads cmd/<verb>[/<id>[/<model>]] and checks the payload's
+// size and kind, without reading a JSON payload (see envelope).
+func (c *Client) parseTopic(topic string, payload []byte) (Command, error) {
 	rest, ok := strings.CutPrefix(topic, c.topic("cmd/"))
 	if !ok {
 		return Command{}, ErrBadRequest
@@ -551,22 +572,31 @@ func (c *Client) parse(topic string, payload []byte) (Command, error) {
 		cmd.Payload, cmd.Binary = payload, len(payload) > 0
 		return cmd, nil
 	}
+	cmd.Payload = payload
+	return cmd, nil
+}
+
+// envelope reads a JSON command's id into cmd (a binary or empty payload
+// has none): it must be a valid id, and the topic's if both name one.
+func envelope(cmd *Command) error {
+	if cmd.Binary || len(cmd.Payload) == 0 {
+		return nil
+	}
 	var env struct {
 		ID string `json:"id"`
 	}
-	if err := json.Unmarshal(payload, &env); err != nil {
-		return cmd, &Error{"bad_request", "malformed JSON: " + err.Error()}
+	if err := json.Unmarshal(cmd.Payload, &env); err != nil {
+		return &Error{"bad_request", "malformed JSON: " + err.Error()}
 	}
 	switch {
 	case env.ID != "" && !ValidID(env.ID):
-		return cmd, ErrBadRequestID
+		return ErrBadRequestID
 	case env.ID != "" && cmd.ID != "" && env.ID != cmd.ID:
-		return cmd, &Error{"bad_request", "request id differs between topic and payload"}
+		return &Error{"bad_request", "request id differs between topic and payload"}
 	case env.ID != "":
 		cmd.ID = env.ID
 	}
-	cmd.Payload = payload
-	return cmd, nil
+	return nil
 }
 
 // work runs queued commands until ctx ends, then answers what is left.
@@ -575,8 +605,12 @@ func (c *Client) work(ctx context.Context) {
 		select {
 		case cmd := <-c.queue:
 			if ctx.Err() != nil {
-				c.count(func(s *Stats) { s.QueuedBytes -= int64(len(cmd.Payload)) })
-				c.reply(replyOut{id: cmd.ID, err: ErrShuttingDown})
+				c.refuse(cmd, ErrShuttingDown)
+				continue
+			}
+			if err := envelope(&cmd); err != nil {
+				c.count(func(s *Stats) { s.Rejected++ })
+				c.refuse(cmd, err)
 				continue
 			}
 			cctx, cancel := context.WithTimeout(ctx, c.o.CommandTimeout)
@@ -588,14 +622,23 @@ func (c *Client) work(ctx context.Context) {
 			for {
 				select {
 				case cmd := <-c.queue:
-					c.count(func(s *Stats) { s.QueuedBytes -= int64(len(cmd.Payload)) })
-					c.reply(replyOut{id: cmd.ID, err: ErrShuttingDown})
+					c.refuse(cmd, ErrShuttingDown)
 				default:
 					return
 				}
 			}
 		}
 	}
+}
+
+// refuse answers a queued command without running it, at the id its
+// envelope names (a malformed envelope is answered as such).
+func (c *Client) refuse(cmd Command, err error) {
+	if e := envelope(&cmd); e != nil {
+		err = e
+	}
+	c.count(func(s *Stats) { s.QueuedBytes -= int64(len(cmd.Payload)) })
+	c.reply(replyOut{id: cmd.ID, err: err})
 }
 
 // run runs one command; a panic in it becomes an "internal" reply (and a

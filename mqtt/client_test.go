@@ -294,20 +294,31 @@ func TestBusyWhenQueueFull(t *testing.T) {
 	c, _ := startClient(t, mqtt.Options{Brokers: []string{b.URL()}, QueueSize: 1, Workers: 1}, &memOutbox{}, echo{delay: 300 * time.Millisecond})
 	waitReady(t, c)
 	sub := b.Subscribe(t, "operator", "edge/dev1/reply/#")
+	// Every other command names its id only in its JSON envelope: a
+	// busy reply and a worker's both go to it.
 	for i := range 5 {
-		sub.PublishAsync(fmt.Sprintf("edge/dev1/cmd/slow/s%d", i), []byte(`{}`))
+		if i%2 == 0 {
+			sub.PublishAsync(fmt.Sprintf("edge/dev1/cmd/slow/s%d", i), []byte(`{}`))
+		} else {
+			sub.PublishAsync("edge/dev1/cmd/slow", fmt.Appendf(nil, `{"id":"s%d"}`, i))
+		}
 	}
-	codes := map[string]int{}
+	codes, topics := map[string]int{}, map[string]bool{}
 	for range 5 {
-		r := decodeReply(t, sub.Next(t, 10*time.Second))
+		m := sub.Next(t, 10*time.Second)
+		topics[m.Topic] = true
+		r := decodeReply(t, m)
+		if "edge/dev1/reply/"+r.ID != m.Topic {
+			t.Errorf("reply %+v on %s", r, m.Topic)
+		}
 		if r.OK {
 			codes["ok"]++
 		} else {
 			codes[r.Error.Code]++
 		}
 	}
-	if codes["busy"] == 0 || codes["ok"] == 0 || codes["ok"]+codes["busy"] != 5 {
-		t.Fatalf("replies %v", codes)
+	if codes["busy"] == 0 || codes["ok"] == 0 || codes["ok"]+codes["busy"] != 5 || len(topics) != 5 {
+		t.Fatalf("replies %v on %v", codes, topics)
 	}
 }
 
