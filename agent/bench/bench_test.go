@@ -26,7 +26,7 @@ func TestQuickBenchWritesReport(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"## Summary", "## Startup", "agent prewarmed", "## Serving", "## Memory under a budget", "histogram", "lru", "## Eviction policies on traces", "Simulator check", "interleaved pairs", "## Scaling", "## Energy",
+	for _, want := range []string{"## Summary", "## Startup", "agent prewarmed", "## Serving", "## Memory under a budget", "histogram", "lru", "## Eviction policies on traces", "Simulator check", "pairs in step", "## Scaling", "## Energy",
 		// Rows that cannot be measured say why, never vanish: the SD card is
 		// off here (TestSDCardThrottlesReads makes one), and the process rows
 		// need the edge-agent-bench binary, not this test binary.

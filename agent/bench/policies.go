@@ -36,7 +36,7 @@ type Storage struct {
 	ReadRate float64 // bytes/s; 0: the page cache keeps every model
 }
 
-// Validation is one trace replayed for real (a few interleaved pairs)
+// Validation is one trace replayed for real (a few pairs in step)
 // and simulated.
 type Validation struct {
 	Shape string
@@ -127,8 +127,8 @@ func policies(ctx context.Context, o Options, work string) (Policies, error) {
 	pols := []string{"lru", tflite.DefaultPolicy}
 	// The budget is always the measured costs' share (a footprint is
 	// sizes, not times), whichever costs a simulation replays.
-	replay := func(pol string, sim bool, simCosts map[string]Cost) (ReplayResult, error) {
-		r, err := Replay(ctx, ReplayOptions{Trace: vt, Models: dir, Budget: budgetShare(costs, .5), Policy: pol, Simulate: sim, Costs: simCosts})
+	simulate := func(pol string, simCosts map[string]Cost) (ReplayResult, error) {
+		r, err := Replay(ctx, ReplayOptions{Trace: vt, Models: dir, Budget: budgetShare(costs, .5), Policy: pol, Simulate: true, Costs: simCosts})
 		if err != nil {
 			return r, fmt.Errorf("validation %s: %w", pol, err)
 		}
@@ -140,24 +140,23 @@ func policies(ctx context.Context, o Options, work string) (Policies, error) {
 	}
 	realRuns := map[string][]ReplayResult{}
 	for range pairs {
-		// Interleaved, so a slow minute of the machine falls on both.
-		cold, total := map[string]float64{}, map[string]float64{}
-		for _, pol := range pols {
-			r, err := replay(pol, false, costs)
-			if err != nil {
-				return out, err
-			}
-			realRuns[pol] = append(realRuns[pol], r)
-			cold[pol], total[pol] = r.ColdMs, r.TotalLoadMs
+		// In step, request by request, so a slow minute of the machine
+		// falls on both.
+		rs, err := ReplayPair(ctx, ReplayOptions{Trace: vt, Models: dir, Budget: budgetShare(costs, .5), Costs: costs}, [2]string{pols[0], pols[1]})
+		if err != nil {
+			return out, fmt.Errorf("validation: %w", err)
 		}
-		out.Validation.RealRatios = append(out.Validation.RealRatios, cold["lru"]/math.Max(cold[tflite.DefaultPolicy], 1e-9))
-		out.Validation.RealTotalRatios = append(out.Validation.RealTotalRatios, total["lru"]/math.Max(total[tflite.DefaultPolicy], 1e-9))
+		for k, pol := range pols {
+			realRuns[pol] = append(realRuns[pol], rs[k])
+		}
+		out.Validation.RealRatios = append(out.Validation.RealRatios, rs[0].ColdMs/math.Max(rs[1].ColdMs, 1e-9))
+		out.Validation.RealTotalRatios = append(out.Validation.RealTotalRatios, rs[0].TotalLoadMs/math.Max(rs[1].TotalLoadMs, 1e-9))
 	}
 	if pairs > 1 {
 		learned := learnedCosts(costs, realRuns["lru"][0], realRuns[tflite.DefaultPolicy][0])
 		out.Validation.HeldOut, out.Validation.SimLearned = medianRuns(realRuns, 1), map[string]ReplayResult{}
 		for _, pol := range pols {
-			r, err := replay(pol, true, learned)
+			r, err := simulate(pol, learned)
 			if err != nil {
 				return out, fmt.Errorf("learned costs: %w", err)
 			}
@@ -166,7 +165,7 @@ func policies(ctx context.Context, o Options, work string) (Policies, error) {
 	}
 	out.Validation.Real = medianRuns(realRuns, 0)
 	for _, pol := range pols {
-		r, err := replay(pol, true, costs)
+		r, err := simulate(pol, costs)
 		if err != nil {
 			return out, err
 		}
@@ -230,7 +229,7 @@ func writePolicies(b *strings.Builder, p Policies) {
 		fmt.Fprintf(b, "\n![cold time saved over LRU, %s](%s)\n\n![total load work saved over LRU, %s](%s)\n\n", st.Name, chartName(i, "cold"), st.Name, chartName(i, "total"))
 	}
 	v := p.Validation
-	fmt.Fprintf(b, "**Simulator check**: the %s trace (%d requests) at %.0f%% of the footprint, replayed for real (loads and invokes; %d interleaved pairs, each policy's run of median cold time shown) and simulated:\n\n", v.Shape, v.Real["lru"].Requests, 100*v.Share, len(v.RealRatios))
+	fmt.Fprintf(b, "**Simulator check**: the %s trace (%d requests) at %.0f%% of the footprint, replayed for real (loads and invokes; %d pairs, the two policies in step request by request (`ReplayPair`), each policy's run of median cold time shown) and simulated:\n\n", v.Shape, v.Real["lru"].Requests, 100*v.Share, len(v.RealRatios))
 	b.WriteString("| policy | cold starts real / sim | cold ms real / sim (error) | background loads real / sim | total load ms real / sim (error) | evictions real / sim | p50 ms real / sim | p99 ms real / sim |\n|---|---|---|---|---|---|---|---|\n")
 	for _, pol := range []string{"lru", tflite.DefaultPolicy} {
 		r, s := v.Real[pol], v.Sim[pol]

@@ -90,9 +90,9 @@ func Summary(r Report) string {
 		}
 	}
 	if v := r.Policies.Validation; len(v.RealRatios) > 0 {
-		fmt.Fprintf(&b, "| heavy-tailed trace, budget ½, real replay (%d interleaved pairs): cold time paid, %s vs LRU (ms) | %s (LRU) | %s | %s× |\n", len(v.RealRatios), tflite.DefaultPolicy,
+		fmt.Fprintf(&b, "| heavy-tailed trace, budget ½, real replay (%d pairs in step): cold time paid, %s vs LRU (ms) | %s (LRU) | %s | %s× |\n", len(v.RealRatios), tflite.DefaultPolicy,
 			f2(v.Real["lru"].ColdMs), f2(v.Real[tflite.DefaultPolicy].ColdMs), spread(dist(v.RealRatios)))
-		fmt.Fprintf(&b, "| heavy-tailed trace, budget ½, real replay (%d interleaved pairs): total load work, %s vs LRU (ms) | %s (LRU) | %s | %s× |\n", len(v.RealTotalRatios), tflite.DefaultPolicy,
+		fmt.Fprintf(&b, "| heavy-tailed trace, budget ½, real replay (%d pairs in step): total load work, %s vs LRU (ms) | %s (LRU) | %s | %s× |\n", len(v.RealTotalRatios), tflite.DefaultPolicy,
 			f2(v.Real["lru"].TotalLoadMs), f2(v.Real[tflite.DefaultPolicy].TotalLoadMs), spread(dist(v.RealTotalRatios)))
 	}
 	e := r.Energy.CPUSecond
