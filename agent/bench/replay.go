@@ -3,7 +3,9 @@ package bench
 // Trace replay: a trace against one pool and one policy, on a virtual
 // clock that jumps from request to request (stepping the keep-alive and
 // pre-warm maintenance every tick between them). Loads and invokes are
-// real, or with Simulate the measured costs stand in for them.
+// real, or with Simulate the measured costs stand in for them. Two
+// policies can replay one trace in step (ReplayPair); the stepping engine
+// is replayer.go.
 
 import (
 	"context"
