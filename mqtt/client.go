@@ -531,15 +531,6 @@ func (c *Client) reject(r replyOut) {
 	}
 }
 
-// parse reads cmd/<verb>[/<id>[/<model>]] and the envelope's id.
-func (c *Client) parse(topic string, payload []byte) (Command, error) {
-	cmd, err := c.parseTopic(topic, payload)
-	if err != nil {
-		return cmd, err
-	}
-	return cmd, envelope(&cmd)
-}
-
 // parseTopic reads cmd/<verb>[/<id>[/<model>]] and checks the payload's
 // size and kind, without reading a JSON payload (see envelope).
 func (c *Client) parseTopic(topic string, payload []byte) (Command, error) {

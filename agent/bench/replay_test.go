@@ -24,17 +24,24 @@ func benchMain(t *testing.T, args ...string) (code int, stdout, stderr string) {
 	return code, o.String(), e.String()
 }
 
-// `replay --json` on a trace file: every policy, real and simulated,
-// prints one object with the documented keys, and its counts add up.
-func TestReplayCommand(t *testing.T) {
-	zoo := filepath.Join(t.TempDir(), "zoo")
+// quickZooTrace makes a quick zoo and two minutes of its heavy trace.
+func quickZooTrace(t *testing.T) (zoo, trace string) {
+	t.Helper()
+	zoo = filepath.Join(t.TempDir(), "zoo")
 	if code, _, e := benchMain(t, "zoo", "--out", zoo, "--models", tflitetest.ModelsDir(t), "--quick"); code != 0 {
 		t.Fatalf("zoo: %d %s", code, e)
 	}
-	trace := filepath.Join(t.TempDir(), "trace.csv")
+	trace = filepath.Join(t.TempDir(), "trace.csv")
 	if code, _, e := benchMain(t, "trace", "--shape", "heavy", "--models", zoo, "--duration", "2m", "--out", trace); code != 0 {
 		t.Fatalf("trace: %d %s", code, e)
 	}
+	return zoo, trace
+}
+
+// `replay --json` on a trace file: every policy, real and simulated,
+// prints one object with the documented keys, and its counts add up.
+func TestReplayCommand(t *testing.T) {
+	zoo, trace := quickZooTrace(t)
 	b, err := os.ReadFile(trace)
 	if err != nil {
 		t.Fatal(err)
@@ -123,14 +130,7 @@ func TestReplayCommand(t *testing.T) {
 // (recency and sizes only) are the same as alone, and the ratios are the
 // two results'.
 func TestReplayInStep(t *testing.T) {
-	zoo := filepath.Join(t.TempDir(), "zoo")
-	if code, _, e := benchMain(t, "zoo", "--out", zoo, "--models", tflitetest.ModelsDir(t), "--quick"); code != 0 {
-		t.Fatalf("zoo: %d %s", code, e)
-	}
-	trace := filepath.Join(t.TempDir(), "trace.csv")
-	if code, _, e := benchMain(t, "trace", "--shape", "heavy", "--models", zoo, "--duration", "2m", "--out", trace); code != 0 {
-		t.Fatalf("trace: %d %s", code, e)
-	}
+	zoo, trace := quickZooTrace(t)
 	alone := func(policy string, extra ...string) bench.ReplayResult {
 		t.Helper()
 		code, out, e := benchMain(t, append([]string{"replay", "--trace", trace, "--models", zoo, "--budget", "40%", "--policy", policy, "--json"}, extra...)...)
