@@ -9,7 +9,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"math"
 	"os"
 	"strconv"
 	"strings"
@@ -107,25 +106,11 @@ func replayCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	return nil
 }
 
-// PairResult is `replay --against`'s JSON: the two replays of one run
-// and the baseline's figures ÷ the policy's (above 1: the policy spends
-// less).
-type PairResult struct {
-	Baseline       ReplayResult `json:"baseline"`
-	Policy         ReplayResult `json:"policy"`
-	ColdRatio      float64      `json:"cold_ratio"`
-	TotalLoadRatio float64      `json:"total_load_ratio"`
-	P99Ratio       float64      `json:"p99_ratio"`
-}
-
 func replayPairCmd(ctx context.Context, o ReplayOptions, against string, asJSON bool, stdout io.Writer) error {
-	rs, err := ReplayPair(ctx, o, [2]string{against, o.Policy})
+	p, err := ReplayPair(ctx, o, against)
 	if err != nil {
 		return err
 	}
-	ratio := func(a, b float64) float64 { return a / math.Max(b, 1e-9) }
-	p := PairResult{Baseline: rs[0], Policy: rs[1], ColdRatio: ratio(rs[0].ColdMs, rs[1].ColdMs),
-		TotalLoadRatio: ratio(rs[0].TotalLoadMs, rs[1].TotalLoadMs), P99Ratio: ratio(rs[0].P99Ms, rs[1].P99Ms)}
 	if asJSON {
 		return json.NewEncoder(stdout).Encode(p)
 	}

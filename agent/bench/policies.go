@@ -142,15 +142,14 @@ func policies(ctx context.Context, o Options, work string) (Policies, error) {
 	for range pairs {
 		// In step, request by request, so a slow minute of the machine
 		// falls on both.
-		rs, err := ReplayPair(ctx, ReplayOptions{Trace: vt, Models: dir, Budget: budgetShare(costs, .5), Costs: costs}, [2]string{pols[0], pols[1]})
+		p, err := ReplayPair(ctx, ReplayOptions{Trace: vt, Models: dir, Budget: budgetShare(costs, .5), Policy: pols[1], Costs: costs}, pols[0])
 		if err != nil {
 			return out, fmt.Errorf("validation: %w", err)
 		}
-		for k, pol := range pols {
-			realRuns[pol] = append(realRuns[pol], rs[k])
-		}
-		out.Validation.RealRatios = append(out.Validation.RealRatios, rs[0].ColdMs/math.Max(rs[1].ColdMs, 1e-9))
-		out.Validation.RealTotalRatios = append(out.Validation.RealTotalRatios, rs[0].TotalLoadMs/math.Max(rs[1].TotalLoadMs, 1e-9))
+		realRuns[pols[0]] = append(realRuns[pols[0]], p.Baseline)
+		realRuns[pols[1]] = append(realRuns[pols[1]], p.Policy)
+		out.Validation.RealRatios = append(out.Validation.RealRatios, p.ColdRatio)
+		out.Validation.RealTotalRatios = append(out.Validation.RealTotalRatios, p.TotalLoadRatio)
 	}
 	if pairs > 1 {
 		learned := learnedCosts(costs, realRuns["lru"][0], realRuns[tflite.DefaultPolicy][0])

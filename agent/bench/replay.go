@@ -10,6 +10,7 @@ package bench
 import (
 	"context"
 	"fmt"
+	"math"
 	"time"
 )
 
@@ -126,22 +127,22 @@ func Replay(ctx context.Context, o ReplayOptions) (ReplayResult, error) {
 // cost 18.8 s of cold time in one run and 25.7 s in the next); in step,
 // a slow minute falls on both, and their ratio is the policies'. Each
 // pool has its own budget and clock; they share the page cache and the
-// cores, one at a time. Costs are measured once, for both.
-func ReplayPair(ctx context.Context, o ReplayOptions, policies [2]string) ([2]ReplayResult, error) {
-	var out [2]ReplayResult
+// cores, one at a time. Costs are measured once, for both. The policy is
+// o.Policy, the baseline the other.
+func ReplayPair(ctx context.Context, o ReplayOptions, baseline string) (PairResult, error) {
 	if o.Costs == nil {
 		var err error
 		if o.Costs, err = zooCosts(ctx, o.Models, 3, !o.KeepPageCache); err != nil {
-			return out, err
+			return PairResult{}, err
 		}
 	}
 	var rs [2]*replayer
-	for k, pol := range policies {
+	for k, pol := range [2]string{baseline, o.Policy} {
 		po := o
 		po.Policy = pol
 		r, err := newReplayer(ctx, po)
 		if err != nil {
-			return out, fmt.Errorf("%s: %w", pol, err)
+			return PairResult{}, fmt.Errorf("%s: %w", pol, err)
 		}
 		defer r.close()
 		rs[k] = r
@@ -154,12 +155,23 @@ func ReplayPair(ctx context.Context, o ReplayOptions, policies [2]string) ([2]Re
 				rs[(i+j+1)%2].pool.WaitFreed()
 			}
 			if err := r.serve(ctx, i); err != nil {
-				return out, fmt.Errorf("%s: %w", r.res.Policy, err)
+				return PairResult{}, fmt.Errorf("%s: %w", r.res.Policy, err)
 			}
 		}
 	}
-	for k, r := range rs {
-		out[k] = r.finish()
-	}
-	return out, nil
+	b, p := rs[0].finish(), rs[1].finish()
+	ratio := func(x, y float64) float64 { return x / math.Max(y, 1e-9) }
+	return PairResult{Baseline: b, Policy: p, ColdRatio: ratio(b.ColdMs, p.ColdMs),
+		TotalLoadRatio: ratio(b.TotalLoadMs, p.TotalLoadMs), P99Ratio: ratio(b.P99Ms, p.P99Ms)}, nil
+}
+
+// PairResult is a ReplayPair (`replay --against`'s JSON): the two replays
+// of one run and the baseline's figures ÷ the policy's (above 1: the
+// policy spends less).
+type PairResult struct {
+	Baseline       ReplayResult `json:"baseline"`
+	Policy         ReplayResult `json:"policy"`
+	ColdRatio      float64      `json:"cold_ratio"`
+	TotalLoadRatio float64      `json:"total_load_ratio"`
+	P99Ratio       float64      `json:"p99_ratio"`
 }

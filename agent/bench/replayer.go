@@ -113,31 +113,40 @@ func newReplayer(ctx context.Context, o ReplayOptions) (*replayer, error) {
 	} else {
 		r.pool = tflite.NewPool(po)
 	}
-	for _, id := range ids {
-		c, ok := o.Costs[id]
-		if !ok {
-			r.close()
-			return nil, fmt.Errorf("no measured cost for %s", id)
-		}
-		if err := r.pool.Register(tflite.ModelSpec{ID: id, Path: paths[id], KnownHeap: c.Heap, KnownSteady: c.Steady, KnownSaved: c.Stages().Saved()}); err != nil {
-			r.close()
-			return nil, err
-		}
-		if !o.Simulate {
-			if r.inputs[id], err = inputFor(paths[id]); err != nil {
-				r.close()
-				return nil, err
-			}
-			// Every replay starts from the same page cache: the kernel
-			// may have split or dropped folios since the last.
-			if _, err := cacheHuge(paths[id], !o.KeepPageCache); err != nil {
-				r.close()
-				return nil, err
-			}
-		}
+	if err := r.register(ids); err != nil {
+		r.close()
+		return nil, err
 	}
 	r.busy = time.Since(began)
 	return r, nil
+}
+
+// register registers the zoo's models with the pool and, for a real
+// replay, reads their inputs and sets their page cache.
+func (r *replayer) register(ids []string) error {
+	for _, id := range ids {
+		c, ok := r.o.Costs[id]
+		if !ok {
+			return fmt.Errorf("no measured cost for %s", id)
+		}
+		path := r.paths[id]
+		if err := r.pool.Register(tflite.ModelSpec{ID: id, Path: path, KnownHeap: c.Heap, KnownSteady: c.Steady, KnownSaved: c.Stages().Saved()}); err != nil {
+			return err
+		}
+		if r.o.Simulate {
+			continue
+		}
+		var err error
+		if r.inputs[id], err = inputFor(path); err != nil {
+			return err
+		}
+		// Every replay starts from the same page cache: the kernel may
+		// have split or dropped folios since the last.
+		if _, err := cacheHuge(path, !r.o.KeepPageCache); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (r *replayer) close() { _ = r.pool.Close() }
